@@ -1,0 +1,3 @@
+// Precompiled header shared by every module: LibTorch's headers are large and take ~20 s per file otherwise.
+#pragma once
+#include <torch/torch.h>
