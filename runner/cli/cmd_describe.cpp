@@ -1,0 +1,95 @@
+// expctl describe NAME | --all [--markdown]: parameters of a plugin or section, from its one declaration.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <iostream>
+#include <sstream>
+
+#include "runner/cli/commands.h"
+#include "runner/core/error.h"
+#include "runner/core/registry.h"
+
+namespace expctl::cli {
+namespace {
+
+std::string text_table(const PluginInfo& p) {
+  std::ostringstream out;
+  out << p.name << " (" << p.kind << "): " << p.summary << "\n";
+  if (!p.code.empty()) out << "checkpoint code: " << p.code << "\n";
+  if (!p.unavailable.empty()) out << "status: not available yet (" << p.unavailable << ")\n";
+  if (p.params.empty()) {
+    out << "  (no parameters)\n";
+    return out.str();
+  }
+  std::vector<std::vector<std::string>> rows{{"key", "type", "default", "range", "help"}};
+  for (const auto& s : p.params.specs())
+    rows.push_back({s.key, s.type_name(), s.default_text(), s.range_text(), s.help});
+  std::vector<size_t> w(4, 0);
+  for (const auto& r : rows)
+    for (size_t i = 0; i < 4; ++i) w[i] = std::max(w[i], r[i].size());
+  for (const auto& r : rows) {
+    out << "  ";
+    for (size_t i = 0; i < 4; ++i) out << r[i] << std::string(w[i] - r[i].size() + 2, ' ');
+    out << r[4] << "\n";
+  }
+  return out.str();
+}
+
+std::string markdown_table(const PluginInfo& p) {
+  std::ostringstream out;
+  out << "### `" << p.name << "` (" << p.kind << ")\n\n" << p.summary << ".";
+  if (!p.code.empty()) out << " Checkpoint code: `" << p.code << "`.";
+  if (!p.unavailable.empty()) out << " *Not available yet: " << p.unavailable << ".*";
+  out << "\n\n";
+  if (p.params.empty()) return out.str() + "No parameters.\n\n";
+  out << "| key | type | default | range | help |\n|---|---|---|---|---|\n";
+  auto esc = [](std::string s) {
+    std::string r;
+    for (char c : s) r += (c == '|') ? std::string("\\|") : std::string(1, c);
+    return r;
+  };
+  for (const auto& s : p.params.specs())
+    out << "| `" << s.key << "` | " << s.type_name() << " | `" << esc(s.default_text()) << "` | " << esc(s.range_text())
+        << " | " << esc(s.help) << " |\n";
+  return out.str() + "\n";
+}
+
+}  // namespace
+
+void add_describe(CLI::App& app, int& exit_code) {
+  struct Opts {
+    std::string name;
+    bool all = false, markdown = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("describe", "Show the parameters of a model, data set, pruner, stage or section");
+  cmd->add_option("name", o->name, "e.g. wanda, finetune, ResNet18, CIFAR10, runtime");
+  cmd->add_flag("--all", o->all, "every plugin and section");
+  cmd->add_flag("--markdown", o->markdown, "Markdown tables (the YAML reference in docs/ is made this way)");
+  cmd->callback([o, &exit_code] {
+    guarded(exit_code, [&] {
+      const Catalog& c = Catalog::instance();
+      auto render = [&](const PluginInfo& p) { return o->markdown ? markdown_table(p) : text_table(p); };
+      if (o->all) {
+        std::vector<std::string> kinds{"section"};
+        kinds.insert(kinds.end(), plugin_kinds().begin(), plugin_kinds().end());
+        for (const auto& kind : kinds)
+          for (const auto& n : c.names(kind)) std::cout << render(*c.find(kind, n)) << (o->markdown ? "" : "\n");
+        return;
+      }
+      if (o->name.empty()) throw ConfigError("describe: give a NAME or --all (see `expctl list`)");
+      auto found = c.find_any(o->name);
+      if (found.empty()) {
+        std::vector<std::string> all;
+        for (const auto& kind : {"section", "model", "dataset", "pruner", "stage"})
+          for (const auto& n : c.names(kind)) all.push_back(n);
+        std::string msg = "describe: nothing is registered as '" + o->name + "'";
+        std::string dym = did_you_mean(o->name, all);
+        if (!dym.empty()) msg += " (did you mean '" + dym + "'?)";
+        throw ConfigError(msg + "; known names: " + join(all));
+      }
+      for (const auto* p : found) std::cout << render(*p);
+    });
+  });
+}
+
+}  // namespace expctl::cli

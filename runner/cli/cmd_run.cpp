@@ -1,0 +1,37 @@
+// expctl run FILE... [--set key=value]... [--only STAGE] [--force] [--dry-run]
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "runner/cli/commands.h"
+#include "runner/core/pipeline.h"
+
+namespace expctl::cli {
+
+void add_run(CLI::App& app, int& exit_code) {
+  struct Opts {
+    std::vector<std::string> files, sets;
+    RunOptions run;
+  };
+  auto opts = std::make_shared<Opts>();
+  auto* cmd = app.add_subcommand("run", "Run scenarios: their stages in order (finished stages are skipped)");
+  cmd->add_option("files", opts->files, "scenario YAML files, run one after another")->required();
+  cmd->add_option("--set", opts->sets, "override a value: --set finetune.epochs=5 (repeatable)");
+  cmd->add_option("--only", opts->run.only, "run just this stage");
+  cmd->add_flag("--force", opts->run.force, "redo stages even when they are up to date");
+  cmd->add_flag("--dry-run", opts->run.dry_run, "print the plan (stages, files read and written); write nothing");
+  cmd->callback([opts, &exit_code] {
+    guarded(exit_code, [&] {
+      // Validate everything before running anything: a typo in the third file must not cost two runs.
+      std::vector<Pipeline> pipelines;
+      for (const auto& f : opts->files) pipelines.emplace_back(load_scenario(f, opts->sets), opts->run);
+      if (opts->run.dry_run) {
+        for (const auto& p : pipelines) std::cout << p.plan_text();
+        return;
+      }
+      for (const auto& p : pipelines) p.check_runnable();
+      for (auto& p : pipelines) p.run();
+    });
+  });
+}
+
+}  // namespace expctl::cli

@@ -1,0 +1,365 @@
+#include "runner/core/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <set>
+
+#include "runner/core/error.h"
+#include "runner/core/registry.h"
+
+namespace expctl {
+namespace fs = std::filesystem;
+
+// ---- the engine's own sections -----------------------------------------------------------------
+
+const ParamTable& scenario_section() {
+  static const ParamTable t = [] {
+    ParamTable t;
+    t.add_required("test_scenario", ParamType::Name, "test scenario number, e.g. TS1 (part of every path)");
+    t.add_required("method", ParamType::Name, "method name, e.g. FineTuning, NeuronCoverage, Wanda");
+    t.add_string("description", "", "free text shown in the report");
+    t.add_path("starts_from", "",
+               "the scenario file whose fine-tuned model this one starts from (relative to this file)");
+    return t;
+  }();
+  return t;
+}
+
+const ParamTable& runtime_section() {
+  static const ParamTable t = [] {
+    ParamTable t;
+    t.add_string("device", "auto", "auto (CUDA when present), cpu, cuda or cuda:N");
+    t.add_int("threads", 0, "CPU threads for LibTorch (0: one per core of this machine)").min(0).max(1024);
+    t.add_int("seed", 0, "random seed (data order, augmentation, initialisation)").min(0);
+    return t;
+  }();
+  return t;
+}
+
+const ParamTable& paths_section() {
+  static const ParamTable t = [] {
+    ParamTable t;
+    t.add_path("checkpoints", "checkpoints", "checkpoints and per-scenario report folders");
+    t.add_path("models", "downloaded_models", "downloaded model weights");
+    t.add_path("datasets", "downloaded_datasets", "downloaded data sets");
+    t.add_path("reports", "reports", "cross-scenario reports (sweeps, comparisons)");
+    return t;
+  }();
+  return t;
+}
+
+namespace {
+
+PluginInfo section_info(const std::string& name, const std::string& summary, const ParamTable& t) {
+  PluginInfo info;
+  info.kind = "section";
+  info.name = name;
+  info.summary = summary;
+  info.params = t;
+  return info;
+}
+
+EXPCTL_REGISTER_PLUGIN(section_info("scenario", "what the scenario is (names its outputs)", scenario_section()));
+EXPCTL_REGISTER_PLUGIN(section_info("runtime", "device, threads and seed", runtime_section()));
+EXPCTL_REGISTER_PLUGIN(section_info("paths", "where inputs and outputs live", paths_section()));
+
+const std::vector<std::string> kFixedTopKeys{"schema",  "include", "scenario", "model",
+                                             "dataset", "stages",  "runtime",  "paths"};
+
+// Applies "a.b.c=value" to the tree. The value is YAML ("0.5", "[conv1, fc]", "{a: 1}").
+void apply_override(const YNodePtr& root, const std::string& text, std::vector<std::string>& errors) {
+  auto eq = text.find('=');
+  std::string key = text.substr(0, eq);
+  if (eq == std::string::npos || key.empty()) {
+    errors.push_back("--set " + text + ": expected KEY=VALUE with a dotted key, e.g. --set finetune.epochs=5");
+    return;
+  }
+  std::vector<std::string> parts;
+  size_t start = 0, dot;
+  while ((dot = key.find('.', start)) != std::string::npos) {
+    parts.push_back(key.substr(start, dot - start));
+    start = dot + 1;
+  }
+  parts.push_back(key.substr(start));
+  for (const auto& p : parts)
+    if (p.empty()) {
+      errors.push_back("--set " + text + ": '" + key + "' is not a valid dotted key");
+      return;
+    }
+  std::string label = "--set " + text;
+  std::string value_text = text.substr(eq + 1);
+  YNodePtr value;
+  if (value_text.empty()) {
+    value = std::make_shared<YNode>();
+    value->kind = YNode::Kind::Scalar;
+    value->quoted = true;
+  } else {
+    std::vector<std::string> perrs;
+    value = parse_yaml(value_text, label, perrs);
+    if (!value) {
+      errors.push_back(label + ": the value is not valid YAML");
+      return;
+    }
+  }
+  // A --set has no line: its marks name the option instead (Mark::str prints just the label for line 0).
+  auto label_ptr = std::make_shared<const std::string>(label);
+  std::vector<YNode*> todo{value.get()};
+  while (!todo.empty()) {
+    YNode* n = todo.back();
+    todo.pop_back();
+    n->mark = Mark{label_ptr, 0, 0};
+    for (auto& m : n->key_marks) m = Mark{label_ptr, 0, 0};
+    for (auto& i : n->items) todo.push_back(i.get());
+    for (auto& e : n->entries) todo.push_back(e.second.get());
+  }
+  YNodePtr node = root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YNodePtr next = node->get(parts[i]);
+    if (!next || next->is_null()) {
+      next = std::make_shared<YNode>();
+      next->kind = YNode::Kind::Map;
+      next->mark = Mark{label_ptr, 0, 0};
+      node->set(parts[i], next, Mark{label_ptr, 0, 0});
+    } else if (!next->is_map()) {
+      std::string prefix;
+      for (size_t j = 0; j <= i; ++j) prefix += (j ? "." : "") + parts[j];
+      errors.push_back(label + ": " + prefix + " is " + next->describe() + ", not a mapping");
+      return;
+    }
+    node = next;
+  }
+  node->set(parts.back(), value, Mark{label_ptr, 0, 0});
+}
+
+// Validates a block whose table may contain a plugin selector (model.name, prune.pruner): the selected
+// plugin's parameters join the block. An unknown plugin name is reported once, without a flood of
+// "unknown key" errors for the keys that belong to the plugin the user meant.
+Params validate_with_plugins(const YNodePtr& block, const Mark& where, const std::string& prefix,
+                             const ParamTable& base, std::vector<Diagnostic>& diags) {
+  ParamTable table = base;
+  for (const auto& spec : base.specs()) {
+    if (spec.type != ParamType::Plugin) continue;
+    std::string full = prefix + "." + spec.key;
+    YNodePtr sel = block && block->is_map() ? block->get(spec.key) : nullptr;
+    if (!sel) {
+      // Without the selector the other keys cannot be checked: report only what is missing.
+      diags.push_back(
+          {block && block->is_map() ? block->mark : where, full, "missing required key (" + spec.help + ")"});
+      return {};
+    }
+    if (!sel->is_scalar()) {
+      diags.push_back({sel->mark, full, "expected a " + spec.plugin_kind + " name, got " + sel->describe()});
+      return {};
+    }
+    const PluginInfo* p = Catalog::instance().find(spec.plugin_kind, sel->scalar);
+    if (!p) {
+      auto names = Catalog::instance().names(spec.plugin_kind);
+      std::string reason = "unknown " + spec.plugin_kind + " '" + sel->scalar + "'";
+      std::string dym = did_you_mean(sel->scalar, names);
+      if (!dym.empty()) reason += " (did you mean '" + dym + "'?)";
+      reason += "; valid: " + join(names);
+      diags.push_back({sel->mark, full, reason});
+      return {};
+    }
+    for (const auto& ps : p->params.specs()) {
+      if (table.find(ps.key)) {
+        diags.push_back({sel->mark, full, "plugin '" + p->name + "' redeclares the key '" + ps.key + "'"});
+        return {};
+      }
+    }
+    table.append(p->params);
+  }
+  return validate_block(block, where, prefix, table, diags);
+}
+
+ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& overrides, int depth) {
+  std::vector<std::string> errors;
+  YNodePtr root = load_yaml_with_includes(file, errors);
+  if (root) {
+    for (const auto& o : overrides) apply_override(root, o, errors);
+  }
+  if (!errors.empty()) throw ConfigError(join(errors, "\n"));
+
+  std::vector<Diagnostic> diags;
+  ScenarioConfig cfg;
+  cfg.file = file;
+  const Mark top = root->mark;
+  const Catalog& catalog = Catalog::instance();
+  const auto stage_names = catalog.names("stage");
+
+  // Unknown top-level keys.
+  std::vector<std::string> top_keys = kFixedTopKeys;
+  top_keys.erase(std::find(top_keys.begin(), top_keys.end(), "include"));
+  top_keys.insert(top_keys.end(), stage_names.begin(), stage_names.end());
+  for (size_t i = 0; i < root->entries.size(); ++i) {
+    const std::string& key = root->entries[i].first;
+    if (std::find(top_keys.begin(), top_keys.end(), key) != top_keys.end()) continue;
+    std::string reason = "unknown key";
+    std::string dym = did_you_mean(key, top_keys);
+    if (!dym.empty()) reason += " (did you mean '" + dym + "'?)";
+    reason += "; valid top-level keys: " + join(top_keys);
+    diags.push_back({root->key_marks[i], key, reason});
+  }
+
+  // schema
+  if (YNodePtr s = root->get("schema")) {
+    ParamSpec spec;
+    spec.key = "schema";
+    spec.type = ParamType::Int;
+    Value v;
+    if (parse_value(s, spec, "schema", v, diags) && std::get<int64_t>(v.v) != kSchemaVersion)
+      diags.push_back({s->mark, "schema",
+                       "unsupported schema version " + s->scalar + "; this expctl reads version " +
+                           std::to_string(kSchemaVersion)});
+  } else {
+    diags.push_back({top, "schema", "missing required key (the scenario format version: schema: 1)"});
+  }
+
+  cfg.scenario = validate_block(root->get("scenario"), top, "scenario", scenario_section(), diags);
+  cfg.runtime = validate_block(root->get("runtime"), top, "runtime", runtime_section(), diags);
+  cfg.paths = validate_block(root->get("paths"), top, "paths", paths_section(), diags);
+
+  ParamTable model_sel, dataset_sel;
+  model_sel.add_plugin("name", "model", "model name (see `expctl list`)");
+  dataset_sel.add_plugin("name", "dataset", "data set name (see `expctl list`)");
+  cfg.model = validate_with_plugins(root->get("model"), top, "model", model_sel, diags);
+  cfg.dataset = validate_with_plugins(root->get("dataset"), top, "dataset", dataset_sel, diags);
+
+  // stages: a non-empty list of registered stage names, each once.
+  YNodePtr st = root->get("stages");
+  if (!st) {
+    diags.push_back(
+        {top, "stages", "missing required key (the list of stages to run, e.g. [download, finetune, report])"});
+  } else if (!st->is_seq() || st->items.empty()) {
+    diags.push_back({st->mark, "stages",
+                     "expected a non-empty list of stage names, got " +
+                         (st->is_seq() ? std::string("an empty list") : st->describe())});
+  } else {
+    for (const auto& item : st->items) {
+      if (!item->is_scalar()) {
+        diags.push_back({item->mark, "stages", "expected a stage name, got " + item->describe()});
+      } else if (!catalog.find("stage", item->scalar)) {
+        std::string reason = "unknown stage '" + item->scalar + "'";
+        std::string dym = did_you_mean(item->scalar, stage_names);
+        if (!dym.empty()) reason += " (did you mean '" + dym + "'?)";
+        diags.push_back({item->mark, "stages", reason + "; valid: " + join(stage_names)});
+      } else if (std::find(cfg.stages.begin(), cfg.stages.end(), item->scalar) != cfg.stages.end()) {
+        diags.push_back({item->mark, "stages", "stage '" + item->scalar + "' is listed twice"});
+      } else {
+        cfg.stages.push_back(item->scalar);
+      }
+    }
+  }
+
+  // Stage blocks: every block present is checked (shared defaults may configure stages a file does not
+  // run); listed stages get their defaults even without a block.
+  for (const auto& name : stage_names) {
+    YNodePtr block = root->get(name);
+    bool listed = std::find(cfg.stages.begin(), cfg.stages.end(), name) != cfg.stages.end();
+    if (!block && !listed) continue;
+    Params p = validate_with_plugins(block, top, name, catalog.find("stage", name)->params, diags);
+    if (listed) cfg.blocks[name] = std::move(p);
+  }
+
+  // starts_from: another scenario file, relative to this one.
+  if (cfg.scenario.has("starts_from") && !cfg.scenario.get_string("starts_from").empty()) {
+    const Value& v = cfg.scenario.at("starts_from");
+    fs::path up = file.parent_path() / cfg.scenario.get_string("starts_from");
+    if (depth >= 4) {
+      diags.push_back({v.mark, "scenario.starts_from", "scenarios start from each other in a loop or too deep"});
+    } else if (!fs::is_regular_file(up)) {
+      diags.push_back({v.mark, "scenario.starts_from", "file not found: " + up.lexically_normal().string()});
+    } else {
+      try {
+        auto upstream = std::make_shared<ScenarioConfig>(load_impl(up.lexically_normal(), {}, depth + 1));
+        for (const char* k : {"test_scenario"}) {
+          if (upstream->scenario.get_string(k) != cfg.scenario.get_string(k))
+            diags.push_back({v.mark, "scenario.starts_from",
+                             up.lexically_normal().string() + " belongs to test scenario " + upstream->test_scenario() +
+                                 ", not " + cfg.test_scenario()});
+        }
+        if (upstream->model_name() != cfg.model_name() || upstream->dataset_name() != cfg.dataset_name())
+          diags.push_back({v.mark, "scenario.starts_from",
+                           up.lexically_normal().string() + " trains " + upstream->model_name() + " on " +
+                               upstream->dataset_name() + ", this scenario uses " + cfg.model_name() + " on " +
+                               cfg.dataset_name()});
+        cfg.upstream = std::move(upstream);
+      } catch (const ConfigError& e) {
+        diags.push_back({v.mark, "scenario.starts_from",
+                         up.lexically_normal().string() + " is not a valid scenario:\n" + e.what()});
+      }
+    }
+  }
+
+  if (!diags.empty()) {
+    std::stable_sort(diags.begin(), diags.end(), [](const Diagnostic& a, const Diagnostic& b) {
+      std::string fa = a.mark.file ? *a.mark.file : "", fb = b.mark.file ? *b.mark.file : "";
+      if (fa != fb) return fa < fb;
+      if (a.mark.line != b.mark.line) return a.mark.line < b.mark.line;
+      return a.mark.col < b.mark.col;
+    });
+    std::vector<std::string> lines;
+    for (const auto& d : diags) lines.push_back(d.str());
+    throw ConfigError(join(lines, "\n"));
+  }
+  return cfg;
+}
+
+void emit_json(YAML::Emitter& out, const nlohmann::ordered_json& j) {
+  if (j.is_object()) {
+    out << YAML::BeginMap;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      out << YAML::Key << it.key() << YAML::Value;
+      emit_json(out, it.value());
+    }
+    out << YAML::EndMap;
+  } else if (j.is_array()) {
+    out << YAML::Flow << YAML::BeginSeq;
+    for (const auto& x : j) emit_json(out, x);
+    out << YAML::EndSeq;
+  } else if (j.is_string()) {
+    const auto& s = j.get_ref<const std::string&>();
+    // Quote strings that YAML would otherwise read as something else (numbers, booleans, empty).
+    bool plain = !s.empty() && s.find_first_of(":#{}[],&*?|<>=!%@`'\"") == std::string::npos && s != "true" &&
+                 s != "false" && s != "null" && s != "~" &&
+                 !(std::isdigit(static_cast<unsigned char>(s[0])) || s[0] == '-' || s[0] == '.' || s[0] == '+');
+    if (plain)
+      out << s;
+    else
+      out << YAML::DoubleQuoted << s;
+  } else if (j.is_null()) {
+    out << YAML::Null;
+  } else {
+    out << j.dump();
+  }
+}
+
+}  // namespace
+
+ScenarioConfig load_scenario(const fs::path& file, const std::vector<std::string>& overrides) {
+  return load_impl(file, overrides, 0);
+}
+
+nlohmann::ordered_json ScenarioConfig::resolved() const {
+  nlohmann::ordered_json j;
+  j["schema"] = kSchemaVersion;
+  j["scenario"] = scenario.to_json();
+  j["model"] = model.to_json();
+  j["dataset"] = dataset.to_json();
+  j["stages"] = stages;
+  j["runtime"] = runtime.to_json();
+  j["paths"] = paths.to_json();
+  for (const auto& s : stages) j[s] = blocks.at(s).to_json();
+  return j;
+}
+
+std::string json_to_yaml(const nlohmann::ordered_json& j) {
+  YAML::Emitter out;
+  emit_json(out, j);
+  return std::string(out.c_str()) + "\n";
+}
+
+std::string ScenarioConfig::resolved_yaml() const { return json_to_yaml(resolved()); }
+
+}  // namespace expctl

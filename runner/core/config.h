@@ -1,0 +1,64 @@
+// A scenario file, loaded strictly: includes merged, --set overrides applied, every key checked against the
+// declared parameter tables, defaults filled in. Nothing is written and nothing heavy happens here.
+//
+//     schema: 1
+//     include: defaults.yaml            # shared defaults (paths relative to this file)
+//     scenario: {test_scenario: TS1, method: Wanda, starts_from: finetune.yaml}
+//     model: {name: ResNet18, stem: cifar}
+//     dataset: {name: CIFAR10}
+//     stages: [download, prune, recover, report]
+//     prune: {pruner: wanda, sparsity: 0.5}
+#pragma once
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "runner/core/params.h"
+
+namespace expctl {
+
+/// The scenario format version this build reads.
+inline constexpr int64_t kSchemaVersion = 1;
+
+/// A validated scenario with every default filled in.
+struct ScenarioConfig {
+  std::filesystem::path file;            ///< the scenario file as given
+  Params scenario;                       ///< test_scenario, method, description, starts_from
+  Params model;                          ///< name + the model's own parameters
+  Params dataset;                        ///< name + the data set's own parameters
+  Params runtime;                        ///< device, threads, seed
+  Params paths;                          ///< checkpoints, models, datasets, reports
+  std::vector<std::string> stages;       ///< in run order
+  std::map<std::string, Params> blocks;  ///< parameters of each listed stage (with a selected plugin's merged in)
+  /// The scenario named by scenario.starts_from (loaded without --set), or null.
+  std::shared_ptr<const ScenarioConfig> upstream;
+
+  const std::string& test_scenario() const { return scenario.get_string("test_scenario"); }
+  const std::string& method() const { return scenario.get_string("method"); }
+  const std::string& model_name() const { return model.get_string("name"); }
+  const std::string& dataset_name() const { return dataset.get_string("name"); }
+  /// Parameters of a listed stage; throws std::out_of_range for a stage that is not listed.
+  const Params& stage(const std::string& name) const { return blocks.at(name); }
+  bool has_stage(const std::string& name) const { return blocks.count(name) != 0; }
+
+  /// The whole resolved configuration (what `show-config` prints and every run saves).
+  nlohmann::ordered_json resolved() const;
+  std::string resolved_yaml() const;
+};
+
+/// Top-level sections owned by the engine (their tables are registered as kind "section" for `describe`).
+const ParamTable& scenario_section();
+const ParamTable& runtime_section();
+const ParamTable& paths_section();
+
+/// Loads and validates one scenario file with `overrides` ("dotted.key=value", YAML syntax for the value).
+/// Throws ConfigError listing every problem, one "file:line:col: dotted.key: reason" per line.
+ScenarioConfig load_scenario(const std::filesystem::path& file, const std::vector<std::string>& overrides = {});
+
+/// Converts nlohmann JSON to YAML text (block style).
+std::string json_to_yaml(const nlohmann::ordered_json& j);
+
+}  // namespace expctl

@@ -1,0 +1,43 @@
+#include "runner/core/naming.h"
+
+#include "runner/core/config.h"
+
+namespace expctl {
+
+Naming::Naming(const ScenarioConfig& cfg)
+    : ts_(cfg.test_scenario()),
+      method_(cfg.method()),
+      model_(cfg.model_name()),
+      dataset_(cfg.dataset_name()),
+      checkpoints_(cfg.paths.get_string("checkpoints")),
+      models_dir_(cfg.paths.get_string("models")),
+      datasets_dir_(cfg.paths.get_string("datasets")),
+      reports_(cfg.paths.get_string("reports")) {}
+
+std::string Naming::scenario_name() const { return ts_ + "_" + method_ + "_" + model_ + "_" + dataset_; }
+
+std::filesystem::path Naming::report_dir() const { return checkpoints_ / scenario_name(); }
+
+std::filesystem::path Naming::checkpoint_dir() const { return checkpoints_ / ts_; }
+
+std::filesystem::path Naming::finetune_checkpoint(int64_t epoch) const {
+  return checkpoint_dir() / (model_ + "_" + dataset_ + "_FT_" + std::to_string(epoch) + ".pt");
+}
+
+std::filesystem::path Naming::recover_checkpoint(const std::string& pruner_code, int64_t epoch) const {
+  return checkpoint_dir() / (model_ + "_" + dataset_ + "_FTAP_" + pruner_code + "_" + std::to_string(epoch) + ".pt");
+}
+
+std::filesystem::path Naming::pruned_checkpoint() const { return report_dir() / "pruned.pt"; }
+
+std::filesystem::path Naming::reports_dir() const { return reports_ / ts_; }
+
+std::vector<int64_t> checkpoint_epochs(int64_t epochs, int64_t save_every) {
+  std::vector<int64_t> out;
+  if (save_every > 0)
+    for (int64_t e = save_every; e <= epochs; e += save_every) out.push_back(e);
+  if (epochs > 0 && (out.empty() || out.back() != epochs)) out.push_back(epochs);
+  return out;
+}
+
+}  // namespace expctl

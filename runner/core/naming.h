@@ -1,0 +1,53 @@
+// Every name and path a scenario reads or writes is computed here, and only here.
+//
+//   scenario name   {TS}_{Method}_{Model}_{Dataset}                 TS1_Wanda_ResNet18_CIFAR10
+//   checkpoints     {checkpoints}/{TS}/{Model}_{Dataset}_FT_{E}.pt   checkpoints/TS1/ResNet18_CIFAR10_FT_5.pt
+//                   {checkpoints}/{TS}/{Model}_{Dataset}_FTAP_{code}_{E}.pt   ..._FTAP_NC_5.pt, ..._FTAP_W_10.pt
+//   report folder   {checkpoints}/{scenario name}/
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace expctl {
+
+struct ScenarioConfig;
+
+/// Names and paths of one scenario. Every component was validated as a safe file name.
+class Naming {
+ public:
+  explicit Naming(const ScenarioConfig& cfg);
+
+  const std::string& test_scenario() const { return ts_; }
+  const std::string& method() const { return method_; }
+  const std::string& model() const { return model_; }
+  const std::string& dataset() const { return dataset_; }
+
+  /// {TS}_{Method}_{Model}_{Dataset}
+  std::string scenario_name() const;
+  /// {checkpoints}/{scenario name}/ : report, resolved config, log, manifests, lock.
+  std::filesystem::path report_dir() const;
+  /// Fine-tuning checkpoint: {checkpoints}/{TS}/{Model}_{Dataset}_FT_{epoch}.pt
+  std::filesystem::path finetune_checkpoint(int64_t epoch) const;
+  /// Fine-tuning-after-pruning checkpoint: {checkpoints}/{TS}/{Model}_{Dataset}_FTAP_{code}_{epoch}.pt
+  std::filesystem::path recover_checkpoint(const std::string& pruner_code, int64_t epoch) const;
+  /// The pruned model before recovery: {checkpoints}/{scenario name}/pruned.pt
+  std::filesystem::path pruned_checkpoint() const;
+  /// Folder of downloaded model weights and of data sets.
+  std::filesystem::path models_dir() const { return models_dir_; }
+  std::filesystem::path datasets_dir() const { return datasets_dir_; }
+  /// Cross-scenario reports: {reports}/{TS}/
+  std::filesystem::path reports_dir() const;
+  /// Folder for checkpoints of this test scenario: {checkpoints}/{TS}/
+  std::filesystem::path checkpoint_dir() const;
+
+ private:
+  std::string ts_, method_, model_, dataset_;
+  std::filesystem::path checkpoints_, models_dir_, datasets_dir_, reports_;
+};
+
+/// Epochs at which a run of `epochs` epochs saves a checkpoint: every `save_every`, and the last one.
+std::vector<int64_t> checkpoint_epochs(int64_t epochs, int64_t save_every);
+
+}  // namespace expctl

@@ -1,0 +1,59 @@
+// Registries: name -> plugin. Every model, data set, pruner and stage registers itself with ONE line at
+// the end of its own file:
+//
+//     EXPCTL_REGISTER_PLUGIN(my_pruner_info());
+//
+// The catalog holds what configuration needs (name, summary, parameter table); typed factories live in the
+// registry of their kind (StageRegistry in runner/core/pipeline.h, ...). All modules are CMake OBJECT
+// libraries, so these static registrations are never dropped by the linker; tests/core checks that every
+// built-in name is present.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "runner/core/params.h"
+
+namespace expctl {
+
+/// The registry kinds, in the order `expctl list` shows them.
+inline const std::vector<std::string>& plugin_kinds() {
+  static const std::vector<std::string> kinds{"model", "dataset", "pruner", "stage"};
+  return kinds;
+}
+
+/// What configuration and `describe` know about a plugin.
+struct PluginInfo {
+  std::string kind;     ///< "model", "dataset", "pruner" or "stage"
+  std::string name;     ///< registry name, used in YAML
+  std::string summary;  ///< one line for `expctl list`
+  std::string details;  ///< longer text for `expctl describe` (optional)
+  ParamTable params;    ///< its parameters (for a model/data set: the keys beside `name`)
+  std::string code;     ///< pruners: the short code used in checkpoint names ("NC", "W")
+  /// Empty when the plugin can run; otherwise why not (e.g. "not available yet: fine-tuning lands with issue #4").
+  std::string unavailable;
+};
+
+/// All registered plugins' metadata, by kind and name.
+class Catalog {
+ public:
+  static Catalog& instance();
+  /// Registers `info`; a second registration of the same kind and name is a programming error (aborts).
+  bool add(PluginInfo info);
+  const PluginInfo* find(const std::string& kind, const std::string& name) const;
+  /// Sorted names of one kind.
+  std::vector<std::string> names(const std::string& kind) const;
+  /// Finds a plugin of any kind by name (for `describe NAME`); empty when none.
+  std::vector<const PluginInfo*> find_any(const std::string& name) const;
+
+ private:
+  std::map<std::string, std::map<std::string, PluginInfo>> by_kind_;
+};
+
+#define EXPCTL_CONCAT_INNER(a, b) a##b
+#define EXPCTL_CONCAT(a, b) EXPCTL_CONCAT_INNER(a, b)
+/// One-line registration of a plugin's metadata (at namespace scope, at the end of the plugin's file).
+#define EXPCTL_REGISTER_PLUGIN(info_expr) \
+  static const bool EXPCTL_CONCAT(expctl_registered_, __LINE__) = ::expctl::Catalog::instance().add(info_expr)
+
+}  // namespace expctl

@@ -1,0 +1,66 @@
+// A YAML tree that remembers where every value came from (file, line, column), rejects duplicate keys,
+// and merges `include:` files. yaml-cpp's own Node accepts duplicate keys silently and loses the file name,
+// so scenarios are parsed from yaml-cpp's event stream into this tree instead.
+#pragma once
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace expctl {
+
+/// Where a value was written: 1-based line and column in `file` (a path, or "--set KEY=VALUE").
+struct Mark {
+  std::shared_ptr<const std::string> file;
+  int line = 0;
+  int col = 0;
+  /// "file:line:col" (or just "file" when the line is unknown).
+  std::string str() const;
+};
+
+/// One node of a parsed YAML document. Maps keep their keys in file order.
+struct YNode {
+  enum class Kind { Null, Scalar, Seq, Map };
+  Kind kind = Kind::Null;
+  Mark mark;                                  ///< where the value starts
+  std::string scalar;                         ///< Scalar only: the text as written (without quotes)
+  bool quoted = false;                        ///< Scalar only: written in quotes (so `"1"` stays a string)
+  std::vector<std::shared_ptr<YNode>> items;  ///< Seq
+  std::vector<std::pair<std::string, std::shared_ptr<YNode>>> entries;  ///< Map: key -> value
+  std::vector<Mark> key_marks;                                          ///< Map: where each key is
+
+  bool is_map() const { return kind == Kind::Map; }
+  bool is_seq() const { return kind == Kind::Seq; }
+  bool is_scalar() const { return kind == Kind::Scalar; }
+  bool is_null() const { return kind == Kind::Null; }
+  /// Map lookup; nullptr when absent.
+  std::shared_ptr<YNode> get(const std::string& key) const;
+  /// Index of `key` in `entries`, or -1.
+  int index_of(const std::string& key) const;
+  /// Sets (replacing) or appends a map entry.
+  void set(const std::string& key, std::shared_ptr<YNode> value, const Mark& key_mark);
+  void erase(const std::string& key);
+  /// A short description for messages: "a mapping", "a list", "'abc'", "null".
+  std::string describe() const;
+  std::shared_ptr<YNode> clone() const;
+};
+using YNodePtr = std::shared_ptr<YNode>;
+
+/// Parses YAML text. Errors (malformed YAML, duplicate keys, several documents) are collected in `errors`
+/// as "file:line:col: reason" and nullptr is returned.
+YNodePtr parse_yaml(const std::string& text, const std::string& file_label, std::vector<std::string>& errors);
+
+/// Reads and parses a file, then resolves its `include:` (a path or a list of paths, relative to the file):
+/// included files are merged first, in order, and the including file's values override them (maps merge
+/// key by key, anything else is replaced). Include cycles, missing or unreadable files are errors.
+YNodePtr load_yaml_with_includes(const std::filesystem::path& file, std::vector<std::string>& errors);
+
+/// Deep merge: values of `over` replace those of `base` (maps merged recursively). Returns a new tree.
+YNodePtr merge_yaml(const YNodePtr& base, const YNodePtr& over);
+
+/// Serialises a tree back to YAML (block style, keys in order).
+std::string to_yaml(const YNodePtr& node);
+
+}  // namespace expctl

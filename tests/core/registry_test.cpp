@@ -1,0 +1,74 @@
+// Every built-in name is registered (static registration can be dropped by a linker), each plugin's
+// parameter table is well formed, and a minimal scenario using it validates.
+#include "runner/core/registry.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "runner/core/config.h"
+#include "runner/core/pipeline.h"
+#include "tests/core/test_util.h"
+
+using namespace expctl;
+
+TEST(Registry, EveryBuiltInNameIsRegistered) {
+  const Catalog& c = Catalog::instance();
+  EXPECT_EQ(c.names("model"), (std::vector<std::string>{"ResNet18", "ResNet34"}));
+  EXPECT_EQ(c.names("dataset"), (std::vector<std::string>{"CIFAR10", "FashionMNIST"}));
+  EXPECT_EQ(c.names("pruner"), (std::vector<std::string>{"neuron_coverage", "wanda"}));
+  EXPECT_EQ(c.names("stage"), (std::vector<std::string>{"download", "finetune", "prune", "recover", "report"}));
+  EXPECT_EQ(c.names("section"), (std::vector<std::string>{"paths", "runtime", "scenario"}));
+  for (const auto& s : c.names("stage")) EXPECT_NE(StageRegistry::find(s), nullptr) << s;
+  EXPECT_EQ(c.find("pruner", "neuron_coverage")->code, "NC");
+  EXPECT_EQ(c.find("pruner", "wanda")->code, "W");
+}
+
+TEST(Registry, PluginTablesAreWellFormed) {
+  const Catalog& c = Catalog::instance();
+  for (const auto& kind : {"section", "model", "dataset", "pruner", "stage"}) {
+    for (const auto& name : c.names(kind)) {
+      const PluginInfo* p = c.find(kind, name);
+      SCOPED_TRACE(std::string(kind) + " " + name);
+      EXPECT_FALSE(p->summary.empty());
+      for (const auto& s : p->params.specs()) {
+        EXPECT_FALSE(s.help.empty()) << s.key;
+        if (s.required) continue;
+        // Defaults respect their own ranges.
+        if (s.type == ParamType::Int || s.type == ParamType::Float) {
+          double d = s.type == ParamType::Int ? double(std::get<int64_t>(s.default_value.v))
+                                              : std::get<double>(s.default_value.v);
+          EXPECT_TRUE(d >= s.lo && d <= s.hi) << s.key;
+        }
+        if (s.type == ParamType::Enum) {
+          const auto& def = std::get<std::string>(s.default_value.v);
+          EXPECT_NE(std::find(s.choices.begin(), s.choices.end(), def), s.choices.end()) << s.key;
+        }
+      }
+    }
+  }
+  // A pruner's keys join the prune block: they must not clash with the stage's own.
+  for (const auto& pruner : c.names("pruner"))
+    for (const auto& s : c.find("pruner", pruner)->params.specs())
+      EXPECT_EQ(c.find("stage", "prune")->params.find(s.key), nullptr) << pruner << " redeclares " << s.key;
+}
+
+TEST(Registry, EveryCombinationValidatesFromAMinimalConfig) {
+  const Catalog& c = Catalog::instance();
+  test::TempDir tmp;
+  for (const auto& model : c.names("model"))
+    for (const auto& dataset : c.names("dataset"))
+      for (const auto& pruner : c.names("pruner")) {
+        SCOPED_TRACE(model + " " + dataset + " " + pruner);
+        test::write_file(tmp / "s.yaml", "schema: 1\nscenario: {test_scenario: TS0, method: M}\nmodel: {name: " +
+                                             model + "}\ndataset: {name: " + dataset +
+                                             "}\nstages: [download, finetune, prune, recover, report]\n"
+                                             "prune: {pruner: " +
+                                             pruner + "}\n");
+        ScenarioConfig cfg = load_scenario(tmp / "s.yaml");
+        EXPECT_EQ(cfg.stages.size(), 5u);
+        // Each stage's plan can be computed from the defaults alone.
+        Naming n(cfg);
+        for (const auto& s : cfg.stages) EXPECT_FALSE(StageRegistry::find(s)->plan(cfg, n, cfg.stage(s)).empty()) << s;
+      }
+}
