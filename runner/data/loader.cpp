@@ -1,0 +1,168 @@
+// Batching, sharding, augmentation and normalisation. Random numbers are drawn on the CPU from seeds derived
+// from (seed, epoch, batch) and only then moved to the device: CUDA generators give different streams, and
+// reproducible runs must not depend on where they ran. The pixel work itself stays on the device.
+#include "runner/data/loader.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include "runner/core/error.h"
+
+namespace expctl::data {
+
+namespace {
+
+// Stream numbers passed to derive_seed, so that the permutation and the augmentation never share a seed.
+constexpr uint64_t kPermutationStream = 1;
+constexpr uint64_t kAugmentStream = 2;
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+[[noreturn]] void invalid(const std::string& what) { throw Error("data loader: " + what); }
+
+}  // namespace
+
+uint64_t derive_seed(uint64_t seed, uint64_t a, uint64_t b, uint64_t c) {
+  uint64_t h = splitmix64(seed);
+  h = splitmix64(h ^ a);
+  h = splitmix64(h ^ b);
+  return splitmix64(h ^ c);
+}
+
+torch::Tensor crop_flip(const torch::Tensor& images, const torch::Tensor& top, const torch::Tensor& left,
+                        const torch::Tensor& flip, int64_t padding) {
+  TORCH_CHECK(images.dim() == 4, "crop_flip: images must be [B, C, H, W]");
+  const int64_t b = images.size(0), c = images.size(1), h = images.size(2), w = images.size(3);
+  if (b == 0) return images.clone();
+  const int64_t hp = h + 2 * padding, wp = w + 2 * padding;
+  const auto dev = images.device();
+  // Pad the whole batch once; zeros match torchvision's RandomCrop(padding=p) with its default fill.
+  auto padded = images;
+  if (padding > 0) {
+    padded = torch::zeros({b, c, hp, wp}, images.options());
+    padded.narrow(2, padding, h).narrow(3, padding, w).copy_(images);
+  }
+  auto rows = top.to(dev, torch::kLong).view({b, 1}) + torch::arange(h, torch::dtype(torch::kLong).device(dev));
+  auto cols = torch::arange(w, torch::dtype(torch::kLong).device(dev)).view({1, w});
+  // The flip is folded into the column index (column w-1-x of the window), so crop + flip is a single gather.
+  cols = left.to(dev, torch::kLong).view({b, 1}) +
+         torch::where(flip.to(dev, torch::kBool).view({b, 1}), (w - 1) - cols, cols);
+  auto index = (rows.view({b, h, 1}) * wp + cols.view({b, 1, w})).view({b, 1, h * w}).expand({b, c, h * w});
+  return padded.reshape({b, c, hp * wp}).gather(2, index).view({b, c, h, w});
+}
+
+Loader::Loader(const Split& split, LoaderOptions options) : split_(split), options_(std::move(options)) {
+  const auto& o = options_;
+  if (!split_.images.defined() || split_.images.dim() != 4)
+    invalid(split_.source + ": images must be a [N, C, H, W] tensor");
+  if (!split_.labels.defined() || split_.labels.dim() != 1 || split_.labels.size(0) != split_.images.size(0))
+    invalid(split_.source + ": labels must be [N] with N = " + std::to_string(split_.images.size(0)));
+  if (split_.labels.device() != split_.images.device())
+    invalid(split_.source + ": images and labels are on different devices");
+  if (o.batch_size < 1) invalid("batch_size must be >= 1, got " + std::to_string(o.batch_size));
+  if (o.world_size < 1) invalid("world_size must be >= 1, got " + std::to_string(o.world_size));
+  if (o.rank < 0 || o.rank >= o.world_size)
+    invalid("rank must lie in [0, " + std::to_string(o.world_size) + "), got " + std::to_string(o.rank));
+  if (o.augment.crop_padding < 0)
+    invalid("augment.crop_padding must be >= 0, got " + std::to_string(o.augment.crop_padding));
+  if (!options_.norm) options_.norm = split_.norm;
+  const auto& norm = *options_.norm;
+  const int64_t channels = split_.images.size(1);
+  if (norm.mean.size() != norm.std.size() || (!norm.mean.empty() && int64_t(norm.mean.size()) != channels))
+    invalid("normalisation needs one mean and one std per channel (" + std::to_string(channels) + "), got " +
+            std::to_string(norm.mean.size()) + " and " + std::to_string(norm.std.size()));
+  for (float s : norm.std)
+    if (!(s > 0)) invalid("normalisation std must be > 0, got " + std::to_string(s));
+
+  // (x / 255 - mean) / std as one multiply-add per element.
+  auto mean = torch::zeros({channels}, torch::kDouble);
+  auto stdv = torch::ones({channels}, torch::kDouble);
+  for (size_t i = 0; i < norm.mean.size(); ++i) {
+    mean[i] = double(norm.mean[i]);
+    stdv[i] = double(norm.std[i]);
+  }
+  const auto fopts = torch::dtype(torch::kFloat).device(split_.images.device());
+  scale_ = (1.0 / (255.0 * stdv)).to(fopts).view({1, channels, 1, 1});
+  shift_ = (-mean / stdv).to(fopts).view({1, channels, 1, 1});
+
+  const int64_t n = split_.size(), global = o.batch_size * o.world_size;
+  used_samples_ = o.drop_last ? (n / global) * global : n;
+  num_batches_ = (used_samples_ + global - 1) / global;
+  set_epoch(0);
+}
+
+void Loader::set_epoch(int64_t epoch) {
+  epoch_ = epoch;
+  const int64_t n = split_.size();
+  torch::Tensor perm;
+  if (options_.shuffle) {
+    auto gen = at::detail::createCPUGenerator(derive_seed(options_.seed, kPermutationStream, uint64_t(epoch)));
+    perm = torch::randperm(n, gen, torch::kLong);
+  } else {
+    perm = torch::arange(n, torch::kLong);
+  }
+  permutation_ = perm.to(split_.images.device());
+}
+
+Loader::Range Loader::range(int64_t j) const {
+  const int64_t global = options_.batch_size * options_.world_size;
+  Range r{};
+  r.global_begin = j * global;
+  r.global_size = std::min(global, used_samples_ - r.global_begin);
+  // Near-equal contiguous pieces: sizes differ by at most one, and full batches give exactly batch_size.
+  r.begin = r.global_begin + options_.rank * r.global_size / options_.world_size;
+  r.end = r.global_begin + (options_.rank + 1) * r.global_size / options_.world_size;
+  return r;
+}
+
+int64_t Loader::num_samples() const {
+  int64_t total = 0;
+  for (int64_t j = 0; j < num_batches_; ++j) {
+    const Range r = range(j);
+    total += r.end - r.begin;
+  }
+  return total;
+}
+
+torch::Tensor Loader::epoch_indices() const {
+  std::vector<torch::Tensor> parts;
+  for (int64_t j = 0; j < num_batches_; ++j) {
+    const Range r = range(j);
+    parts.push_back(permutation_.narrow(0, r.begin, r.end - r.begin));
+  }
+  if (parts.empty()) return torch::empty({0}, torch::kLong);
+  return torch::cat(parts).to(torch::kCPU);
+}
+
+Batch Loader::batch(int64_t j) const {
+  TORCH_CHECK(j >= 0 && j < num_batches_, "Loader::batch: index ", j, " out of range [0, ", num_batches_, ")");
+  const Range r = range(j);
+  const int64_t size = r.end - r.begin;
+  Batch out;
+  out.indices = permutation_.narrow(0, r.begin, size);
+  auto images = split_.images.index_select(0, out.indices);
+  out.labels = split_.labels.index_select(0, out.indices);
+
+  const auto& aug = options_.augment;
+  if (aug.crop_padding > 0 || aug.horizontal_flip) {
+    // Drawn for the whole global batch, then sliced: a sample's augmentation does not depend on its rank.
+    auto gen = at::detail::createCPUGenerator(derive_seed(options_.seed, kAugmentStream, uint64_t(epoch_), j));
+    const int64_t p = aug.crop_padding, g = r.global_size, off = r.begin - r.global_begin;
+    torch::Tensor top = torch::full({g}, p, torch::kLong), left = top;
+    if (p > 0) {
+      top = torch::randint(0, 2 * p + 1, {g}, gen, torch::kLong);
+      left = torch::randint(0, 2 * p + 1, {g}, gen, torch::kLong);
+    }
+    torch::Tensor flip = torch::zeros({g}, torch::kBool);
+    if (aug.horizontal_flip) flip = torch::randint(0, 2, {g}, gen, torch::kLong).to(torch::kBool);
+    images = crop_flip(images, top.narrow(0, off, size), left.narrow(0, off, size), flip.narrow(0, off, size), p);
+  }
+  out.images = images.to(torch::kFloat) * scale_ + shift_;
+  return out;
+}
+
+}  // namespace expctl::data
