@@ -1,0 +1,384 @@
+#include "runner/models/checkpoint.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <sstream>
+
+#include "runner/core/error.h"
+#include "runner/models/torch_file.h"
+
+namespace expctl::models {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr const char* kFormat = "expctl.checkpoint";
+constexpr int64_t kVersion = 1;
+
+PickleValue to_pickle(const nlohmann::json& j, const std::string& path) {
+  switch (j.type()) {
+    case nlohmann::json::value_t::null:
+      return PickleValue::none();
+    case nlohmann::json::value_t::boolean:
+      return PickleValue::from(j.get<bool>());
+    case nlohmann::json::value_t::number_integer:
+      return PickleValue::from(j.get<int64_t>());
+    case nlohmann::json::value_t::number_unsigned: {
+      const auto u = j.get<uint64_t>();
+      if (u > static_cast<uint64_t>(INT64_MAX)) throw Error(path + ": integer too large");
+      return PickleValue::from(static_cast<int64_t>(u));
+    }
+    case nlohmann::json::value_t::number_float:
+      return PickleValue::from(j.get<double>());
+    case nlohmann::json::value_t::string:
+      return PickleValue::from(j.get<std::string>());
+    case nlohmann::json::value_t::array: {
+      auto l = PickleValue::list();
+      for (size_t i = 0; i < j.size(); ++i) l.items.push_back(to_pickle(j[i], path + "[" + std::to_string(i) + "]"));
+      return l;
+    }
+    case nlohmann::json::value_t::object: {
+      auto d = PickleValue::dict();
+      for (auto it = j.begin(); it != j.end(); ++it) d.set(it.key(), to_pickle(it.value(), path + "." + it.key()));
+      return d;
+    }
+    default:
+      throw Error(path + ": unsupported JSON value (binary)");
+  }
+}
+
+nlohmann::json to_json(const PickleValue& v, const std::string& path) {
+  switch (v.kind) {
+    case PickleValue::Kind::None:
+      return nullptr;
+    case PickleValue::Kind::Bool:
+      return v.boolean;
+    case PickleValue::Kind::Int:
+      return v.integer;
+    case PickleValue::Kind::Float:
+      return v.real;
+    case PickleValue::Kind::String:
+      return v.text;
+    case PickleValue::Kind::List:
+    case PickleValue::Kind::Tuple: {
+      auto a = nlohmann::json::array();
+      for (size_t i = 0; i < v.items.size(); ++i)
+        a.push_back(to_json(v.items[i], path + "[" + std::to_string(i) + "]"));
+      return a;
+    }
+    case PickleValue::Kind::Dict: {
+      auto o = nlohmann::json::object();
+      for (const auto& [k, x] : v.entries) {
+        if (k.kind != PickleValue::Kind::String) throw DataError(path + ": non-string key");
+        o[k.text] = to_json(x, path + "." + k.text);
+      }
+      return o;
+    }
+    default:
+      throw DataError(path + ": holds a " + v.kind_name() + ", expected strings, numbers, lists or dicts");
+  }
+}
+
+PickleValue int_list(const std::vector<int64_t>& v) {
+  auto l = PickleValue::list();
+  for (auto x : v) l.items.push_back(PickleValue::from(x));
+  return l;
+}
+
+PickleValue state_dict_value(const StateDict& sd) {
+  auto d = PickleValue::dict();
+  // Keys are unique in a StateDict, so append directly instead of set()'s linear search.
+  for (const auto& item : sd) d.entries.emplace_back(PickleValue::from(item.key()), PickleValue::from(item.value()));
+  return d;
+}
+
+int64_t arch_int(const PickleValue& arch, const std::string& key, const std::string& file) {
+  const PickleValue* v = arch.find(key);
+  if (!v) throw DataError(file + ": arch." + key + " is missing");
+  if (v->kind != PickleValue::Kind::Int)
+    throw DataError(file + ": arch." + key + " is a " + v->kind_name() + ", expected an int");
+  return v->integer;
+}
+
+std::vector<int64_t> arch_ints(const PickleValue& arch, const std::string& key, const std::string& file) {
+  const PickleValue* v = arch.find(key);
+  if (!v) throw DataError(file + ": arch." + key + " is missing");
+  if (v->kind != PickleValue::Kind::List && v->kind != PickleValue::Kind::Tuple)
+    throw DataError(file + ": arch." + key + " is a " + v->kind_name() + ", expected a list of ints");
+  std::vector<int64_t> out;
+  for (const auto& x : v->items) {
+    if (x.kind != PickleValue::Kind::Int) throw DataError(file + ": arch." + key + " holds a " + x.kind_name());
+    out.push_back(x.integer);
+  }
+  return out;
+}
+
+void check_masks(const StateDict& masks, const StateDict& params, const std::string& where) {
+  for (const auto& m : masks) {
+    const torch::Tensor* p = params.find(m.key());
+    if (!p) throw Error(where + ": mask '" + m.key() + "' names no tensor of the model");
+    if (!m.value().defined() || m.value().sizes() != p->sizes()) {
+      std::ostringstream os;
+      os << where << ": mask '" << m.key() << "' has shape "
+         << (m.value().defined() ? m.value().sizes() : c10::IntArrayRef{}) << ", the tensor has " << p->sizes();
+      throw Error(os.str());
+    }
+    if (m.value().scalar_type() != torch::kBool && m.value().scalar_type() != torch::kByte)
+      throw Error(where + ": mask '" + m.key() + "' must be a bool or uint8 tensor");
+  }
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+}  // namespace
+
+void write_file_atomically(const fs::path& file, const std::vector<char>& bytes, const std::string& what) {
+  const std::string intact = fs::exists(file) ? "; the previous " + what + " is intact" : "";
+  const fs::path dir = file.has_parent_path() ? file.parent_path() : fs::path(".");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(file.string() + ": cannot create folder " + dir.string() + ": " + ec.message() + intact);
+  // Same folder as the target, so rename() is atomic (same file system); pid-suffixed so two processes writing
+  // the same checkpoint do not write into one temporary file.
+  const fs::path tmp = dir / ("." + file.filename().string() + ".tmp" + std::to_string(::getpid()));
+  auto fail = [&](const std::string& why) {
+    fs::remove(tmp, ec);
+    throw Error(file.string() + ": could not write " + what + ": " + why + intact);
+  };
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot create " + tmp.string() + ": " + errno_text());
+  size_t done = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const std::string why = errno_text();
+      ::close(fd);
+      fail("write to " + tmp.string() + " failed: " + why);
+    }
+    done += static_cast<size_t>(n);
+  }
+  // fsync before rename: otherwise a crash can leave the new name pointing at an empty file.
+  if (::fsync(fd) != 0) {
+    const std::string why = errno_text();
+    ::close(fd);
+    fail("fsync of " + tmp.string() + " failed: " + why);
+  }
+  if (::close(fd) != 0) fail("close of " + tmp.string() + " failed: " + errno_text());
+  if (::rename(tmp.c_str(), file.c_str()) != 0) fail("rename of " + tmp.string() + " failed: " + errno_text());
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);  // make the rename itself durable; best effort
+    ::close(dfd);
+  }
+}
+
+void save_checkpoint(const fs::path& file, const ResNet& model, const nlohmann::json& meta, const StateDict& masks) {
+  const std::string where = file.string();
+  const bool existed = fs::exists(file);
+  const std::string intact = existed ? "; the previous checkpoint is intact" : "";
+  std::vector<char> bytes;
+  try {
+    if (!meta.is_object()) throw Error("meta must be a JSON object");
+    const StateDict sd = state_dict(*model);
+    check_masks(masks, sd, where);
+    const ResNetSpec& spec = model->spec();
+
+    auto arch = PickleValue::dict();
+    arch.set("family", PickleValue::from("resnet"));
+    arch.set("name", PickleValue::from(spec.name()));
+    arch.set("depth", PickleValue::from(spec.depth));
+    arch.set("num_classes", PickleValue::from(spec.num_classes));
+    arch.set("stem", PickleValue::from(to_string(spec.stem)));
+    arch.set("in_channels", PickleValue::from(spec.in_channels));
+    arch.set("stage_widths", int_list(spec.stage_widths));
+    arch.set("block_widths", int_list(spec.block_widths));
+
+    StateDict bool_masks;
+    for (const auto& m : masks) bool_masks.insert(m.key(), m.value().to(torch::kBool));
+
+    auto root = PickleValue::dict();
+    root.set("format", PickleValue::from(kFormat));
+    root.set("version", PickleValue::from(kVersion));
+    root.set("arch", std::move(arch));
+    // Module::to(dtype) in LibTorch also casts integer buffers; torchvision keeps num_batches_tracked int64.
+    StateDict saved;
+    for (const auto& item : sd) {
+      const bool counter =
+          item.key().size() >= 19 && item.key().compare(item.key().size() - 19, 19, "num_batches_tracked") == 0;
+      saved.insert(item.key(), counter ? item.value().to(torch::kLong) : item.value());
+    }
+    root.set("state_dict", state_dict_value(saved));
+    root.set("masks", state_dict_value(bool_masks));
+    root.set("meta", to_pickle(meta, "meta"));
+    bytes = serialize_torch_file(root);
+  } catch (const c10::Error& e) {
+    throw Error(where + ": could not write checkpoint: " + e.what_without_backtrace() + intact);
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    throw Error((msg.rfind(where, 0) == 0 ? msg : where + ": could not write checkpoint: " + msg) + intact);
+  }
+  write_file_atomically(file, bytes, "checkpoint");
+}
+
+Checkpoint read_checkpoint(const fs::path& path) {
+  const std::string file = path.string();
+  const PickleValue root = read_torch_file(path);
+  if (root.kind != PickleValue::Kind::Dict)
+    throw DataError(file + ": not an expctl checkpoint (top level is a " + root.kind_name() + ", not a dict)");
+  const PickleValue* format = root.find("format");
+  const PickleValue* arch = root.find("arch");
+  const PickleValue* sd = root.find("state_dict");
+  if (!arch || !sd) {
+    const bool looks_like_sd = !root.entries.empty() && root.entries[0].second.kind == PickleValue::Kind::Tensor;
+    throw DataError(file + ": not an expctl checkpoint (no 'arch' and 'state_dict' entries)" +
+                    (looks_like_sd ? std::string("; it looks like a plain state dict (pretrained weights?)") : ""));
+  }
+  if (format && (format->kind != PickleValue::Kind::String || format->text != kFormat))
+    throw DataError(file + ": unknown checkpoint format");
+  if (const PickleValue* v = root.find("version"); v && (v->kind != PickleValue::Kind::Int || v->integer > kVersion))
+    throw DataError(file + ": checkpoint version is newer than this expctl understands (" + std::to_string(v->integer) +
+                    " > " + std::to_string(kVersion) + ")");
+  if (arch->kind != PickleValue::Kind::Dict)
+    throw DataError(file + ": arch is a " + arch->kind_name() + ", not a dict");
+
+  Checkpoint ckpt;
+  if (const PickleValue* family = arch->find("family");
+      family && (family->kind != PickleValue::Kind::String || family->text != "resnet"))
+    throw DataError(file + ": arch.family is not 'resnet'");
+  ckpt.arch.depth = static_cast<int>(arch_int(*arch, "depth", file));
+  ckpt.arch.num_classes = arch_int(*arch, "num_classes", file);
+  ckpt.arch.in_channels = arch_int(*arch, "in_channels", file);
+  const PickleValue* stem = arch->find("stem");
+  if (!stem || stem->kind != PickleValue::Kind::String)
+    throw DataError(file + ": arch.stem is missing or not a string");
+  ckpt.arch.stage_widths = arch_ints(*arch, "stage_widths", file);
+  ckpt.arch.block_widths = arch_ints(*arch, "block_widths", file);
+  try {
+    ckpt.arch.stem = parse_stem(stem->text);
+    ckpt.arch = ckpt.arch.resolved();
+  } catch (const Error& e) {
+    throw DataError(file + ": arch: " + e.what());
+  }
+  ckpt.state_dict = to_state_dict(*sd, file + ": state_dict");
+  if (const PickleValue* masks = root.find("masks")) ckpt.masks = to_state_dict(*masks, file + ": masks");
+  if (const PickleValue* meta = root.find("meta")) {
+    ckpt.meta = to_json(*meta, file + ": meta");
+    if (!ckpt.meta.is_object()) throw DataError(file + ": meta is not a dict");
+  }
+  try {
+    check_masks(ckpt.masks, ckpt.state_dict, file);
+  } catch (const DataError&) {
+    throw;
+  } catch (const Error& e) {
+    throw DataError(e.what());
+  }
+  return ckpt;
+}
+
+ResNet build_model(const Checkpoint& ckpt, const std::string& source) {
+  ResNet model{nullptr};
+  try {
+    model = ResNet(ckpt.arch);
+  } catch (const Error& e) {
+    throw DataError(source + ": arch: " + e.what());
+  }
+  load_state_dict(*model, ckpt.state_dict, source);
+  return model;
+}
+
+ResNet load_checkpoint(const fs::path& file, Checkpoint* contents) {
+  Checkpoint ckpt = read_checkpoint(file);
+  ResNet model = build_model(ckpt, file.string());
+  if (contents) *contents = std::move(ckpt);
+  return model;
+}
+
+// ---- training state ----------------------------------------------------------------------------
+
+fs::path training_state_path(const fs::path& checkpoint) {
+  fs::path p = checkpoint;
+  const std::string stem =
+      checkpoint.extension() == ".pt" ? checkpoint.stem().string() : checkpoint.filename().string();
+  return p.replace_filename(stem + ".train.pt");
+}
+
+void save_training_state(const fs::path& checkpoint, torch::optim::Optimizer& optimizer, int64_t epoch,
+                         const nlohmann::json& extra) {
+  const fs::path file = training_state_path(checkpoint);
+  std::ostringstream stream;
+  try {
+    torch::serialize::OutputArchive archive;
+    optimizer.save(archive);
+    archive.write("expctl_epoch", torch::tensor(epoch, torch::kLong));
+    const std::string extra_text = extra.dump();
+    archive.write("expctl_extra", torch::IValue(extra_text));
+    {
+      at::Generator gen = at::globalContext().defaultGenerator(at::kCPU);
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      archive.write("expctl_rng_cpu", gen.get_state());
+    }
+    const int64_t cuda = torch::cuda::is_available() ? static_cast<int64_t>(torch::cuda::device_count()) : 0;
+    archive.write("expctl_rng_cuda_count", torch::tensor(cuda, torch::kLong));
+    for (int64_t i = 0; i < cuda; ++i) {
+      at::Generator gen = at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      archive.write("expctl_rng_cuda" + std::to_string(i), gen.get_state());
+    }
+    archive.save_to(stream);
+  } catch (const c10::Error& e) {
+    throw Error(file.string() + ": could not write training state: " + e.what_without_backtrace());
+  }
+  const std::string s = stream.str();
+  write_file_atomically(file, std::vector<char>(s.begin(), s.end()), "training state");
+}
+
+TrainingState load_training_state(const fs::path& checkpoint, torch::optim::Optimizer& optimizer) {
+  const fs::path file = training_state_path(checkpoint);
+  if (!fs::is_regular_file(file)) throw DataError(file.string() + ": no such file");
+  TrainingState state;
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(file.string());
+  } catch (const c10::Error& e) {
+    throw DataError(file.string() +
+                    ": not a readable training-state archive (truncated or corrupt?): " + e.what_without_backtrace());
+  }
+  try {
+    torch::Tensor epoch, rng;
+    archive.read("expctl_epoch", epoch);
+    c10::IValue extra;
+    archive.read("expctl_extra", extra);
+    archive.read("expctl_rng_cpu", rng);
+    torch::Tensor cuda_count;
+    archive.read("expctl_rng_cuda_count", cuda_count);
+    // Read our own entries first: a foreign archive then fails before the optimizer is touched.
+    optimizer.load(archive);
+    state.epoch = epoch.item<int64_t>();
+    state.extra = nlohmann::json::parse(extra.toStringRef());
+    {
+      at::Generator gen = at::globalContext().defaultGenerator(at::kCPU);
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(rng);
+    }
+    const int64_t saved_cuda = cuda_count.item<int64_t>();
+    const int64_t cuda = torch::cuda::is_available() ? static_cast<int64_t>(torch::cuda::device_count()) : 0;
+    for (int64_t i = 0; i < std::min(saved_cuda, cuda); ++i) {
+      torch::Tensor s;
+      archive.read("expctl_rng_cuda" + std::to_string(i), s);
+      at::Generator gen = at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(s);
+    }
+  } catch (const c10::Error& e) {
+    throw DataError(file.string() + ": training state does not fit (wrong file or different model/optimizer?): " +
+                    e.what_without_backtrace());
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(file.string() + ": corrupt extra entry: " + e.what());
+  }
+  return state;
+}
+
+}  // namespace expctl::models

@@ -1,0 +1,341 @@
+#include "runner/models/resnet.h"
+
+#include <algorithm>
+#include <sstream>
+
+#include "runner/core/error.h"
+
+namespace expctl::models {
+namespace {
+
+constexpr int kStages = 4;
+const int64_t kDefaultStageWidths[kStages] = {64, 128, 256, 512};
+
+std::string shape_str(const torch::Tensor& t) {
+  std::ostringstream os;
+  os << t.sizes();
+  return os.str();
+}
+
+torch::nn::Conv2d make_conv(int64_t in, int64_t out, int64_t kernel, int64_t stride, int64_t padding) {
+  return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false));
+}
+
+std::string join(const std::vector<std::string>& names, size_t max_shown = 12) {
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < max_shown; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > max_shown) out += ", ... (" + std::to_string(names.size()) + " in all)";
+  return out;
+}
+
+}  // namespace
+
+std::string to_string(Stem stem) { return stem == Stem::Cifar ? "cifar" : "imagenet"; }
+
+Stem parse_stem(const std::string& name) {
+  if (name == "imagenet") return Stem::ImageNet;
+  if (name == "cifar") return Stem::Cifar;
+  throw Error("unknown ResNet stem '" + name + "' (valid: imagenet, cifar)");
+}
+
+std::vector<int> ResNetSpec::blocks_per_stage() const {
+  if (depth == 18) return {2, 2, 2, 2};
+  if (depth == 34) return {3, 4, 6, 3};
+  throw Error("ResNet depth " + std::to_string(depth) + " is not supported (valid: 18, 34)");
+}
+
+ResNetSpec ResNetSpec::resolved() const {
+  ResNetSpec r = *this;
+  const auto blocks = blocks_per_stage();
+  if (num_classes < 1) throw Error("ResNet num_classes must be >= 1, got " + std::to_string(num_classes));
+  if (in_channels < 1) throw Error("ResNet in_channels must be >= 1, got " + std::to_string(in_channels));
+  if (r.stage_widths.empty()) r.stage_widths.assign(kDefaultStageWidths, kDefaultStageWidths + kStages);
+  if (r.stage_widths.size() != kStages)
+    throw Error("ResNet stage_widths needs 4 entries, got " + std::to_string(r.stage_widths.size()));
+  size_t total = 0;
+  for (int b : blocks) total += b;
+  if (r.block_widths.empty()) {
+    for (int s = 0; s < kStages; ++s) r.block_widths.insert(r.block_widths.end(), blocks[s], r.stage_widths[s]);
+  }
+  if (r.block_widths.size() != total)
+    throw Error("ResNet-" + std::to_string(depth) + " block_widths needs " + std::to_string(total) + " entries, got " +
+                std::to_string(r.block_widths.size()));
+  for (size_t i = 0; i < r.stage_widths.size(); ++i)
+    if (r.stage_widths[i] < 1) throw Error("ResNet stage_widths[" + std::to_string(i) + "] must be >= 1");
+  for (size_t i = 0; i < r.block_widths.size(); ++i)
+    if (r.block_widths[i] < 1) throw Error("ResNet block_widths[" + std::to_string(i) + "] must be >= 1");
+  return r;
+}
+
+std::string ResNetSpec::name() const { return "resnet" + std::to_string(depth); }
+
+bool ResNetSpec::operator==(const ResNetSpec& other) const {
+  const ResNetSpec a = resolved(), b = other.resolved();
+  return a.depth == b.depth && a.num_classes == b.num_classes && a.stem == b.stem && a.in_channels == b.in_channels &&
+         a.stage_widths == b.stage_widths && a.block_widths == b.block_widths;
+}
+
+// ---- BasicBlock --------------------------------------------------------------------------------
+
+BasicBlockImpl::BasicBlockImpl(std::string name, int64_t in_width, int64_t inner_width, int64_t out_width,
+                               int64_t stride, bool with_downsample)
+    : name_(std::move(name)),
+      conv1_name_(name_ + ".conv1"),
+      relu1_name_(name_ + ".relu1"),
+      conv2_name_(name_ + ".conv2"),
+      downsample_name_(name_ + ".downsample.0") {
+  // Registration order = torchvision's attribute order, so state_dict() lists keys in the same order.
+  conv1 = register_module("conv1", make_conv(in_width, inner_width, 3, stride, 1));
+  bn1 = register_module("bn1", torch::nn::BatchNorm2d(inner_width));
+  conv2 = register_module("conv2", make_conv(inner_width, out_width, 3, 1, 1));
+  bn2 = register_module("bn2", torch::nn::BatchNorm2d(out_width));
+  if (with_downsample) {
+    downsample_conv = make_conv(in_width, out_width, 1, stride, 0);
+    downsample_bn = torch::nn::BatchNorm2d(out_width);
+    downsample = register_module("downsample", torch::nn::Sequential(downsample_conv, downsample_bn));
+  }
+}
+
+torch::Tensor BasicBlockImpl::forward(const torch::Tensor& x, ForwardObserver* observer) {
+  // Observer calls happen after the last in-place op on each tensor, so observers may keep references.
+  if (observer) observer->on_layer_input(conv1_name_, x);
+  auto out = bn1(conv1(x)).relu_();
+  if (observer) {
+    observer->on_activation(relu1_name_, out);
+    observer->on_layer_input(conv2_name_, out);
+  }
+  out = bn2(conv2(out));
+  torch::Tensor identity = x;
+  if (downsample_conv) {
+    // torchvision evaluates downsample(x) after bn2; the observer sees the same order.
+    if (observer) observer->on_layer_input(downsample_name_, x);
+    identity = downsample_bn(downsample_conv(x));
+  }
+  out = (out + identity).relu_();
+  if (observer) observer->on_activation(name_, out);
+  return out;
+}
+
+// ---- ResNet ------------------------------------------------------------------------------------
+
+ResNetImpl::ResNetImpl(const ResNetSpec& spec) : spec_(spec.resolved()) {
+  const auto blocks = spec_.blocks_per_stage();
+  const int64_t stem_width = spec_.stage_widths[0];
+  conv1 = spec_.stem == Stem::Cifar ? make_conv(spec_.in_channels, stem_width, 3, 1, 1)
+                                    : make_conv(spec_.in_channels, stem_width, 7, 2, 3);
+  register_module("conv1", conv1);
+  bn1 = register_module("bn1", torch::nn::BatchNorm2d(stem_width));
+  int64_t in_width = stem_width;
+  size_t block_index = 0;
+  for (int s = 0; s < kStages; ++s) {
+    const std::string stage_name = "layer" + std::to_string(s + 1);
+    torch::nn::ModuleList stage;
+    for (int b = 0; b < blocks[s]; ++b) {
+      // Structure (where the projections are) follows the depth, never the widths: a pruned stage whose
+      // width happens to equal its input's still has its stride-2 downsample.
+      const bool first = b == 0;
+      const int64_t stride = (first && s > 0) ? 2 : 1;
+      auto block = BasicBlock(stage_name + "." + std::to_string(b), in_width, spec_.block_widths[block_index++],
+                              spec_.stage_widths[s], stride, first && s > 0);
+      stage->push_back(block);
+      blocks_.push_back(block);
+      in_width = spec_.stage_widths[s];
+    }
+    layers.push_back(register_module(stage_name, stage));
+  }
+  fc = register_module("fc", torch::nn::Linear(spec_.stage_widths[3], spec_.num_classes));
+
+  // torchvision's init: kaiming-normal (fan_out, relu) convs, BN weight 1 / bias 0; Linear keeps its default.
+  torch::NoGradGuard no_grad;
+  for (auto& m : modules(/*include_self=*/false)) {
+    if (auto* conv = m->as<torch::nn::Conv2dImpl>()) {
+      torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
+    } else if (auto* bn = m->as<torch::nn::BatchNorm2dImpl>()) {
+      bn->weight.fill_(1.0);
+      bn->bias.zero_();
+    }
+  }
+}
+
+torch::Tensor ResNetImpl::forward(const torch::Tensor& input, ForwardObserver* observer) {
+  static const std::string kConv1 = "conv1", kRelu = "relu", kFc = "fc";
+  if (observer) observer->on_layer_input(kConv1, input);
+  auto x = bn1(conv1(input)).relu_();
+  if (observer) observer->on_activation(kRelu, x);
+  if (spec_.stem == Stem::ImageNet) x = torch::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
+  for (auto& block : blocks_) x = block->forward(x, observer);
+  x = torch::flatten(torch::adaptive_avg_pool2d(x, {1, 1}), 1);
+  if (observer) observer->on_layer_input(kFc, x);
+  return fc(x);
+}
+
+void ResNetImpl::sync_spec() {
+  spec_.stage_widths[0] = conv1->weight.size(0);
+  size_t i = 0;
+  for (auto& block : blocks_) spec_.block_widths[i++] = block->conv1->weight.size(0);
+  for (int s = 0; s < kStages; ++s)
+    spec_.stage_widths[s] = layers[s]->ptr(0)->as<BasicBlockImpl>()->conv2->weight.size(0);
+  spec_.num_classes = fc->weight.size(0);
+  spec_.in_channels = conv1->weight.size(1);
+}
+
+std::vector<std::string> ResNetImpl::layer_names() const {
+  std::vector<std::string> names{"conv1"};
+  for (auto& block : blocks_) {
+    names.push_back(block->name() + ".conv1");
+    names.push_back(block->name() + ".conv2");
+    if (block->downsample_conv) names.push_back(block->name() + ".downsample.0");
+  }
+  names.push_back("fc");
+  return names;
+}
+
+std::vector<std::string> ResNetImpl::activation_points() const {
+  std::vector<std::string> names{"relu"};
+  for (auto& block : blocks_) {
+    names.push_back(block->name() + ".relu1");
+    names.push_back(block->name());
+  }
+  return names;
+}
+
+ResNet make_resnet(const ResNetSpec& spec) { return ResNet(spec); }
+
+ResNet copy_model(const ResNet& model) {
+  ResNet copy(model->spec());
+  const torch::Tensor& w = model->conv1->weight;
+  copy->to(w.device(), w.scalar_type());
+  load_state_dict(*copy, state_dict(*model), "copy_model");
+  copy->train(model->is_training());
+  return copy;
+}
+
+// ---- state dicts -------------------------------------------------------------------------------
+
+StateDict state_dict(const torch::nn::Module& module) {
+  StateDict sd;
+  // Python's Module.state_dict() walks modules depth-first and lists each one's own parameters and then its
+  // own buffers; named_parameters() would group all parameters before all buffers instead.
+  for (const auto& item : module.named_modules("", /*include_self=*/true)) {
+    const std::string prefix = item.key().empty() ? "" : item.key() + ".";
+    for (const auto& p : item.value()->named_parameters(/*recurse=*/false)) sd.insert(prefix + p.key(), p.value());
+    for (const auto& b : item.value()->named_buffers(/*recurse=*/false)) sd.insert(prefix + b.key(), b.value());
+  }
+  return sd;
+}
+
+void load_state_dict(torch::nn::Module& module, const StateDict& sd, const std::string& source,
+                     const LoadOptions& options) {
+  const StateDict own = state_dict(module);
+  std::vector<std::string> missing, unexpected, mismatched;
+  for (const auto& item : own) {
+    if (sd.contains(item.key())) continue;
+    const bool counter =
+        item.key().size() >= 20 && item.key().compare(item.key().size() - 20, 20, ".num_batches_tracked") == 0;
+    if (!(counter && options.allow_missing_num_batches_tracked)) missing.push_back(item.key());
+  }
+  for (const auto& item : sd) {
+    const auto* mine = own.find(item.key());
+    if (!mine) {
+      unexpected.push_back(item.key());
+    } else if (!item.value().defined() || item.value().sizes() != mine->sizes()) {
+      mismatched.push_back(item.key() + ": file has " +
+                           (item.value().defined() ? shape_str(item.value()) : std::string("no tensor")) +
+                           ", model has " + shape_str(*mine));
+    }
+  }
+  std::string problems;
+  if (!missing.empty()) problems += "\n  missing keys: " + join(missing);
+  if (!unexpected.empty()) problems += "\n  unexpected keys: " + join(unexpected);
+  if (!mismatched.empty()) problems += "\n  shape mismatch: " + join(mismatched, 6);
+  if (!problems.empty()) throw DataError(source + ": state dict does not fit the model:" + problems);
+
+  torch::NoGradGuard no_grad;
+  for (const auto& item : sd) {
+    torch::Tensor dst = own[item.key()];
+    dst.copy_(item.value());
+  }
+}
+
+ResNetSpec infer_spec(const StateDict& sd, const std::string& source) {
+  auto need = [&](const std::string& key, int64_t dims) -> const torch::Tensor& {
+    const auto* t = sd.find(key);
+    if (!t) throw DataError(source + ": not a torchvision BasicBlock ResNet state dict (no '" + key + "')");
+    if (t->dim() != dims)
+      throw DataError(source + ": '" + key + "' has shape " + shape_str(*t) + ", expected " + std::to_string(dims) +
+                      " dimensions");
+    return *t;
+  };
+  ResNetSpec spec;
+  std::vector<int> blocks;
+  for (int s = 1; s <= kStages; ++s) {
+    int n = 0;
+    while (sd.contains("layer" + std::to_string(s) + "." + std::to_string(n) + ".conv1.weight")) ++n;
+    blocks.push_back(n);
+  }
+  if (blocks == std::vector<int>{2, 2, 2, 2}) {
+    spec.depth = 18;
+  } else if (blocks == std::vector<int>{3, 4, 6, 3}) {
+    spec.depth = 34;
+  } else {
+    throw DataError(source + ": blocks per stage " + std::to_string(blocks[0]) + "," + std::to_string(blocks[1]) + "," +
+                    std::to_string(blocks[2]) + "," + std::to_string(blocks[3]) +
+                    " match neither ResNet-18 (2,2,2,2) nor ResNet-34 (3,4,6,3)");
+  }
+  const auto& conv1 = need("conv1.weight", 4);
+  spec.in_channels = conv1.size(1);
+  if (conv1.size(2) == 7) {
+    spec.stem = Stem::ImageNet;
+  } else if (conv1.size(2) == 3) {
+    spec.stem = Stem::Cifar;
+  } else {
+    throw DataError(source + ": conv1.weight has shape " + shape_str(conv1) + ", expected a 7x7 or 3x3 kernel");
+  }
+  spec.num_classes = need("fc.weight", 2).size(0);
+  for (int s = 1; s <= kStages; ++s) {
+    const std::string stage = "layer" + std::to_string(s);
+    for (int b = 0; b < blocks[s - 1]; ++b)
+      spec.block_widths.push_back(need(stage + "." + std::to_string(b) + ".conv1.weight", 4).size(0));
+    spec.stage_widths.push_back(need(stage + ".0.conv2.weight", 4).size(0));
+  }
+  return spec.resolved();
+}
+
+StateDict adapt_pretrained(const StateDict& pretrained, const ResNet& fresh) {
+  const ResNetSpec& spec = fresh->spec();
+  const StateDict own = state_dict(*fresh);
+  StateDict out;
+  for (const auto& item : pretrained) {
+    torch::Tensor t = item.value();
+    if (item.key() == "conv1.weight" && t.dim() == 4) {
+      if (spec.in_channels == 1 && t.size(1) == 3) {
+        // A gray image is an RGB image with R = G = B, and conv(w, [g, g, g]) = conv(w_r + w_g + w_b, g):
+        // summing over the input channels gives exactly the response the RGB filter had to the gray image.
+        t = t.sum(1, /*keepdim=*/true);
+      }
+      if (spec.stem == Stem::Cifar && t.size(2) == 7 && t.size(3) == 7) {
+        // The cifar stem runs conv1 at stride 1 on 32x32 images. ImageNet's 7x7 filters are smooth, roughly
+        // centred edge/colour detectors with most of their weight in the middle; their centre 3x3 is the part
+        // that looks at a pixel's immediate neighbourhood, i.e. the same kind of feature at the scale a 32x32
+        // image has after dropping the 4x stem down-sampling. Resizing the whole kernel would change its
+        // frequency response instead. Everything after conv1 keeps its pretrained weights.
+        t = t.slice(2, 2, 5).slice(3, 2, 5);
+      }
+      t = t.contiguous();
+    } else if ((item.key() == "fc.weight" || item.key() == "fc.bias") && own.contains(item.key()) &&
+               own[item.key()].sizes() != t.sizes()) {
+      // A different class count: the ImageNet classifier means nothing for the new classes; start fresh.
+      t = own[item.key()].detach().clone();
+    }
+    out.insert(item.key(), t);
+  }
+  return out;
+}
+
+ResNet make_pretrained_resnet(const ResNetSpec& spec, const StateDict& pretrained, const std::string& source) {
+  ResNet model(spec);
+  load_state_dict(*model, adapt_pretrained(pretrained, model), source);
+  return model;
+}
+
+}  // namespace expctl::models

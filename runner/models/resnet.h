@@ -1,0 +1,147 @@
+// ResNet-18/34 (BasicBlock) with torchvision's parameter and buffer names, observation points, and the
+// generic state-dict helpers every model file uses.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace expctl::models {
+
+/// An ordered name → tensor map, in torchvision's `state_dict()` order (per module: parameters, then buffers).
+using StateDict = torch::OrderedDict<std::string, torch::Tensor>;
+
+/// The network's entry: `ImageNet` = 7×7 stride-2 conv1 + 3×3 stride-2 max-pool (torchvision);
+/// `Cifar` = 3×3 stride-1 conv1 with padding 1 and no max-pool, for 32×32 inputs.
+enum class Stem { ImageNet, Cifar };
+
+/// "imagenet" / "cifar".
+std::string to_string(Stem stem);
+/// Parses "imagenet" / "cifar"; throws expctl::Error naming the valid values otherwise.
+Stem parse_stem(const std::string& name);
+
+/// The architecture of a (possibly pruned) BasicBlock ResNet. Empty width vectors mean torchvision's widths.
+struct ResNetSpec {
+  int depth = 18;                     ///< 18 or 34
+  int64_t num_classes = 1000;         ///< fc out-features
+  Stem stem = Stem::ImageNet;         ///< see Stem
+  int64_t in_channels = 3;            ///< 3 (RGB) or 1 (gray)
+  std::vector<int64_t> stage_widths;  ///< 4 entries: residual-stream width per stage (default 64,128,256,512)
+  std::vector<int64_t> block_widths;  ///< one per block: width between its conv1 and conv2 (default = stage width)
+
+  /// Blocks per stage: {2,2,2,2} for 18, {3,4,6,3} for 34; throws expctl::Error for other depths.
+  std::vector<int> blocks_per_stage() const;
+  /// A copy with empty widths filled in; throws expctl::Error naming the field when something is invalid.
+  ResNetSpec resolved() const;
+  /// "resnet18" / "resnet34".
+  std::string name() const;
+  /// Field-wise equality after resolving defaults.
+  bool operator==(const ResNetSpec& other) const;
+  bool operator!=(const ResNetSpec& other) const { return !(*this == other); }
+};
+
+/// Receives the tensors flowing through a forward pass (C++ modules have no forward hooks).
+/// Names are torchvision's module paths: layer inputs use the layer's parameter prefix ("conv1",
+/// "layer1.0.conv2", "layer2.0.downsample.0", "fc"); activations are ReLU outputs: "relu" (stem, before the
+/// max-pool),
+/// "layer1.0.relu1" (inside a block, between conv1 and conv2) and "layer1.0" (block output after add + ReLU).
+/// The tensors are the live ones: copy what you keep; never modify them.
+class ForwardObserver {
+ public:
+  virtual ~ForwardObserver() = default;
+  /// Called with the input of every Conv2d / Linear right before it runs.
+  virtual void on_layer_input(const std::string& layer, const torch::Tensor& x) {}
+  /// Called with the output of every ReLU.
+  virtual void on_activation(const std::string& point, const torch::Tensor& y) {}
+};
+
+/// torchvision's BasicBlock: conv1-bn1-relu-conv2-bn2, + identity or downsample (conv 1×1 + bn), relu.
+class BasicBlockImpl : public torch::nn::Module {
+ public:
+  /// `name` is the block's module path ("layer2.0"); `downsample` adds the 1×1 projection (stride `stride`).
+  BasicBlockImpl(std::string name, int64_t in_width, int64_t inner_width, int64_t out_width, int64_t stride,
+                 bool downsample);
+  /// Runs the block; reports to `observer` when it is not null.
+  torch::Tensor forward(const torch::Tensor& x, ForwardObserver* observer = nullptr);
+  /// The block's module path, e.g. "layer1.0".
+  const std::string& name() const { return name_; }
+
+  torch::nn::Conv2d conv1{nullptr};  ///< 3×3, stride `stride`
+  torch::nn::BatchNorm2d bn1{nullptr};
+  torch::nn::Conv2d conv2{nullptr};  ///< 3×3, stride 1
+  torch::nn::BatchNorm2d bn2{nullptr};
+  torch::nn::Sequential downsample{nullptr};      ///< "downsample.0" conv, "downsample.1" bn; null when identity
+  torch::nn::Conv2d downsample_conv{nullptr};     ///< the same module as downsample[0]
+  torch::nn::BatchNorm2d downsample_bn{nullptr};  ///< the same module as downsample[1]
+
+ private:
+  std::string name_, conv1_name_, relu1_name_, conv2_name_, downsample_name_;
+};
+TORCH_MODULE(BasicBlock);
+
+/// A BasicBlock ResNet whose state dict keys equal torchvision's resnet18/resnet34.
+class ResNetImpl : public torch::nn::Module {
+ public:
+  /// Builds and initialises the network like torchvision (kaiming-normal fan-out convs, BN 1/0, default fc).
+  explicit ResNetImpl(const ResNetSpec& spec = ResNetSpec{});
+  /// Logits [N, num_classes]; reports to `observer` when it is not null (no cost otherwise).
+  torch::Tensor forward(const torch::Tensor& x, ForwardObserver* observer = nullptr);
+
+  /// The architecture, widths resolved; kept in step with the weights by prune_group().
+  const ResNetSpec& spec() const { return spec_; }
+  /// Re-reads every width of spec() from the current weight shapes (after in-place surgery).
+  void sync_spec();
+  /// Names of every Conv2d/Linear in forward order ("conv1", "layer1.0.conv1", ..., "fc").
+  std::vector<std::string> layer_names() const;
+  /// Names of every activation point in forward order ("relu", "layer1.0.relu1", "layer1.0", ...).
+  std::vector<std::string> activation_points() const;
+  /// All blocks in forward order.
+  const std::vector<BasicBlock>& blocks() const { return blocks_; }
+
+  torch::nn::Conv2d conv1{nullptr};
+  torch::nn::BatchNorm2d bn1{nullptr};
+  std::vector<torch::nn::ModuleList> layers;  ///< "layer1" .. "layer4"
+  torch::nn::Linear fc{nullptr};
+
+ private:
+  ResNetSpec spec_;
+  std::vector<BasicBlock> blocks_;
+};
+TORCH_MODULE(ResNet);
+
+/// Builds a ResNet for `spec` (validated; throws expctl::Error when invalid).
+ResNet make_resnet(const ResNetSpec& spec);
+
+/// A deep copy (same spec, weights, buffers, device, dtype and train/eval mode) sharing no storage with `model`.
+ResNet copy_model(const ResNet& model);
+
+/// The module's state dict in torchvision's order. Tensors alias the module's: clone them to keep a snapshot.
+StateDict state_dict(const torch::nn::Module& module);
+
+/// Options of load_state_dict().
+struct LoadOptions {
+  bool allow_missing_num_batches_tracked = true;  ///< older files lack BN `num_batches_tracked`
+};
+
+/// Copies `sd` into the module's parameters and buffers, key by key. Throws expctl::DataError
+/// "<source>: ..." naming every missing and unexpected key, or the key and both shapes on a shape mismatch;
+/// nothing is modified when it throws.
+void load_state_dict(torch::nn::Module& module, const StateDict& sd, const std::string& source = "state dict",
+                     const LoadOptions& options = LoadOptions{});
+
+/// The architecture a torchvision-style ResNet state dict describes (depth from the block keys, widths from the
+/// shapes, stem from conv1's kernel). Throws expctl::DataError "<source>: ..." when it is not a BasicBlock ResNet.
+ResNetSpec infer_spec(const StateDict& sd, const std::string& source = "state dict");
+
+/// Adapts a pretrained torchvision state dict (ImageNet stem, RGB, 1000 classes) to the architecture of `fresh`,
+/// a freshly initialised model: cifar stem → centre 3×3 of conv1's 7×7 kernel; gray input → conv1 summed over
+/// its input channels; a different class count → fc taken from `fresh` (new classifier). All other tensors are
+/// reused as they are. The result loads into `fresh` with load_state_dict().
+StateDict adapt_pretrained(const StateDict& pretrained, const ResNet& fresh);
+
+/// make_resnet(spec) with the adapted `pretrained` weights loaded (see adapt_pretrained()).
+ResNet make_pretrained_resnet(const ResNetSpec& spec, const StateDict& pretrained,
+                              const std::string& source = "pretrained weights");
+
+}  // namespace expctl::models

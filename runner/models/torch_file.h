@@ -1,0 +1,67 @@
+// Reading and writing the files of Python's torch.save: the zip format (data.pkl + data/<key> records) and,
+// for reading, the legacy pre-1.6 format. LibTorch's own unpickler turns Python's OrderedDict (every
+// state_dict) into None (pytorch/pytorch#100741) and its pickler tags containers with a global that
+// torch.load(weights_only=True) refuses, so this module speaks the small pickle subset state dicts use itself.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runner/models/resnet.h"
+
+namespace expctl::models {
+
+/// A value of the pickle subset torch files use: None, bool, int, float, str, bytes, tensor, list, tuple, dict
+/// (OrderedDict reads as Dict; keys keep their order).
+struct PickleValue {
+  enum class Kind { None, Bool, Int, Float, String, Bytes, Tensor, List, Tuple, Dict };
+  Kind kind = Kind::None;
+  bool boolean = false;
+  int64_t integer = 0;
+  double real = 0.0;
+  std::string text;                                          ///< String (UTF-8) or Bytes
+  torch::Tensor tensor;                                      ///< Tensor (CPU)
+  std::vector<PickleValue> items;                            ///< List / Tuple
+  std::vector<std::pair<PickleValue, PickleValue>> entries;  ///< Dict, in insertion order
+
+  static PickleValue none() { return {}; }
+  static PickleValue from(bool v);
+  static PickleValue from(int64_t v);
+  static PickleValue from(int v) { return from(static_cast<int64_t>(v)); }
+  static PickleValue from(double v);
+  static PickleValue from(std::string v);
+  static PickleValue from(const char* v) { return from(std::string(v)); }
+  static PickleValue from(torch::Tensor v);
+  static PickleValue list(std::vector<PickleValue> v = {});
+  static PickleValue tuple(std::vector<PickleValue> v = {});
+  static PickleValue dict();
+
+  /// Dict only: appends or replaces the entry with string key `key`.
+  PickleValue& set(const std::string& key, PickleValue value);
+  /// Dict only: the value of string key `key`, or nullptr.
+  const PickleValue* find(const std::string& key) const;
+  /// "None", "bool", "int", "float", "str", "bytes", "tensor", "list", "tuple", "dict".
+  std::string kind_name() const;
+};
+
+/// Reads a torch.save file (zip or legacy format). Throws expctl::DataError "<file>: <what is wrong>" for a
+/// missing, empty, truncated or foreign file, or one holding pickled Python objects other than the subset.
+PickleValue read_torch_file(const std::filesystem::path& file);
+
+/// The bytes of a zip-format torch file holding `value`, readable by Python's torch.load (weights_only too)
+/// and by read_torch_file(). Tensors are saved contiguous, on the CPU.
+std::vector<char> serialize_torch_file(const PickleValue& value);
+
+/// A PickleValue dict → StateDict (string keys, tensor values); `what` names the object in errors
+/// (e.g. "model.pt: state_dict"). Throws expctl::DataError otherwise.
+StateDict to_state_dict(const PickleValue& value, const std::string& what);
+
+/// Reads a state-dict file as torchvision distributes it (torch.save of model.state_dict()). Also accepts a
+/// dict holding the state dict under "state_dict" (expctl checkpoints, many training scripts).
+StateDict read_state_dict_file(const std::filesystem::path& file);
+
+}  // namespace expctl::models
