@@ -136,8 +136,11 @@ void apply_override(const YNodePtr& root, const std::string& text, std::vector<s
 // plugin's parameters join the block. An unknown plugin name is reported once, without a flood of
 // "unknown key" errors for the keys that belong to the plugin the user meant.
 Params validate_with_plugins(const YNodePtr& block, const Mark& where, const std::string& prefix,
-                             const ParamTable& base, std::vector<Diagnostic>& diags) {
+                             const ParamTable& base, std::vector<Diagnostic>& diags,
+                             const PluginInfo* owner = nullptr) {
   ParamTable table = base;
+  std::vector<const PluginInfo*> checkers;
+  if (owner && owner->check) checkers.push_back(owner);
   for (const auto& spec : base.specs()) {
     if (spec.type != ParamType::Plugin) continue;
     std::string full = prefix + "." + spec.key;
@@ -169,8 +172,13 @@ Params validate_with_plugins(const YNodePtr& block, const Mark& where, const std
       }
     }
     table.append(p->params);
+    if (p->check) checkers.push_back(p);
   }
-  return validate_block(block, where, prefix, table, diags);
+  size_t before = diags.size();
+  Params params = validate_block(block, where, prefix, table, diags);
+  if (diags.size() == before)  // cross-key checks only make sense on well-typed values
+    for (const PluginInfo* c : checkers) c->check(params, prefix, diags);
+  return params;
 }
 
 ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& overrides, int depth) {
@@ -258,7 +266,8 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
     YNodePtr block = root->get(name);
     bool listed = std::find(cfg.stages.begin(), cfg.stages.end(), name) != cfg.stages.end();
     if (!block && !listed) continue;
-    Params p = validate_with_plugins(block, top, name, catalog.find("stage", name)->params, diags);
+    const PluginInfo* stage = catalog.find("stage", name);
+    Params p = validate_with_plugins(block, top, name, stage->params, diags, stage);
     if (listed) cfg.blocks[name] = std::move(p);
   }
 

@@ -18,29 +18,12 @@
 namespace expctl {
 namespace fs = std::filesystem;
 
-// ---- registry ----------------------------------------------------------------------------------
+// ---- stop signals ------------------------------------------------------------------------------
 
 namespace {
-std::map<std::string, StageEntry>& stage_table() {
-  static std::map<std::string, StageEntry> t;
-  return t;
-}
 std::atomic<bool> g_stop{false};
 extern "C" void on_stop_signal(int) { g_stop.store(true); }
 }  // namespace
-
-bool StageRegistry::add(StageEntry entry) {
-  entry.info.kind = "stage";
-  Catalog::instance().add(entry.info);
-  std::string name = entry.info.name;
-  stage_table().emplace(std::move(name), std::move(entry));
-  return true;
-}
-
-const StageEntry* StageRegistry::find(const std::string& name) {
-  auto it = stage_table().find(name);
-  return it == stage_table().end() ? nullptr : &it->second;
-}
 
 bool stop_requested() { return g_stop.load(); }
 

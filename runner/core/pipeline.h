@@ -82,22 +82,15 @@ class Stage {
 
 /// Registration of a stage: its metadata, its plan (pure: computes paths, touches nothing) and its factory.
 struct StageEntry {
+  static constexpr const char* kKind = "stage";
   PluginInfo info;
   std::function<std::vector<PlannedFile>(const ScenarioConfig&, const Naming&, const Params&)> plan;
   /// Empty while the stage is not available in this build (info.unavailable says why).
   std::function<std::unique_ptr<Stage>()> create;
 };
 
-class StageRegistry {
- public:
-  /// Registers the entry (and its metadata in the Catalog); returns true for static registration.
-  static bool add(StageEntry entry);
-  static const StageEntry* find(const std::string& name);
-};
-
-/// One-line registration at the end of a stage's file.
-#define EXPCTL_REGISTER_STAGE(entry_expr) \
-  static const bool EXPCTL_CONCAT(expctl_stage_registered_, __LINE__) = ::expctl::StageRegistry::add(entry_expr)
+/// Stages register with one line at the end of their file: EXPCTL_REGISTER(StageRegistry, entry());
+using StageRegistry = TypedRegistry<StageEntry>;
 
 /// Set by SIGINT/SIGTERM while a pipeline runs; long stages poll it, save and return.
 bool stop_requested();

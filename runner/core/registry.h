@@ -8,6 +8,7 @@
 // libraries, so these static registrations are never dropped by the linker; tests/core checks that every
 // built-in name is present.
 #pragma once
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -32,6 +33,9 @@ struct PluginInfo {
   std::string code;     ///< pruners: the short code used in checkpoint names ("NC", "W")
   /// Empty when the plugin can run; otherwise why not (e.g. "not available yet: fine-tuning lands with issue #4").
   std::string unavailable;
+  /// Optional checks across several keys (e.g. n < m), run after the table's own; they add diagnostics for
+  /// keys under `prefix` (the block's dotted name).
+  std::function<void(const Params& params, const std::string& prefix, std::vector<Diagnostic>& diags)> check;
 };
 
 /// All registered plugins' metadata, by kind and name.
@@ -50,8 +54,36 @@ class Catalog {
   std::map<std::string, std::map<std::string, PluginInfo>> by_kind_;
 };
 
+/// A registry of typed entries (each with a PluginInfo `info` and its factories) for one kind; adding an
+/// entry also puts its metadata into the Catalog. `Entry::kKind` names the kind ("stage", "model", ...).
+template <class Entry>
+class TypedRegistry {
+ public:
+  static bool add(Entry entry) {
+    entry.info.kind = Entry::kKind;
+    Catalog::instance().add(entry.info);
+    std::string name = entry.info.name;
+    table().insert_or_assign(std::move(name), std::move(entry));
+    return true;
+  }
+  /// The entry, or nullptr (config validation has already rejected unknown names).
+  static const Entry* find(const std::string& name) {
+    auto it = table().find(name);
+    return it == table().end() ? nullptr : &it->second;
+  }
+
+ private:
+  static std::map<std::string, Entry>& table() {
+    static std::map<std::string, Entry> t;  // function-local: usable from other files' static initialisers
+    return t;
+  }
+};
+
 #define EXPCTL_CONCAT_INNER(a, b) a##b
 #define EXPCTL_CONCAT(a, b) EXPCTL_CONCAT_INNER(a, b)
+/// One-line registration of a typed entry: EXPCTL_REGISTER(DatasetRegistry, cifar10());
+#define EXPCTL_REGISTER(registry, entry_expr) \
+  static const bool EXPCTL_CONCAT(expctl_registered_, __LINE__) = registry::add(entry_expr)
 /// One-line registration of a plugin's metadata (at namespace scope, at the end of the plugin's file).
 #define EXPCTL_REGISTER_PLUGIN(info_expr) \
   static const bool EXPCTL_CONCAT(expctl_registered_, __LINE__) = ::expctl::Catalog::instance().add(info_expr)

@@ -497,4 +497,10 @@ DownloadResult download(const DownloadOptions& o) {
   return {dest, true, fs::file_size(dest)};
 }
 
+std::string url_basename(const std::string& url) {
+  std::string u = url.substr(0, url.find_first_of("?#"));
+  while (!u.empty() && u.back() == '/') u.pop_back();
+  return u.substr(u.find_last_of('/') + 1);
+}
+
 }  // namespace expctl::io

@@ -61,4 +61,18 @@ struct DownloadResult {
 ///     auto r = expctl::io::download(o);  // r.fetched == false on the second run
 DownloadResult download(const DownloadOptions& options);
 
+/// A file a model or data set needs: where it comes from, where it goes, how it is checked, and (for an
+/// archive) the folder it unpacks into. Models and data sets list these; the download stage fetches them.
+struct RemoteFile {
+  std::string url;
+  std::filesystem::path destination;
+  std::string sha256_prefix;         ///< checked when non-empty
+  std::string md5;                   ///< checked when non-empty
+  std::filesystem::path extract_to;  ///< unpack the archive here when non-empty
+  std::string what;                  ///< "pretrained weights", "CIFAR-10 binary tarball", ...
+};
+
+/// The last path component of a URL ("https://h/a/resnet18-f37072fd.pth?x" -> "resnet18-f37072fd.pth").
+std::string url_basename(const std::string& url);
+
 }  // namespace expctl::io

@@ -1,28 +1,60 @@
 // download stage: fetches the model's pretrained weights and the data set into downloaded_models/ and
-// downloaded_datasets/, verifying checksums before use.
+// downloaded_datasets/ (resuming, retrying, verifying checksums before use) and unpacks archives.
+#include "runner/io/download.h"
+
+#include <spdlog/spdlog.h>
+
 #include "runner/core/pipeline.h"
+#include "runner/data/datasets.h"
+#include "runner/io/archive.h"
+#include "runner/models/models.h"
 
 namespace expctl {
 namespace {
 
-std::string basename_of_url(const std::string& url) {
-  auto q = url.find_first_of("?#");
-  std::string u = url.substr(0, q);
-  return u.substr(u.find_last_of('/') + 1);
+std::vector<io::RemoteFile> files_of(const ScenarioConfig& cfg, const Naming& n) {
+  auto files = models::ModelRegistry::find(cfg.model_name())->files(cfg.model, n.models_dir());
+  auto data = data::dataset_entry(cfg).files(cfg.dataset, n.datasets_dir());
+  files.insert(files.end(), data.begin(), data.end());
+  return files;
 }
 
 std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const Params&) {
   std::vector<PlannedFile> out;
-  if (cfg.model.has("pretrained") && cfg.model.get_bool("pretrained")) {
-    const std::string& url = cfg.model.get_string("weights_url");
-    out.push_back({PlannedFile::Access::Read, url, "pretrained weights (URL)"});
-    out.push_back({PlannedFile::Access::Write, n.models_dir() / basename_of_url(url), "pretrained weights"});
+  for (const auto& f : files_of(cfg, n)) {
+    out.push_back({PlannedFile::Access::Read, f.url, f.what + " (URL)"});
+    out.push_back({PlannedFile::Access::Write, f.destination, f.what});
+    if (!f.extract_to.empty()) out.push_back({PlannedFile::Access::Write, f.extract_to, "unpacked " + f.what});
   }
-  const std::string& url = cfg.dataset.get_string("url");
-  out.push_back({PlannedFile::Access::Read, url, "data set (URL)"});
-  out.push_back({PlannedFile::Access::Write, n.datasets_dir() / cfg.dataset_name(), "data set files"});
   return out;
 }
+
+class DownloadStage : public Stage {
+ public:
+  void run(StageContext& ctx) override {
+    for (const auto& f : files_of(ctx.config, ctx.naming)) {
+      io::DownloadOptions o;
+      o.url = f.url;
+      o.destination = f.destination;
+      o.sha256_prefix = f.sha256_prefix;
+      o.md5 = f.md5;
+      o.max_attempts = static_cast<int>(ctx.params.get_int("retries"));
+      o.connect_timeout_s = ctx.params.get_int("connect_timeout_s");
+      o.stall_timeout_s = ctx.params.get_int("stall_timeout_s");
+      o.progress = ctx.params.get_bool("progress");
+      io::DownloadResult r = io::download(o);
+      ctx.log->info("{}: {} ({} bytes)", r.path.string(),
+                    r.fetched ? "downloaded and verified" : "present and verified", r.bytes);
+      ctx.outputs.push_back(r.path);
+      if (!f.extract_to.empty()) {
+        bool extracted = io::extract_archive(r.path, f.extract_to);
+        ctx.log->info("{}: {}", f.extract_to.string(), extracted ? "unpacked" : "already unpacked");
+        ctx.outputs.push_back(f.extract_to);
+      }
+      if (stop_requested()) return;
+    }
+  }
+};
 
 StageEntry entry() {
   StageEntry e;
@@ -32,14 +64,14 @@ StageEntry entry() {
   t.add_int("retries", 5, "attempts per file before giving up").min(1).max(100);
   t.add_int("connect_timeout_s", 30, "seconds to wait for a connection").min(1).max(3600);
   t.add_int("stall_timeout_s", 60, "abort an attempt when under 1 KiB/s for this many seconds").min(1).max(3600);
-  t.add_enum("progress", "auto", {"auto", "bar", "log"}, "auto: a bar on a terminal, log lines otherwise");
-  e.info.unavailable = "downloads land with issue #3 (downloads, data sets, ResNet-18, checkpoints)";
+  t.add_bool("progress", true, "a progress bar on a terminal, periodic log lines otherwise");
   e.plan = plan;
+  e.create = [] { return std::make_unique<DownloadStage>(); };
   return e;
 }
 
 }  // namespace
 
-EXPCTL_REGISTER_STAGE(entry());
+EXPCTL_REGISTER(StageRegistry, entry());
 
 }  // namespace expctl

@@ -30,6 +30,6 @@ StageEntry entry() {
 
 }  // namespace
 
-EXPCTL_REGISTER_STAGE(entry());
+EXPCTL_REGISTER(StageRegistry, entry());
 
 }  // namespace expctl

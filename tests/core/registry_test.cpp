@@ -8,6 +8,8 @@
 
 #include "runner/core/config.h"
 #include "runner/core/pipeline.h"
+#include "runner/data/datasets.h"
+#include "runner/models/models.h"
 #include "tests/core/test_util.h"
 
 using namespace expctl;
@@ -20,6 +22,11 @@ TEST(Registry, EveryBuiltInNameIsRegistered) {
   EXPECT_EQ(c.names("stage"), (std::vector<std::string>{"download", "finetune", "prune", "recover", "report"}));
   EXPECT_EQ(c.names("section"), (std::vector<std::string>{"paths", "runtime", "scenario"}));
   for (const auto& s : c.names("stage")) EXPECT_NE(StageRegistry::find(s), nullptr) << s;
+  for (const auto& m : c.names("model")) EXPECT_NE(models::ModelRegistry::find(m), nullptr) << m;
+  for (const auto& d : c.names("dataset")) EXPECT_NE(data::DatasetRegistry::find(d), nullptr) << d;
+  for (const auto& kind : {"model", "dataset"})
+    for (const auto& name : c.names(kind)) EXPECT_EQ(c.find(kind, name)->unavailable, "") << name;
+  EXPECT_EQ(c.find("stage", "download")->unavailable, "");
   EXPECT_EQ(c.find("pruner", "neuron_coverage")->code, "NC");
   EXPECT_EQ(c.find("pruner", "wanda")->code, "W");
 }
@@ -71,4 +78,21 @@ TEST(Registry, EveryCombinationValidatesFromAMinimalConfig) {
         Naming n(cfg);
         for (const auto& s : cfg.stages) EXPECT_FALSE(StageRegistry::find(s)->plan(cfg, n, cfg.stage(s)).empty()) << s;
       }
+}
+
+TEST(Registry, EveryModelBuildsForEveryDataSet) {
+  const Catalog& c = Catalog::instance();
+  test::TempDir tmp;
+  for (const auto& model : c.names("model"))
+    for (const auto& dataset : c.names("dataset")) {
+      SCOPED_TRACE(model + " " + dataset);
+      test::write_file(tmp / "s.yaml", "schema: 1\nscenario: {test_scenario: TS0, method: M}\nmodel: {name: " + model +
+                                           ", pretrained: false}\ndataset: {name: " + dataset +
+                                           "}\nstages: [download]\n");
+      ScenarioConfig cfg = load_scenario(tmp / "s.yaml");
+      const data::DatasetInfo& d = data::dataset_entry(cfg).describe();
+      models::ResNet net = models::build_model(cfg);
+      auto logits = net->forward(torch::zeros({2, d.channels, d.height, d.width}));
+      EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, d.num_classes}));
+    }
 }

@@ -277,7 +277,9 @@ class RealFashionMnist : public ::testing::Test {
     train_ = test_ = nullptr;
   }
   void SetUp() override {
-    if (!train_) GTEST_SKIP() << "Debian's dataset-fashion-mnist is not installed at " << kRealFashionMnist;
+    if (!train_)
+      GTEST_FAIL() << "scripts/install-deps.sh installs what is missing: "
+                   << "Debian's dataset-fashion-mnist is not installed at " << kRealFashionMnist;
   }
   static Split* train_;
   static Split* test_;

@@ -96,7 +96,7 @@ class TorchvisionInterop : public ::testing::Test {
   }
   static void TearDownTestSuite() { fs::remove_all(dir_); }
   void SetUp() override {
-    if (!skip_.empty()) GTEST_SKIP() << skip_;
+    if (!skip_.empty()) GTEST_FAIL() << "scripts/install-deps.sh installs what is missing: " << skip_;
     ASSERT_TRUE(failure_.empty()) << failure_;
   }
   static fs::path file(const std::string& name) { return dir_ / name; }
@@ -252,7 +252,8 @@ TEST_F(Checkpoints, RoundTripAndPythonReproducesTheLogits) {
   }
   std::string out;
   if (run(kPython + " -c 'import torch, torchvision'", &out) != 0)
-    GTEST_SKIP() << "python3 with torchvision unavailable";
+    GTEST_FAIL() << "scripts/install-deps.sh installs what is missing: "
+                 << "python3 with torchvision unavailable";
   out.clear();
   EXPECT_EQ(run(kPython + " " + kScripts + "check_expctl_checkpoints.py" + args, &out), 0) << out;
   std::cout << out;

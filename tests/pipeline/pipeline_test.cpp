@@ -39,7 +39,7 @@ StageEntry touch_entry() {
   e.create = [] { return std::make_unique<TouchStage>(); };
   return e;
 }
-EXPCTL_REGISTER_STAGE(touch_entry());
+EXPCTL_REGISTER(StageRegistry, touch_entry());
 
 struct Fixture : ::testing::Test {
   test::TempDir tmp;

@@ -1,0 +1,37 @@
+// The data-set registry: what each data set downloads, and how a split is read from it.
+//
+//     dataset: {name: CIFAR10, test_subset: 1000}
+//     data::Split test = data::load_dataset(cfg, /*train=*/false);
+#pragma once
+#include <filesystem>
+#include <functional>
+#include <vector>
+
+#include "runner/core/config.h"
+#include "runner/core/registry.h"
+#include "runner/data/dataset.h"
+#include "runner/io/download.h"
+
+namespace expctl::data {
+
+struct DatasetEntry {
+  static constexpr const char* kKind = "dataset";
+  PluginInfo info;
+  /// Shapes, classes and normalisation, known without reading a file.
+  const DatasetInfo& (*describe)() = nullptr;
+  /// The files the download stage fetches (and archives it unpacks) into `datasets_dir`.
+  std::function<std::vector<io::RemoteFile>(const Params&, const std::filesystem::path& datasets_dir)> files;
+  /// Reads a whole split from what the download stage left in `datasets_dir`.
+  std::function<Split(const Params&, const std::filesystem::path& datasets_dir, bool train)> read;
+};
+using DatasetRegistry = TypedRegistry<DatasetEntry>;
+
+/// The scenario's data set entry.
+const DatasetEntry& dataset_entry(const ScenarioConfig& cfg);
+
+/// Reads the scenario's train or test split, with `train_subset`/`test_subset` applied (class-balanced,
+/// seeded by runtime.seed). A missing or malformed file is a DataError naming it (and, when the data set
+/// was never downloaded, the command that fetches it).
+Split load_dataset(const ScenarioConfig& cfg, bool train);
+
+}  // namespace expctl::data
