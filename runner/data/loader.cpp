@@ -165,4 +165,15 @@ Batch Loader::batch(int64_t j) const {
   return out;
 }
 
+torch::Tensor normalize(const torch::Tensor& images, const Normalization& norm) {
+  auto x = images.to(torch::kFloat).div_(255.0);
+  if (norm.mean.empty()) return x;
+  const int64_t c = images.size(1);
+  if (int64_t(norm.mean.size()) != c || int64_t(norm.std.size()) != c)
+    invalid("normalisation needs one mean and one std per channel (" + std::to_string(c) + ")");
+  auto mean = torch::tensor(norm.mean).to(x.device()).view({1, c, 1, 1});
+  auto stdv = torch::tensor(norm.std).to(x.device()).view({1, c, 1, 1});
+  return x.sub_(mean).div_(stdv);
+}
+
 }  // namespace expctl::data

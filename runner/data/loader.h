@@ -125,4 +125,10 @@ torch::Tensor crop_flip(const torch::Tensor& images, const torch::Tensor& top, c
 /// seeds, so epochs and batches draw independent random numbers.
 uint64_t derive_seed(uint64_t seed, uint64_t a, uint64_t b = 0, uint64_t c = 0);
 
+/// Float images normalised as the loader does, without augmentation: (x / 255 - mean) / std per channel
+/// (only / 255 when `norm` is empty). `images` is uint8 [N, C, H, W] on any device.
+///
+///     torch::Tensor x = normalize(split.images.slice(0, 0, 128), split.norm);
+torch::Tensor normalize(const torch::Tensor& images, const Normalization& norm);
+
 }  // namespace expctl::data

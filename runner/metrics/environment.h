@@ -1,0 +1,53 @@
+// The machine a measurement ran on: thread settings (which decide CPU latency), peak memory, and a description
+// of the host, library and device for reports.
+#pragma once
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace expctl::metrics {
+
+/// Cores this process may run on (sched_getaffinity; std::thread::hardware_concurrency() when that fails); ≥ 1.
+int usable_cores();
+
+/// Sets LibTorch's thread counts and returns the intra-op count used: `requested` threads, or usable_cores()
+/// when `requested` is 0.
+/// - at::set_num_threads(n) on every call;
+/// - at::set_num_interop_threads(n) once per process, and only when LibTorch still allows it (it throws once
+///   its inter-op pool has started or the count was set before): later calls leave it as it is;
+/// - when the BLAS in use is OpenBLAS's pthread build (found with dlsym(RTLD_DEFAULT, "openblas_set_num_threads")),
+///   openblas_set_num_threads(1): its own thread pool and LibTorch's OpenMP pool otherwise fight over the cores
+///   (batch-1 CPU latency 2–5× slower on 2 cores). The OpenMP build of OpenBLAS shares LibTorch's pool and is
+///   left alone.
+/// Not settable from here: OpenMP reads OMP_WAIT_POLICY when LibTorch loads. When other processes keep the cores
+/// busy, its spinning workers wait on descheduled peers: measured on 2 busy vCPUs (load ~5), CIFAR ResNet-18 at
+/// batch 1 took ~950 ms per forward with 2 threads, 50 ms with 1, and 32 ms with 2 and OMP_WAIT_POLICY=passive.
+/// Throws expctl::Error when `requested` < 0.
+///
+///     int threads = configure_threads(0);  // e.g. 2 on a 2-vCPU machine
+int configure_threads(int64_t requested);
+
+/// OpenBLAS's configuration, build flavour and current thread count when OpenBLAS is loaded in the process
+/// ("OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ... (pthread, 1 thread(s))"), else "unknown".
+std::string blas_info();
+
+/// The process's peak resident set size (getrusage ru_maxrss) in MB (2^20 bytes). CUDA allocator peaks are not
+/// reported: reading them needs the CUDA libraries, which the CPU build does not link.
+double peak_memory_mb();
+
+/// A description of the machine for reports:
+///   {"host", "os" (uname: system release machine), "cpu_model" (/proc/cpuinfo), "logical_cores",
+///    "usable_cores", "memory_mb" (MemTotal), "libtorch" (TORCH_VERSION), "blas" (blas_info()),
+///    "device" ("cpu", "cuda:0"), "device_name" (CPU model, or the GPU's name when the CUDA driver is loaded),
+///    "threads" (`threads` as given), "intra_op_threads" and "interop_threads" (LibTorch's current values),
+///    "peak_memory_mb", "load_average_1m" (other work on the cores skews CPU latency),
+///    "env_vars" (those of OMP_NUM_THREADS, OMP_WAIT_POLICY, GOMP_SPINCOUNT, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS,
+///    MALLOC_TOP_PAD_, MALLOC_ARENA_MAX, CUDA_VISIBLE_DEVICES that are set: read at start-up, they change timings)}.
+/// Values that cannot be read are "unknown" (strings) or 0 (numbers); nothing throws.
+///
+///     nlohmann::json env = environment_info(torch::kCPU, configure_threads(0));
+nlohmann::json environment_info(torch::Device device, int threads);
+
+}  // namespace expctl::metrics
