@@ -1,30 +1,446 @@
-// Wanda pruner (Sun et al. 2023): score |W_ij| * ||X_j||_2, prune the lowest fraction within each output row;
-// extended to convolutions (X_j = an (in_channel, kh, kw) patch element over samples and positions).
-//
-// | key                    | default       | meaning                                                      |
-// |------------------------|---------------|--------------------------------------------------------------|
-// | sparsity               | 0.5           | fraction of weights (or channels, structured) removed        |
-// | mode                   | unstructured  | unstructured, n:m, structured (Wanda-sp)                     |
-// | n, m                   | 2, 4          | N:M pattern: keep n of every m consecutive inputs            |
-// | score                  | wanda         | wanda: |W|*||X||; magnitude: |W| (baseline)                  |
-// | exclude                | [conv1]       | layers never pruned                                          |
-// | calibration.split      | test          | split the calibration images come from                       |
-// | calibration.samples    | 128           | number of calibration images                                 |
-//
-//     prune: {pruner: wanda, sparsity: 0.5, mode: unstructured}
-#include "runner/core/registry.h"
+// Wanda pruner: |W| * ||X||_2 scores, unstructured / N:M masks or structured channel plans. See wanda.h.
+#include "plugins/wanda/wanda.h"
 
-namespace expctl {
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+
+#include "runner/core/error.h"
+
+namespace expctl::wanda {
 namespace {
 
-PluginInfo info() {
-  PluginInfo p;
+using Json = nlohmann::ordered_json;
+
+/// A Conv2d or Linear of the model: its live weight (aliases the parameter) and, for a conv, its window.
+struct LayerRef {
+  torch::Tensor weight;
+  bool conv = false;
+  ConvGeometry geometry;
+};
+
+/// Thrown by the observer once the last layer of interest has seen its input: the rest of the forward pass
+/// would only cost time. Not an std::exception, so nothing else can swallow it by accident.
+struct StopForward {};
+
+int64_t pair_first(const torch::ExpandingArray<2>& a) { return (*a)[0]; }
+int64_t pair_second(const torch::ExpandingArray<2>& a) { return (*a)[1]; }
+
+std::map<std::string, LayerRef> find_layers(models::ResNet& model) {
+  std::map<std::string, LayerRef> out;
+  for (const auto& item : model->named_modules("", /*include_self=*/false)) {
+    const std::string& name = item.key();
+    if (auto* conv = item.value()->as<torch::nn::Conv2dImpl>()) {
+      const auto& o = conv->options;
+      // The norms below assume a plain zero-padded, dense convolution; anything else would silently get wrong
+      // scores, so refuse it by name.
+      if (pair_first(o.dilation()) != 1 || pair_second(o.dilation()) != 1 || o.groups() != 1)
+        throw Error("wanda: layer '" + name + "': only dilation 1 and groups 1 are supported");
+      if (!c10::get_if<torch::enumtype::kZeros>(&o.padding_mode()))
+        throw Error("wanda: layer '" + name + "': only zero padding is supported");
+      ConvGeometry g;
+      g.kernel_h = pair_first(o.kernel_size());
+      g.kernel_w = pair_second(o.kernel_size());
+      g.stride_h = pair_first(o.stride());
+      g.stride_w = pair_second(o.stride());
+      if (const auto* pad = c10::get_if<torch::ExpandingArray<2>>(&o.padding())) {
+        g.pad_h = pair_first(*pad);
+        g.pad_w = pair_second(*pad);
+      } else if (!c10::get_if<torch::enumtype::kValid>(&o.padding())) {
+        throw Error("wanda: layer '" + name + "': padding 'same' is not supported");
+      }
+      out[name] = LayerRef{conv->weight, true, g};
+    } else if (auto* linear = item.value()->as<torch::nn::LinearImpl>()) {
+      out[name] = LayerRef{linear->weight, false, {}};
+    }
+  }
+  return out;
+}
+
+/// Accumulates the squared input norms of some layers over calibration batches, keeping nothing else.
+class NormObserver : public models::ForwardObserver {
+ public:
+  NormObserver(const std::map<std::string, LayerRef>& layers, const std::set<std::string>& wanted,
+               std::string stop_after)
+      : layers_(layers), stop_after_(std::move(stop_after)) {
+    for (const auto& name : wanted) sums_[name] = torch::Tensor();
+  }
+
+  void on_layer_input(const std::string& layer, const torch::Tensor& x) override {
+    auto it = sums_.find(layer);
+    if (it == sums_.end()) return;
+    const LayerRef& ref = layers_.at(layer);
+    torch::Tensor batch = ref.conv ? conv_input_sq_norms(x, ref.geometry) : linear_input_sq_norms(x);
+    it->second = it->second.defined() ? it->second.add_(batch) : batch;
+    if (layer == stop_after_) throw StopForward{};
+  }
+
+  std::map<std::string, torch::Tensor>& sums() { return sums_; }
+
+ private:
+  const std::map<std::string, LayerRef>& layers_;
+  std::string stop_after_;
+  std::map<std::string, torch::Tensor> sums_;
+};
+
+/// Squared input norms of `wanted` layers over the whole calibration set, with the model as it is now (earlier
+/// layers already zeroed). `stop_after` is the last of them in forward order.
+std::map<std::string, torch::Tensor> calibrate(models::ResNet& model, const PruneRequest& request,
+                                               const std::map<std::string, LayerRef>& layers,
+                                               const std::set<std::string>& wanted, const std::string& stop_after) {
+  NormObserver observer(layers, wanted, stop_after);
+  const int64_t n = request.calibration.size(0);
+  const int64_t batch = std::max<int64_t>(1, request.batch_size);
+  for (int64_t begin = 0; begin < n; begin += batch) {
+    try {
+      model->forward(request.calibration.slice(0, begin, std::min(n, begin + batch)), &observer);
+    } catch (const StopForward&) {
+    }
+  }
+  for (const auto& [name, sum] : observer.sums())
+    if (!sum.defined()) throw Error("wanda: layer '" + name + "' received no input during the calibration forward");
+  return std::move(observer.sums());
+}
+
+/// Removes the `k` lowest entries of every row of `scores2d` [R, L] (stable: lower index first among ties).
+torch::Tensor remove_lowest(const torch::Tensor& scores2d, int64_t k) {
+  torch::Tensor mask = torch::ones(scores2d.sizes(), scores2d.options().dtype(torch::kBool));
+  if (k <= 0) return mask;
+  const torch::Tensor order = std::get<1>(scores2d.sort(/*stable=*/true, /*dim=*/1, /*descending=*/false));
+  return mask.scatter_(1, order.slice(1, 0, k), false);
+}
+
+std::string layer_inputs_name(const LayerRef& ref) { return ref.conv ? "in_channels" : "in_features"; }
+
+Json count_json(int64_t weights, int64_t zeros) {
+  Json j;
+  j["weights"] = weights;
+  j["zeros"] = zeros;
+  j["sparsity"] = weights ? static_cast<double>(zeros) / static_cast<double>(weights) : 0.0;
+  return j;
+}
+
+Json settings_json(const Options& o, const PruneRequest& request, bool calibrated) {
+  Json s;
+  s["pruner"] = "wanda";
+  s["mode"] = o.mode_name();
+  s["score"] = o.magnitude ? "magnitude" : "wanda";
+  if (o.mode == Options::Mode::NM) {
+    s["n"] = o.n;
+    s["m"] = o.m;
+    s["sparsity"] = "ignored in n:m mode (n of every m zeroed)";
+  } else {
+    s["sparsity"] = o.sparsity;
+  }
+  s["exclude"] = o.exclude;
+  s["calibration_images"] = calibrated ? request.calibration.size(0) : 0;
+  return s;
+}
+
+void check_exclude(const Options& o, const std::vector<std::string>& layers) {
+  for (const auto& name : o.exclude)
+    if (std::find(layers.begin(), layers.end(), name) == layers.end())
+      throw Error("wanda: exclude: unknown layer '" + name + "' (layers: " + join(layers) + ")");
+}
+
+void require_calibration(const PruneRequest& request) {
+  if (!request.calibration.defined() || request.calibration.dim() < 1 || request.calibration.size(0) == 0)
+    throw Error("wanda: score 'wanda' needs calibration images, but the request has none");
+}
+
+PrunePlan prune_masks(PruneRequest& request, const Options& o, const std::vector<std::string>& order,
+                      std::map<std::string, LayerRef>& layers) {
+  PrunePlan plan;
+  const bool nm = o.mode == Options::Mode::NM;
+  const std::set<std::string> excluded(o.exclude.begin(), o.exclude.end());
+  if (!o.magnitude) require_calibration(request);
+  plan.stats["settings"] = settings_json(o, request, !o.magnitude);
+  Json layer_stats = Json::object();
+  int64_t pruned_weights = 0, pruned_zeros = 0;
+  for (const auto& name : order) {
+    LayerRef& ref = layers.at(name);
+    Json ls;
+    ls["mode"] = o.mode_name();
+    if (excluded.count(name)) {
+      ls["skipped"] = "excluded";
+      layer_stats[name] = ls;
+      continue;
+    }
+    if (nm && ref.weight.size(1) % o.m != 0) {
+      ls["skipped"] = layer_inputs_name(ref) + " " + std::to_string(ref.weight.size(1)) +
+                      " is not a multiple of m = " + std::to_string(o.m);
+      layer_stats[name] = ls;
+      continue;
+    }
+    // Sequential rule: this layer's norms come from a forward pass through the already-zeroed earlier layers.
+    torch::Tensor sq;
+    if (!o.magnitude) sq = calibrate(request.model, request, layers, {name}, name).at(name);
+    const torch::Tensor scores = wanda_scores(ref.weight, sq);
+    const torch::Tensor mask = nm ? nm_mask(scores, o.n, o.m) : row_mask(scores, o.sparsity);
+    ref.weight.masked_fill_(mask.logical_not(), 0);
+    plan.masks[name + ".weight"] = mask;
+    const int64_t zeros = (ref.weight == 0).sum().item<int64_t>();
+    ls.update(count_json(ref.weight.numel(), zeros));
+    if (nm) ls["pattern"] = std::to_string(o.n) + ":" + std::to_string(o.m);
+    layer_stats[name] = ls;
+    pruned_weights += ref.weight.numel();
+    pruned_zeros += zeros;
+  }
+  int64_t all_weights = 0, all_zeros = 0;
+  for (const auto& name : order) {
+    all_weights += layers.at(name).weight.numel();
+    all_zeros += (layers.at(name).weight == 0).sum().item<int64_t>();
+  }
+  plan.stats["layers"] = layer_stats;
+  plan.stats["overall"]["pruned_layers"] = count_json(pruned_weights, pruned_zeros);
+  plan.stats["overall"]["all_layers"] = count_json(all_weights, all_zeros);
+  return plan;
+}
+
+PrunePlan prune_structured(PruneRequest& request, const Options& o, const std::vector<std::string>& order,
+                           std::map<std::string, LayerRef>& layers) {
+  PrunePlan plan;
+  const std::set<std::string> excluded(o.exclude.begin(), o.exclude.end());
+  const std::vector<models::ChannelGroup> groups =
+      request.groups.empty() ? models::channel_groups(request.model) : request.groups;
+
+  // Which groups may shrink, and which layers' input norms they need.
+  std::map<std::string, std::string> skip_reason;
+  std::set<std::string> needed;
+  for (const auto& g : groups) {
+    for (const auto* list : {&g.producers, &g.consumers})
+      for (const auto& layer : *list) {
+        if (!layers.count(layer))
+          throw Error("wanda: channel group '" + g.name + "' names layer '" + layer + "', which the model lacks");
+        if (excluded.count(layer) && !skip_reason.count(g.name))
+          skip_reason[g.name] = "touches excluded layer " + layer;
+      }
+    if (g.consumers.empty() && !skip_reason.count(g.name)) skip_reason[g.name] = "no consumer layer to score it";
+    if (!skip_reason.count(g.name)) needed.insert(g.consumers.begin(), g.consumers.end());
+  }
+
+  // One pass on the unpruned model: a group's channels are read by many layers at once (a whole residual stream),
+  // so the per-layer sequential rule of the mask modes has no single place to apply here.
+  std::map<std::string, torch::Tensor> norms;
+  const bool calibrated = !o.magnitude && !needed.empty();
+  if (calibrated) {
+    require_calibration(request);
+    std::string last;
+    for (const auto& name : order)
+      if (needed.count(name)) last = name;
+    norms = calibrate(request.model, request, layers, needed, last);
+  }
+  plan.stats["settings"] = settings_json(o, request, calibrated);
+
+  Json group_stats = Json::object();
+  std::map<std::string, int64_t> out_kept, in_kept;  // layer → channels kept on its output / input side
+  std::set<std::string> touched;                     // layers of prunable groups
+  for (const auto& g : groups) {
+    Json gs;
+    if (skip_reason.count(g.name)) {
+      gs["size"] = g.size;
+      gs["kept"] = g.size;
+      gs["skipped"] = skip_reason[g.name];
+      group_stats[g.name] = gs;
+      continue;
+    }
+    torch::Tensor channel_scores;
+    for (const auto& consumer : g.consumers) {
+      const LayerRef& ref = layers.at(consumer);
+      const torch::Tensor s = wanda_scores(ref.weight, o.magnitude ? torch::Tensor() : norms.at(consumer));
+      // Every weight reading channel c, over output rows and kernel positions.
+      const torch::Tensor per_channel = s.movedim(1, 0).reshape({s.size(1), -1}).sum(1);
+      if (channel_scores.defined() && channel_scores.size(0) != per_channel.size(0))
+        throw Error("wanda: channel group '" + g.name + "': consumer '" + consumer + "' reads " +
+                    std::to_string(per_channel.size(0)) + " channels, others " +
+                    std::to_string(channel_scores.size(0)));
+      channel_scores = channel_scores.defined() ? channel_scores + per_channel : per_channel;
+    }
+    const int64_t size = channel_scores.size(0);
+    const int64_t removed = std::min(count_to_remove(o.sparsity, size), size - 1);
+    const torch::Tensor keep_mask = remove_lowest(channel_scores.unsqueeze(0), removed).squeeze(0);
+    const torch::Tensor keep = keep_mask.nonzero().view(-1).to(torch::kCPU, torch::kLong);  // ascending
+    plan.keep[g.name] = keep;
+    gs["size"] = size;
+    gs["kept"] = keep.numel();
+    gs["removed"] = removed;
+    group_stats[g.name] = gs;
+    for (const auto& p : g.producers) out_kept[p] = keep.numel();
+    for (const auto& c : g.consumers) in_kept[c] = keep.numel();
+    touched.insert(g.producers.begin(), g.producers.end());
+    touched.insert(g.consumers.begin(), g.consumers.end());
+  }
+
+  Json layer_stats = Json::object();
+  int64_t pruned_weights = 0, pruned_kept = 0, all_weights = 0, all_kept = 0;
+  for (const auto& name : order) {
+    const torch::Tensor& w = layers.at(name).weight;
+    const int64_t out = w.size(0), in = w.size(1), per = w.numel() / (out * in);
+    const int64_t kept =
+        (out_kept.count(name) ? out_kept[name] : out) * (in_kept.count(name) ? in_kept[name] : in) * per;
+    Json ls;
+    ls["mode"] = "structured";
+    ls["weights"] = w.numel();
+    ls["weights_kept"] = kept;
+    ls["sparsity"] = 1.0 - static_cast<double>(kept) / static_cast<double>(w.numel());
+    if (excluded.count(name)) ls["excluded"] = true;
+    layer_stats[name] = ls;
+    all_weights += w.numel();
+    all_kept += kept;
+    if (touched.count(name)) {
+      pruned_weights += w.numel();
+      pruned_kept += kept;
+    }
+  }
+  plan.stats["groups"] = group_stats;
+  plan.stats["layers"] = layer_stats;
+  auto removed_json = [](int64_t weights, int64_t kept) {
+    Json j;
+    j["weights"] = weights;
+    j["weights_kept"] = kept;
+    j["sparsity"] = weights ? 1.0 - static_cast<double>(kept) / static_cast<double>(weights) : 0.0;
+    return j;
+  };
+  plan.stats["overall"]["pruned_layers"] = removed_json(pruned_weights, pruned_kept);
+  plan.stats["overall"]["all_layers"] = removed_json(all_weights, all_kept);
+  return plan;
+}
+
+}  // namespace
+
+torch::Tensor conv_input_sq_norms(const torch::Tensor& x, const ConvGeometry& g) {
+  if (x.dim() != 4)
+    throw Error("wanda: a Conv2d input must be 4-D [N, C, H, W], got " + std::to_string(x.dim()) + "-D");
+  // Summing over samples first is exact (the norm is a plain sum) and leaves one [C, H, W] map to slice.
+  torch::Tensor sq = x.detach().to(torch::kDouble).square().sum(0);
+  if (g.pad_h || g.pad_w) sq = torch::constant_pad_nd(sq, {g.pad_w, g.pad_w, g.pad_h, g.pad_h}, 0);
+  const int64_t hp = sq.size(1), wp = sq.size(2);
+  if (hp < g.kernel_h || wp < g.kernel_w || g.stride_h < 1 || g.stride_w < 1)
+    throw Error("wanda: a " + std::to_string(g.kernel_h) + "x" + std::to_string(g.kernel_w) +
+                " kernel does not fit a padded input of " + std::to_string(hp) + "x" + std::to_string(wp));
+  const int64_t oh = (hp - g.kernel_h) / g.stride_h + 1, ow = (wp - g.kernel_w) / g.stride_w + 1;
+  torch::Tensor out = torch::empty({sq.size(0), g.kernel_h, g.kernel_w}, sq.options());
+  // Patch element (kh, kw) sees exactly the input rows kh, kh + s, ..., kh + s*(oh-1) (and columns likewise).
+  for (int64_t kh = 0; kh < g.kernel_h; ++kh)
+    for (int64_t kw = 0; kw < g.kernel_w; ++kw)
+      out.select(1, kh).select(1, kw).copy_(sq.slice(1, kh, kh + g.stride_h * (oh - 1) + 1, g.stride_h)
+                                                .slice(2, kw, kw + g.stride_w * (ow - 1) + 1, g.stride_w)
+                                                .sum({1, 2}));
+  return out.reshape({-1});
+}
+
+torch::Tensor linear_input_sq_norms(const torch::Tensor& x) {
+  if (x.dim() < 1) throw Error("wanda: a Linear input must have at least 1 dimension");
+  return x.detach().to(torch::kDouble).square().reshape({-1, x.size(-1)}).sum(0);
+}
+
+torch::Tensor wanda_scores(const torch::Tensor& weight, const torch::Tensor& sq_norms) {
+  torch::Tensor s = weight.detach().to(torch::kDouble).abs();
+  if (!sq_norms.defined()) return s;
+  const int64_t rows = s.size(0), cols = s.numel() / std::max<int64_t>(1, rows);
+  if (sq_norms.numel() != cols)
+    throw Error("wanda: " + std::to_string(sq_norms.numel()) + " input norms for a weight with " +
+                std::to_string(cols) + " inputs per row");
+  return (s.reshape({rows, cols}) * sq_norms.to(s.device(), torch::kDouble).sqrt().reshape({1, cols}))
+      .reshape(weight.sizes());
+}
+
+int64_t count_to_remove(double fraction, int64_t count) {
+  const auto k = static_cast<int64_t>(std::floor(fraction * static_cast<double>(count) + 0.5));
+  return std::clamp<int64_t>(k, 0, count);
+}
+
+torch::Tensor row_mask(const torch::Tensor& scores, double sparsity) {
+  if (scores.dim() < 1) throw Error("wanda: row_mask needs scores with at least 1 dimension");
+  const int64_t rows = scores.size(0);
+  const torch::Tensor flat = scores.reshape({rows, -1});
+  return remove_lowest(flat, count_to_remove(sparsity, flat.size(1))).reshape(scores.sizes());
+}
+
+torch::Tensor nm_mask(const torch::Tensor& scores, int64_t n, int64_t m) {
+  if (scores.dim() < 2) throw Error("wanda: n:m needs scores with an input dimension (at least 2-D)");
+  if (m < 1 || n < 0 || n > m)
+    throw Error("wanda: n:m needs 0 <= n <= m, got " + std::to_string(n) + ":" + std::to_string(m));
+  if (scores.size(1) % m != 0)
+    throw Error("wanda: n:m needs the input dimension (" + std::to_string(scores.size(1)) +
+                ") to be a multiple of m = " + std::to_string(m));
+  // Inputs last, so that each run of m consecutive elements is one group at a fixed (row, kh, kw).
+  const torch::Tensor moved = scores.movedim(1, -1).contiguous();
+  return remove_lowest(moved.view({-1, m}), n).view(moved.sizes()).movedim(-1, 1).contiguous();
+}
+
+Options Options::from_params(const Params& p) {
+  Options o;
+  o.sparsity = p.get_float("sparsity");
+  const std::string& mode = p.get_string("mode");
+  if (mode == "unstructured")
+    o.mode = Mode::Unstructured;
+  else if (mode == "n:m")
+    o.mode = Mode::NM;
+  else if (mode == "structured")
+    o.mode = Mode::Structured;
+  else
+    throw Error("wanda: unknown mode '" + mode + "' (valid: unstructured, n:m, structured)");
+  o.n = p.get_int("n");
+  o.m = p.get_int("m");
+  if (o.mode == Mode::NM && !(o.n >= 0 && o.n < o.m))
+    throw Error("wanda: n:m needs 0 <= n < m, got " + std::to_string(o.n) + ":" + std::to_string(o.m));
+  o.magnitude = p.get_string("score") == "magnitude";
+  o.exclude = p.get_list("exclude");
+  return o;
+}
+
+std::string Options::mode_name() const {
+  switch (mode) {
+    case Mode::NM:
+      return "n:m";
+    case Mode::Structured:
+      return "structured";
+    default:
+      return "unstructured";
+  }
+}
+
+PrunePlan WandaPruner::prune(PruneRequest& request) {
+  if (!request.params) throw Error("wanda: the prune request carries no parameters");
+  const Options o = Options::from_params(*request.params);
+  if (!request.model) throw Error("wanda: the prune request carries no model");
+  const std::vector<std::string> order = request.model->layer_names();
+  check_exclude(o, order);
+  std::map<std::string, LayerRef> layers = find_layers(request.model);
+  for (const auto& name : order)
+    if (!layers.count(name)) throw Error("wanda: layer '" + name + "' is neither a Conv2d nor a Linear");
+
+  torch::NoGradGuard no_grad;  // not InferenceMode: the masks must stay usable in autograd (recovery training)
+  const bool was_training = request.model->is_training();
+  request.model->eval();
+  PrunePlan plan = o.mode == Options::Mode::Structured ? prune_structured(request, o, order, layers)
+                                                       : prune_masks(request, o, order, layers);
+  request.model->train(was_training);
+  return plan;
+}
+
+PrunerEntry entry() {
+  PrunerEntry e;
+  PluginInfo& p = e.info;
   p.kind = "pruner";
   p.name = "wanda";
   p.code = "W";
   p.summary = "weights x activation norms; unstructured, N:M or structured (Wanda-sp); magnitude baseline";
+  p.details =
+      "Scores |W_ij| * ||X_j||_2 (X_j: input feature j over all calibration tokens; for a conv, patch element "
+      "(in_channel, kh, kw) over samples and output positions). unstructured: zero the lowest `sparsity` of each "
+      "output row; n:m: zero n of every m consecutive input channels (convs: at each kernel position; layers whose "
+      "inputs are not a multiple of m are skipped); both prune layers in forward order, each calibrated on the "
+      "already-pruned model. structured: remove the lowest-scoring `sparsity` of each channel group's channels "
+      "(channel score = sum of the scores of the weights reading it).";
   ParamTable& t = p.params;
-  t.add_float("sparsity", 0.5, "fraction of weights removed (of channels, in structured mode)").min(0).below(1);
+  t.add_float("sparsity", 0.5,
+              "fraction of each row's weights removed (of each group's channels, in structured mode); "
+              "ignored in n:m mode")
+      .min(0)
+      .below(1);
   t.add_enum("mode", "unstructured", {"unstructured", "n:m", "structured"}, "sparsity pattern");
   t.add_int("n", 2, "N of N:M: weights zeroed in each group of m consecutive inputs (2:4 zeroes 2 of every 4)").min(1);
   t.add_int("m", 4, "M of N:M: group size along the input dimension").min(2).max(64);
@@ -33,12 +449,20 @@ PluginInfo info() {
   t.add_enum("calibration.split", "test", {"test", "train"}, "split the calibration images come from");
   t.add_int("calibration.samples", 128, "number of calibration images").min(1).max(1000000);
   t.add_int("calibration.batch_size", 64, "batch size for calibration forward passes").min(1).max(65536);
-  p.unavailable = "Wanda pruning lands with issue #6";
-  return p;
+  p.check = [](const Params& params, const std::string& prefix, std::vector<Diagnostic>& diags) {
+    if (params.get_string("mode") != "n:m") return;
+    const int64_t n = params.get_int("n"), m = params.get_int("m");
+    if (n >= m)
+      diags.push_back({params.at("n").mark, prefix + ".n",
+                       "must be less than m (" + std::to_string(m) +
+                           ") in n:m mode: n is how many weights are "
+                           "zeroed in each group of m, got " +
+                           std::to_string(n)});
+  };
+  e.create = [] { return std::make_unique<WandaPruner>(); };
+  return e;
 }
 
-}  // namespace
+EXPCTL_REGISTER(PrunerRegistry, entry());
 
-EXPCTL_REGISTER_PLUGIN(info());
-
-}  // namespace expctl
+}  // namespace expctl::wanda

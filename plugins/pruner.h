@@ -1,0 +1,60 @@
+// The pruner plugin interface. A pruner scores a fine-tuned model on calibration inputs and returns a plan:
+// channels to keep per channel group (structured: the model really shrinks) and/or masks of weights to zero
+// (unstructured, N:M). The prune stage applies the plan; the recover stage keeps masks fixed while training.
+//
+// A pruner lives in plugins/<name>/, declares its parameters once (they join the `prune` block of a scenario)
+// and registers with one line at the end of its file:
+//
+//     EXPCTL_REGISTER(PrunerRegistry, entry());
+#pragma once
+#include <torch/torch.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "runner/core/params.h"
+#include "runner/core/registry.h"
+#include "runner/models/channel_groups.h"
+#include "runner/models/resnet.h"
+
+namespace expctl {
+
+/// What a pruner gets.
+struct PruneRequest {
+  models::ResNet model;  ///< the fine-tuned model, in eval mode, on `device`; a pruner may zero weights in place
+  std::vector<models::ChannelGroup> groups;  ///< channel_groups(model)
+  torch::Tensor calibration;                 ///< normalised calibration images, float [N, C, H, W] on `device`
+  int64_t batch_size = 128;                  ///< forward calibration in batches of this size
+  const Params* params = nullptr;            ///< the prune block (the pruner's own keys included)
+  torch::Device device = torch::kCPU;
+};
+
+/// A pruner's plan.
+struct PrunePlan {
+  /// Structured: for each group to shrink, the channel indices to KEEP (int64, sorted). Groups not listed keep
+  /// all channels. Applied with models::prune_groups.
+  std::map<std::string, torch::Tensor> keep;
+  /// Unstructured / N:M: for each weight to sparsify (state-dict name), a bool mask of its shape, true = keep.
+  std::map<std::string, torch::Tensor> masks;
+  /// Per-layer / per-group statistics for the report (coverage, channels kept, sparsity, ...).
+  nlohmann::ordered_json stats = nlohmann::ordered_json::object();
+};
+
+class Pruner {
+ public:
+  virtual ~Pruner() = default;
+  virtual PrunePlan prune(PruneRequest& request) = 0;
+};
+
+struct PrunerEntry {
+  static constexpr const char* kKind = "pruner";
+  PluginInfo info;  ///< info.code is the short name in checkpoint names ("NC", "W")
+  std::function<std::unique_ptr<Pruner>()> create;
+};
+using PrunerRegistry = TypedRegistry<PrunerEntry>;
+
+}  // namespace expctl
