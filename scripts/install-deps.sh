@@ -12,6 +12,8 @@ packages=(
   libopenblas0-pthread
   # tests: GoogleTest, Python's torch/torchvision for the interop tests, real Fashion-MNIST files
   libgtest-dev libgmock-dev python3 python3-torch python3-torchvision dataset-fashion-mnist
+  # reports: training-curve plots
+  gnuplot-nox
 )
 
 missing=()

@@ -181,6 +181,22 @@ Params validate_with_plugins(const YNodePtr& block, const Mark& where, const std
   return params;
 }
 
+// The --set options that also apply to the scenario named by starts_from: those for model, dataset, runtime and
+// paths, and those for a stage block the upstream file has. A smoke run of a pruning scenario with
+// `--set finetune.epochs=1 --set paths.checkpoints=/tmp/x` then looks for the fine-tuned model where, and at the
+// epoch, the same options made the fine-tuning scenario write it.
+std::vector<std::string> upstream_overrides(const fs::path& upstream, const std::vector<std::string>& overrides) {
+  std::vector<std::string> errors, out;
+  YNodePtr tree = load_yaml_with_includes(upstream, errors);
+  for (const auto& o : overrides) {
+    std::string block = o.substr(0, o.find_first_of(".="));
+    bool section = block == "model" || block == "dataset" || block == "runtime" || block == "paths";
+    bool stage = tree && Catalog::instance().find("stage", block) && tree->get(block);
+    if (section || stage) out.push_back(o);
+  }
+  return out;
+}
+
 ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& overrides, int depth) {
   std::vector<std::string> errors;
   YNodePtr root = load_yaml_with_includes(file, errors);
@@ -281,7 +297,8 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
       diags.push_back({v.mark, "scenario.starts_from", "file not found: " + up.lexically_normal().string()});
     } else {
       try {
-        auto upstream = std::make_shared<ScenarioConfig>(load_impl(up.lexically_normal(), {}, depth + 1));
+        auto upstream = std::make_shared<ScenarioConfig>(
+            load_impl(up.lexically_normal(), upstream_overrides(up, overrides), depth + 1));
         for (const char* k : {"test_scenario"}) {
           if (upstream->scenario.get_string(k) != cfg.scenario.get_string(k))
             diags.push_back({v.mark, "scenario.starts_from",

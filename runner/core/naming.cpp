@@ -1,5 +1,7 @@
 #include "runner/core/naming.h"
 
+#include <algorithm>
+
 #include "runner/core/config.h"
 
 namespace expctl {
@@ -26,6 +28,21 @@ std::filesystem::path Naming::finetune_checkpoint(int64_t epoch) const {
 
 std::filesystem::path Naming::recover_checkpoint(const std::string& pruner_code, int64_t epoch) const {
   return checkpoint_dir() / (model_ + "_" + dataset_ + "_FTAP_" + pruner_code + "_" + std::to_string(epoch) + ".pt");
+}
+
+std::vector<int64_t> Naming::existing_finetune_epochs() const {
+  std::vector<int64_t> out;
+  const std::string prefix = model_ + "_" + dataset_ + "_FT_";
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(checkpoint_dir(), ec)) {
+    std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) != 0 || e.path().extension() != ".pt") continue;
+    std::string num = name.substr(prefix.size(), name.size() - prefix.size() - 3);
+    if (num.empty() || num.find_first_not_of("0123456789") != std::string::npos) continue;
+    out.push_back(std::stoll(num));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::filesystem::path Naming::pruned_checkpoint() const { return report_dir() / "pruned.pt"; }

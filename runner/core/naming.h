@@ -32,6 +32,8 @@ class Naming {
   std::filesystem::path finetune_checkpoint(int64_t epoch) const;
   /// Fine-tuning-after-pruning checkpoint: {checkpoints}/{TS}/{Model}_{Dataset}_FTAP_{code}_{epoch}.pt
   std::filesystem::path recover_checkpoint(const std::string& pruner_code, int64_t epoch) const;
+  /// Epochs of the fine-tuning checkpoints present on disk, ascending.
+  std::vector<int64_t> existing_finetune_epochs() const;
   /// The pruned model before recovery: {checkpoints}/{scenario name}/pruned.pt
   std::filesystem::path pruned_checkpoint() const;
   /// Folder of downloaded model weights and of data sets.

@@ -1,16 +1,28 @@
-// finetune stage: evaluates the adapted pretrained model, fine-tunes it, saves
-// {checkpoints}/{TS}/{Model}_{Dataset}_FT_{epoch}.pt every save_every epochs and at the end.
+// finetune stage: evaluates the adapted pretrained model, fine-tunes it, and saves
+// {checkpoints}/{TS}/{Model}_{Dataset}_FT_{epoch}.pt every save_every epochs and at the last; the model before
+// fine-tuning goes to {report dir}/initial.pt so the report can measure it like every other row.
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
 #include "runner/core/pipeline.h"
+#include "runner/data/datasets.h"
+#include "runner/metrics/metrics.h"
+#include "runner/models/checkpoint.h"
+#include "runner/models/models.h"
+#include "runner/stages/trainer.h"
 #include "runner/stages/training_params.h"
 
 namespace expctl {
+namespace fs = std::filesystem;
+
 namespace {
 
 std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const Params& p) {
   std::vector<PlannedFile> out;
   out.push_back({PlannedFile::Access::Read, n.datasets_dir() / cfg.dataset_name(), "data set"});
-  if (cfg.model.get_bool("pretrained"))
-    out.push_back({PlannedFile::Access::Read, n.models_dir(), "pretrained weights"});
+  for (const auto& f : models::ModelRegistry::find(cfg.model_name())->files(cfg.model, n.models_dir()))
+    out.push_back({PlannedFile::Access::Read, f.destination, f.what});
+  out.push_back({PlannedFile::Access::Write, n.report_dir() / "initial.pt", "model before fine-tuning"});
   for (int64_t e : checkpoint_epochs(p.get_int("epochs"), p.get_int("save_every")))
     out.push_back({PlannedFile::Access::Write, n.finetune_checkpoint(e), "checkpoint, epoch " + std::to_string(e)});
   out.push_back(
@@ -18,13 +30,84 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
   return out;
 }
 
+class FinetuneStage : public Stage {
+ public:
+  void run(StageContext& ctx) override {
+    const ScenarioConfig& cfg = ctx.config;
+    const Params& p = ctx.params;
+    torch::Device device = prepare_runtime(cfg, *ctx.log);
+    data::Split train_split = data::load_dataset(cfg, true).to(device);
+    data::Split test = data::load_dataset(cfg, false).to(device);
+    ctx.log->info("data: {} train / {} test images ({})", train_split.size(), test.size(), test.source);
+
+    // The model before fine-tuning: measured once per configuration.
+    const fs::path initial = ctx.naming.report_dir() / "initial.pt";
+    nlohmann::json before;
+    if (fs::exists(initial)) {
+      auto ck = models::read_checkpoint(initial);
+      if (ck.meta.value("fingerprint", "") == ctx.fingerprint) before = ck.meta.at("evaluation");
+    }
+    models::ResNet model = models::build_model(cfg);
+    if (before.is_null()) {
+      model->to(device);
+      metrics::EvalResult ev = metrics::evaluate(model, test, p.get_int("eval_batch_size"), device);
+      before = {{"accuracy", ev.accuracy}, {"loss", ev.loss}, {"images", ev.count}};
+      models::save_checkpoint(initial, model,
+                              {{"stage", "finetune"},
+                               {"role", "before fine-tuning"},
+                               {"fingerprint", ctx.fingerprint},
+                               {"evaluation", before},
+                               {"accuracy", ev.accuracy}});
+    }
+    ctx.log->info("before fine-tuning: test accuracy {:.2f}% (loss {:.4f})", before["accuracy"].get<double>(),
+                  before["loss"].get<double>());
+
+    TrainJob job;
+    job.model = model;
+    job.train = &train_split;
+    job.test = &test;
+    job.params = &p;
+    job.augment = {cfg.dataset.get_int("augment.crop_padding"), cfg.dataset.get_bool("augment.hflip")};
+    job.seed = static_cast<uint64_t>(cfg.runtime.get_int("seed"));
+    job.device = device;
+    job.checkpoint_path = [&](int64_t e) { return ctx.naming.finetune_checkpoint(e); };
+    job.interrupt_path = ctx.naming.report_dir() / "finetune_interrupted.pt";
+    job.meta = {{"stage", "finetune"}, {"scenario", ctx.naming.scenario_name()}};
+    job.fingerprint = ctx.fingerprint;
+    job.log = ctx.log;
+    TrainResult r = train(job);
+    if (r.interrupted) return;
+
+    const EpochRecord& last = r.history.back();
+    nlohmann::ordered_json out;
+    out["scenario"] = ctx.naming.scenario_name();
+    out["device"] = device.str();
+    out["test_images"] = test.size();
+    out["test_source"] = test.source;
+    out["before"] = before;
+    out["after"] = {{"accuracy", last.test_accuracy}, {"loss", last.test_loss}, {"epoch", last.epoch}};
+    out["checkpoint"] = ctx.naming.finetune_checkpoint(last.epoch).string();
+    out["initial"] = initial.string();
+    out["resumed_from_epoch"] = r.resumed_from;
+    out["history"] = nlohmann::json::array();
+    for (const auto& h : r.history) out["history"].push_back(nlohmann::ordered_json(h.to_json()));
+    const fs::path metrics_file = ctx.naming.report_dir() / "finetune_metrics.json";
+    write_file_atomic(metrics_file, out.dump(2) + "\n");
+    ctx.log->info("test accuracy: {:.2f}% before fine-tuning, {:.2f}% after {} epochs",
+                  before["accuracy"].get<double>(), last.test_accuracy, last.epoch);
+    ctx.outputs = r.checkpoints;
+    ctx.outputs.push_back(initial);
+    ctx.outputs.push_back(metrics_file);
+  }
+};
+
 StageEntry entry() {
   StageEntry e;
   e.info.name = "finetune";
   e.info.summary = "evaluate the adapted pretrained model, fine-tune it, checkpoint every save_every epochs";
   add_training_params(e.info.params, 30);
-  e.info.unavailable = "fine-tuning lands with issue #4 (fine-tuning stage, metrics, reports)";
   e.plan = plan;
+  e.create = [] { return std::make_unique<FinetuneStage>(); };
   return e;
 }
 

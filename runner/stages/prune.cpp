@@ -1,28 +1,129 @@
 // prune stage: loads the fine-tuned checkpoint of the same test scenario, evaluates it, prunes it with the
-// selected pruner (its parameters sit in the same block), evaluates again and saves the pruned model.
+// selected pruner (its parameters sit in the same block) on calibration images, evaluates again, and saves the
+// pruned model (masks included) and per-layer statistics.
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "plugins/pruner.h"
+#include "runner/core/error.h"
 #include "runner/core/pipeline.h"
+#include "runner/data/datasets.h"
+#include "runner/data/loader.h"
+#include "runner/metrics/metrics.h"
+#include "runner/models/checkpoint.h"
+#include "runner/stages/trainer.h"
 
 namespace expctl {
+namespace fs = std::filesystem;
+
 namespace {
+
+// The fine-tuning epoch to start from: prune.from_epoch, else the last epoch of scenario.starts_from's
+// finetune stage, else 0 (the newest FT checkpoint present).
+int64_t source_epoch(const ScenarioConfig& cfg, const Params& p) {
+  if (p.get_int("from_epoch") > 0) return p.get_int("from_epoch");
+  if (cfg.upstream && cfg.upstream->has_stage("finetune")) return cfg.upstream->stage("finetune").get_int("epochs");
+  return 0;
+}
+
+fs::path source_checkpoint(const ScenarioConfig& cfg, const Naming& n, const Params& p) {
+  int64_t e = source_epoch(cfg, p);
+  if (e > 0) return n.finetune_checkpoint(e);
+  auto present = n.existing_finetune_epochs();
+  return n.finetune_checkpoint(present.empty() ? 0 : present.back());
+}
 
 std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const Params& p) {
   std::vector<PlannedFile> out;
-  int64_t from = p.get_int("from_epoch");
   std::string what = "fine-tuned model";
-  if (from == 0 && cfg.upstream && cfg.upstream->has_stage("finetune")) {
-    from = cfg.upstream->stage("finetune").get_int("epochs");
-    what += " (last epoch of " + cfg.upstream->file.string() + ")";
-  }
-  if (from > 0)
-    out.push_back({PlannedFile::Access::Read, n.finetune_checkpoint(from), what});
+  if (p.get_int("from_epoch") == 0 && cfg.upstream) what += " (last epoch of " + cfg.upstream->file.string() + ")";
+  if (source_epoch(cfg, p) > 0)
+    out.push_back({PlannedFile::Access::Read, n.finetune_checkpoint(source_epoch(cfg, p)), what});
   else
     out.push_back({PlannedFile::Access::Read, n.checkpoint_dir(), what + " (newest FT checkpoint)"});
   out.push_back({PlannedFile::Access::Read, n.datasets_dir() / cfg.dataset_name(),
-                 "calibration data (" + p.get_string("calibration.split") + " split)"});
+                 "calibration data (" + std::to_string(p.get_int("calibration.samples")) + " images of the " +
+                     p.get_string("calibration.split") + " split)"});
   out.push_back({PlannedFile::Access::Write, n.pruned_checkpoint(), "pruned model"});
-  out.push_back({PlannedFile::Access::Write, n.report_dir() / "prune_stats.json", "per-layer pruning statistics"});
+  out.push_back({PlannedFile::Access::Write, n.report_dir() / "prune_metrics.json",
+                 "accuracy before/after, per-layer statistics"});
   return out;
 }
+
+nlohmann::json eval_json(models::ResNet& m, const data::Split& s, int64_t batch, torch::Device d) {
+  metrics::EvalResult r = metrics::evaluate(m, s, batch, d);
+  return {{"accuracy", r.accuracy}, {"loss", r.loss}, {"images", r.count}};
+}
+
+class PruneStage : public Stage {
+ public:
+  void run(StageContext& ctx) override {
+    const ScenarioConfig& cfg = ctx.config;
+    const Params& p = ctx.params;
+    torch::Device device = prepare_runtime(cfg, *ctx.log);
+
+    const fs::path source = source_checkpoint(cfg, ctx.naming, p);
+    if (!fs::exists(source)) {
+      std::string how = cfg.upstream ? "expctl run " + cfg.upstream->file.string()
+                                     : "the finetune stage of this test scenario (set scenario.starts_from)";
+      throw Error(source.string() + ": the fine-tuned model is missing; make it with: " + how);
+    }
+    models::ResNet model = models::load_checkpoint(source);
+    model->to(device);
+    model->eval();
+    ctx.log->info("loaded {}", source.string());
+
+    const int64_t eval_batch = p.get_int("calibration.batch_size");
+    const uint64_t seed = static_cast<uint64_t>(cfg.runtime.get_int("seed"));
+    data::Split test = data::load_dataset(cfg, false).to(device);
+    const bool from_test = p.get_string("calibration.split") == "test";
+    data::Split pool = from_test ? test : data::load_dataset(cfg, true).to(device);
+    auto [calibration, rest] = data::split_off(pool, p.get_int("calibration.samples"), seed);
+    ctx.log->info("calibration: {}", calibration.source);
+
+    nlohmann::ordered_json out;
+    out["scenario"] = ctx.naming.scenario_name();
+    out["pruner"] = p.get_string("pruner");
+    out["source_checkpoint"] = source.string();
+    out["calibration"] = {
+        {"split", p.get_string("calibration.split")}, {"samples", calibration.size()}, {"source", calibration.source}};
+    out["before"] = eval_json(model, test, eval_batch, device);
+    if (from_test) out["before"]["held_out"] = eval_json(model, rest, eval_batch, device);
+
+    PruneRequest req;
+    req.model = model;
+    req.groups = models::channel_groups(model);
+    req.calibration = data::normalize(calibration.images, calibration.norm);
+    req.batch_size = eval_batch;
+    req.params = &p;
+    req.device = device;
+    auto t0 = std::chrono::steady_clock::now();
+    PrunePlan plan = PrunerRegistry::find(p.get_string("pruner"))->create()->prune(req);
+    if (!plan.keep.empty()) models::prune_groups(model, plan.keep);
+    apply_masks(model, plan.masks);
+    out["prune_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    out["after"] = eval_json(model, test, eval_batch, device);
+    if (from_test) out["after"]["held_out"] = eval_json(model, rest, eval_batch, device);
+    out["stats"] = plan.stats;
+    ctx.log->info("test accuracy {:.2f}% before pruning, {:.2f}% after ({:.1f} s)",
+                  out["before"]["accuracy"].get<double>(), out["after"]["accuracy"].get<double>(),
+                  out["prune_seconds"].get<double>());
+
+    models::StateDict masks;
+    for (const auto& [name, m] : plan.masks) masks.insert(name, m.to(torch::kCPU, torch::kBool));
+    models::save_checkpoint(ctx.naming.pruned_checkpoint(), model,
+                            {{"stage", "prune"},
+                             {"pruner", p.get_string("pruner")},
+                             {"fingerprint", ctx.fingerprint},
+                             {"accuracy", out["after"]["accuracy"]},
+                             {"source", source.string()}},
+                            masks);
+    const fs::path metrics_file = ctx.naming.report_dir() / "prune_metrics.json";
+    write_file_atomic(metrics_file, out.dump(2) + "\n");
+    ctx.outputs = {ctx.naming.pruned_checkpoint(), metrics_file};
+  }
+};
 
 StageEntry entry() {
   StageEntry e;
@@ -31,8 +132,8 @@ StageEntry entry() {
   ParamTable& t = e.info.params;
   t.add_plugin("pruner", "pruner", "the pruning method (see `expctl list`); its parameters join this block");
   t.add_int("from_epoch", 0, "fine-tuning epoch to start from (0: the last epoch of scenario.starts_from)").min(0);
-  e.info.unavailable = "pruning lands with issues #5 (Neuron Coverage) and #6 (Wanda)";
   e.plan = plan;
+  e.create = [] { return std::make_unique<PruneStage>(); };
   return e;
 }
 

@@ -1,19 +1,32 @@
-// recover stage: fine-tunes the pruned model with a fresh optimizer (keeping pruning masks fixed), saving
-// {checkpoints}/{TS}/{Model}_{Dataset}_FTAP_{NC|W}_{epoch}.pt every save_every epochs and at the end.
+// recover stage: fine-tunes the pruned model with a fresh optimizer, keeping pruning masks at zero, and saves
+// {checkpoints}/{TS}/{Model}_{Dataset}_FTAP_{NC|W}_{epoch}.pt every save_every epochs and at the last.
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+
+#include "runner/core/error.h"
 #include "runner/core/pipeline.h"
+#include "runner/data/datasets.h"
+#include "runner/models/checkpoint.h"
+#include "runner/stages/trainer.h"
 #include "runner/stages/training_params.h"
 
 namespace expctl {
+namespace fs = std::filesystem;
+
 namespace {
+
+// Checkpoint names carry the pruner's short code (NC, W): the recover stage needs the prune stage's pruner.
+std::string pruner_code(const ScenarioConfig& cfg) {
+  if (!cfg.has_stage("prune"))
+    throw Error(cfg.file.string() +
+                ": the recover stage fine-tunes the output of the prune stage; list prune before it");
+  return Catalog::instance().find("pruner", cfg.stage("prune").get_string("pruner"))->code;
+}
 
 std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const Params& p) {
   std::vector<PlannedFile> out;
   out.push_back({PlannedFile::Access::Read, n.pruned_checkpoint(), "pruned model"});
-  std::string code = "X";
-  if (cfg.has_stage("prune")) {
-    const PluginInfo* pruner = Catalog::instance().find("pruner", cfg.stage("prune").get_string("pruner"));
-    if (pruner) code = pruner->code;
-  }
+  std::string code = cfg.has_stage("prune") ? pruner_code(cfg) : "?";
   for (int64_t e : checkpoint_epochs(p.get_int("epochs"), p.get_int("save_every")))
     out.push_back(
         {PlannedFile::Access::Write, n.recover_checkpoint(code, e), "checkpoint, epoch " + std::to_string(e)});
@@ -21,13 +34,65 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
   return out;
 }
 
+class RecoverStage : public Stage {
+ public:
+  void run(StageContext& ctx) override {
+    const ScenarioConfig& cfg = ctx.config;
+    const std::string code = pruner_code(cfg);
+    torch::Device device = prepare_runtime(cfg, *ctx.log);
+    const fs::path pruned = ctx.naming.pruned_checkpoint();
+    if (!fs::exists(pruned))
+      throw Error(pruned.string() + ": the pruned model is missing; the prune stage makes it (expctl run " +
+                  cfg.file.string() + " --only prune)");
+    models::Checkpoint ck;
+    models::ResNet model = models::load_checkpoint(pruned, &ck);
+    data::Split train_split = data::load_dataset(cfg, true).to(device);
+    data::Split test = data::load_dataset(cfg, false).to(device);
+
+    TrainJob job;
+    job.model = model;
+    job.train = &train_split;
+    job.test = &test;
+    job.params = &ctx.params;
+    job.augment = {cfg.dataset.get_int("augment.crop_padding"), cfg.dataset.get_bool("augment.hflip")};
+    job.seed = static_cast<uint64_t>(cfg.runtime.get_int("seed"));
+    job.device = device;
+    job.checkpoint_path = [&](int64_t e) { return ctx.naming.recover_checkpoint(code, e); };
+    job.interrupt_path = ctx.naming.report_dir() / "recover_interrupted.pt";
+    for (const auto& kv : ck.masks) job.masks[kv.key()] = kv.value();
+    job.meta = {{"stage", "recover"}, {"scenario", ctx.naming.scenario_name()}, {"pruner", code}};
+    job.fingerprint = ctx.fingerprint;
+    job.log = ctx.log;
+    ctx.log->info("recovering {} ({} masked tensors)", pruned.string(), job.masks.size());
+    TrainResult r = train(job);
+    if (r.interrupted) return;
+
+    const EpochRecord& last = r.history.back();
+    nlohmann::ordered_json out;
+    out["scenario"] = ctx.naming.scenario_name();
+    out["device"] = device.str();
+    out["before"] = {{"accuracy", ck.meta.value("accuracy", 0.0)}};
+    out["after"] = {{"accuracy", last.test_accuracy}, {"loss", last.test_loss}, {"epoch", last.epoch}};
+    out["checkpoint"] = ctx.naming.recover_checkpoint(code, last.epoch).string();
+    out["resumed_from_epoch"] = r.resumed_from;
+    out["history"] = nlohmann::json::array();
+    for (const auto& h : r.history) out["history"].push_back(nlohmann::ordered_json(h.to_json()));
+    const fs::path metrics_file = ctx.naming.report_dir() / "recover_metrics.json";
+    write_file_atomic(metrics_file, out.dump(2) + "\n");
+    ctx.log->info("test accuracy: {:.2f}% pruned, {:.2f}% after {} epochs of recovery",
+                  out["before"]["accuracy"].get<double>(), last.test_accuracy, last.epoch);
+    ctx.outputs = r.checkpoints;
+    ctx.outputs.push_back(metrics_file);
+  }
+};
+
 StageEntry entry() {
   StageEntry e;
   e.info.name = "recover";
   e.info.summary = "fine-tune the pruned model to regain accuracy (masks kept), checkpoint every save_every epochs";
   add_training_params(e.info.params, 15);
-  e.info.unavailable = "recovery fine-tuning lands with issues #5 and #6";
   e.plan = plan;
+  e.create = [] { return std::make_unique<RecoverStage>(); };
   return e;
 }
 

@@ -6,6 +6,7 @@
 
 #include <set>
 
+#include "plugins/pruner.h"
 #include "runner/core/config.h"
 #include "runner/core/pipeline.h"
 #include "runner/data/datasets.h"
@@ -24,9 +25,12 @@ TEST(Registry, EveryBuiltInNameIsRegistered) {
   for (const auto& s : c.names("stage")) EXPECT_NE(StageRegistry::find(s), nullptr) << s;
   for (const auto& m : c.names("model")) EXPECT_NE(models::ModelRegistry::find(m), nullptr) << m;
   for (const auto& d : c.names("dataset")) EXPECT_NE(data::DatasetRegistry::find(d), nullptr) << d;
-  for (const auto& kind : {"model", "dataset"})
+  for (const auto& p : c.names("pruner")) EXPECT_NE(PrunerRegistry::find(p), nullptr) << p;
+  // Every built-in plugin is implemented, not just declared.
+  for (const auto& kind : {"model", "dataset", "pruner", "stage"})
     for (const auto& name : c.names(kind)) EXPECT_EQ(c.find(kind, name)->unavailable, "") << name;
-  EXPECT_EQ(c.find("stage", "download")->unavailable, "");
+  for (const auto& s : c.names("stage")) EXPECT_TRUE(StageRegistry::find(s)->create) << s;
+  for (const auto& p : c.names("pruner")) EXPECT_NE(PrunerRegistry::find(p)->create(), nullptr) << p;
   EXPECT_EQ(c.find("pruner", "neuron_coverage")->code, "NC");
   EXPECT_EQ(c.find("pruner", "wanda")->code, "W");
 }

@@ -1,0 +1,84 @@
+// Dense against Neuron-Coverage-pruned ResNet-18 (cifar stem, 10 classes, 32x32) in one run: MACs, size and
+// latency at batch 1 and a large batch on this machine's CPU. Prints a table; asserts nothing.
+//
+//   build/expctl_bench_prune_latency [sparsity=0.5] [threads=0] [large_batch=128] [repeats=20]
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "plugins/pruner.h"
+#include "runner/core/params.h"
+#include "runner/core/registry.h"
+#include "runner/metrics/metrics.h"
+#include "runner/models/channel_groups.h"
+#include "runner/models/resnet.h"
+
+using namespace expctl;
+
+int main(int argc, char** argv) {
+  const double sparsity = argc > 1 ? std::atof(argv[1]) : 0.5;
+  const int threads = metrics::configure_threads(argc > 2 ? std::atoll(argv[2]) : 0);
+  const int64_t large = argc > 3 ? std::atoll(argv[3]) : 128;
+  const int repeats = argc > 4 ? std::atoi(argv[4]) : 20;
+
+  torch::manual_seed(0);
+  models::ResNetSpec spec;
+  spec.num_classes = 10;
+  spec.stem = models::Stem::Cifar;
+  models::ResNet dense = models::make_resnet(spec);
+  dense->eval();
+  models::ResNet pruned = models::copy_model(dense);
+
+  // The real pruner on random calibration images: latency depends only on the widths it leaves.
+  const PrunerEntry* nc = PrunerRegistry::find("neuron_coverage");
+  std::vector<Diagnostic> diags;
+  Params params = validate_block(nullptr, Mark{}, "prune", nc->info.params, diags);
+  Value v;
+  v.v = sparsity;
+  params.set("sparsity", v);
+  PruneRequest req;
+  req.model = pruned;
+  req.groups = models::channel_groups(pruned);
+  req.calibration = torch::randn({64, 3, 32, 32});
+  req.batch_size = 64;
+  req.params = &params;
+  PrunePlan plan = nc->create()->prune(req);
+  models::prune_groups(pruned, plan.keep);
+
+  std::printf(
+      "ResNet-18, cifar stem, 10 classes, 32x32; Neuron Coverage sparsity %.2f (default exclude: conv1, fc); "
+      "%d threads; %d timed runs after warm-up\n\n",
+      sparsity, threads, repeats);
+  std::printf("%-8s %10s %10s %9s %16s %22s\n", "model", "params(M)", "MACs(M)", "size(MB)", "b1 median (ms)",
+              ("b" + std::to_string(large) + " median (ms/img)").c_str());
+  double macs[2], lat1[2], latn[2];
+  int i = 0;
+  for (models::ResNet* m : {&dense, &pruned}) {
+    auto ops = metrics::count_macs(*m, 32, 32);
+    auto size = metrics::model_size(**m);
+    auto count = metrics::count_parameters(**m);
+    metrics::LatencyOptions lo;
+    lo.warmup = 5;
+    lo.repeats = repeats;
+    auto b1 = metrics::measure_latency(*m, lo, torch::kCPU);
+    lo.batch = large;
+    lo.warmup = 2;
+    lo.repeats = std::max(3, repeats / 4);
+    auto bn = metrics::measure_latency(*m, lo, torch::kCPU);
+    macs[i] = double(ops.macs);
+    lat1[i] = b1.median_ms;
+    latn[i] = bn.median_ms / double(large);
+    std::printf("%-8s %10.2f %10.1f %9.2f %9.2f (p95 %5.2f) %12.3f (p95 %6.3f)\n", i ? "pruned" : "dense",
+                double(count.total) / 1e6, macs[i] / 1e6, size.dense_mb(), b1.median_ms, b1.p95_ms, latn[i],
+                bn.p95_ms / double(large));
+    ++i;
+  }
+  const double mac_factor = macs[0] / macs[1];
+  const double speedup = latn[0] / latn[1];
+  std::printf(
+      "\nMAC reduction x%.2f; latency speed-up x%.2f at batch 1, x%.2f at batch %lld = %.2f of the MAC "
+      "reduction (target >= 0.70)\n",
+      mac_factor, lat1[0] / lat1[1], speedup, (long long)large, speedup / mac_factor);
+  return 0;
+}

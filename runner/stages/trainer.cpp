@@ -1,0 +1,337 @@
+#include "runner/stages/trainer.h"
+
+#include <spdlog/spdlog.h>
+#include <torch/torch.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "runner/core/compat.h"
+#include "runner/core/config.h"
+#include "runner/core/error.h"
+#include "runner/core/naming.h"
+#include "runner/core/pipeline.h"
+#include "runner/metrics/metrics.h"
+#include "runner/models/checkpoint.h"
+
+namespace expctl {
+namespace fs = std::filesystem;
+namespace F = torch::nn::functional;
+
+nlohmann::json EpochRecord::to_json() const {
+  return {{"epoch", epoch},
+          {"lr", lr},
+          {"train_loss", train_loss},
+          {"train_accuracy", train_accuracy},
+          {"test_loss", test_loss},
+          {"test_accuracy", test_accuracy},
+          {"seconds", seconds},
+          {"images_per_second", images_per_second},
+          {"eval_images_per_second", eval_images_per_second}};
+}
+
+EpochRecord EpochRecord::from_json(const nlohmann::json& j) {
+  EpochRecord r;
+  r.epoch = j.at("epoch");
+  r.lr = j.at("lr");
+  r.train_loss = j.at("train_loss");
+  r.train_accuracy = j.at("train_accuracy");
+  r.test_loss = j.at("test_loss");
+  r.test_accuracy = j.at("test_accuracy");
+  r.seconds = j.at("seconds");
+  r.images_per_second = j.at("images_per_second");
+  r.eval_images_per_second = j.value("eval_images_per_second", 0.0);
+  return r;
+}
+
+torch::Device resolve_device(const std::string& spec) {
+  if (spec == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
+  try {
+    torch::Device d(spec);
+    if (d.is_cuda() && !torch::cuda::is_available())
+      throw Error("runtime.device is '" + spec + "' but this LibTorch build sees no CUDA device (" +
+                  std::string(compat::torch_version()) + "); use device: auto or cpu");
+    return d;
+  } catch (const c10::Error&) {
+    throw Error("runtime.device: '" + spec + "' is not a device (auto, cpu, cuda, cuda:N)");
+  }
+}
+
+torch::Device prepare_runtime(const ScenarioConfig& cfg, spdlog::logger& log) {
+  torch::Device device = resolve_device(cfg.runtime.get_string("device"));
+  int threads = metrics::configure_threads(cfg.runtime.get_int("threads"));
+  at::globalContext().setFlushDenormal(true);
+  log.info("device {}, {} CPU threads, LibTorch {}", device.str(), threads, compat::torch_version());
+  return device;
+}
+
+void apply_masks(models::ResNet& model, const std::map<std::string, torch::Tensor>& masks) {
+  if (masks.empty()) return;
+  torch::NoGradGuard no_grad;
+  auto params = model->named_parameters();
+  for (const auto& [name, mask] : masks) {
+    auto* p = params.find(name);
+    if (!p) throw Error("pruning mask for '" + name + "': the model has no such parameter");
+    p->mul_(mask.to(p->device()));
+  }
+}
+
+namespace {
+
+// Weight decay on conv/linear weights only: decaying BN scales and biases hurts accuracy and does not regularise.
+std::unique_ptr<torch::optim::SGD> make_optimizer(models::ResNet& model, const Params& p) {
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& kv : model->named_parameters()) (kv.value().dim() > 1 ? decay : no_decay).push_back(kv.value());
+  auto opts = torch::optim::SGDOptions(p.get_float("optimizer.lr"))
+                  .momentum(p.get_float("optimizer.momentum"))
+                  .nesterov(p.get_bool("optimizer.nesterov"))
+                  .weight_decay(p.get_float("optimizer.weight_decay"));
+  auto no_decay_opts = opts;
+  no_decay_opts.weight_decay(0);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, std::make_unique<torch::optim::SGDOptions>(opts));
+  groups.emplace_back(no_decay, std::make_unique<torch::optim::SGDOptions>(no_decay_opts));
+  return std::make_unique<torch::optim::SGD>(groups, opts);
+}
+
+// Learning rate at global step `t` of `total`: linear warm-up, then the schedule down from the peak.
+double lr_at(const Params& p, int64_t t, int64_t total, int64_t warmup) {
+  const double peak = p.get_float("optimizer.lr");
+  if (t < warmup) return peak * double(t + 1) / double(warmup);
+  const double q = total > warmup ? double(t - warmup) / double(total - warmup) : 1.0;
+  const std::string& s = p.get_string("schedule");
+  if (s == "cosine") return peak * 0.5 * (1.0 + std::cos(M_PI * q));
+  if (s == "onecycle") return peak * (1.0 - q);
+  return peak;
+}
+
+void set_lr(torch::optim::SGD& opt, double lr) {
+  for (auto& g : opt.param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
+}
+
+// Moves 4-D weights to channels_last: cuDNN's fastest convolution kernels want NHWC.
+void to_channels_last(models::ResNet& model) {
+  torch::NoGradGuard no_grad;
+  for (auto& p : model->parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+}
+
+struct Resume {
+  fs::path path;
+  int64_t epoch = 0;
+};
+
+// The newest checkpoint of this job that was written for the same configuration and has its training state.
+Resume find_resume(const TrainJob& job, int64_t epochs) {
+  Resume best;
+  std::vector<std::pair<fs::path, int64_t>> candidates;
+  for (int64_t e = 1; e <= epochs; ++e) candidates.emplace_back(job.checkpoint_path(e), e);
+  candidates.emplace_back(job.interrupt_path, -1);
+  for (const auto& [path, epoch] : candidates) {
+    if (!fs::exists(path) || !fs::exists(models::training_state_path(path))) continue;
+    try {
+      auto ck = models::read_checkpoint(path);
+      if (ck.meta.value("fingerprint", "") != job.fingerprint) {
+        job.log->warn("{}: written for another configuration; not resuming from it", path.string());
+        continue;
+      }
+      int64_t e = ck.meta.value("epoch", int64_t(0));
+      if (e > best.epoch) best = {path, e};
+    } catch (const std::exception& ex) {
+      job.log->warn("{}: unreadable ({}); not resuming from it", path.string(), ex.what());
+    }
+  }
+  return best;
+}
+
+class ProgressBar {
+ public:
+  ProgressBar(int64_t epoch, int64_t epochs, int64_t steps)
+      : epoch_(epoch),
+        epochs_(epochs),
+        steps_(steps),
+        tty_(::isatty(STDERR_FILENO) == 1),
+        start_(std::chrono::steady_clock::now()) {}
+  void update(int64_t step, double loss, double acc, int64_t images) {
+    if (!tty_) return;
+    auto now = std::chrono::steady_clock::now();
+    if (step + 1 < steps_ && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    double secs = std::chrono::duration<double>(now - start_).count();
+    double rate = secs > 0 ? images / secs : 0;
+    double eta = step + 1 > 0 ? secs / double(step + 1) * double(steps_ - step - 1) : 0;
+    int filled = int(30.0 * double(step + 1) / double(steps_));
+    std::fprintf(stderr, "\r  epoch %lld/%lld [%-30s] %lld/%lld loss %.4f acc %5.1f%% %6.0f img/s ETA %4.0fs",
+                 (long long)epoch_, (long long)epochs_, std::string(filled, '=').c_str(), (long long)(step + 1),
+                 (long long)steps_, loss, acc, rate, eta);
+    if (step + 1 == steps_) std::fprintf(stderr, "\r%*s\r", 110, "");
+    std::fflush(stderr);
+  }
+
+ private:
+  int64_t epoch_, epochs_, steps_;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_, last_{};
+};
+
+}  // namespace
+
+TrainResult train(TrainJob& job) {
+  const Params& p = *job.params;
+  const int64_t epochs = p.get_int("epochs");
+  const auto planned = checkpoint_epochs(epochs, p.get_int("save_every"));
+  const bool cuda = job.device.is_cuda();
+  std::string precision = p.get_string("precision");
+  if (precision == "auto") precision = cuda ? "bf16" : "fp32";
+  if (precision == "bf16" && !cuda) {
+    job.log->warn("precision bf16 is used on CUDA only; training in fp32 on the CPU");
+    precision = "fp32";
+  }
+  const bool bf16 = precision == "bf16";
+  if (cuda) at::globalContext().setBenchmarkCuDNN(true);
+
+  TrainResult result;
+  Resume resume = find_resume(job, epochs);
+  nlohmann::json extra = nlohmann::json::object();
+  std::unique_ptr<torch::optim::SGD> optimizer;
+  if (resume.epoch > 0) {
+    models::Checkpoint ck;
+    job.model = models::load_checkpoint(resume.path, &ck);
+    job.model->to(job.device);
+    if (cuda) to_channels_last(job.model);
+    optimizer = make_optimizer(job.model, p);
+    auto state = models::load_training_state(resume.path, *optimizer);
+    for (const auto& r : state.extra.value("history", nlohmann::json::array()))
+      result.history.push_back(EpochRecord::from_json(r));
+    result.resumed_from = resume.epoch;
+    job.log->info("resuming from {} (epoch {} of {})", resume.path.string(), resume.epoch, epochs);
+  } else {
+    job.model->to(job.device);
+    if (cuda) to_channels_last(job.model);
+    optimizer = make_optimizer(job.model, p);
+  }
+  std::map<std::string, torch::Tensor> masks;
+  for (const auto& [name, m] : job.masks) masks[name] = m.to(job.device, torch::kFloat);
+  apply_masks(job.model, masks);
+  auto params = job.model->named_parameters();
+
+  data::LoaderOptions lo;
+  lo.batch_size = p.get_int("batch_size");
+  lo.shuffle = true;
+  lo.drop_last = true;
+  lo.seed = job.seed;
+  lo.augment = job.augment;
+  data::Loader loader(*job.train, lo);
+  if (loader.num_batches() == 0)
+    throw Error("the training split has " + std::to_string(job.train->size()) + " images, fewer than one batch of " +
+                std::to_string(lo.batch_size) + "; lower batch_size");
+  const int64_t steps = loader.num_batches();
+  const int64_t total = epochs * steps;
+  const int64_t warmup = std::llround(p.get_float("warmup_epochs") * double(steps));
+  auto ce = F::CrossEntropyFuncOptions().label_smoothing(p.get_float("label_smoothing"));
+
+  auto save = [&](const fs::path& path, int64_t epoch, const EpochRecord& rec) {
+    nlohmann::json meta = job.meta;
+    meta["epoch"] = epoch;
+    meta["accuracy"] = rec.test_accuracy;
+    meta["loss"] = rec.test_loss;
+    meta["fingerprint"] = job.fingerprint;
+    models::StateDict mask_dict;
+    for (const auto& [name, m] : job.masks) mask_dict.insert(name, m.to(torch::kCPU, torch::kBool));
+    models::save_checkpoint(path, job.model, meta, mask_dict);
+    nlohmann::json extra;
+    extra["history"] = nlohmann::json::array();
+    for (const auto& r : result.history) extra["history"].push_back(r.to_json());
+    models::save_training_state(path, *optimizer, epoch, extra);
+  };
+
+  for (int64_t epoch = resume.epoch + 1; epoch <= epochs; ++epoch) {
+    job.model->train();
+    loader.set_epoch(epoch - 1);
+    ProgressBar bar(epoch, epochs, steps);
+    auto t0 = std::chrono::steady_clock::now();
+    auto loss_sum = torch::zeros({}, torch::TensorOptions().device(job.device).dtype(torch::kDouble));
+    auto correct = torch::zeros({}, torch::TensorOptions().device(job.device).dtype(torch::kLong));
+    int64_t seen = 0;
+    double lr = 0;
+    for (int64_t j = 0; j < steps; ++j) {
+      if (stop_requested()) break;
+      data::Batch b = loader.batch(j);
+      torch::Tensor x = cuda ? b.images.contiguous(at::MemoryFormat::ChannelsLast) : b.images;
+      lr = lr_at(p, (epoch - 1) * steps + j, total, warmup);
+      set_lr(*optimizer, lr);
+      optimizer->zero_grad();
+      if (bf16) compat::set_cuda_autocast(true, at::kBFloat16);
+      torch::Tensor logits = job.model->forward(x);
+      if (bf16) compat::set_cuda_autocast(false, at::kBFloat16);
+      torch::Tensor loss = F::cross_entropy(logits.to(torch::kFloat), b.labels, ce);
+      loss.backward();
+      if (!masks.empty()) {
+        torch::NoGradGuard no_grad;
+        for (const auto& [name, m] : masks)
+          if (auto& g = params[name].mutable_grad(); g.defined()) g.mul_(m);
+      }
+      optimizer->step();
+      apply_masks(job.model, masks);  // momentum and decay cannot revive a pruned weight
+      const int64_t n = b.labels.size(0);
+      loss_sum += loss.detach().to(torch::kDouble) * double(n);
+      correct += logits.argmax(1).eq(b.labels).sum();
+      seen += n;
+      // Checking finiteness syncs with the device: every 20 steps is enough to stop a diverged run early.
+      if (j % 20 == 0 || j + 1 == steps) {
+        double mean = loss_sum.item<double>() / double(seen);
+        if (!std::isfinite(mean))
+          throw Error(std::string("training diverged: the loss is ") + (std::isnan(mean) ? "NaN" : "infinite") +
+                      " at epoch " + std::to_string(epoch) + ", step " + std::to_string(j + 1) + " (lr " +
+                      std::to_string(lr) + "); lower optimizer.lr or raise warmup_epochs");
+        bar.update(j, mean, 100.0 * double(correct.item<int64_t>()) / double(seen), seen);
+      }
+    }
+    if (stop_requested()) {
+      if (epoch - 1 > resume.epoch && !result.history.empty() &&
+          std::find(planned.begin(), planned.end(), epoch - 1) == planned.end()) {
+        save(job.interrupt_path, epoch - 1, result.history.back());
+        job.log->warn("interrupted in epoch {}; saved epoch {} to {}; rerun to continue", epoch, epoch - 1,
+                      job.interrupt_path.string());
+      } else {
+        job.log->warn("interrupted in epoch {}; rerun to continue from the last checkpoint", epoch);
+      }
+      result.interrupted = true;
+      break;
+    }
+    double train_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EpochRecord rec;
+    rec.epoch = epoch;
+    rec.lr = lr;
+    rec.train_loss = loss_sum.item<double>() / double(seen);
+    rec.train_accuracy = 100.0 * double(correct.item<int64_t>()) / double(seen);
+    auto t1 = std::chrono::steady_clock::now();
+    metrics::EvalResult ev = metrics::evaluate(job.model, *job.test, p.get_int("eval_batch_size"), job.device);
+    rec.eval_images_per_second =
+        double(ev.count) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+    rec.test_loss = ev.loss;
+    rec.test_accuracy = ev.accuracy;
+    rec.seconds = train_secs;
+    rec.images_per_second = double(seen) / train_secs;
+    result.history.push_back(rec);
+    job.log->info("epoch {}/{}  lr {:.5f}  loss {:.4f}  train {:.2f}%  test {:.2f}%  {:.0f} img/s  {:.1f} s", epoch,
+                  epochs, rec.lr, rec.train_loss, rec.train_accuracy, rec.test_accuracy, rec.images_per_second,
+                  rec.seconds);
+    if (std::find(planned.begin(), planned.end(), epoch) != planned.end()) {
+      save(job.checkpoint_path(epoch), epoch, rec);
+      job.log->info("saved {}", job.checkpoint_path(epoch).string());
+    }
+  }
+  if (!result.interrupted) {
+    std::error_code ec;
+    fs::remove(job.interrupt_path, ec);
+    fs::remove(models::training_state_path(job.interrupt_path), ec);
+  }
+  for (int64_t e : planned)
+    if (fs::exists(job.checkpoint_path(e))) result.checkpoints.push_back(job.checkpoint_path(e));
+  return result;
+}
+
+}  // namespace expctl

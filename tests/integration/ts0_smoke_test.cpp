@@ -1,0 +1,110 @@
+// Every shipped scenario in a tiny smoke configuration: the TS0 demo (Fashion-MNIST from Debian's package) run
+// through the expctl binary: fine-tuning, Neuron Coverage and Wanda with recovery, and the reports.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "runner/models/checkpoint.h"
+#include "tests/core/test_util.h"
+
+namespace fs = std::filesystem;
+using namespace expctl;
+
+namespace {
+
+class Ts0Smoke : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { tmp_ = new test::TempDir(); }
+  static void TearDownTestSuite() { delete tmp_; }
+
+  // The sets that shrink TS0 to seconds; --set for model/dataset/runtime/paths/finetune also reaches the
+  // fine-tuning scenario that nc.yaml and wanda.yaml start from.
+  static std::string sets() {
+    const fs::path t = tmp_->path();
+    return " --set paths.checkpoints=" + (t / "ckpt").string() + " --set paths.datasets=" + (t / "data").string() +
+           " --set paths.models=" + (t / "models").string() +
+           " --set dataset.train_subset=320 --set dataset.test_subset=160 --set runtime.threads=2"
+           " --set finetune.epochs=2 --set finetune.save_every=1 --set finetune.batch_size=32"
+           " --set recover.epochs=1 --set recover.batch_size=32"
+           " --set report.latency.warmup=1 --set report.latency.repeats=2 --set report.latency.large_batch=8"
+           " --set report.latency.large_batch_repeats=1";
+  }
+  static test::CommandResult run(const std::string& file, const std::string& extra = "") {
+    return test::run_expctl("run configs/test_scenarios/TS0/" + file + sets() + extra);
+  }
+  static nlohmann::json report(const std::string& scenario) {
+    return nlohmann::json::parse(test::read_file(tmp_->path() / "ckpt" / scenario / "report.json"));
+  }
+  static fs::path ckpt(const std::string& name) { return tmp_->path() / "ckpt/TS0" / name; }
+
+  static test::TempDir* tmp_;
+};
+test::TempDir* Ts0Smoke::tmp_ = nullptr;
+
+}  // namespace
+
+TEST_F(Ts0Smoke, FineTuningThenBothPrunersThenReruns) {
+  // Scenario 1: fine-tuning, with a checkpoint each epoch and the before/after report.
+  auto r = run("finetune.yaml");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(ckpt("ResNet18_FashionMNIST_FT_1.pt")));
+  EXPECT_TRUE(fs::exists(ckpt("ResNet18_FashionMNIST_FT_2.pt")));
+  auto rep = report("TS0_FineTuning_ResNet18_FashionMNIST");
+  ASSERT_EQ(rep["rows"].size(), 2u);
+  EXPECT_EQ(rep["rows"][0]["model"], "before fine-tuning");
+  EXPECT_EQ(rep["rows"][1]["model"], "fine-tuned");
+  EXPECT_EQ(rep["rows"][0]["macs"], rep["rows"][1]["macs"]);
+  EXPECT_GT(rep["rows"][1]["accuracy"].get<double>(), 10.0) << "two epochs should beat chance (10%)";
+  EXPECT_TRUE(fs::exists(tmp_->path() / "ckpt/TS0_FineTuning_ResNet18_FashionMNIST/training_curves.png"));
+  std::string md = test::read_file(tmp_->path() / "ckpt/TS0_FineTuning_ResNet18_FashionMNIST/report.md");
+  EXPECT_NE(md.find("| before fine-tuning |"), std::string::npos) << md;
+  EXPECT_NE(r.output.find("Accuracy (%)"), std::string::npos) << "the table is printed on the console";
+
+  // Scenario 2: Neuron Coverage really shrinks the model.
+  r = run("nc.yaml", " --set prune.calibration.samples=64");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(ckpt("ResNet18_FashionMNIST_FTAP_NC_1.pt")));
+  rep = report("TS0_NeuronCoverage_ResNet18_FashionMNIST");
+  ASSERT_EQ(rep["rows"].size(), 3u);
+  EXPECT_EQ(rep["rows"][0]["model"], "fine-tuned (loaded)");
+  EXPECT_EQ(rep["rows"][2]["model"], "pruned + fine-tuned");
+  EXPECT_LT(rep["rows"][1]["macs"].get<double>(), 0.8 * rep["rows"][0]["macs"].get<double>());
+  EXPECT_LT(rep["rows"][1]["params"].get<double>(), rep["rows"][0]["params"].get<double>());
+  EXPECT_EQ(rep["rows"][1]["macs"], rep["rows"][2]["macs"]);
+  EXPECT_TRUE(rep["rows"][0].contains("accuracy_held_out")) << "calibration used test images";
+  EXPECT_NE(rep["calibration"]["source"].get<std::string>().find("64"), std::string::npos) << rep["calibration"];
+
+  // Scenario 3: Wanda keeps its masks through recovery.
+  r = run("wanda.yaml", " --set prune.calibration.samples=32");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  models::Checkpoint ck;
+  models::load_checkpoint(ckpt("ResNet18_FashionMNIST_FTAP_W_1.pt"), &ck);
+  ASSERT_GT(ck.masks.size(), 0u);
+  for (const auto& kv : ck.masks) {
+    auto w = ck.state_dict[kv.key()];
+    EXPECT_EQ(w.masked_select(kv.value().logical_not()).abs().max().item<float>(), 0.0f) << kv.key();
+  }
+  rep = report("TS0_Wanda_ResNet18_FashionMNIST");
+  EXPECT_LT(rep["rows"][2]["nonzero_macs"].get<double>(), 0.7 * rep["rows"][2]["macs"].get<double>());
+  EXPECT_LT(rep["rows"][2]["compact_size_mb"].get<double>(), rep["rows"][2]["size_mb"].get<double>());
+  md = test::read_file(tmp_->path() / "ckpt/TS0_Wanda_ResNet18_FashionMNIST/report.md");
+  EXPECT_NE(md.find("dense kernels do the same work"), std::string::npos) << md;
+
+  // Reruns skip every finished stage.
+  r = run("wanda.yaml", " --set prune.calibration.samples=32");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* stage : {"download", "prune", "recover", "report"})
+    EXPECT_NE(r.output.find(std::string("stage ") + stage + ": up to date"), std::string::npos) << stage << r.output;
+}
+
+TEST_F(Ts0Smoke, PruningWithoutTheFineTunedModelSaysWhichCommandMakesIt) {
+  auto r = test::run_expctl(
+      "run configs/test_scenarios/TS0/nc.yaml --set paths.checkpoints=" + (tmp_->path() / "empty").string() +
+      " --set paths.datasets=" + (tmp_->path() / "data2").string() + " --set finetune.epochs=2 --only prune");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("ResNet18_FashionMNIST_FT_2.pt: the fine-tuned model is missing; make it with: expctl run "
+                          "configs/test_scenarios/TS0/finetune.yaml"),
+            std::string::npos)
+      << r.output;
+}
