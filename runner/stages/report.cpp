@@ -109,6 +109,77 @@ bool plot_curves(const fs::path& dir, const std::vector<std::pair<std::string, j
   return true;
 }
 
+// Per-layer pruning statistics from prune_metrics.json: a Markdown table and a gnuplot chart (channels kept and
+// coverage per group for structured pruning, sparsity per layer for masks).
+std::string pruning_section(const json& stats, const fs::path& dir, bool plot, spdlog::logger& log,
+                            std::vector<fs::path>& outputs) {
+  std::ostringstream md, dat;
+  std::string chart;
+  if (stats.contains("groups")) {
+    md << "\n## Channels per group\n\n| group | channels | kept | mean coverage | covered fraction "
+          "|\n|---|---:|---:|---:|---:|\n";
+    for (auto it = stats["groups"].begin(); it != stats["groups"].end(); ++it) {
+      const json& g = it.value();
+      auto num = [&](const char* k, int d) {
+        return g.contains(k) && g[k].is_number() ? fixed(g[k].get<double>(), d) : std::string("-");
+      };
+      md << "| " << it.key() << " | " << num("size", 0) << " | " << num("kept", 0) << " | " << num("mean_coverage", 3)
+         << " | " << num("covered_fraction", 3) << " |\n";
+      dat << '"' << it.key() << "\" " << g.value("size", 0) << " " << g.value("kept", g.value("size", 0)) << " "
+          << (g.contains("mean_coverage") ? g["mean_coverage"].get<double>() : 0.0) << "\n";
+    }
+    chart =
+        "set title 'channels per group: before, kept (bars); mean coverage (line)'\nset style data histograms\n"
+        "set style histogram clustered\nset style fill solid 0.6\nset xtics rotate by -60\nset ylabel 'channels'\n"
+        "set y2label 'coverage'\nset y2range [0:1]\nset y2tics\n"
+        "plot DATA using 2:xtic(1) title 'channels', '' using 3 title 'kept', '' using 0:4 axes x1y2 with "
+        "linespoints lw 2 title 'mean coverage'\n";
+  } else if (stats.contains("layers")) {
+    md << "\n## Sparsity per layer\n\n| layer | weights | zeros | sparsity |\n|---|---:|---:|---:|\n";
+    for (auto it = stats["layers"].begin(); it != stats["layers"].end(); ++it) {
+      const json& l = it.value();
+      if (l.contains("skipped")) {
+        md << "| " << it.key() << " | " << l.value("weights", 0) << " | - | not pruned ("
+           << l["skipped"].get<std::string>() << ") |\n";
+        dat << '"' << it.key() << "\" 0\n";
+        continue;
+      }
+      md << "| " << it.key() << " | " << l.value("weights", 0) << " | " << l.value("zeros", 0) << " | "
+         << fixed(l.value("sparsity", 0.0), 4) << " |\n";
+      dat << '"' << it.key() << "\" " << l.value("sparsity", 0.0) << "\n";
+    }
+    if (stats.contains("overall"))
+      for (auto it = stats["overall"].begin(); it != stats["overall"].end(); ++it)
+        md << "\nOverall sparsity over "
+           << (it.key() == "pruned_layers" ? "the pruned layers" : "all conv/linear weights") << ": "
+           << fixed(it.value().value("sparsity", 0.0), 4) << " (" << it.value().value("zeros", 0) << " of "
+           << it.value().value("weights", 0) << " weights).";
+    md << "\n";
+    chart =
+        "set title 'sparsity per layer'\nset style data histograms\nset style fill solid 0.6\n"
+        "set xtics rotate by -60\nset yrange [0:1]\nplot DATA using 2:xtic(1) notitle\n";
+  } else {
+    return "";
+  }
+  if (plot) {
+    const fs::path data = dir / "pruning_layers.dat", png = dir / "pruning_layers.png",
+                   script = dir / "pruning_layers.gp";
+    std::ofstream(data) << dat.str();
+    std::string body = chart;
+    body.replace(body.find("DATA"), 4, "'" + data.string() + "'");
+    std::ofstream(script) << "set terminal pngcairo size 1200,520 font 'sans,9'\nset output '" << png.string()
+                          << "'\nset grid ytics\nset key top right\n"
+                          << body;
+    if (std::system(("gnuplot '" + script.string() + "' 2>&1").c_str()) == 0) {
+      md << "\n![per-layer pruning](pruning_layers.png)\n";
+      outputs.push_back(png);
+    } else {
+      log.warn("gnuplot failed or is missing; no pruning_layers.png");
+    }
+  }
+  return md.str();
+}
+
 class ReportStage : public Stage {
  public:
   void run(StageContext& ctx) override {
@@ -274,12 +345,17 @@ class ReportStage : public Stage {
         << " while measuring. Peak memory " << fixed(report["peak_memory_mb"].get<double>(), 0)
         << " MB. All details in report.json.\n";
     if (plotted) doc << "\n![training curves](training_curves.png)\n";
+    std::vector<fs::path> extra_outputs;
+    if (cfg.has_stage("prune"))
+      doc << pruning_section(read_json(dir / "prune_metrics.json")["stats"], dir, p.get_bool("plot"), *ctx.log,
+                             extra_outputs);
 
     write_file_atomic(dir / "report.md", doc.str());
     write_file_atomic(dir / "report.csv", csv.str());
     write_file_atomic(dir / "report.json", report.dump(2) + "\n");
     ctx.outputs = {dir / "report.md", dir / "report.csv", dir / "report.json"};
     if (plotted) ctx.outputs.push_back(dir / "training_curves.png");
+    ctx.outputs.insert(ctx.outputs.end(), extra_outputs.begin(), extra_outputs.end());
   }
 };
 

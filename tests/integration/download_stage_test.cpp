@@ -11,26 +11,13 @@
 #include "runner/models/models.h"
 #include "runner/models/torch_file.h"
 #include "tests/core/test_util.h"
+#include "tests/integration/fakes.h"
 #include "tests/io/io_test_util.h"
 
 namespace fs = std::filesystem;
 using namespace expctl;
 
 namespace {
-
-// A torchvision-format ResNet-18 state dict (1000 classes, ImageNet stem), named like torchvision's files.
-fs::path write_fake_torchvision_weights(const fs::path& dir) {
-  torch::manual_seed(7);
-  models::ResNet net = models::make_resnet(models::ResNetSpec{});
-  auto d = models::PickleValue::dict();
-  for (const auto& kv : models::state_dict(*net)) d.set(kv.key(), models::PickleValue::from(kv.value()));
-  auto bytes = models::serialize_torch_file(d);
-  fs::path tmp = dir / "weights.pth";
-  test::write_file(tmp, std::string(bytes.begin(), bytes.end()));
-  fs::path named = dir / ("resnet18-" + io::sha256_file(tmp).substr(0, 8) + ".pth");
-  fs::rename(tmp, named);
-  return named;
-}
 
 std::string scenario(const std::string& model, const std::string& dataset) {
   return "schema: 1\nscenario: {test_scenario: TS0, method: Download}\nmodel: " + model + "\ndataset: " + dataset +
@@ -45,7 +32,7 @@ TEST(DownloadStage, FetchesVerifiesUnpacksAndSkipsWhenUpToDate) {
   fs::create_directories(www);
   io::test::make_archive(www / "cifar-10-binary.tar.gz", io::test::cifar_like_entries(20),
                          io::test::ArchiveFormat::kTarGz);
-  fs::path weights = write_fake_torchvision_weights(www);
+  fs::path weights = test::write_fake_torchvision_weights(www);
   io::test::HttpServer server(www, tmp / "server.log");
   const std::string weights_path = "/" + weights.filename().string();
 
