@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """The PyTorch baseline of bench/train_throughput.sh: the same training and evaluation as expctl's finetune stage,
 written the way a PyTorch user would (torchvision ResNet-18, DataLoader with per-sample transforms), on the same
 Fashion-MNIST subset, batch size and thread count. Prints one JSON line with images/second."""

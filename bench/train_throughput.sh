@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 train=${1:-10000}
 threads=${2:-$(nproc)}
 bin=${EXPCTL:-build/expctl}
+py=${PYTHON:-/usr/bin/python3}   # Debian's python3 with python3-torch
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 md5s=$(for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
@@ -25,9 +26,9 @@ finetune: {epochs: 1, batch_size: 128, eval_batch_size: 512, optimizer: {lr: 0.0
 YAML
 "$bin" run "$work/bench.yaml" > "$work/expctl.log" 2>&1 || { cat "$work/expctl.log"; exit 1; }
 read -r e_train e_eval < <(python3 -c "import json,sys; h=json.load(open(sys.argv[1]))['history'][0]; print(h['images_per_second'], h['eval_images_per_second'])" "$work/ckpt/BENCH_Throughput_ResNet18_FashionMNIST/finetune_metrics.json")
-py=$(OMP_NUM_THREADS=$threads python3 bench/train_throughput.py --train "$train" --threads "$threads")
-p_train=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['train_images_per_second'])" "$py")
-p_eval=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['eval_images_per_second'])" "$py")
+out=$(OMP_NUM_THREADS=$threads "$py" bench/train_throughput.py --train "$train" --threads "$threads")
+p_train=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['train_images_per_second'])" "$out")
+p_eval=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['eval_images_per_second'])" "$out")
 printf '\nResNet-18 (ImageNet stem, 1x28x28), %s training images, batch 128, %s threads, %s\n' "$train" "$threads" "$(uname -m)"
 printf '%-28s %14s %14s\n' "" "train img/s" "eval img/s"
 printf '%-28s %14.1f %14.1f\n' "expctl (C++, LibTorch)" "$e_train" "$e_eval"

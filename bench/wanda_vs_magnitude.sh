@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 sparsity=${1:-0.5}
 bin=${EXPCTL:-build/expctl}
+py=${PYTHON:-/usr/bin/python3}   # Debian's python3 with python3-torch
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ts0=configs/test_scenarios/TS0
@@ -20,7 +21,7 @@ for variant in "Wanda wanda unstructured" "WandaMagnitude magnitude unstructured
       --set prune.sparsity="$sparsity" > "$work/$1.log" 2>&1 || { cat "$work/$1.log"; exit 1; }
   fi
 done
-python3 - "$sparsity" <<'PY'
+"$py" - "$sparsity" <<'PY'
 import json, sys
 ft = json.load(open("checkpoints/TS0_FineTuning_ResNet18_FashionMNIST/finetune_metrics.json"))
 epoch_s = ft["history"][-1]["seconds"]

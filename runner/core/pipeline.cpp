@@ -27,33 +27,6 @@ extern "C" void on_stop_signal(int) { g_stop.store(true); }
 
 bool stop_requested() { return g_stop.load(); }
 
-// ---- files -------------------------------------------------------------------------------------
-
-void write_file_atomic(const fs::path& path, const std::string& content) {
-  if (path.has_parent_path()) fs::create_directories(path.parent_path());
-  fs::path tmp = path;
-  tmp += ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << content;
-    out.flush();
-    if (!out) {
-      out.close();
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw Error(path.string() +
-                  ": could not write the file (disk full or no permission); the previous "
-                  "version, if any, is intact");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw Error(path.string() + ": could not replace the file: " + ec.message());
-  }
-}
-
 // ---- pipeline ----------------------------------------------------------------------------------
 
 Pipeline::Pipeline(ScenarioConfig config, RunOptions options)

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "runner/core/config.h"
+#include "runner/core/files.h"
 #include "runner/core/naming.h"
 #include "runner/core/registry.h"
 
@@ -119,9 +120,5 @@ class Pipeline {
   RunOptions options_;
   Naming naming_;
 };
-
-/// Writes `content` to `path` through a temporary file in the same folder and a rename, so readers never
-/// see half a file and a failure leaves the previous version intact.
-void write_file_atomic(const std::filesystem::path& path, const std::string& content);
 
 }  // namespace expctl

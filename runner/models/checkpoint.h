@@ -61,8 +61,4 @@ void save_training_state(const std::filesystem::path& checkpoint, torch::optim::
 /// order) and the RNGs. Throws expctl::DataError "<file>: ..." when the file is missing, corrupt, or does not fit.
 TrainingState load_training_state(const std::filesystem::path& checkpoint, torch::optim::Optimizer& optimizer);
 
-/// Writes `bytes` to `file` through a temporary file in the same folder (fsync + rename), so readers see the
-/// old file or the new one, never a partial one. `what` names the content in errors ("checkpoint").
-void write_file_atomically(const std::filesystem::path& file, const std::vector<char>& bytes, const std::string& what);
-
 }  // namespace expctl::models

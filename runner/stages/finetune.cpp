@@ -79,18 +79,11 @@ class FinetuneStage : public Stage {
     if (r.interrupted) return;
 
     const EpochRecord& last = r.history.back();
-    nlohmann::ordered_json out;
-    out["scenario"] = ctx.naming.scenario_name();
-    out["device"] = device.str();
+    nlohmann::ordered_json out =
+        training_summary(r, ctx.naming.scenario_name(), device, before, ctx.naming.finetune_checkpoint(last.epoch));
+    out["initial"] = initial.string();
     out["test_images"] = test.size();
     out["test_source"] = test.source;
-    out["before"] = before;
-    out["after"] = {{"accuracy", last.test_accuracy}, {"loss", last.test_loss}, {"epoch", last.epoch}};
-    out["checkpoint"] = ctx.naming.finetune_checkpoint(last.epoch).string();
-    out["initial"] = initial.string();
-    out["resumed_from_epoch"] = r.resumed_from;
-    out["history"] = nlohmann::json::array();
-    for (const auto& h : r.history) out["history"].push_back(nlohmann::ordered_json(h.to_json()));
     const fs::path metrics_file = ctx.naming.report_dir() / "finetune_metrics.json";
     write_file_atomic(metrics_file, out.dump(2) + "\n");
     ctx.log->info("test accuracy: {:.2f}% before fine-tuning, {:.2f}% after {} epochs",

@@ -55,6 +55,29 @@ nlohmann::json eval_json(models::ResNet& m, const data::Split& s, int64_t batch,
   return {{"accuracy", r.accuracy}, {"loss", r.loss}, {"images", r.count}};
 }
 
+// Adaptive BN (EagleEye, Li et al. 2020): removing channels shifts the inputs of the layers after them, so the
+// fine-tuned BatchNorm statistics no longer fit; re-estimating them on a few training batches (no weight changes)
+// shows what the pruned structure can do before any fine-tuning.
+void recalibrate_batchnorm(models::ResNet& model, const data::Split& train, int64_t batches, int64_t batch_size,
+                           uint64_t seed) {
+  std::vector<torch::nn::BatchNorm2dImpl*> bns;
+  for (auto& m : model->modules(/*include_self=*/false))
+    if (auto* bn = m->as<torch::nn::BatchNorm2d>()) {
+      bn->reset_running_stats();
+      bn->options.momentum(c10::nullopt);  // cumulative average over the batches below
+      bns.push_back(bn);
+    }
+  data::LoaderOptions lo;
+  lo.batch_size = batch_size;
+  lo.seed = seed;
+  data::Loader loader(train, lo);
+  torch::NoGradGuard no_grad;
+  model->train();
+  for (int64_t j = 0; j < std::min(batches, loader.num_batches()); ++j) model->forward(loader.batch(j).images);
+  model->eval();
+  for (auto* bn : bns) bn->options.momentum(0.1);
+}
+
 class PruneStage : public Stage {
  public:
   void run(StageContext& ctx) override {
@@ -101,6 +124,12 @@ class PruneStage : public Stage {
     PrunePlan plan = PrunerRegistry::find(p.get_string("pruner"))->create()->prune(req);
     if (!plan.keep.empty()) models::prune_groups(model, plan.keep);
     apply_masks(model, plan.masks);
+    if (const int64_t bn_batches = p.get_int("recalibrate_bn"); bn_batches > 0) {
+      data::Split train_split = from_test ? data::load_dataset(cfg, true).to(device) : pool;
+      recalibrate_batchnorm(model, train_split, bn_batches, eval_batch, seed);
+      out["recalibrated_bn_batches"] = bn_batches;
+      ctx.log->info("re-estimated BatchNorm statistics on {} training batches", bn_batches);
+    }
     out["prune_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     out["after"] = eval_json(model, test, eval_batch, device);
@@ -132,6 +161,11 @@ StageEntry entry() {
   ParamTable& t = e.info.params;
   t.add_plugin("pruner", "pruner", "the pruning method (see `expctl list`); its parameters join this block");
   t.add_int("from_epoch", 0, "fine-tuning epoch to start from (0: the last epoch of scenario.starts_from)").min(0);
+  t.add_int("recalibrate_bn", 0,
+            "after pruning, re-estimate BatchNorm statistics on this many training batches (adaptive BN); 0: keep "
+            "the fine-tuned statistics")
+      .min(0)
+      .max(100000);
   e.plan = plan;
   e.create = [] { return std::make_unique<PruneStage>(); };
   return e;

@@ -68,15 +68,9 @@ class RecoverStage : public Stage {
     if (r.interrupted) return;
 
     const EpochRecord& last = r.history.back();
-    nlohmann::ordered_json out;
-    out["scenario"] = ctx.naming.scenario_name();
-    out["device"] = device.str();
-    out["before"] = {{"accuracy", ck.meta.value("accuracy", 0.0)}};
-    out["after"] = {{"accuracy", last.test_accuracy}, {"loss", last.test_loss}, {"epoch", last.epoch}};
-    out["checkpoint"] = ctx.naming.recover_checkpoint(code, last.epoch).string();
-    out["resumed_from_epoch"] = r.resumed_from;
-    out["history"] = nlohmann::json::array();
-    for (const auto& h : r.history) out["history"].push_back(nlohmann::ordered_json(h.to_json()));
+    nlohmann::ordered_json out =
+        training_summary(r, ctx.naming.scenario_name(), device, {{"accuracy", ck.meta.value("accuracy", 0.0)}},
+                         ctx.naming.recover_checkpoint(code, last.epoch));
     const fs::path metrics_file = ctx.naming.report_dir() / "recover_metrics.json";
     write_file_atomic(metrics_file, out.dump(2) + "\n");
     ctx.log->info("test accuracy: {:.2f}% pruned, {:.2f}% after {} epochs of recovery",

@@ -178,6 +178,22 @@ class ProgressBar {
 
 }  // namespace
 
+nlohmann::ordered_json training_summary(const TrainResult& result, const std::string& scenario,
+                                        const torch::Device& device, const nlohmann::json& before,
+                                        const fs::path& last_checkpoint) {
+  const EpochRecord& last = result.history.back();
+  nlohmann::ordered_json out;
+  out["scenario"] = scenario;
+  out["device"] = device.str();
+  out["before"] = before;
+  out["after"] = {{"accuracy", last.test_accuracy}, {"loss", last.test_loss}, {"epoch", last.epoch}};
+  out["checkpoint"] = last_checkpoint.string();
+  out["resumed_from_epoch"] = result.resumed_from;
+  out["history"] = nlohmann::ordered_json::array();
+  for (const auto& h : result.history) out["history"].push_back(nlohmann::ordered_json(h.to_json()));
+  return out;
+}
+
 TrainResult train(TrainJob& job) {
   const Params& p = *job.params;
   const int64_t epochs = p.get_int("epochs");

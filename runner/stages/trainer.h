@@ -61,6 +61,12 @@ struct TrainResult {
   std::vector<std::filesystem::path> checkpoints;  ///< checkpoint files of this job (all epochs, also earlier runs)
 };
 
+/// What the finetune and recover stages write to their metrics file: the accuracy before (as measured by the
+/// caller) and after, the last checkpoint, where training resumed and the per-epoch history.
+nlohmann::ordered_json training_summary(const TrainResult& result, const std::string& scenario,
+                                        const torch::Device& device, const nlohmann::json& before,
+                                        const std::filesystem::path& last_checkpoint);
+
 /// Trains job.model. Throws Error on a non-finite loss (naming the epoch and step) and when a resume file
 /// does not fit.
 TrainResult train(TrainJob& job);

@@ -1,6 +1,6 @@
 // SIGINT during fine-tuning: the run saves the last finished epoch, exits with 1, and a rerun continues from it.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -20,18 +20,27 @@ TEST(Interrupt, SigintSavesAndARerunContinues) {
   const std::string ckpt = (tmp / "ckpt").string();
   std::vector<std::string> args{EXPCTL_BINARY,
                                 "run",
-                                "configs/test_scenarios/TS0/finetune.yaml",
-                                "--set", "paths.checkpoints=" + ckpt,
-                                "--set", "paths.datasets=" + (tmp / "data").string(),
-                                "--set", "dataset.train_subset=1500",
-                                "--set", "dataset.test_subset=100",
-                                "--set", "finetune.epochs=3",
-                                "--set", "finetune.save_every=0",
-                                "--set", "runtime.threads=2",
-                                "--only", "finetune"};
+                                EXPCTL_SOURCE_DIR "/configs/test_scenarios/TS0/finetune.yaml",
+                                "--set",
+                                "paths.checkpoints=" + ckpt,
+                                "--set",
+                                "paths.datasets=" + (tmp / "data").string(),
+                                "--set",
+                                "dataset.train_subset=1500",
+                                "--set",
+                                "dataset.test_subset=100",
+                                "--set",
+                                "finetune.epochs=3",
+                                "--set",
+                                "finetune.save_every=0",
+                                "--set",
+                                "runtime.threads=2",
+                                "--only",
+                                "finetune"};
   // The data must be there first (the download stage copies Debian's files).
-  auto r = test::run_expctl("run configs/test_scenarios/TS0/finetune.yaml --only download --set paths.checkpoints=" +
-                            ckpt + " --set paths.datasets=" + (tmp / "data").string());
+  auto r =
+      test::run_expctl("run configs/test_scenarios/TS0/finetune.yaml --only download --set paths.checkpoints=" + ckpt +
+                       " --set paths.datasets=" + (tmp / "data").string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
   std::vector<char*> argv;
@@ -48,12 +57,18 @@ TEST(Interrupt, SigintSavesAndARerunContinues) {
   // Wait (bounded) for the first epoch to finish, then interrupt.
   const fs::path log = tmp / "ckpt/TS0_FineTuning_ResNet18_FashionMNIST/run.log";
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (std::chrono::steady_clock::now() < deadline &&
-         test::read_file(log).find("epoch 1/3") == std::string::npos)
+  int status = 0;
+  bool exited = false;
+  while (std::chrono::steady_clock::now() < deadline && test::read_file(log).find("epoch 1/3") == std::string::npos) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      exited = true;
+      break;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_FALSE(exited) << "expctl ended before its first epoch:\n" << test::read_file(out);
   ASSERT_NE(test::read_file(log).find("epoch 1/3"), std::string::npos) << test::read_file(out);
   ::kill(pid, SIGINT);
-  int status = 0;
   ::waitpid(pid, &status, 0);
   ASSERT_TRUE(WIFEXITED(status));
   std::string first = test::read_file(out);

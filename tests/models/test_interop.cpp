@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "runner/core/error.h"
+#include "runner/core/files.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/checkpoint.h"
 #include "runner/models/resnet.h"
@@ -236,7 +237,7 @@ TEST_F(Checkpoints, RoundTripAndPythonReproducesTheLogits) {
     auto io = em::PickleValue::dict();
     io.set("x", em::PickleValue::from(x));
     io.set("logits", em::PickleValue::from(logits));
-    em::write_file_atomically(dir_ / (c.name + "_io.pt"), em::serialize_torch_file(io), "io");
+    expctl::write_file_atomic(dir_ / (c.name + "_io.pt"), em::serialize_torch_file(io), "io");
     args += " " + ckpt.string() + " " + (dir_ / (c.name + "_io.pt")).string();
 
     em::Checkpoint contents;
@@ -271,17 +272,17 @@ TEST_F(Checkpoints, TruncatedForeignAndInconsistentFilesAreClearErrors) {
   }
   auto notckpt = em::PickleValue::dict();
   notckpt.set("weights", em::PickleValue::from(int64_t{3}));
-  em::write_file_atomically(dir_ / "other.pt", em::serialize_torch_file(notckpt), "x");
+  expctl::write_file_atomic(dir_ / "other.pt", em::serialize_torch_file(notckpt), "x");
   expect_data_error([&] { em::read_checkpoint(dir_ / "other.pt"); }, {"other.pt", "not an expctl checkpoint"});
   // A checkpoint whose arch disagrees with its tensors.
   auto v = em::read_torch_file(ckpt);
   auto* arch = const_cast<em::PickleValue*>(v.find("arch"));
   arch->set("num_classes", em::PickleValue::from(int64_t{12}));
-  em::write_file_atomically(dir_ / "bad_arch.pt", em::serialize_torch_file(v), "x");
+  expctl::write_file_atomic(dir_ / "bad_arch.pt", em::serialize_torch_file(v), "x");
   expect_data_error([&] { em::load_checkpoint(dir_ / "bad_arch.pt"); },
                     {"bad_arch.pt", "fc.weight: file has [1000, 512], model has [12, 512]"});
   arch->set("depth", em::PickleValue::from(int64_t{50}));
-  em::write_file_atomically(dir_ / "bad_arch.pt", em::serialize_torch_file(v), "x");
+  expctl::write_file_atomic(dir_ / "bad_arch.pt", em::serialize_torch_file(v), "x");
   expect_data_error([&] { em::read_checkpoint(dir_ / "bad_arch.pt"); }, {"bad_arch.pt", "depth 50"});
 }
 
