@@ -36,8 +36,8 @@ DatasetEntry cifar10() {
   e.describe = cifar10_info;
   e.files = [](const Params& p, const fs::path& dir) {
     const std::string& url = p.get_string("url");
-    return std::vector<io::RemoteFile>{
-        {url, dir / io::url_basename(url), "", p.get_string("md5"), dir / "CIFAR10", "CIFAR-10 binary tarball"}};
+    return std::vector<io::RemoteFile>{{url, dir / io::url_basename(url), "", p.get_string("md5"), dir / "CIFAR10",
+                                        "CIFAR-10 binary tarball", "dataset.url"}};
   };
   e.read = [](const Params&, const fs::path& dir, bool train) {
     fs::path batches = dir / "CIFAR10" / "cifar-10-batches-bin";
@@ -78,7 +78,7 @@ DatasetEntry fashion_mnist() {
     std::vector<io::RemoteFile> out;
     for (size_t i = 0; i < kFashionFiles.size(); ++i)
       out.push_back({base + kFashionFiles[i], dir / "FashionMNIST" / kFashionFiles[i], "", md5.empty() ? "" : md5[i],
-                     "", "Fashion-MNIST " + kFashionFiles[i]});
+                     "", "Fashion-MNIST " + kFashionFiles[i], "dataset.url"});
     return out;
   };
   e.read = [](const Params&, const fs::path& dir, bool train) {

@@ -70,6 +70,7 @@ struct RemoteFile {
   std::string md5;                   ///< checked when non-empty
   std::filesystem::path extract_to;  ///< unpack the archive here when non-empty
   std::string what;                  ///< "pretrained weights", "CIFAR-10 binary tarball", ...
+  std::string config_key;            ///< the YAML key the URL comes from ("model.weights_url"), for hints
 };
 
 /// The last path component of a URL ("https://h/a/resnet18-f37072fd.pth?x" -> "resnet18-f37072fd.pth").

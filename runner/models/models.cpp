@@ -31,7 +31,7 @@ ModelEntry resnet(int depth, const std::string& weights_url) {
     std::string name = io::url_basename(url);
     std::string sha = p.get_string("weights_sha256");
     if (sha.empty()) sha = io::sha256_prefix_from_name(name);
-    out.push_back({url, dir / name, sha, "", "", "pretrained weights"});
+    out.push_back({url, dir / name, sha, "", "", "pretrained weights", "model.weights_url"});
     return out;
   };
   e.spec = [depth](const Params& p, int64_t num_classes, int64_t in_channels) {

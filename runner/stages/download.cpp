@@ -4,6 +4,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "runner/core/error.h"
 #include "runner/core/pipeline.h"
 #include "runner/data/datasets.h"
 #include "runner/io/archive.h"
@@ -42,7 +43,15 @@ class DownloadStage : public Stage {
       o.connect_timeout_s = ctx.params.get_int("connect_timeout_s");
       o.stall_timeout_s = ctx.params.get_int("stall_timeout_s");
       o.progress = ctx.params.get_bool("progress");
-      io::DownloadResult r = io::download(o);
+      io::DownloadResult r;
+      try {
+        r = io::download(o);
+      } catch (const Error& e) {
+        // Offline machines and mirrors are common on research clusters: say how to point expctl elsewhere.
+        const bool folder = f.config_key == "dataset.url" && f.extract_to.empty();  // a folder of files
+        throw Error(std::string(e.what()) + "\n  a mirror or a local copy works too: --set " + f.config_key +
+                    "=file:///path/to/" + (folder ? std::string("folder/") : io::url_basename(f.url)));
+      }
       ctx.log->info("{}: {} ({} bytes)", r.path.string(),
                     r.fetched ? "downloaded and verified" : "present and verified", r.bytes);
       ctx.outputs.push_back(r.path);

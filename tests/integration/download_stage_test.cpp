@@ -169,3 +169,17 @@ TEST(DownloadStage, FashionMnistChecksumListMustHaveFourEntries) {
             std::string::npos)
       << r.output;
 }
+
+TEST(DownloadStage, AnUnreachableServerNamesTheKeyForAMirror) {
+  test::TempDir tmp;
+  // Port 9 (discard) on loopback: nothing listens, so the connection is refused at once.
+  test::write_file(tmp / "s.yaml", scenario("{name: ResNet18, pretrained: false}",
+                                            "{name: CIFAR10, url: 'http://127.0.0.1:9/cifar-10-binary.tar.gz'}") +
+                                       "download: {retries: 1}\n");
+  auto r = test::run_expctl("run s.yaml", tmp.path());
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(
+      r.output.find("a mirror or a local copy works too: --set dataset.url=file:///path/to/cifar-10-binary.tar.gz"),
+      std::string::npos)
+      << r.output;
+}
