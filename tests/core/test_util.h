@@ -1,5 +1,6 @@
 // Helpers for the engine tests: temporary folders, files, and running the expctl binary.
 #pragma once
+#include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -7,25 +8,26 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <random>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 
 namespace expctl::test {
 
-/// A fresh folder under the system temp dir, removed with everything in it at scope exit.
+/// A fresh folder under the system temp dir (mkdtemp), removed with everything in it at scope exit.
 class TempDir {
  public:
   TempDir() {
-    std::random_device rd;
-    path_ = std::filesystem::temp_directory_path() /
-            ("expctl-test-" + std::to_string(::getpid()) + "-" + std::to_string(rd()));
-    std::filesystem::create_directories(path_);
+    std::string pattern = (std::filesystem::temp_directory_path() / "expctl-test-XXXXXX").string();
+    if (::mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed for " + pattern);
+    path_ = std::filesystem::canonical(pattern);
   }
   ~TempDir() {
     std::error_code ec;
     std::filesystem::remove_all(path_, ec);
   }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
   const std::filesystem::path& path() const { return path_; }
   std::filesystem::path operator/(const std::string& rel) const { return path_ / rel; }
 
@@ -33,16 +35,18 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-inline void write_file(const std::filesystem::path& p, const std::string& text) {
+/// Writes `bytes` exactly (binary), creating folders.
+inline void write_file(const std::filesystem::path& p, const std::string& bytes) {
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
-  std::ofstream(p) << text;
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  if (!out) throw std::runtime_error("cannot write " + p.string());
 }
 
+/// The whole file ("" when it cannot be read: tests poll files that may not exist yet).
 inline std::string read_file(const std::filesystem::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 struct CommandResult {

@@ -7,7 +7,7 @@
 
 #include "runner/core/error.h"
 #include "runner/data/dataset.h"
-#include "tests/data/temp_dir.h"
+#include "tests/core/test_util.h"
 
 namespace fs = std::filesystem;
 using expctl::DataError;

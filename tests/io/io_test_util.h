@@ -19,44 +19,17 @@
 #include <string>
 #include <vector>
 
+#include "tests/core/test_util.h"
+
 extern char** environ;
 
 namespace expctl::io::test {
 
 namespace fs = std::filesystem;
 
-/// A fresh folder under the system temp dir, removed with everything in it at scope exit.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "expctl-io-test-XXXXXX").string();
-    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
-    path_ = fs::canonical(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-inline void write_file(const fs::path& p, const std::string& bytes) {
-  if (p.has_parent_path()) fs::create_directories(p.parent_path());
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!out) throw std::runtime_error("cannot write " + p.string());
-}
-
-inline std::string read_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + p.string());
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
+using ::expctl::test::read_file;
+using ::expctl::test::TempDir;
+using ::expctl::test::write_file;
 
 /// `n` pseudo-random bytes, the same for the same seed (a 64-bit LCG; no <random> distribution differences).
 inline std::string deterministic_bytes(std::size_t n, std::uint64_t seed) {
