@@ -62,19 +62,8 @@ class FinetuneStage : public Stage {
     ctx.log->info("before fine-tuning: test accuracy {:.2f}% (loss {:.4f})", before["accuracy"].get<double>(),
                   before["loss"].get<double>());
 
-    TrainJob job;
-    job.model = model;
-    job.train = &train_split;
-    job.test = &test;
-    job.params = &p;
-    job.augment = {cfg.dataset.get_int("augment.crop_padding"), cfg.dataset.get_bool("augment.hflip")};
-    job.seed = static_cast<uint64_t>(cfg.runtime.get_int("seed"));
-    job.device = device;
-    job.checkpoint_path = [&](int64_t e) { return ctx.naming.finetune_checkpoint(e); };
-    job.interrupt_path = ctx.naming.report_dir() / "finetune_interrupted.pt";
-    job.meta = {{"stage", "finetune"}, {"scenario", ctx.naming.scenario_name()}};
-    job.fingerprint = ctx.fingerprint;
-    job.log = ctx.log;
+    TrainJob job = make_train_job(ctx, "finetune", model, train_split, test, device,
+                                  [&](int64_t e) { return ctx.naming.finetune_checkpoint(e); });
     TrainResult r = train(job);
     if (r.interrupted) return;
 

@@ -49,20 +49,10 @@ class RecoverStage : public Stage {
     data::Split train_split = data::load_dataset(cfg, true).to(device);
     data::Split test = data::load_dataset(cfg, false).to(device);
 
-    TrainJob job;
-    job.model = model;
-    job.train = &train_split;
-    job.test = &test;
-    job.params = &ctx.params;
-    job.augment = {cfg.dataset.get_int("augment.crop_padding"), cfg.dataset.get_bool("augment.hflip")};
-    job.seed = static_cast<uint64_t>(cfg.runtime.get_int("seed"));
-    job.device = device;
-    job.checkpoint_path = [&](int64_t e) { return ctx.naming.recover_checkpoint(code, e); };
-    job.interrupt_path = ctx.naming.report_dir() / "recover_interrupted.pt";
+    TrainJob job = make_train_job(ctx, "recover", model, train_split, test, device,
+                                  [&](int64_t e) { return ctx.naming.recover_checkpoint(code, e); });
     for (const auto& kv : ck.masks) job.masks[kv.key()] = kv.value();
-    job.meta = {{"stage", "recover"}, {"scenario", ctx.naming.scenario_name()}, {"pruner", code}};
-    job.fingerprint = ctx.fingerprint;
-    job.log = ctx.log;
+    job.meta["pruner"] = code;
     ctx.log->info("recovering {} ({} masked tensors)", pruned.string(), job.masks.size());
     TrainResult r = train(job);
     if (r.interrupted) return;

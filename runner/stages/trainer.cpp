@@ -178,6 +178,26 @@ class ProgressBar {
 
 }  // namespace
 
+TrainJob make_train_job(const StageContext& ctx, const std::string& stage, models::ResNet model,
+                        const data::Split& train, const data::Split& test, torch::Device device,
+                        std::function<fs::path(int64_t)> checkpoint_path) {
+  const ScenarioConfig& cfg = ctx.config;
+  TrainJob job;
+  job.model = std::move(model);
+  job.train = &train;
+  job.test = &test;
+  job.params = &ctx.params;
+  job.augment = {cfg.dataset.get_int("augment.crop_padding"), cfg.dataset.get_bool("augment.hflip")};
+  job.seed = static_cast<uint64_t>(cfg.runtime.get_int("seed"));
+  job.device = device;
+  job.checkpoint_path = std::move(checkpoint_path);
+  job.interrupt_path = ctx.naming.report_dir() / (stage + "_interrupted.pt");
+  job.meta = {{"stage", stage}, {"scenario", ctx.naming.scenario_name()}};
+  job.fingerprint = ctx.fingerprint;
+  job.log = ctx.log;
+  return job;
+}
+
 nlohmann::ordered_json training_summary(const TrainResult& result, const std::string& scenario,
                                         const torch::Device& device, const nlohmann::json& before,
                                         const fs::path& last_checkpoint) {

@@ -61,6 +61,13 @@ struct TrainResult {
   std::vector<std::filesystem::path> checkpoints;  ///< checkpoint files of this job (all epochs, also earlier runs)
 };
 
+struct StageContext;
+/// A TrainJob filled in from a training stage's context: its block as params, the data set's augmentation, the
+/// seed, fingerprint and log, meta {"stage", "scenario"}, and interrupt state in {report dir}/{stage}_interrupted.pt.
+TrainJob make_train_job(const StageContext& ctx, const std::string& stage, models::ResNet model,
+                        const data::Split& train, const data::Split& test, torch::Device device,
+                        std::function<std::filesystem::path(int64_t epoch)> checkpoint_path);
+
 /// What the finetune and recover stages write to their metrics file: the accuracy before (as measured by the
 /// caller) and after, the last checkpoint, where training resumed and the per-epoch history.
 nlohmann::ordered_json training_summary(const TrainResult& result, const std::string& scenario,

@@ -39,18 +39,12 @@ std::string expected_of(const fs::path& rel) {
   return out;
 }
 
-struct Cwd {
-  fs::path old = fs::current_path();
-  explicit Cwd(const fs::path& p) { fs::current_path(p); }
-  ~Cwd() { fs::current_path(old); }
-};
-
 }  // namespace
 
 TEST(ConfigErrors, AtLeastTwentyFixtures) { EXPECT_GE(fixtures().size(), 20u); }
 
 TEST(ConfigErrors, EachFixtureGivesItsExactMessages) {
-  Cwd cwd(EXPCTL_SOURCE_DIR);
+  test::Cwd cwd(EXPCTL_SOURCE_DIR);
   for (const auto& f : fixtures()) {
     SCOPED_TRACE(f.string());
     std::string expected = expected_of(f);

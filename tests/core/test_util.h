@@ -35,6 +35,15 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+/// Changes the working directory for a scope (for code that resolves paths against it).
+struct Cwd {
+  explicit Cwd(const std::filesystem::path& p) : old(std::filesystem::current_path()) {
+    std::filesystem::current_path(p);
+  }
+  ~Cwd() { std::filesystem::current_path(old); }
+  std::filesystem::path old;
+};
+
 /// Writes `bytes` exactly (binary), creating folders.
 inline void write_file(const std::filesystem::path& p, const std::string& bytes) {
   if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());

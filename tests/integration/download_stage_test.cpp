@@ -60,11 +60,7 @@ TEST(DownloadStage, FetchesVerifiesUnpacksAndSkipsWhenUpToDate) {
   EXPECT_EQ(server.requests("/cifar-10-binary.tar.gz").size(), 1u);
 
   // What was downloaded is what the registries read: the data set (subset applied) and the adapted model.
-  struct Cwd {
-    fs::path old = fs::current_path();
-    ~Cwd() { fs::current_path(old); }
-  } restore;
-  fs::current_path(tmp.path());
+  test::Cwd cwd(tmp.path());
   ScenarioConfig cfg = load_scenario("s.yaml");
   data::Split test = data::load_dataset(cfg, false);
   EXPECT_EQ(test.size(), 10);
@@ -114,11 +110,7 @@ TEST(DownloadStage, FashionMnistFromDebiansFolder) {
                                                 "/', test_subset: 200, md5: [" + join(md5) + "]}"));
   auto r = test::run_expctl("run s.yaml", tmp.path());
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  struct Cwd {
-    fs::path old = fs::current_path();
-    ~Cwd() { fs::current_path(old); }
-  } restore;
-  fs::current_path(tmp.path());
+  test::Cwd cwd(tmp.path());
   ScenarioConfig cfg = load_scenario("s.yaml");
   data::Split test = data::load_dataset(cfg, false);
   EXPECT_EQ(test.size(), 200);

@@ -24,8 +24,8 @@ TEST(Ts1Smoke, ExactNamesForFineTuningNeuronCoverageAndWanda) {
   const std::string sets =
       " --set model.weights_url=file://" + weights.string() + " --set dataset.url=file://" + tarball.string() +
       " --set dataset.md5=" + io::md5_file(tarball) + " --set paths.checkpoints=" + (t / "checkpoints").string() +
-      " --set paths.models=" + (t / "downloaded_models").string() + " --set paths.datasets=" +
-      (t / "downloaded_datasets").string() +
+      " --set paths.models=" + (t / "downloaded_models").string() +
+      " --set paths.datasets=" + (t / "downloaded_datasets").string() +
       " --set runtime.threads=2 --set finetune.epochs=2 --set finetune.save_every=1 --set finetune.batch_size=32"
       " --set recover.epochs=1 --set recover.batch_size=32 --set report.latency.warmup=1 --set report.latency.repeats=1"
       " --set report.latency.large_batch=4 --set report.latency.large_batch_repeats=1 --set report.plot=false";
@@ -41,8 +41,8 @@ TEST(Ts1Smoke, ExactNamesForFineTuningNeuronCoverageAndWanda) {
   for (const char* f : {"TS1/ResNet18_CIFAR10_FT_1.pt", "TS1/ResNet18_CIFAR10_FT_2.pt",
                         "TS1/ResNet18_CIFAR10_FTAP_NC_1.pt", "TS1/ResNet18_CIFAR10_FTAP_W_1.pt"})
     EXPECT_TRUE(fs::exists(t / "checkpoints" / f)) << f;
-  for (const char* d : {"TS1_FineTuning_ResNet18_CIFAR10", "TS1_NeuronCoverage_ResNet18_CIFAR10",
-                        "TS1_Wanda_ResNet18_CIFAR10"})
+  for (const char* d :
+       {"TS1_FineTuning_ResNet18_CIFAR10", "TS1_NeuronCoverage_ResNet18_CIFAR10", "TS1_Wanda_ResNet18_CIFAR10"})
     for (const char* f : {"report.md", "report.csv", "report.json", "resolved.yaml", "run.log"})
       EXPECT_TRUE(fs::exists(t / "checkpoints" / d / f)) << d << "/" << f;
   EXPECT_TRUE(fs::exists(t / "downloaded_models" / weights.filename()));
@@ -54,10 +54,12 @@ TEST(Ts1Smoke, ExactNamesForFineTuningNeuronCoverageAndWanda) {
   ASSERT_EQ(rep["rows"].size(), 2u);
   EXPECT_EQ(rep["rows"][0]["macs"], 555422720);
   // The pruning reports start from the last fine-tuning checkpoint.
-  auto nc = nlohmann::json::parse(test::read_file(t / "checkpoints/TS1_NeuronCoverage_ResNet18_CIFAR10/prune_metrics.json"));
+  auto nc =
+      nlohmann::json::parse(test::read_file(t / "checkpoints/TS1_NeuronCoverage_ResNet18_CIFAR10/prune_metrics.json"));
   EXPECT_EQ(nc["source_checkpoint"], (t / "checkpoints/TS1/ResNet18_CIFAR10_FT_2.pt").string());
   EXPECT_NE(test::read_file(t / "checkpoints/TS1_Wanda_ResNet18_CIFAR10/report.md").find("## Sparsity per layer"),
             std::string::npos);
-  EXPECT_NE(test::read_file(t / "checkpoints/TS1_NeuronCoverage_ResNet18_CIFAR10/report.md").find("## Channels per group"),
-            std::string::npos);
+  EXPECT_NE(
+      test::read_file(t / "checkpoints/TS1_NeuronCoverage_ResNet18_CIFAR10/report.md").find("## Channels per group"),
+      std::string::npos);
 }
