@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iomanip>
+#include <map>
 #include <sstream>
 
 #include "runner/core/error.h"
@@ -41,25 +42,32 @@ json read_json(const fs::path& f) {
   }
 }
 
-std::vector<Row> rows_of(const ScenarioConfig& cfg, const Naming& n) {
+// The metrics files of the scenario's training and pruning stages, read once, by stage name.
+std::map<std::string, json> stage_metrics(const ScenarioConfig& cfg, const Naming& n) {
+  std::map<std::string, json> out;
+  for (const char* stage : {"finetune", "prune", "recover"})
+    if (cfg.has_stage(stage)) out[stage] = read_json(n.report_dir() / (std::string(stage) + "_metrics.json"));
+  if (out.empty())
+    throw Error(cfg.file.string() + ": the report needs a finetune, prune or recover stage to report on");
+  return out;
+}
+
+std::vector<Row> rows_of(const std::map<std::string, json>& metrics, const Naming& n) {
   std::vector<Row> rows;
-  const fs::path dir = n.report_dir();
-  if (cfg.has_stage("finetune")) {
-    json m = read_json(dir / "finetune_metrics.json");
+  if (auto it = metrics.find("finetune"); it != metrics.end()) {
+    const json& m = it->second;
     rows.push_back({"before fine-tuning", m.at("initial").get<std::string>(), m.at("before")});
     rows.push_back({"fine-tuned", m.at("checkpoint").get<std::string>(), m.at("after")});
   }
-  if (cfg.has_stage("prune")) {
-    json m = read_json(dir / "prune_metrics.json");
+  if (auto it = metrics.find("prune"); it != metrics.end()) {
+    const json& m = it->second;
     rows.push_back({"fine-tuned (loaded)", m.at("source_checkpoint").get<std::string>(), m.at("before")});
     rows.push_back({"pruned", n.pruned_checkpoint(), m.at("after")});
   }
-  if (cfg.has_stage("recover")) {
-    json m = read_json(dir / "recover_metrics.json");
+  if (auto it = metrics.find("recover"); it != metrics.end()) {
+    const json& m = it->second;
     rows.push_back({"pruned + fine-tuned", m.at("checkpoint").get<std::string>(), m.at("after")});
   }
-  if (rows.empty())
-    throw Error(cfg.file.string() + ": the report needs a finetune, prune or recover stage to report on");
   return rows;
 }
 
@@ -188,7 +196,8 @@ class ReportStage : public Stage {
     torch::Device device = prepare_runtime(cfg, *ctx.log);
     const data::DatasetInfo& info = data::dataset_entry(cfg).describe();
     const int64_t large = p.get_int("latency.large_batch");
-    std::vector<Row> rows = rows_of(cfg, ctx.naming);
+    const std::map<std::string, json> stages = stage_metrics(cfg, ctx.naming);
+    std::vector<Row> rows = rows_of(stages, ctx.naming);
 
     json report;
     report["scenario"] = ctx.naming.scenario_name();
@@ -196,10 +205,7 @@ class ReportStage : public Stage {
     report["environment"] = metrics::environment_info(device, at::get_num_threads());
     report["seed"] = cfg.runtime.get_int("seed");
     report["input"] = {info.channels, info.height, info.width};
-    if (cfg.has_stage("prune")) {
-      json m = read_json(ctx.naming.report_dir() / "prune_metrics.json");
-      report["calibration"] = m.at("calibration");
-    }
+    if (stages.count("prune")) report["calibration"] = stages.at("prune").at("calibration");
     report["rows"] = json::array();
     bool masked = false;
     for (const Row& r : rows) {
@@ -246,9 +252,7 @@ class ReportStage : public Stage {
 
     std::vector<std::pair<std::string, json>> histories;
     for (const char* stage : {"finetune", "recover"})
-      if (cfg.has_stage(stage))
-        histories.emplace_back(stage,
-                               read_json(ctx.naming.report_dir() / (std::string(stage) + "_metrics.json"))["history"]);
+      if (stages.count(stage)) histories.emplace_back(stage, stages.at(stage)["history"]);
     const fs::path dir = ctx.naming.report_dir();
     bool plotted = p.get_bool("plot") && plot_curves(dir, histories, *ctx.log);
 
@@ -349,9 +353,8 @@ class ReportStage : public Stage {
         << " MB. All details in report.json.\n";
     if (plotted) doc << "\n![training curves](training_curves.png)\n";
     std::vector<fs::path> extra_outputs;
-    if (cfg.has_stage("prune"))
-      doc << pruning_section(read_json(dir / "prune_metrics.json")["stats"], dir, p.get_bool("plot"), *ctx.log,
-                             extra_outputs);
+    if (stages.count("prune"))
+      doc << pruning_section(stages.at("prune")["stats"], dir, p.get_bool("plot"), *ctx.log, extra_outputs);
 
     write_file_atomic(dir / "report.md", doc.str());
     write_file_atomic(dir / "report.csv", csv.str());
