@@ -54,6 +54,9 @@ struct PrunerEntry {
   static constexpr const char* kKind = "pruner";
   PluginInfo info;  ///< info.code is the short name in checkpoint names ("NC", "W")
   std::function<std::unique_ptr<Pruner>()> create;
+  /// A short name of one configuration for tables and plot legends ("Wanda 2:4", "Magnitude"); `params` is the
+  /// prune block. Unset: info.name.
+  std::function<std::string(const Params& params)> label;
 };
 using PrunerRegistry = TypedRegistry<PrunerEntry>;
 

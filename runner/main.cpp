@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   expctl::cli::add_list(app, exit_code);
   expctl::cli::add_describe(app, exit_code);
   expctl::cli::add_show_config(app, exit_code);
+  expctl::cli::add_sweep(app, exit_code);
+  expctl::cli::add_compare(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

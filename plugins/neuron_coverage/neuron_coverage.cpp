@@ -409,6 +409,9 @@ PrunerEntry entry() {
   PrunerEntry e;
   e.info = info();
   e.create = [] { return std::make_unique<NeuronCoveragePruner>(); };
+  e.label = [](const Params& p) {
+    return std::string("Neuron Coverage") + (p.get_string("scope") == "global" ? " (global)" : "");
+  };
   return e;
 }
 

@@ -460,6 +460,13 @@ PrunerEntry entry() {
                            std::to_string(n)});
   };
   e.create = [] { return std::make_unique<WandaPruner>(); };
+  e.label = [](const Params& p) {
+    std::string name = p.get_string("score") == "magnitude" ? "Magnitude" : "Wanda";
+    const std::string& mode = p.get_string("mode");
+    if (mode == "n:m") return name + " " + std::to_string(p.get_int("n")) + ":" + std::to_string(p.get_int("m"));
+    if (mode == "structured") return name + " structured";
+    return name;
+  };
   return e;
 }
 

@@ -6,6 +6,7 @@
 #include "runner/core/config.h"
 #include "runner/core/error.h"
 #include "runner/core/naming.h"
+#include "runner/sweep/sweep.h"
 
 namespace expctl::cli {
 
@@ -20,7 +21,11 @@ void add_validate(CLI::App& app, int& exit_code) {
       int code = 0;
       guarded(code, [&] {
         ScenarioConfig cfg = load_scenario(f, *sets);
-        std::cout << f << ": ok (" << Naming(cfg).scenario_name() << ", stages: " << join(cfg.stages) << ")\n";
+        std::string sweep;
+        if (!cfg.sweep.empty())  // every cell is checked too
+          sweep = ", sweep: " + std::to_string(sweep::expand(f, *sets).size()) + " cells";
+        std::cout << f << ": ok (" << Naming(cfg).scenario_name() << ", stages: " << join(cfg.stages) << sweep
+                  << ")\n";
       });
       exit_code = std::max(exit_code, code);
     }

@@ -64,8 +64,44 @@ EXPCTL_REGISTER_PLUGIN(section_info("scenario", "what the scenario is (names its
 EXPCTL_REGISTER_PLUGIN(section_info("runtime", "device, threads and seed", runtime_section()));
 EXPCTL_REGISTER_PLUGIN(section_info("paths", "where inputs and outputs live", paths_section()));
 
-const std::vector<std::string> kFixedTopKeys{"schema",  "include", "scenario", "model",
-                                             "dataset", "stages",  "runtime",  "paths"};
+const std::vector<std::string> kFixedTopKeys{"schema", "include", "scenario", "model", "dataset",
+                                             "stages", "runtime", "paths",    "sweep"};
+
+// Sets root[parts...] = value, creating intermediate maps (marked `where`). Reports a non-map on the way.
+void set_dotted(const YNodePtr& root, const std::vector<std::string>& parts, const YNodePtr& value,
+                const Mark& where, const std::string& label, std::vector<std::string>& errors) {
+  YNodePtr node = root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    YNodePtr next = node->get(parts[i]);
+    if (!next || next->is_null()) {
+      next = std::make_shared<YNode>();
+      next->kind = YNode::Kind::Map;
+      next->mark = where;
+      node->set(parts[i], next, where);
+    } else if (!next->is_map()) {
+      std::string prefix;
+      for (size_t j = 0; j <= i; ++j) prefix += (j ? "." : "") + parts[j];
+      errors.push_back(label + ": " + prefix + " is " + next->describe() + ", not a mapping");
+      return;
+    }
+    node = next;
+  }
+  node->set(parts.back(), value, where);
+}
+
+// "a.b.c" -> {a, b, c}; empty when a part is empty.
+std::vector<std::string> split_dotted(const std::string& key) {
+  std::vector<std::string> parts;
+  size_t start = 0, dot;
+  while ((dot = key.find('.', start)) != std::string::npos) {
+    parts.push_back(key.substr(start, dot - start));
+    start = dot + 1;
+  }
+  parts.push_back(key.substr(start));
+  for (const auto& p : parts)
+    if (p.empty()) return {};
+  return parts;
+}
 
 // Applies "a.b.c=value" to the tree. The value is YAML ("0.5", "[conv1, fc]", "{a: 1}").
 void apply_override(const YNodePtr& root, const std::string& text, std::vector<std::string>& errors) {
@@ -75,18 +111,11 @@ void apply_override(const YNodePtr& root, const std::string& text, std::vector<s
     errors.push_back("--set " + text + ": expected KEY=VALUE with a dotted key, e.g. --set finetune.epochs=5");
     return;
   }
-  std::vector<std::string> parts;
-  size_t start = 0, dot;
-  while ((dot = key.find('.', start)) != std::string::npos) {
-    parts.push_back(key.substr(start, dot - start));
-    start = dot + 1;
+  std::vector<std::string> parts = split_dotted(key);
+  if (parts.empty()) {
+    errors.push_back("--set " + text + ": '" + key + "' is not a valid dotted key");
+    return;
   }
-  parts.push_back(key.substr(start));
-  for (const auto& p : parts)
-    if (p.empty()) {
-      errors.push_back("--set " + text + ": '" + key + "' is not a valid dotted key");
-      return;
-    }
   std::string label = "--set " + text;
   std::string value_text = text.substr(eq + 1);
   YNodePtr value;
@@ -113,23 +142,7 @@ void apply_override(const YNodePtr& root, const std::string& text, std::vector<s
     for (auto& i : n->items) todo.push_back(i.get());
     for (auto& e : n->entries) todo.push_back(e.second.get());
   }
-  YNodePtr node = root;
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    YNodePtr next = node->get(parts[i]);
-    if (!next || next->is_null()) {
-      next = std::make_shared<YNode>();
-      next->kind = YNode::Kind::Map;
-      next->mark = Mark{label_ptr, 0, 0};
-      node->set(parts[i], next, Mark{label_ptr, 0, 0});
-    } else if (!next->is_map()) {
-      std::string prefix;
-      for (size_t j = 0; j <= i; ++j) prefix += (j ? "." : "") + parts[j];
-      errors.push_back(label + ": " + prefix + " is " + next->describe() + ", not a mapping");
-      return;
-    }
-    node = next;
-  }
-  node->set(parts.back(), value, Mark{label_ptr, 0, 0});
+  set_dotted(root, parts, value, Mark{label_ptr, 0, 0}, label, errors);
 }
 
 // Validates a block whose table may contain a plugin selector (model.name, prune.pruner): the selected
@@ -197,11 +210,47 @@ std::vector<std::string> upstream_overrides(const fs::path& upstream, const std:
   return out;
 }
 
-ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& overrides, int depth) {
+// The `sweep:` block: a mapping of dotted keys (into model, dataset, runtime or a stage block) to non-empty lists.
+std::vector<SweepAxis> parse_sweep(const YNodePtr& block, const std::vector<std::string>& stage_names,
+                                   std::vector<Diagnostic>& diags) {
+  std::vector<SweepAxis> out;
+  if (!block) return out;
+  if (!block->is_map() || block->entries.empty()) {
+    diags.push_back({block->mark, "sweep",
+                     "expected a mapping of dotted keys to lists of values, e.g. sweep: {prune.sparsity: [0.3, 0.5]}"});
+    return out;
+  }
+  for (size_t i = 0; i < block->entries.size(); ++i) {
+    const auto& [key, value] = block->entries[i];
+    const Mark& km = block->key_marks[i];
+    std::vector<std::string> parts = split_dotted(key);
+    const std::string head = parts.empty() ? "" : parts[0];
+    const bool sweepable = head == "model" || head == "dataset" || head == "runtime" ||
+                           std::find(stage_names.begin(), stage_names.end(), head) != stage_names.end();
+    if (parts.size() < 2 || !sweepable) {
+      diags.push_back({km, "sweep." + key,
+                       "expected a dotted key into model, dataset, runtime or a stage block (e.g. prune.sparsity); "
+                       "scenario, paths and stages cannot be swept"});
+      continue;
+    }
+    if (!value->is_seq() || value->items.empty()) {
+      diags.push_back({value->mark, "sweep." + key,
+                       "expected a non-empty list of values, got " +
+                           (value->is_seq() ? std::string("an empty list") : value->describe())});
+      continue;
+    }
+    out.push_back({key, km, value->items});
+  }
+  return out;
+}
+
+ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& overrides, int depth,
+                         const std::string& cell_id = "", const std::vector<CellSetting>& cell = {}) {
   std::vector<std::string> errors;
   YNodePtr root = load_yaml_with_includes(file, errors);
   if (root) {
     for (const auto& o : overrides) apply_override(root, o, errors);
+    for (const auto& c : cell) set_dotted(root, split_dotted(c.key), c.value, c.key_mark, c.key_mark.str(), errors);
   }
   if (!errors.empty()) throw ConfigError(join(errors, "\n"));
 
@@ -240,6 +289,12 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
     diags.push_back({top, "schema", "missing required key (the scenario format version: schema: 1)"});
   }
 
+  cfg.sweep = parse_sweep(root->get("sweep"), stage_names, diags);
+  if (!cell_id.empty()) {
+    cfg.sweep.clear();  // a cell is one concrete run
+    cfg.sweep_cell = cell_id;
+    for (const auto& c : cell) cfg.sweep_values[c.key] = c.value->is_scalar() ? c.value->scalar : to_yaml(c.value);
+  }
   cfg.scenario = validate_block(root->get("scenario"), top, "scenario", scenario_section(), diags);
   cfg.runtime = validate_block(root->get("runtime"), top, "runtime", runtime_section(), diags);
   cfg.paths = validate_block(root->get("paths"), top, "paths", paths_section(), diags);
@@ -365,6 +420,11 @@ void emit_json(YAML::Emitter& out, const nlohmann::ordered_json& j) {
 
 ScenarioConfig load_scenario(const fs::path& file, const std::vector<std::string>& overrides) {
   return load_impl(file, overrides, 0);
+}
+
+ScenarioConfig load_scenario_cell(const fs::path& file, const std::vector<std::string>& overrides,
+                                  const std::string& cell_id, const std::vector<CellSetting>& settings) {
+  return load_impl(file, overrides, 0, cell_id, settings);
 }
 
 nlohmann::ordered_json ScenarioConfig::resolved() const {

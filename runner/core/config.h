@@ -23,6 +23,25 @@ namespace expctl {
 /// The scenario format version this build reads.
 inline constexpr int64_t kSchemaVersion = 1;
 
+/// One axis of a `sweep:` block: a dotted key and the values it takes, as written (with their marks).
+///
+///     sweep:
+///       prune.sparsity: [0.3, 0.5, 0.7]
+///       prune.score: [wanda, magnitude]
+struct SweepAxis {
+  std::string key;              ///< "prune.sparsity"
+  Mark key_mark;                ///< where the key is written
+  std::vector<YNodePtr> values;  ///< non-empty
+};
+
+/// A sweep cell's settings, applied on top of the file and its --set options. Unlike --set, they are not
+/// passed to the scenario named by starts_from: every cell starts from the one shared fine-tuned model.
+struct CellSetting {
+  std::string key;
+  Mark key_mark;
+  YNodePtr value;
+};
+
 /// A validated scenario with every default filled in.
 struct ScenarioConfig {
   std::filesystem::path file;            ///< the scenario file as given
@@ -33,8 +52,14 @@ struct ScenarioConfig {
   Params paths;                          ///< checkpoints, models, datasets, reports
   std::vector<std::string> stages;       ///< in run order
   std::map<std::string, Params> blocks;  ///< parameters of each listed stage (with a selected plugin's merged in)
-  /// The scenario named by scenario.starts_from (loaded without --set), or null.
+  /// The scenario named by scenario.starts_from (loaded with the --set options that concern it), or null.
   std::shared_ptr<const ScenarioConfig> upstream;
+  /// The file's `sweep:` block (empty: none). `expctl run` ignores it; `expctl sweep` expands it into cells.
+  std::vector<SweepAxis> sweep;
+  /// On a sweep cell: its id ("sparsity=0.3_score=wanda"), which names its folders; empty for a plain run.
+  std::string sweep_cell;
+  /// On a sweep cell: its settings {"prune.sparsity": "0.3", ...} (values as YAML text).
+  nlohmann::ordered_json sweep_values = nlohmann::ordered_json::object();
 
   const std::string& test_scenario() const { return scenario.get_string("test_scenario"); }
   const std::string& method() const { return scenario.get_string("method"); }
@@ -57,6 +82,11 @@ const ParamTable& paths_section();
 /// Loads and validates one scenario file with `overrides` ("dotted.key=value", YAML syntax for the value).
 /// Throws ConfigError listing every problem, one "file:line:col: dotted.key: reason" per line.
 ScenarioConfig load_scenario(const std::filesystem::path& file, const std::vector<std::string>& overrides = {});
+
+/// Loads one cell of a sweep: the file, its --set `overrides`, then the cell's `settings` (whose errors point at
+/// the sweep block). `cell_id` names the cell's folders (see Naming).
+ScenarioConfig load_scenario_cell(const std::filesystem::path& file, const std::vector<std::string>& overrides,
+                                  const std::string& cell_id, const std::vector<CellSetting>& settings);
 
 /// Converts nlohmann JSON to YAML text (block style).
 std::string json_to_yaml(const nlohmann::ordered_json& j);

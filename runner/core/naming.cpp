@@ -11,6 +11,8 @@ Naming::Naming(const ScenarioConfig& cfg)
       method_(cfg.method()),
       model_(cfg.model_name()),
       dataset_(cfg.dataset_name()),
+      cell_(cfg.sweep_cell),
+      cell_finetunes_(!cfg.sweep_cell.empty() && cfg.has_stage("finetune")),
       checkpoints_(cfg.paths.get_string("checkpoints")),
       models_dir_(cfg.paths.get_string("models")),
       datasets_dir_(cfg.paths.get_string("datasets")),
@@ -18,16 +20,20 @@ Naming::Naming(const ScenarioConfig& cfg)
 
 std::string Naming::scenario_name() const { return ts_ + "_" + method_ + "_" + model_ + "_" + dataset_; }
 
-std::filesystem::path Naming::report_dir() const { return checkpoints_ / scenario_name(); }
+std::filesystem::path Naming::report_dir() const {
+  return cell_.empty() ? checkpoints_ / scenario_name() : checkpoints_ / scenario_name() / "sweep" / cell_;
+}
 
-std::filesystem::path Naming::checkpoint_dir() const { return checkpoints_ / ts_; }
+// A cell of a pruning sweep reads the shared fine-tuned model; only a cell that fine-tunes keeps its own.
+std::filesystem::path Naming::checkpoint_dir() const { return cell_finetunes_ ? report_dir() : checkpoints_ / ts_; }
 
 std::filesystem::path Naming::finetune_checkpoint(int64_t epoch) const {
   return checkpoint_dir() / (model_ + "_" + dataset_ + "_FT_" + std::to_string(epoch) + ".pt");
 }
 
 std::filesystem::path Naming::recover_checkpoint(const std::string& pruner_code, int64_t epoch) const {
-  return checkpoint_dir() / (model_ + "_" + dataset_ + "_FTAP_" + pruner_code + "_" + std::to_string(epoch) + ".pt");
+  return (cell_.empty() ? checkpoint_dir() : report_dir()) /
+         (model_ + "_" + dataset_ + "_FTAP_" + pruner_code + "_" + std::to_string(epoch) + ".pt");
 }
 
 std::vector<int64_t> Naming::existing_finetune_epochs() const {

@@ -4,6 +4,9 @@
 //   checkpoints     {checkpoints}/{TS}/{Model}_{Dataset}_FT_{E}.pt   checkpoints/TS1/ResNet18_CIFAR10_FT_5.pt
 //                   {checkpoints}/{TS}/{Model}_{Dataset}_FTAP_{code}_{E}.pt   ..._FTAP_NC_5.pt, ..._FTAP_W_10.pt
 //   report folder   {checkpoints}/{scenario name}/
+//
+// A sweep cell (expctl sweep) keeps all its files in its own folder, so cells never collide with each other or
+// with the plain run:   {checkpoints}/{scenario name}/sweep/{cell id}/   (report, pruned.pt, FT/FTAP checkpoints)
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -26,7 +29,10 @@ class Naming {
 
   /// {TS}_{Method}_{Model}_{Dataset}
   std::string scenario_name() const;
-  /// {checkpoints}/{scenario name}/ : report, resolved config, log, manifests, lock.
+  /// The sweep cell id ("sparsity=0.3"), or "" for a plain run.
+  const std::string& cell() const { return cell_; }
+  /// {checkpoints}/{scenario name}/ : report, resolved config, log, manifests, lock
+  /// (a sweep cell: {checkpoints}/{scenario name}/sweep/{cell id}/).
   std::filesystem::path report_dir() const;
   /// Fine-tuning checkpoint: {checkpoints}/{TS}/{Model}_{Dataset}_FT_{epoch}.pt
   std::filesystem::path finetune_checkpoint(int64_t epoch) const;
@@ -41,11 +47,14 @@ class Naming {
   std::filesystem::path datasets_dir() const { return datasets_dir_; }
   /// Cross-scenario reports: {reports}/{TS}/
   std::filesystem::path reports_dir() const;
-  /// Folder for checkpoints of this test scenario: {checkpoints}/{TS}/
+  /// Folder of the fine-tuning checkpoints: {checkpoints}/{TS}/ (also for the cells of a pruning sweep, which
+  /// start from the shared fine-tuned model; a cell of a fine-tuning sweep: its own folder). FTAP checkpoints of
+  /// a cell go to its own folder.
   std::filesystem::path checkpoint_dir() const;
 
  private:
-  std::string ts_, method_, model_, dataset_;
+  std::string ts_, method_, model_, dataset_, cell_;
+  bool cell_finetunes_ = false;
   std::filesystem::path checkpoints_, models_dir_, datasets_dir_, reports_;
 };
 

@@ -19,6 +19,7 @@
 #include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
 #include "runner/stages/trainer.h"
+#include "runner/sweep/summary.h"
 
 namespace expctl {
 namespace fs = std::filesystem;
@@ -202,6 +203,8 @@ class ReportStage : public Stage {
     json report;
     report["scenario"] = ctx.naming.scenario_name();
     report["file"] = cfg.file.string();
+    report["method"] = sweep::method_info(cfg);
+    if (!cfg.sweep_cell.empty()) report["sweep_cell"] = {{"id", cfg.sweep_cell}, {"settings", cfg.sweep_values}};
     report["environment"] = metrics::environment_info(device, at::get_num_threads());
     report["seed"] = cfg.runtime.get_int("seed");
     report["input"] = {info.channels, info.height, info.width};
@@ -320,7 +323,8 @@ class ReportStage : public Stage {
 
     const json& env = report["environment"];
     std::ostringstream doc;
-    doc << "# " << ctx.naming.scenario_name() << "\n\n"
+    doc << "# " << ctx.naming.scenario_name()
+        << (cfg.sweep_cell.empty() ? std::string() : " (sweep cell " + cfg.sweep_cell + ")") << "\n\n"
         << "Scenario file `" << cfg.file.string() << "`, seed " << cfg.runtime.get_int("seed") << ". Input "
         << info.channels << "x" << info.height << "x" << info.width << ".\n\n"
         << md.str() << "\n"

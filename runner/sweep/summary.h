@@ -1,0 +1,48 @@
+// Cross-run summaries: one table (Markdown, CSV, JSON) and two gnuplot charts (accuracy against MACs and against
+// latency, one curve per method) from the report.json files of finished runs. `expctl sweep` writes one per sweep,
+// `expctl compare` one over several scenarios (Neuron Coverage against the Wanda variants and magnitude).
+#pragma once
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace expctl {
+struct ScenarioConfig;
+}
+
+namespace expctl::sweep {
+
+/// What identifies a run's method in tables and legends: {"scenario_method", "pruner", "label", "sparsity", and the
+/// pruner's own keys such as "mode" and "score"}. Written by the report stage into report.json ("method").
+nlohmann::ordered_json method_info(const ScenarioConfig& cfg);
+
+/// One finished pruning run, read from its report.json.
+struct RunSummary {
+  std::string run;     ///< cell id, or "plain" for the scenario's own run
+  std::string scenario;
+  std::string label;   ///< method label ("Wanda 2:4")
+  double sparsity = 0;  ///< requested sparsity (n/m for N:M)
+  double acc_loaded = 0, acc_pruned = 0, acc_recovered = 0;  ///< top-1 %, full test split
+  double params = 0, size_mb = 0, compact_size_mb = 0;
+  double macs = 0, nonzero_macs = 0;  ///< of the recovered model (the pruned one has the same shapes and masks)
+  double base_macs = 0, base_latency_b1_ms = 0, base_latency_large_ms = 0;  ///< the loaded fine-tuned model
+  double latency_b1_ms = 0;         ///< median, batch 1
+  double latency_large_ms = 0;      ///< median per image at the large batch
+  int64_t large_batch = 0;
+  bool masked = false;
+  std::filesystem::path report;
+};
+
+/// Reads a pruning run's report.json; nullopt when the file is absent. Throws DataError naming the file when it
+/// is not a pruning report (no "pruned" row) or a field is missing.
+std::optional<RunSummary> read_run(const std::filesystem::path& report_json, const std::string& run);
+
+/// Writes summary.md, summary.csv, summary.json and (with `plot`) accuracy_vs_macs.png and accuracy_vs_latency.png
+/// into `dir`; returns the files written. Rows are sorted by method, then sparsity. Throws Error when `runs` is
+/// empty.
+std::vector<std::filesystem::path> write_summary(const std::filesystem::path& dir, const std::string& title,
+                                                 const std::vector<RunSummary>& runs, bool plot);
+
+}  // namespace expctl::sweep
