@@ -1,9 +1,13 @@
 // expctl run FILE... [--set key=value]... [--only STAGE] [--force] [--dry-run]
+// Under torchrun or an srun step of several tasks, each process runs this; they form one data-parallel group.
 #include <CLI/CLI.hpp>
 #include <iostream>
 
 #include "runner/cli/commands.h"
+#include "runner/core/error.h"
 #include "runner/core/pipeline.h"
+#include "runner/dist/dist.h"
+#include "runner/stages/trainer.h"
 
 namespace expctl::cli {
 
@@ -24,12 +28,33 @@ void add_run(CLI::App& app, int& exit_code) {
       // Validate everything before running anything: a typo in the third file must not cost two runs.
       std::vector<Pipeline> pipelines;
       for (const auto& f : opts->files) pipelines.emplace_back(load_scenario(f, opts->sets), opts->run);
+      dist::WorldInfo world = dist::detect_world();
       if (opts->run.dry_run) {
-        for (const auto& p : pipelines) std::cout << p.plan_text();
+        if (world.rank == 0)
+          for (const auto& p : pipelines) std::cout << p.plan_text();
         return;
       }
       for (const auto& p : pipelines) p.check_runnable();
-      for (auto& p : pipelines) p.run();
+      if (world.world_size == 1) {
+        for (auto& p : pipelines) p.run();
+        return;
+      }
+      // One process group for every scenario of this command; its backend follows the device (NCCL on CUDA).
+      torch::Device device = resolve_device(pipelines.front().config().runtime.get_string("device"), world);
+      for (const auto& p : pipelines)
+        if (resolve_device(p.config().runtime.get_string("device"), world) != device)
+          throw Error(p.config().file.string() + ": runtime.device resolves to " +
+                      resolve_device(p.config().runtime.get_string("device"), world).str() + ", but " +
+                      pipelines.front().config().file.string() + " to " + device.str() +
+                      "; scenarios run together over several processes must share the device");
+      dist::init(world, device);
+      try {
+        for (auto& p : pipelines) p.run();
+      } catch (...) {
+        dist::shutdown(/*graceful=*/false);
+        throw;
+      }
+      dist::shutdown();
     });
   });
 }

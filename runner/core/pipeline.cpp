@@ -8,12 +8,14 @@
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 
 #include "runner/core/error.h"
 #include "runner/core/hash.h"
 #include "runner/core/lock.h"
+#include "runner/dist/dist.h"
 
 namespace expctl {
 namespace fs = std::filesystem;
@@ -26,6 +28,7 @@ extern "C" void on_stop_signal(int) { g_stop.store(true); }
 }  // namespace
 
 bool stop_requested() { return g_stop.load(); }
+void request_stop() { g_stop.store(true); }
 
 // ---- pipeline ----------------------------------------------------------------------------------
 
@@ -103,6 +106,16 @@ std::shared_ptr<spdlog::logger> make_logger(const fs::path& log_file, bool conso
   return logger;
 }
 
+// Ranks other than 0 of a data-parallel run write no files: warnings and errors on the console, marked.
+std::shared_ptr<spdlog::logger> make_rank_logger(int rank, bool console) {
+  std::vector<spdlog::sink_ptr> sinks;
+  if (console) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  auto logger = std::make_shared<spdlog::logger>("expctl", sinks.begin(), sinks.end());
+  logger->set_pattern("[rank " + std::to_string(rank) + "] [%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
+  logger->set_level(spdlog::level::warn);
+  return logger;
+}
+
 std::string now_iso() {
   auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   char buf[32];
@@ -131,10 +144,47 @@ struct SignalGuard {
 
 void Pipeline::run() {
   check_runnable();
+  // Data parallel (several processes): rank 0 takes the lock, writes every file and decides which stages run;
+  // it tells the others through the store ("go", then per stage "skip"/"run" and, after a stage only rank 0
+  // runs, "done"; "failed: why" instead when it fails). Data-parallel stages (training) run on every rank; the
+  // others run on rank 0 while the rest wait, and later stages read rank 0's files. A failure inside a
+  // data-parallel stage ends the failing process, and the others' next collective fails (no hang).
+  const bool parallel = dist::active();
+  const bool main = dist::is_main();
   const fs::path dir = naming_.report_dir();
-  fs::create_directories(dir / "manifests");
-  ScenarioLock lock(dir / ".lock", naming_.scenario_name());
-  auto log = make_logger(dir / "run.log", options_.console_log);
+  bool peers_waiting = parallel && main;  // the other ranks wait for a message from this one (rank 0)
+  auto tell_peers_failed = [&](const std::string& why) {
+    if (!peers_waiting) return;
+    peers_waiting = false;
+    try {
+      dist::share_from_main("failed: " + why, /*wait_for_readers=*/true);
+    } catch (const std::exception&) {
+      // they are gone already
+    }
+  };
+  // On ranks other than 0: rank 0's next message; throws when it says rank 0 failed.
+  auto hear_from_main = [&](const std::string& stage) {
+    std::string msg = dist::share_from_main("");
+    if (msg.rfind("failed: ", 0) == 0)
+      throw Error("rank 0 failed " + (stage.empty() ? std::string("before the first stage") : "in stage " + stage) +
+                  "; see its log " + (dir / "run.log").string() + ": " + msg.substr(8));
+    return msg;
+  };
+
+  std::optional<ScenarioLock> lock;
+  std::shared_ptr<spdlog::logger> log;
+  if (main) {
+    try {
+      fs::create_directories(dir / "manifests");
+      lock.emplace(dir / ".lock", naming_.scenario_name());
+      log = make_logger(dir / "run.log", options_.console_log);
+    } catch (const std::exception& e) {
+      tell_peers_failed(e.what());
+      throw;
+    }
+  } else {
+    log = make_rank_logger(dist::rank(), options_.console_log);
+  }
   auto previous_default = spdlog::default_logger();
   spdlog::set_default_logger(log);
   struct RestoreLogger {
@@ -143,63 +193,99 @@ void Pipeline::run() {
   } restore{previous_default};
   SignalGuard signals;
 
-  write_file_atomic(dir / "resolved.yaml", "# resolved configuration of " + config_.file.string() +
-                                               " (defaults filled in)\n" + config_.resolved_yaml());
-  log->info("scenario {} from {}", naming_.scenario_name(), config_.file.string());
-
-  Artifacts artifacts;
-  std::string previous;
-  for (const auto& name : config_.stages) {
-    std::string fp = fingerprint_of(name, previous);
-    previous = fp;
-    if (!options_.only.empty() && name != options_.only) continue;
-    const fs::path manifest_path = dir / "manifests" / (name + ".json");
-
-    if (!options_.force && fs::exists(manifest_path)) {
-      try {
-        std::ifstream in(manifest_path);
-        auto m = nlohmann::json::parse(in);
-        bool outputs_present = true;
-        for (const auto& o : m.at("outputs")) outputs_present = outputs_present && fs::exists(o.get<std::string>());
-        if (m.at("fingerprint") == fp && outputs_present) {
-          log->info("stage {}: up to date (manifest {}); --force redoes it", name, manifest_path.string());
-          continue;
-        }
-        log->info("stage {}: {} changed since the last run; running it again", name,
-                  outputs_present ? "the configuration" : "an output file");
-      } catch (const std::exception& e) {
-        log->warn("stage {}: unreadable manifest {} ({}); running the stage again", name, manifest_path.string(),
-                  e.what());
+  try {
+    if (main) {
+      write_file_atomic(dir / "resolved.yaml", "# resolved configuration of " + config_.file.string() +
+                                                   " (defaults filled in)\n" + config_.resolved_yaml());
+      log->info("scenario {} from {}", naming_.scenario_name(), config_.file.string());
+      if (parallel) {
+        const dist::WorldInfo& w = dist::world();
+        log->info("data parallel: rank {} of {} ({}), backend {}, master {}:{}", w.rank, w.world_size, w.source,
+                  dist::backend(), w.master_addr, w.master_port);
+        dist::share_from_main("go");
       }
+    } else {
+      hear_from_main("");
     }
 
-    const StageEntry* entry = StageRegistry::find(name);
-    StageContext ctx{config_, naming_, config_.stage(name), artifacts, options_, log, fp, {}};
-    log->info("stage {}: start", name);
-    std::string started = now_iso();
-    auto t0 = std::chrono::steady_clock::now();
-    try {
-      entry->create()->run(ctx);
-    } catch (const std::exception& e) {
-      log->error("stage {} failed: {}", name, e.what());
-      throw;
+    Artifacts artifacts;
+    std::string previous;
+    for (const auto& name : config_.stages) {
+      std::string fp = fingerprint_of(name, previous);
+      previous = fp;
+      if (!options_.only.empty() && name != options_.only) continue;
+      const fs::path manifest_path = dir / "manifests" / (name + ".json");
+
+      bool up_to_date = false;
+      if (main && !options_.force && fs::exists(manifest_path)) {
+        try {
+          std::ifstream in(manifest_path);
+          auto m = nlohmann::json::parse(in);
+          bool outputs_present = true;
+          for (const auto& o : m.at("outputs")) outputs_present = outputs_present && fs::exists(o.get<std::string>());
+          if (m.at("fingerprint") == fp && outputs_present) {
+            log->info("stage {}: up to date (manifest {}); --force redoes it", name, manifest_path.string());
+            up_to_date = true;
+          } else {
+            log->info("stage {}: {} changed since the last run; running it again", name,
+                      outputs_present ? "the configuration" : "an output file");
+          }
+        } catch (const std::exception& e) {
+          log->warn("stage {}: unreadable manifest {} ({}); running the stage again", name, manifest_path.string(),
+                    e.what());
+        }
+      }
+      if (parallel) {
+        if (main)
+          dist::share_from_main(up_to_date ? "skip" : "run");
+        else
+          up_to_date = hear_from_main(name) == "skip";
+      }
+      if (up_to_date) continue;
+
+      const StageEntry* entry = StageRegistry::find(name);
+      const bool everywhere = !parallel || entry->data_parallel;
+      if (!main && !everywhere) {
+        hear_from_main(name);  // "done": rank 0 ran it; its files are there for the stages after it
+        continue;
+      }
+      StageContext ctx{config_, naming_, config_.stage(name), artifacts, options_, log, fp, {}};
+      log->info("stage {}: start", name);
+      std::string started = now_iso();
+      auto t0 = std::chrono::steady_clock::now();
+      if (everywhere) peers_waiting = false;  // they run it too: they are in its collectives, not waiting
+      try {
+        entry->create()->run(ctx);
+      } catch (const std::exception& e) {
+        log->error("stage {} failed: {}", name, e.what());
+        tell_peers_failed(e.what());
+        throw;
+      }
+      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (stop_requested()) {
+        log->warn("stage {}: interrupted; rerun the same command to continue", name);
+        tell_peers_failed("interrupted during stage " + name);
+        throw Error("interrupted during stage " + name);
+      }
+      if (!main) continue;
+      // The others are past the stage (a data-parallel one) or still waiting (one of rank 0's): both wait now.
+      peers_waiting = parallel;
+      nlohmann::ordered_json m;
+      m["stage"] = name;
+      m["scenario"] = naming_.scenario_name();
+      m["fingerprint"] = fp;
+      m["started"] = started;
+      m["finished"] = now_iso();
+      m["seconds"] = seconds;
+      m["outputs"] = nlohmann::json::array();
+      for (const auto& o : ctx.outputs) m["outputs"].push_back(o.string());
+      write_file_atomic(manifest_path, m.dump(2) + "\n");
+      log->info("stage {}: done in {:.1f} s", name, seconds);
+      if (parallel && !everywhere) dist::share_from_main("done");
     }
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (stop_requested()) {
-      log->warn("stage {}: interrupted; rerun the same command to continue", name);
-      throw Error("interrupted during stage " + name);
-    }
-    nlohmann::ordered_json m;
-    m["stage"] = name;
-    m["scenario"] = naming_.scenario_name();
-    m["fingerprint"] = fp;
-    m["started"] = started;
-    m["finished"] = now_iso();
-    m["seconds"] = seconds;
-    m["outputs"] = nlohmann::json::array();
-    for (const auto& o : ctx.outputs) m["outputs"].push_back(o.string());
-    write_file_atomic(manifest_path, m.dump(2) + "\n");
-    log->info("stage {}: done in {:.1f} s", name, seconds);
+  } catch (const std::exception& e) {
+    tell_peers_failed(e.what());
+    throw;
   }
 }
 

@@ -88,6 +88,9 @@ struct StageEntry {
   std::function<std::vector<PlannedFile>(const ScenarioConfig&, const Naming&, const Params&)> plan;
   /// Empty while the stage is not available in this build (info.unavailable says why).
   std::function<std::unique_ptr<Stage>()> create;
+  /// Runs on every process of a data-parallel run (training); other stages run on rank 0 while the rest wait,
+  /// and stages after them read rank 0's files.
+  bool data_parallel = false;
 };
 
 /// Stages register with one line at the end of their file: EXPCTL_REGISTER(StageRegistry, entry());
@@ -95,6 +98,8 @@ using StageRegistry = TypedRegistry<StageEntry>;
 
 /// Set by SIGINT/SIGTERM while a pipeline runs; long stages poll it, save and return.
 bool stop_requested();
+/// Sets the stop flag as a signal would: a data-parallel rank that was not signalled stops with the others.
+void request_stop();
 
 /// Runs one scenario.
 class Pipeline {

@@ -48,16 +48,20 @@ class FinetuneStage : public Stage {
       if (ck.meta.value("fingerprint", "") == ctx.fingerprint) before = ck.meta.at("evaluation");
     }
     models::ResNet model = models::build_model(cfg);
-    if (before.is_null()) {
+    // Data parallel, the evaluation is shared: every rank takes part when any lacks the result.
+    bool measure = before.is_null();
+    for (double missing : dist::all_gather(measure ? 1.0 : 0.0)) measure = measure || missing > 0;
+    if (measure) {
       model->to(device);
-      metrics::EvalResult ev = metrics::evaluate(model, test, p.get_int("eval_batch_size"), device);
+      metrics::EvalResult ev = evaluate_all_ranks(model, test, p.get_int("eval_batch_size"), device);
       before = {{"accuracy", ev.accuracy}, {"loss", ev.loss}, {"images", ev.count}};
-      models::save_checkpoint(initial, model,
-                              {{"stage", "finetune"},
-                               {"role", "before fine-tuning"},
-                               {"fingerprint", ctx.fingerprint},
-                               {"evaluation", before},
-                               {"accuracy", ev.accuracy}});
+      if (dist::is_main())
+        models::save_checkpoint(initial, model,
+                                {{"stage", "finetune"},
+                                 {"role", "before fine-tuning"},
+                                 {"fingerprint", ctx.fingerprint},
+                                 {"evaluation", before},
+                                 {"accuracy", ev.accuracy}});
     }
     ctx.log->info("before fine-tuning: test accuracy {:.2f}% (loss {:.4f})", before["accuracy"].get<double>(),
                   before["loss"].get<double>());
@@ -65,7 +69,7 @@ class FinetuneStage : public Stage {
     TrainJob job = make_train_job(ctx, "finetune", model, train_split, test, device,
                                   [&](int64_t e) { return ctx.naming.finetune_checkpoint(e); });
     TrainResult r = train(job);
-    if (r.interrupted) return;
+    if (r.interrupted || !dist::is_main()) return;  // rank 0 writes the metrics
 
     const EpochRecord& last = r.history.back();
     nlohmann::ordered_json out =
@@ -90,6 +94,7 @@ StageEntry entry() {
   add_training_params(e.info.params, 30);
   e.plan = plan;
   e.create = [] { return std::make_unique<FinetuneStage>(); };
+  e.data_parallel = true;
   return e;
 }
 

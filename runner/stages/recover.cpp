@@ -55,7 +55,7 @@ class RecoverStage : public Stage {
     job.meta["pruner"] = code;
     ctx.log->info("recovering {} ({} masked tensors)", pruned.string(), job.masks.size());
     TrainResult r = train(job);
-    if (r.interrupted) return;
+    if (r.interrupted || !dist::is_main()) return;  // rank 0 writes the metrics
 
     const EpochRecord& last = r.history.back();
     nlohmann::ordered_json out =
@@ -77,6 +77,7 @@ StageEntry entry() {
   add_training_params(e.info.params, 15);
   e.plan = plan;
   e.create = [] { return std::make_unique<RecoverStage>(); };
+  e.data_parallel = true;
   return e;
 }
 

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <optional>
+#include <thread>
 
 #include "runner/core/compat.h"
 #include "runner/core/config.h"
@@ -59,12 +61,51 @@ torch::Device resolve_device(const std::string& spec) {
   }
 }
 
+torch::Device resolve_device(const std::string& spec, const dist::WorldInfo& world) {
+  torch::Device d = resolve_device(spec);
+  if (world.world_size > 1 && d.is_cuda() && !d.has_index()) return torch::Device(torch::kCUDA, world.local_rank);
+  return d;
+}
+
 torch::Device prepare_runtime(const ScenarioConfig& cfg, spdlog::logger& log) {
-  torch::Device device = resolve_device(cfg.runtime.get_string("device"));
-  int threads = metrics::configure_threads(cfg.runtime.get_int("threads"));
+  const dist::WorldInfo& world = dist::world();
+  torch::Device device = resolve_device(cfg.runtime.get_string("device"), world);
+  int64_t requested = cfg.runtime.get_int("threads");
+  // Processes of one machine share its cores; a launcher that binds each to its own cores (Slurm) has already
+  // narrowed what usable_cores() sees.
+  const int cores = metrics::usable_cores();
+  if (requested == 0 && world.local_world_size > 1 && unsigned(cores) >= std::thread::hardware_concurrency())
+    requested = std::max(1, cores / world.local_world_size);
+  int threads = metrics::configure_threads(requested);
   at::globalContext().setFlushDenormal(true);
   log.info("device {}, {} CPU threads, LibTorch {}", device.str(), threads, compat::torch_version());
   return device;
+}
+
+metrics::EvalResult evaluate_all_ranks(models::ResNet& model, const data::Split& split, int64_t batch_size,
+                                       torch::Device device) {
+  if (!dist::active() || split.size() == 0) return metrics::evaluate(model, split, batch_size, device);
+  const int64_t n = split.size(), w = dist::world_size(), r = dist::rank();
+  const int64_t begin = r * n / w, end = (r + 1) * n / w;
+  metrics::EvalResult part;
+  if (end > begin) {
+    data::Split shard = split;
+    shard.images = split.images.slice(0, begin, end);
+    shard.labels = split.labels.slice(0, begin, end);
+    part = metrics::evaluate(model, shard, batch_size, device);
+  }
+  std::vector<torch::Tensor> sums{
+      torch::tensor({part.loss * double(part.count), double(part.correct), double(part.count)},
+                    torch::TensorOptions().dtype(torch::kDouble))
+          .to(dist::device())};
+  dist::all_reduce_sum(sums);
+  auto total = sums[0].to(torch::kCPU);
+  metrics::EvalResult out;
+  out.count = std::llround(total[2].item<double>());
+  out.correct = std::llround(total[1].item<double>());
+  out.accuracy = 100.0 * double(out.correct) / double(out.count);
+  out.loss = total[0].item<double>() / double(out.count);
+  return out;
 }
 
 void apply_masks(models::ResNet& model, const std::map<std::string, torch::Tensor>& masks) {
@@ -107,6 +148,13 @@ double lr_at(const Params& p, int64_t t, int64_t total, int64_t warmup) {
   return peak;
 }
 
+// freeze_bn: BatchNorm layers normalise with their running statistics and leave them as they are, while their
+// affine weights still learn.
+void freeze_batchnorm(models::ResNet& model) {
+  for (auto& m : model->modules(/*include_self=*/false))
+    if (dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get()) != nullptr) m->eval();
+}
+
 void set_lr(torch::optim::SGD& opt, double lr) {
   for (auto& g : opt.param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
 }
@@ -146,13 +194,29 @@ Resume find_resume(const TrainJob& job, int64_t epochs) {
   return best;
 }
 
+// Every rank must resume from the same epoch: different answers mean the processes do not see the same files.
+void agree_on_resume(const TrainJob& job, const Resume& resume) {
+  std::vector<double> epochs = dist::all_gather(double(resume.epoch));
+  bool same = true;
+  std::string list;
+  for (size_t r = 0; r < epochs.size(); ++r) {
+    same = same && epochs[r] == epochs[0];
+    list += (r ? ", " : "") + std::string("rank ") + std::to_string(r) + ": " +
+            (epochs[r] > 0 ? "epoch " + std::to_string(std::llround(epochs[r])) : std::string("none"));
+  }
+  if (!same)
+    throw Error("the data-parallel processes found different checkpoints to resume from (" + list + ", e.g. " +
+                job.checkpoint_path(1).parent_path().string() +
+                "): the checkpoint and report folders must be on a file system every process sees");
+}
+
 class ProgressBar {
  public:
-  ProgressBar(int64_t epoch, int64_t epochs, int64_t steps)
+  ProgressBar(int64_t epoch, int64_t epochs, int64_t steps, bool enabled = true)
       : epoch_(epoch),
         epochs_(epochs),
         steps_(steps),
-        tty_(::isatty(STDERR_FILENO) == 1),
+        tty_(enabled && ::isatty(STDERR_FILENO) == 1),
         start_(std::chrono::steady_clock::now()) {}
   void update(int64_t step, double loss, double acc, int64_t images) {
     if (!tty_) return;
@@ -209,6 +273,7 @@ nlohmann::ordered_json training_summary(const TrainResult& result, const std::st
   out["after"] = {{"accuracy", last.test_accuracy}, {"loss", last.test_loss}, {"epoch", last.epoch}};
   out["checkpoint"] = last_checkpoint.string();
   out["resumed_from_epoch"] = result.resumed_from;
+  if (dist::active()) out["processes"] = dist::world_size();  // images_per_second counts all of them
   out["history"] = nlohmann::ordered_json::array();
   for (const auto& h : result.history) out["history"].push_back(nlohmann::ordered_json(h.to_json()));
   return out;
@@ -227,9 +292,21 @@ TrainResult train(TrainJob& job) {
   }
   const bool bf16 = precision == "bf16";
   if (cuda) at::globalContext().setBenchmarkCuDNN(true);
+  const bool freeze_bn = p.get_bool("freeze_bn");
+
+  // Data parallel: `ranks` processes share every global batch of batch_size samples; only rank 0 writes files.
+  const bool parallel = dist::active();
+  const int64_t ranks = parallel ? dist::world_size() : 1;
+  const bool main = dist::is_main();
+  const int64_t global_batch = p.get_int("batch_size");
+  if (global_batch % ranks != 0)
+    throw Error(job.meta.value("stage", std::string("training")) + ".batch_size: " + std::to_string(global_batch) +
+                " is not divisible by the " + std::to_string(ranks) +
+                " data-parallel processes (batch_size is the global batch; each process takes an equal share)");
 
   TrainResult result;
   Resume resume = find_resume(job, epochs);
+  if (parallel) agree_on_resume(job, resume);
   nlohmann::json extra = nlohmann::json::object();
   std::unique_ptr<torch::optim::SGD> optimizer;
   if (resume.epoch > 0) {
@@ -252,23 +329,34 @@ TrainResult train(TrainJob& job) {
   for (const auto& [name, m] : job.masks) masks[name] = m.to(job.device, torch::kFloat);
   apply_masks(job.model, masks);
   auto params = job.model->named_parameters();
+  std::optional<dist::GradientSync> sync;
+  if (parallel) {
+    // Every rank starts from rank 0's weights and buffers; identical averaged gradients keep them identical.
+    std::vector<torch::Tensor> state = job.model->parameters();
+    for (auto& b : job.model->buffers()) state.push_back(b);
+    dist::broadcast(state, 0);
+    sync.emplace(job.model->parameters(), /*extra_values=*/3);  // loss sum, correct, stop flag
+  }
 
   data::LoaderOptions lo;
-  lo.batch_size = p.get_int("batch_size");
+  lo.batch_size = global_batch / ranks;
   lo.shuffle = true;
   lo.drop_last = true;
   lo.seed = job.seed;
   lo.augment = job.augment;
+  lo.rank = parallel ? dist::rank() : 0;
+  lo.world_size = ranks;
   data::Loader loader(*job.train, lo);
   if (loader.num_batches() == 0)
     throw Error("the training split has " + std::to_string(job.train->size()) + " images, fewer than one batch of " +
-                std::to_string(lo.batch_size) + "; lower batch_size");
+                std::to_string(global_batch) + "; lower batch_size");
   const int64_t steps = loader.num_batches();
   const int64_t total = epochs * steps;
   const int64_t warmup = std::llround(p.get_float("warmup_epochs") * double(steps));
   auto ce = F::CrossEntropyFuncOptions().label_smoothing(p.get_float("label_smoothing"));
 
   auto save = [&](const fs::path& path, int64_t epoch, const EpochRecord& rec) {
+    if (!main) return;  // the other ranks hold the same weights and optimizer state
     nlohmann::json meta = job.meta;
     meta["epoch"] = epoch;
     meta["accuracy"] = rec.test_accuracy;
@@ -283,17 +371,20 @@ TrainResult train(TrainJob& job) {
     models::save_training_state(path, *optimizer, epoch, extra);
   };
 
+  bool stop = false;  // data parallel: some rank was asked to stop (all agree, after the same step)
+  auto stopping = [&] { return parallel ? stop : stop_requested(); };
   for (int64_t epoch = resume.epoch + 1; epoch <= epochs; ++epoch) {
     job.model->train();
+    if (freeze_bn) freeze_batchnorm(job.model);
     loader.set_epoch(epoch - 1);
-    ProgressBar bar(epoch, epochs, steps);
+    ProgressBar bar(epoch, epochs, steps, main);
     auto t0 = std::chrono::steady_clock::now();
     auto loss_sum = torch::zeros({}, torch::TensorOptions().device(job.device).dtype(torch::kDouble));
     auto correct = torch::zeros({}, torch::TensorOptions().device(job.device).dtype(torch::kLong));
     int64_t seen = 0;
     double lr = 0;
     for (int64_t j = 0; j < steps; ++j) {
-      if (stop_requested()) break;
+      if (stopping()) break;
       data::Batch b = loader.batch(j);
       torch::Tensor x = cuda ? b.images.contiguous(at::MemoryFormat::ChannelsLast) : b.images;
       lr = lr_at(p, (epoch - 1) * steps + j, total, warmup);
@@ -304,6 +395,19 @@ TrainResult train(TrainJob& job) {
       if (bf16) compat::set_cuda_autocast(false, at::kBFloat16);
       torch::Tensor loss = F::cross_entropy(logits.to(torch::kFloat), b.labels, ce);
       loss.backward();
+      const int64_t n = b.labels.size(0);
+      const bool check = j % 20 == 0 || j + 1 == steps;
+      if (parallel) {
+        // Gradients averaged; this step's loss sum, hits and stop flags summed over the ranks in the same all-reduce.
+        torch::Tensor stats = torch::stack(
+            {loss.detach().to(torch::kFloat) * double(n), logits.argmax(1).eq(b.labels).sum().to(torch::kFloat),
+             torch::full({}, stop_requested() ? 1.0 : 0.0, torch::TensorOptions().device(job.device))});
+        sync->run(stats);
+        loss_sum += stats[0].to(torch::kDouble);
+        correct += stats[1].round().to(torch::kLong);
+        seen += n * ranks;
+        if (!cuda || check) stop = stats[2].item<float>() > 0;  // reading it syncs with the device
+      }
       if (!masks.empty()) {
         torch::NoGradGuard no_grad;
         for (const auto& [name, m] : masks)
@@ -311,12 +415,14 @@ TrainResult train(TrainJob& job) {
       }
       optimizer->step();
       apply_masks(job.model, masks);  // momentum and decay cannot revive a pruned weight
-      const int64_t n = b.labels.size(0);
-      loss_sum += loss.detach().to(torch::kDouble) * double(n);
-      correct += logits.argmax(1).eq(b.labels).sum();
-      seen += n;
-      // Checking finiteness syncs with the device: every 20 steps is enough to stop a diverged run early.
-      if (j % 20 == 0 || j + 1 == steps) {
+      if (!parallel) {
+        loss_sum += loss.detach().to(torch::kDouble) * double(n);
+        correct += logits.argmax(1).eq(b.labels).sum();
+        seen += n;
+      }
+      // Checking finiteness syncs with the device: every 20 steps is enough to stop a diverged run early. Data
+      // parallel, the sums are global, so every rank sees the same value and stops at the same step.
+      if (check) {
         double mean = loss_sum.item<double>() / double(seen);
         if (!std::isfinite(mean))
           throw Error(std::string("training diverged: the loss is ") + (std::isnan(mean) ? "NaN" : "infinite") +
@@ -325,13 +431,15 @@ TrainResult train(TrainJob& job) {
         bar.update(j, mean, 100.0 * double(correct.item<int64_t>()) / double(seen), seen);
       }
     }
-    if (stop_requested()) {
+    if (stopping()) {
+      if (parallel) request_stop();  // the pipeline then sees the interruption on every rank
       if (epoch - 1 > resume.epoch && !result.history.empty() &&
           std::find(planned.begin(), planned.end(), epoch - 1) == planned.end()) {
         save(job.interrupt_path, epoch - 1, result.history.back());
-        job.log->warn("interrupted in epoch {}; saved epoch {} to {}; rerun to continue", epoch, epoch - 1,
-                      job.interrupt_path.string());
-      } else {
+        if (main)
+          job.log->warn("interrupted in epoch {}; saved epoch {} to {}; rerun to continue", epoch, epoch - 1,
+                        job.interrupt_path.string());
+      } else if (main) {
         job.log->warn("interrupted in epoch {}; rerun to continue from the last checkpoint", epoch);
       }
       result.interrupted = true;
@@ -343,8 +451,13 @@ TrainResult train(TrainJob& job) {
     rec.lr = lr;
     rec.train_loss = loss_sum.item<double>() / double(seen);
     rec.train_accuracy = 100.0 * double(correct.item<int64_t>()) / double(seen);
+    if (parallel) {
+      // Running statistics differ between ranks (each saw its own shard): rank 0's count, as DDP's broadcast_buffers.
+      std::vector<torch::Tensor> buffers = job.model->buffers();
+      dist::broadcast(buffers, 0);
+    }
     auto t1 = std::chrono::steady_clock::now();
-    metrics::EvalResult ev = metrics::evaluate(job.model, *job.test, p.get_int("eval_batch_size"), job.device);
+    metrics::EvalResult ev = evaluate_all_ranks(job.model, *job.test, p.get_int("eval_batch_size"), job.device);
     rec.eval_images_per_second =
         double(ev.count) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     rec.test_loss = ev.loss;
@@ -360,7 +473,7 @@ TrainResult train(TrainJob& job) {
       job.log->info("saved {}", job.checkpoint_path(epoch).string());
     }
   }
-  if (!result.interrupted) {
+  if (!result.interrupted && main) {
     std::error_code ec;
     fs::remove(job.interrupt_path, ec);
     fs::remove(models::training_state_path(job.interrupt_path), ec);

@@ -2,6 +2,13 @@
 // one-cycle or constant schedule, label smoothing, weight decay off BN/biases, bf16 autocast and channels_last
 // on CUDA, checkpoints every save_every epochs and at the last, resume from the newest checkpoint, SIGINT/SIGTERM
 // handling, pruning masks kept at zero, a NaN/inf guard, and a progress bar.
+//
+// Data parallel (runner/dist active, several processes): batch_size is the global batch, each rank trains on its
+// shard of every global batch (batch_size / world size), gradients are averaged across ranks after backward,
+// rank 0's weights and buffers are copied to every rank at the start and its BN buffers before each evaluation
+// (as DDP's broadcast_buffers), evaluation is sharded, the logged statistics, the NaN guard and the stop flag are
+// global, and only rank 0 writes checkpoints. The learning-rate schedule and data order depend on the global
+// batch only, so a run resumes at any world size.
 #pragma once
 #include <filesystem>
 #include <functional>
@@ -14,6 +21,8 @@
 #include "runner/core/params.h"
 #include "runner/data/dataset.h"
 #include "runner/data/loader.h"
+#include "runner/dist/dist.h"
+#include "runner/metrics/metrics.h"
 #include "runner/models/resnet.h"
 
 namespace spdlog {
@@ -83,10 +92,19 @@ void apply_masks(models::ResNet& model, const std::map<std::string, torch::Tenso
 
 /// "auto" -> CUDA when available, else CPU; "cpu", "cuda", "cuda:N".
 torch::Device resolve_device(const std::string& spec);
+/// resolve_device() for one of several processes: "auto" or "cuda" on CUDA become cuda:LOCAL_RANK, so each
+/// process of a machine gets its own GPU; a device with an index is kept.
+torch::Device resolve_device(const std::string& spec, const dist::WorldInfo& world);
+
+/// metrics::evaluate() over all data-parallel ranks: each evaluates its contiguous shard of `split` and the sums
+/// are combined, so every rank returns the result for the whole split. A single process calls metrics::evaluate().
+metrics::EvalResult evaluate_all_ranks(models::ResNet& model, const data::Split& split, int64_t batch_size,
+                                       torch::Device device);
 
 struct ScenarioConfig;
-/// Sets up what every LibTorch stage needs from `runtime`: the device, the thread count (0: one per core) and
-/// flushing of denormals; logs them and returns the device.
+/// Sets up what every LibTorch stage needs from `runtime`: the device (per process, see resolve_device), the thread
+/// count (0: one per usable core, shared among the processes of this machine unless they are bound to their own
+/// cores) and flushing of denormals; logs them and returns the device.
 torch::Device prepare_runtime(const ScenarioConfig& cfg, spdlog::logger& log);
 
 }  // namespace expctl

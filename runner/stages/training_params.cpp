@@ -17,6 +17,9 @@ void add_training_params(ParamTable& t, int64_t default_epochs) {
       .min(0)
       .max(100000);
   t.add_enum("precision", "auto", {"auto", "fp32", "bf16"}, "auto: bf16 autocast on CUDA, fp32 on CPU");
+  t.add_bool("freeze_bn", false,
+             "keep BatchNorm in eval mode while training (running statistics fixed, affine weights still learn); "
+             "useful with small per-process batches");
 }
 
 }  // namespace expctl
