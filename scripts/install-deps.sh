@@ -5,8 +5,8 @@ set -euo pipefail
 packages=(
   # build
   build-essential cmake ninja-build ccache pkg-config
-  # libraries (LibTorch, config, logging, JSON, CLI, downloads, archives, hashes)
-  libtorch-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
+  # libraries (LibTorch + Gloo headers for several processes, config, logging, JSON, CLI, downloads, archives, hashes)
+  libtorch-dev libgloo-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
   libcurl4-openssl-dev libarchive-dev libssl-dev zlib1g-dev
   # fast BLAS for LibTorch's CPU kernels (the reference BLAS is ~8x slower at batch 1)
   libopenblas0-pthread
@@ -14,6 +14,8 @@ packages=(
   libgtest-dev libgmock-dev python3 python3-torch python3-torchvision dataset-fashion-mnist
   # reports: training-curve plots
   gnuplot-nox
+  # tests: a single-node Slurm for the job-array test (scripts/slurm-local.sh)
+  munge slurmctld slurmd slurm-client
 )
 
 missing=()

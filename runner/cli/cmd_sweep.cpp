@@ -10,6 +10,8 @@
 #include "runner/core/error.h"
 #include "runner/core/files.h"
 #include "runner/core/pipeline.h"
+#include "runner/dist/dist.h"
+#include "runner/stages/trainer.h"
 #include "runner/sweep/slurm.h"
 #include "runner/sweep/summary.h"
 #include "runner/sweep/sweep.h"
@@ -43,7 +45,28 @@ fs::path self_path() {
   return ec ? fs::path("expctl") : p;
 }
 
+void run_cells(const SweepOpts& o, const dist::WorldInfo& world);
+
+// Started as several processes (srun with --ntasks > 1, torchrun), every cell trains data-parallel: one process
+// group for the whole sweep; rank 0 prints, writes and summarises.
 void run_sweep(const SweepOpts& o) {
+  dist::WorldInfo world = dist::detect_world();
+  if (world.world_size == 1 || o.list || !o.emit.empty() || o.run.dry_run || o.summary_only) {
+    if (world.rank == 0) run_cells(o, world);
+    return;
+  }
+  std::vector<sweep::Cell> first = sweep::expand(o.files.front(), o.sets);
+  dist::init(world, resolve_device(first.front().config.runtime.get_string("device"), world));
+  try {
+    run_cells(o, world);
+  } catch (...) {
+    dist::shutdown(/*graceful=*/false);
+    throw;
+  }
+  dist::shutdown();
+}
+
+void run_cells(const SweepOpts& o, const dist::WorldInfo& world) {
   // Expand and validate every file's cells before running any.
   std::vector<std::pair<std::string, std::vector<sweep::Cell>>> sweeps;
   for (const auto& f : o.files) sweeps.emplace_back(f, sweep::select(sweep::expand(f, o.sets), o.cells));
@@ -67,6 +90,7 @@ void run_sweep(const SweepOpts& o) {
       so.job_name = Naming(all.front().config).scenario_name() + "_sweep";
       so.sbatch = o.sbatch;
       fs::path out = o.output.empty() || sweeps.size() > 1 ? so.log_dir / "sweep.sbatch" : fs::path(o.output);
+      fs::create_directories(so.log_dir);  // Slurm does not create the folder of --output
       write_file_atomic(out, sweep::slurm_script(file, o.sets, cells, so));
       fs::permissions(out, fs::perms::owner_exec | fs::perms::group_exec, fs::perm_options::add);
       std::cout << out.string() << ": Slurm job array of " << cells.size() << " cells; submit with: sbatch "
@@ -103,7 +127,7 @@ void run_sweep(const SweepOpts& o) {
       }
     }
     // Slurm array tasks run one cell each, concurrently: they leave the summary to `--summary`.
-    if (!o.cells.empty() && !o.summary_only) continue;
+    if ((!o.cells.empty() && !o.summary_only) || world.rank != 0) continue;
     fs::path dir = summarise(sweep::expand(file, o.sets));
     if (dir.empty()) {
       if (o.summary_only) throw Error(file + ": no sweep cell has finished yet; run `expctl sweep " + file + "`");
@@ -132,6 +156,7 @@ void add_sweep(CLI::App& app, int& exit_code) {
       ->check(CLI::IsMember({"slurm"}));
   cmd->add_option("--output,-o", o->output, "where --emit writes the script (default: the sweep's report folder)");
   cmd->add_option("--sbatch", o->sbatch, "an #SBATCH option for --emit slurm, e.g. --sbatch=--gres=gpu:1 (repeatable)");
+  cmd->add_option("--only", o->run.only, "run just this stage of every cell, e.g. --only report --force");
   cmd->add_flag("--force", o->run.force, "redo the cells' stages even when they are up to date");
   cmd->add_flag("--dry-run", o->run.dry_run, "print every cell's plan; write nothing");
   cmd->callback([o, &exit_code] { guarded(exit_code, [&] { run_sweep(*o); }); });

@@ -51,4 +51,26 @@ ScenarioLock::~ScenarioLock() {
   }
 }
 
+WaitLock::WaitLock(const std::filesystem::path& lock_file, const std::function<void()>& on_wait) {
+  std::filesystem::create_directories(lock_file.parent_path());
+  fd_ = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw Error(lock_file.string() + ": cannot open the lock file: " + std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) == 0) return;
+  if (errno == EWOULDBLOCK && on_wait) on_wait();
+  while (::flock(fd_, LOCK_EX) != 0) {
+    if (errno == EINTR) continue;
+    int err = errno;
+    ::close(fd_);
+    fd_ = -1;
+    throw Error(lock_file.string() + ": cannot lock: " + std::strerror(err));
+  }
+}
+
+WaitLock::~WaitLock() {
+  if (fd_ >= 0) {
+    ::flock(fd_, LOCK_UN);
+    ::close(fd_);
+  }
+}
+
 }  // namespace expctl

@@ -2,6 +2,7 @@
 // the process dies, so a crashed run never leaves a stale lock behind.
 #pragma once
 #include <filesystem>
+#include <functional>
 #include <string>
 
 namespace expctl {
@@ -13,6 +14,20 @@ class ScenarioLock {
   ~ScenarioLock();
   ScenarioLock(const ScenarioLock&) = delete;
   ScenarioLock& operator=(const ScenarioLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
+/// A lock that processes take in turn (flock, blocking): sweep cells or Slurm array tasks downloading into the
+/// same folder wait for each other instead of writing the same partial file. `on_wait` runs once if the lock is
+/// held by another process, before waiting.
+class WaitLock {
+ public:
+  explicit WaitLock(const std::filesystem::path& lock_file, const std::function<void()>& on_wait = {});
+  ~WaitLock();
+  WaitLock(const WaitLock&) = delete;
+  WaitLock& operator=(const WaitLock&) = delete;
 
  private:
   int fd_ = -1;

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "runner/core/error.h"
+#include "runner/core/lock.h"
 #include "runner/core/pipeline.h"
 #include "runner/data/datasets.h"
 #include "runner/io/archive.h"
@@ -33,6 +34,10 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
 class DownloadStage : public Stage {
  public:
   void run(StageContext& ctx) override {
+    // Sweep cells and Slurm array tasks share the download folders: one process fetches, the others wait and
+    // then find the files present and verified.
+    const std::filesystem::path lock_file = ctx.naming.datasets_dir() / ".download.lock";
+    WaitLock lock(lock_file, [&] { ctx.log->info("waiting for another expctl that downloads ({})", lock_file.string()); });
     for (const auto& f : files_of(ctx.config, ctx.naming)) {
       io::DownloadOptions o;
       o.url = f.url;

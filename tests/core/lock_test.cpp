@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <unistd.h>
 
 #include "runner/core/error.h"
@@ -48,4 +51,28 @@ TEST(Lock, HeldByAnotherProcessAndReleasedWhenItDies) {
   ::kill(child, SIGKILL);
   ::waitpid(child, nullptr, 0);
   EXPECT_NO_THROW(ScenarioLock(file, "S"));  // the kernel dropped the dead process's lock
+}
+
+// Sweep cells downloading into one folder take turns: the second waits (and says so) until the first releases.
+TEST(Lock, WaitLockWaitsForTheHolder) {
+  test::TempDir tmp;
+  auto file = tmp / "data/.download.lock";
+  std::atomic<bool> waited{false}, acquired{false};
+  std::thread second;
+  {
+    WaitLock first(file);
+    second = std::thread([&] {
+      WaitLock l(file, [&] { waited = true; });
+      acquired = true;
+    });
+    for (int i = 0; i < 200 && !waited; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    EXPECT_TRUE(waited.load());
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_FALSE(acquired.load());  // still held by `first`
+  }
+  second.join();
+  EXPECT_TRUE(acquired.load());
+  bool called = false;
+  WaitLock free_lock(file, [&] { called = true; });  // free: no waiting, no callback
+  EXPECT_FALSE(called);
 }
