@@ -63,16 +63,20 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
-/// Runs `expctl ARGS` (a shell command line fragment) in folder `cwd`.
-inline CommandResult run_expctl(const std::string& args, const std::filesystem::path& cwd = EXPCTL_SOURCE_DIR) {
-  std::string cmd = "cd '" + cwd.string() + "' && '" + std::string(EXPCTL_BINARY) + "' " + args + " 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
+/// Runs a shell command line; stdout and stderr together.
+inline CommandResult run_shell(const std::string& cmd) {
+  FILE* pipe = ::popen((cmd + " 2>&1").c_str(), "r");
   std::string out;
   std::array<char, 4096> buf{};
   size_t n;
   while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
   int status = ::pclose(pipe);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+/// Runs `expctl ARGS` (a shell command line fragment) in folder `cwd`.
+inline CommandResult run_expctl(const std::string& args, const std::filesystem::path& cwd = EXPCTL_SOURCE_DIR) {
+  return run_shell("cd '" + cwd.string() + "' && '" + std::string(EXPCTL_BINARY) + "' " + args);
 }
 
 /// Number of entries below `dir` (recursively).

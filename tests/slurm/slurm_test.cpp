@@ -14,32 +14,24 @@ using namespace expctl;
 
 namespace {
 
-test::CommandResult shell(const std::string& cmd) {
-  FILE* pipe = ::popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-  int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using test::run_shell;
 
 class Slurm : public ::testing::Test {
  protected:
   void SetUp() override {
     if (::geteuid() != 0) GTEST_SKIP() << "a local Slurm needs root";
-    if (shell("command -v sbatch && test -x /usr/sbin/slurmctld && test -x /usr/sbin/slurmd && test -x "
+    if (run_shell("command -v sbatch && test -x /usr/sbin/slurmctld && test -x /usr/sbin/slurmd && test -x "
               "/usr/sbin/munged")
             .exit_code != 0)
       GTEST_SKIP() << "Slurm is not installed (scripts/install-deps.sh installs munge, slurmctld, slurmd, "
                       "slurm-client)";
     cluster_ = tmp_.path() / "slurm";
-    auto r = shell(std::string(EXPCTL_SOURCE_DIR) + "/scripts/slurm-local.sh start " + cluster_.string());
+    auto r = run_shell(std::string(EXPCTL_SOURCE_DIR) + "/scripts/slurm-local.sh start " + cluster_.string());
     ASSERT_EQ(r.exit_code, 0) << r.output;
     started_ = true;
   }
   void TearDown() override {
-    if (started_) shell(std::string(EXPCTL_SOURCE_DIR) + "/scripts/slurm-local.sh stop " + cluster_.string());
+    if (started_) run_shell(std::string(EXPCTL_SOURCE_DIR) + "/scripts/slurm-local.sh stop " + cluster_.string());
   }
   test::TempDir tmp_;
   fs::path cluster_;
@@ -63,7 +55,7 @@ TEST_F(Slurm, JobArrayRunsEverySweepCell) {
   r = test::run_expctl("sweep " + nc + cells + " --emit slurm -o " + script.string() + " --sbatch=--time=00:10:00");
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
-  r = shell("SLURM_CONF=" + (cluster_ / "slurm.conf").string() + " timeout 600 sbatch --wait " + script.string());
+  r = run_shell("SLURM_CONF=" + (cluster_ / "slurm.conf").string() + " timeout 600 sbatch --wait " + script.string());
   const fs::path sweep_dir = t / "reports/TS0/TS0_NeuronCoverage_ResNet18_FashionMNIST_sweep";
   std::string logs;
   for (const auto& e : fs::directory_iterator(sweep_dir))

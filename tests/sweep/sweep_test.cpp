@@ -142,14 +142,8 @@ TEST_F(Sweep, SelectsCellsByIndexOrId) {
 // Runs the emitted script as array task `task` with srun and expctl replaced by scripts that print their argv.
 test::CommandResult run_task(const fs::path& script, const fs::path& bin, int task) {
   std::string cmd = "PATH='" + bin.string() + "':$PATH EXPCTL='" + (bin / "fake-expctl").string() +
-                    "' SLURM_ARRAY_TASK_ID=" + std::to_string(task) + " bash '" + script.string() + "' 2>&1";
-  FILE* pipe = ::popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, pipe)) > 0) out.append(buf, n);
-  int status = ::pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+                    "' SLURM_ARRAY_TASK_ID=" + std::to_string(task) + " bash '" + script.string() + "'";
+  return test::run_shell(cmd);
 }
 
 TEST_F(Sweep, SlurmArrayRunsExactlyTheSweepCells) {
