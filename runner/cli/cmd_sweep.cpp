@@ -45,20 +45,32 @@ fs::path self_path() {
   return ec ? fs::path("expctl") : p;
 }
 
-void run_cells(const SweepOpts& o, const dist::WorldInfo& world);
+// One file's sweep, expanded once: every cell (for the summary and the Slurm script) and the --cell selection.
+struct Expanded {
+  std::string file;
+  std::vector<sweep::Cell> all, cells;
+};
+
+void run_cells(const SweepOpts& o, const dist::WorldInfo& world, const std::vector<Expanded>& sweeps);
 
 // Started as several processes (srun with --ntasks > 1, torchrun), every cell trains data-parallel: one process
 // group for the whole sweep; rank 0 prints, writes and summarises.
 void run_sweep(const SweepOpts& o) {
+  // Expand and validate every file's cells before running any.
+  std::vector<Expanded> sweeps;
+  for (const auto& f : o.files) {
+    Expanded e{f, sweep::expand(f, o.sets), {}};
+    e.cells = sweep::select(e.all, o.cells);
+    sweeps.push_back(std::move(e));
+  }
   dist::WorldInfo world = dist::detect_world();
   if (world.world_size == 1 || o.list || !o.emit.empty() || o.run.dry_run || o.summary_only) {
-    if (world.rank == 0) run_cells(o, world);
+    if (world.rank == 0) run_cells(o, world, sweeps);
     return;
   }
-  std::vector<sweep::Cell> first = sweep::expand(o.files.front(), o.sets);
-  dist::init(world, resolve_device(first.front().config.runtime.get_string("device"), world));
+  dist::init(world, resolve_device(sweeps.front().all.front().config.runtime.get_string("device"), world));
   try {
-    run_cells(o, world);
+    run_cells(o, world, sweeps);
   } catch (...) {
     dist::shutdown(/*graceful=*/false);
     throw;
@@ -66,13 +78,9 @@ void run_sweep(const SweepOpts& o) {
   dist::shutdown();
 }
 
-void run_cells(const SweepOpts& o, const dist::WorldInfo& world) {
-  // Expand and validate every file's cells before running any.
-  std::vector<std::pair<std::string, std::vector<sweep::Cell>>> sweeps;
-  for (const auto& f : o.files) sweeps.emplace_back(f, sweep::select(sweep::expand(f, o.sets), o.cells));
-
+void run_cells(const SweepOpts& o, const dist::WorldInfo& world, const std::vector<Expanded>& sweeps) {
   if (o.list) {
-    for (const auto& [file, cells] : sweeps) {
+    for (const auto& [file, all, cells] : sweeps) {
       std::cout << file << ": " << cells.size() << " cells\n";
       for (const auto& c : cells)
         std::cout << "  " << c.index << "  " << c.id << "  " << (sweep::finished(c) ? "finished" : "not run") << "  "
@@ -81,8 +89,7 @@ void run_cells(const SweepOpts& o, const dist::WorldInfo& world) {
     return;
   }
   if (!o.emit.empty()) {
-    for (const auto& [file, cells] : sweeps) {
-      const auto all = sweep::expand(file, o.sets);
+    for (const auto& [file, all, cells] : sweeps) {
       sweep::SlurmOptions so;
       so.expctl = self_path();
       so.workdir = fs::absolute(fs::current_path());
@@ -99,7 +106,7 @@ void run_cells(const SweepOpts& o, const dist::WorldInfo& world) {
     return;
   }
   if (o.run.dry_run) {
-    for (const auto& [file, cells] : sweeps)
+    for (const auto& [file, all, cells] : sweeps)
       for (const auto& c : cells)
         std::cout << "# sweep cell " << c.index << " " << c.id << " (" << c.settings_text() << ")\n"
                   << Pipeline(c.config, o.run).plan_text();
@@ -108,7 +115,7 @@ void run_cells(const SweepOpts& o, const dist::WorldInfo& world) {
 
   std::vector<std::string> failures;
   size_t total = 0;
-  for (const auto& [file, cells] : sweeps) {
+  for (const auto& [file, all, cells] : sweeps) {
     if (!o.summary_only) {
       for (const auto& c : cells) Pipeline(c.config, o.run).check_runnable();
       for (const auto& c : cells) {
@@ -128,7 +135,7 @@ void run_cells(const SweepOpts& o, const dist::WorldInfo& world) {
     }
     // Slurm array tasks run one cell each, concurrently: they leave the summary to `--summary`.
     if ((!o.cells.empty() && !o.summary_only) || world.rank != 0) continue;
-    fs::path dir = summarise(sweep::expand(file, o.sets));
+    fs::path dir = summarise(all);
     if (dir.empty()) {
       if (o.summary_only) throw Error(file + ": no sweep cell has finished yet; run `expctl sweep " + file + "`");
       continue;
