@@ -4,19 +4,28 @@
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
+#include <variant>
+
 #define EXPCTL_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
 namespace expctl::compat {
 
-/// Turns CUDA autocast on or off with the given low-precision type (bf16 needs no grad scaler).
-/// LibTorch 2.4 replaced the CUDA-only set_enabled/set_autocast_gpu_dtype by per-device functions.
-inline void set_cuda_autocast(bool enabled, at::ScalarType dtype) {
+/// Turns CUDA autocast on or off. LibTorch 2.4 replaced the CUDA-only set_enabled/set_autocast_gpu_dtype by
+/// per-device functions. Use CudaAutocast for a scope rather than calling this directly.
+inline void set_cuda_autocast_enabled(bool enabled) {
 #if EXPCTL_TORCH_AT_LEAST(2, 4)
   at::autocast::set_autocast_enabled(at::kCUDA, enabled);
-  at::autocast::set_autocast_dtype(at::kCUDA, dtype);
 #else
   at::autocast::set_enabled(enabled);
+#endif
+}
+
+/// The low-precision type CUDA autocast casts to (bf16 needs no grad scaler).
+inline void set_cuda_autocast_dtype(at::ScalarType dtype) {
+#if EXPCTL_TORCH_AT_LEAST(2, 4)
+  at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+#else
   at::autocast::set_autocast_gpu_dtype(dtype);
 #endif
 }
@@ -27,6 +36,40 @@ inline bool cuda_autocast_enabled() {
   return at::autocast::is_autocast_enabled(at::kCUDA);
 #else
   return at::autocast::is_enabled();
+#endif
+}
+
+/// CUDA autocast for one scope, as Python's `with torch.autocast("cuda", dtype=...)`: on from construction,
+/// back to the previous state at destruction (also when the scope throws). When the outermost such scope ends,
+/// autocast's cache of low-precision weight copies is cleared, as Python does: autocast reuses a weight's cached
+/// copy for as long as it is cached, so without clearing, every forward of a training loop would run with the
+/// weights of its first step while the optimizer updated the fp32 ones.
+class CudaAutocast {
+ public:
+  explicit CudaAutocast(at::ScalarType dtype) : was_enabled_(cuda_autocast_enabled()) {
+    at::autocast::increment_nesting();
+    set_cuda_autocast_dtype(dtype);
+    set_cuda_autocast_enabled(true);
+  }
+  ~CudaAutocast() {
+    set_cuda_autocast_enabled(was_enabled_);
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  }
+  CudaAutocast(const CudaAutocast&) = delete;
+  CudaAutocast& operator=(const CudaAutocast&) = delete;
+
+ private:
+  bool was_enabled_;
+};
+
+/// The alternative T of a LibTorch options variant (e.g. Conv2dOptions::padding()), or nullptr. LibTorch 2.1
+/// replaced c10::variant (c10/util/variant.h) by std::variant; the header's presence tells which one this is.
+template <typename T, typename Variant>
+const T* variant_get_if(const Variant& v) {
+#if __has_include(<c10/util/variant.h>)
+  return c10::get_if<T>(&v);
+#else
+  return std::get_if<T>(&v);
 #endif
 }
 

@@ -297,9 +297,17 @@ TrainingState load_training_state(const fs::path& checkpoint, torch::optim::Opti
   const fs::path file = training_state_path(checkpoint);
   if (!fs::is_regular_file(file)) throw DataError(file.string() + ": no such file");
   TrainingState state;
+  // Onto the device of the parameters being resumed, not the one the state was saved from: momentum must sit
+  // beside its parameter (a CPU run resumed on a GPU, another rank's GPU), and a GPU's state loads on a CPU host.
+  torch::Device device = torch::kCPU;
+  for (const auto& group : optimizer.param_groups())
+    if (!group.params().empty()) {
+      device = group.params().front().device();
+      break;
+    }
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(file.string());
+    archive.load_from(file.string(), device);
   } catch (const c10::Error& e) {
     throw DataError(file.string() +
                     ": not a readable training-state archive (truncated or corrupt?): " + e.what_without_backtrace());
@@ -319,7 +327,7 @@ TrainingState load_training_state(const fs::path& checkpoint, torch::optim::Opti
     {
       at::Generator gen = at::globalContext().defaultGenerator(at::kCPU);
       std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(rng);
+      gen.set_state(rng.cpu());
     }
     const int64_t saved_cuda = cuda_count.item<int64_t>();
     const int64_t cuda = torch::cuda::is_available() ? static_cast<int64_t>(torch::cuda::device_count()) : 0;
@@ -328,7 +336,7 @@ TrainingState load_training_state(const fs::path& checkpoint, torch::optim::Opti
       archive.read("expctl_rng_cuda" + std::to_string(i), s);
       at::Generator gen = at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
       std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(s);
+      gen.set_state(s.cpu());
     }
   } catch (const c10::Error& e) {
     throw DataError(file.string() + ": training state does not fit (wrong file or different model/optimizer?): " +

@@ -390,9 +390,12 @@ TrainResult train(TrainJob& job) {
       lr = lr_at(p, (epoch - 1) * steps + j, total, warmup);
       set_lr(*optimizer, lr);
       optimizer->zero_grad();
-      if (bf16) compat::set_cuda_autocast(true, at::kBFloat16);
-      torch::Tensor logits = job.model->forward(x);
-      if (bf16) compat::set_cuda_autocast(false, at::kBFloat16);
+      torch::Tensor logits;
+      {
+        std::optional<compat::CudaAutocast> autocast;
+        if (bf16) autocast.emplace(at::kBFloat16);
+        logits = job.model->forward(x);
+      }
       torch::Tensor loss = F::cross_entropy(logits.to(torch::kFloat), b.labels, ce);
       loss.backward();
       const int64_t n = b.labels.size(0);
