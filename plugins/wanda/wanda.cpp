@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "runner/core/compat.h"
 #include "runner/core/error.h"
 
 namespace expctl::wanda {
@@ -37,17 +38,17 @@ std::map<std::string, LayerRef> find_layers(models::ResNet& model) {
       // scores, so refuse it by name.
       if (pair_first(o.dilation()) != 1 || pair_second(o.dilation()) != 1 || o.groups() != 1)
         throw Error("wanda: layer '" + name + "': only dilation 1 and groups 1 are supported");
-      if (!c10::get_if<torch::enumtype::kZeros>(&o.padding_mode()))
+      if (!compat::variant_get_if<torch::enumtype::kZeros>(o.padding_mode()))
         throw Error("wanda: layer '" + name + "': only zero padding is supported");
       ConvGeometry g;
       g.kernel_h = pair_first(o.kernel_size());
       g.kernel_w = pair_second(o.kernel_size());
       g.stride_h = pair_first(o.stride());
       g.stride_w = pair_second(o.stride());
-      if (const auto* pad = c10::get_if<torch::ExpandingArray<2>>(&o.padding())) {
+      if (const auto* pad = compat::variant_get_if<torch::ExpandingArray<2>>(o.padding())) {
         g.pad_h = pair_first(*pad);
         g.pad_w = pair_second(*pad);
-      } else if (!c10::get_if<torch::enumtype::kValid>(&o.padding())) {
+      } else if (!compat::variant_get_if<torch::enumtype::kValid>(o.padding())) {
         throw Error("wanda: layer '" + name + "': padding 'same' is not supported");
       }
       out[name] = LayerRef{conv->weight, true, g};
@@ -94,7 +95,8 @@ std::map<std::string, torch::Tensor> calibrate(models::ResNet& model, const Prun
   const int64_t batch = std::max<int64_t>(1, request.batch_size);
   for (int64_t begin = 0; begin < n; begin += batch) {
     try {
-      model->forward(request.calibration.slice(0, begin, std::min(n, begin + batch)), &observer);
+      model->forward(request.calibration.slice(0, begin, std::min(n, begin + batch)).to(model->conv1->weight.device()),
+                     &observer);
     } catch (const StopForward&) {
     }
   }

@@ -46,11 +46,14 @@ torch::Tensor crop_flip(const torch::Tensor& images, const torch::Tensor& top, c
     padded = torch::zeros({b, c, hp, wp}, images.options());
     padded.narrow(2, padding, h).narrow(3, padding, w).copy_(images);
   }
-  auto rows = top.to(dev, torch::kLong).view({b, 1}) + torch::arange(h, torch::dtype(torch::kLong).device(dev));
+  // Offsets and flips travel in one non-blocking copy: a blocking one per tensor would make the host wait for the
+  // GPU's previous step three times per batch.
+  auto drawn = torch::stack({top.to(torch::kLong), left.to(torch::kLong), flip.to(torch::kLong)})
+                   .to(dev, torch::kLong, /*non_blocking=*/true);
+  auto rows = drawn[0].view({b, 1}) + torch::arange(h, torch::dtype(torch::kLong).device(dev));
   auto cols = torch::arange(w, torch::dtype(torch::kLong).device(dev)).view({1, w});
   // The flip is folded into the column index (column w-1-x of the window), so crop + flip is a single gather.
-  cols = left.to(dev, torch::kLong).view({b, 1}) +
-         torch::where(flip.to(dev, torch::kBool).view({b, 1}), (w - 1) - cols, cols);
+  cols = drawn[1].view({b, 1}) + torch::where(drawn[2].ne(0).view({b, 1}), (w - 1) - cols, cols);
   auto index = (rows.view({b, h, 1}) * wp + cols.view({b, 1, w})).view({b, 1, h * w}).expand({b, c, h * w});
   return padded.reshape({b, c, hp * wp}).gather(2, index).view({b, c, h, w});
 }
@@ -171,8 +174,9 @@ torch::Tensor normalize(const torch::Tensor& images, const Normalization& norm) 
   const int64_t c = images.size(1);
   if (int64_t(norm.mean.size()) != c || int64_t(norm.std.size()) != c)
     invalid("normalisation needs one mean and one std per channel (" + std::to_string(c) + ")");
-  auto mean = torch::tensor(norm.mean).to(x.device()).view({1, c, 1, 1});
-  auto stdv = torch::tensor(norm.std).to(x.device()).view({1, c, 1, 1});
+  // Non-blocking: evaluation calls this per batch, and a blocking copy would wait for the GPU each time.
+  auto mean = torch::tensor(norm.mean).to(x.device(), torch::kFloat, /*non_blocking=*/true).view({1, c, 1, 1});
+  auto stdv = torch::tensor(norm.std).to(x.device(), torch::kFloat, /*non_blocking=*/true).view({1, c, 1, 1});
   return x.sub_(mean).div_(stdv);
 }
 

@@ -10,6 +10,7 @@
 #include <memory>
 #include <numeric>
 
+#include "runner/core/compat.h"
 #include "runner/core/error.h"
 #include "runner/data/loader.h"
 #include "runner/models/torch_file.h"
@@ -76,10 +77,10 @@ LayerMacs conv_macs(const std::string& name, const torch::nn::Conv2dImpl& conv, 
   const auto& o = conv.options;
   const auto w = to_vector(conv.weight.sizes());  // [out, in / groups, kh, kw]
   int64_t pad[2] = {0, 0};
-  if (const auto* explicit_pad = c10::get_if<torch::ExpandingArray<2>>(&o.padding())) {
+  if (const auto* explicit_pad = compat::variant_get_if<torch::ExpandingArray<2>>(o.padding())) {
     pad[0] = (**explicit_pad)[0];
     pad[1] = (**explicit_pad)[1];
-  } else if (c10::get_if<torch::enumtype::kSame>(&o.padding())) {
+  } else if (compat::variant_get_if<torch::enumtype::kSame>(o.padding())) {
     // "same" keeps H×W (torch allows it with stride 1 only): total padding dilation·(k−1), split over both sides.
     for (int d = 0; d < 2; ++d) pad[d] = -1;
   }

@@ -10,6 +10,7 @@
 #include <numeric>
 #include <set>
 
+#include "runner/core/compat.h"
 #include "runner/core/error.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/resnet.h"
@@ -143,9 +144,10 @@ ConvGeometry geometry_of(models::ResNet& model, const std::string& layer) {
     if (item.key() == layer)
       if (auto* conv = item.value()->as<torch::nn::Conv2dImpl>()) {
         const auto& o = conv->options;
-        const auto& pad = c10::get<torch::ExpandingArray<2>>(o.padding());
+        const auto* pad = compat::variant_get_if<torch::ExpandingArray<2>>(o.padding());
+        if (pad == nullptr) throw std::runtime_error("not an explicit padding: " + layer);
         return ConvGeometry{
-            (*o.kernel_size())[0], (*o.kernel_size())[1], (*o.stride())[0], (*o.stride())[1], (*pad)[0], (*pad)[1]};
+            (*o.kernel_size())[0], (*o.kernel_size())[1], (*o.stride())[0], (*o.stride())[1], (**pad)[0], (**pad)[1]};
       }
   throw std::runtime_error("not a conv: " + layer);
 }
