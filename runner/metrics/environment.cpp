@@ -1,6 +1,11 @@
 // Thread settings, peak memory and the machine description (see environment.h).
 #include "runner/metrics/environment.h"
 
+#ifdef EXPCTL_WITH_CUDA_STATS
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#endif
+
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
 #include <sched.h>
@@ -124,6 +129,21 @@ double peak_memory_mb() {
   return double(usage.ru_maxrss) / 1024.0;  // Linux reports kilobytes
 }
 
+CudaMemory cuda_peak_memory(const torch::Device& device) {
+  CudaMemory m;
+#ifdef EXPCTL_WITH_CUDA_STATS
+  if (!device.is_cuda() || !torch::cuda::is_available()) return m;
+  // Index 0 of each statistic array is the aggregate over small and large pools (StatType::AGGREGATE), in every
+  // LibTorch version since 1.x; the statistics type itself moved namespaces in 2.x, hence `auto`.
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
+      device.has_index() ? device.index() : c10::cuda::current_device());
+  m.known = true;
+  m.peak_allocated_mb = double(stats.allocated_bytes[0].peak) / double(1 << 20);
+  m.peak_reserved_mb = double(stats.reserved_bytes[0].peak) / double(1 << 20);
+#endif
+  return m;
+}
+
 nlohmann::json environment_info(torch::Device device, int threads) {
   nlohmann::json env;
   char host[256] = {};
@@ -151,6 +171,10 @@ nlohmann::json environment_info(torch::Device device, int threads) {
   env["intra_op_threads"] = at::get_num_threads();
   env["interop_threads"] = at::get_num_interop_threads();
   env["peak_memory_mb"] = peak_memory_mb();
+  if (const CudaMemory gpu = cuda_peak_memory(device); gpu.known) {
+    env["cuda_peak_allocated_mb"] = gpu.peak_allocated_mb;
+    env["cuda_peak_reserved_mb"] = gpu.peak_reserved_mb;
+  }
   // Other processes on the cores change CPU latency by large factors (OpenMP threads waiting on descheduled peers).
   double load[1] = {0.0};
   env["load_average_1m"] = getloadavg(load, 1) == 1 ? load[0] : 0.0;

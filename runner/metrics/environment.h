@@ -33,16 +33,26 @@ int configure_threads(int64_t requested);
 /// ("OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH ... (pthread, 1 thread(s))"), else "unknown".
 std::string blas_info();
 
-/// The process's peak resident set size (getrusage ru_maxrss) in MB (2^20 bytes). CUDA allocator peaks are not
-/// reported: reading them needs the CUDA libraries, which the CPU build does not link.
+/// The process's peak resident set size (getrusage ru_maxrss) in MB (2^20 bytes): host memory only.
 double peak_memory_mb();
+
+/// Peak GPU memory of this process on one CUDA device, from LibTorch's caching allocator, in MB (2^20 bytes).
+struct CudaMemory {
+  bool known = false;            ///< false: not a CUDA device, or a build without the CUDA allocator's statistics
+  double peak_allocated_mb = 0;  ///< most memory held by tensors at once
+  double peak_reserved_mb = 0;   ///< most memory the allocator held from the driver at once (allocated + cache)
+};
+/// The peaks since the process started. Built only against a CUDA LibTorch (CMake option EXPCTL_CUDA_STATS);
+/// elsewhere returns {known = false}.
+CudaMemory cuda_peak_memory(const torch::Device& device);
 
 /// A description of the machine for reports:
 ///   {"host", "os" (uname: system release machine), "cpu_model" (/proc/cpuinfo), "logical_cores",
 ///    "usable_cores", "memory_mb" (MemTotal), "libtorch" (TORCH_VERSION), "blas" (blas_info()),
 ///    "device" ("cpu", "cuda:0"), "device_name" (CPU model, or the GPU's name when the CUDA driver is loaded),
 ///    "threads" (`threads` as given), "intra_op_threads" and "interop_threads" (LibTorch's current values),
-///    "peak_memory_mb", "load_average_1m" (other work on the cores skews CPU latency),
+///    "peak_memory_mb", on CUDA "cuda_peak_allocated_mb"/"cuda_peak_reserved_mb" (cuda_peak_memory(); absent when
+///    unknown), "load_average_1m" (other work on the cores skews CPU latency),
 ///    "env_vars" (those of OMP_NUM_THREADS, OMP_WAIT_POLICY, GOMP_SPINCOUNT, OPENBLAS_NUM_THREADS, MKL_NUM_THREADS,
 ///    MALLOC_TOP_PAD_, MALLOC_ARENA_MAX, CUDA_VISIBLE_DEVICES that are set: read at start-up, they change timings)}.
 /// Values that cannot be read are "unknown" (strings) or 0 (numbers); nothing throws.

@@ -353,8 +353,11 @@ class ReportStage : public Stage {
         << " logical cores, " << field("memory_mb") << " MB, " << field("os") << ". Device " << field("device_name")
         << " (" << field("device") << "), LibTorch " << field("libtorch") << ", " << field("intra_op_threads")
         << " threads, BLAS " << field("blas") << ", load average " << field("load_average_1m")
-        << " while measuring. Peak memory " << fixed(report["peak_memory_mb"].get<double>(), 0)
-        << " MB. All details in report.json.\n";
+        << " while measuring. Peak memory " << fixed(report["peak_memory_mb"].get<double>(), 0) << " MB";
+    if (env.contains("cuda_peak_allocated_mb"))
+      doc << ", GPU " << fixed(env["cuda_peak_allocated_mb"].get<double>(), 0) << " MB allocated ("
+          << fixed(env["cuda_peak_reserved_mb"].get<double>(), 0) << " MB reserved)";
+    doc << ". All details in report.json.\n";
     if (plotted) doc << "\n![training curves](training_curves.png)\n";
     std::vector<fs::path> extra_outputs;
     if (stages.count("prune"))

@@ -274,6 +274,11 @@ nlohmann::ordered_json training_summary(const TrainResult& result, const std::st
   out["checkpoint"] = last_checkpoint.string();
   out["resumed_from_epoch"] = result.resumed_from;
   if (dist::active()) out["processes"] = dist::world_size();  // images_per_second counts all of them
+  out["peak_memory_mb"] = metrics::peak_memory_mb();
+  if (const metrics::CudaMemory gpu = metrics::cuda_peak_memory(device); gpu.known) {
+    out["cuda_peak_allocated_mb"] = gpu.peak_allocated_mb;
+    out["cuda_peak_reserved_mb"] = gpu.peak_reserved_mb;
+  }
   out["history"] = nlohmann::ordered_json::array();
   for (const auto& h : result.history) out["history"].push_back(nlohmann::ordered_json(h.to_json()));
   return out;
