@@ -138,7 +138,7 @@ if [ -n "$nvcc" ]; then
              -DTORCH_CUDA_ARCH_LIST=9.0 -DUSE_SYSTEM_NVTX=ON)
   export PATH=$cuda_root/bin:$PATH
 fi
-nccl=$("$py" -c 'import nvidia.nccl, os; print(os.path.dirname(nvidia.nccl.__file__ or list(nvidia.nccl.__path__)[0]))' 2>/dev/null)
+nccl=$("$py" -c 'import nvidia.nccl as n, os; print(os.path.dirname(n.__file__) if n.__file__ else list(n.__path__)[0])' 2>/dev/null)
 [ -n "$nccl" ] && export NCCL_ROOT=$nccl
 configure() {
   local extra=("$@")
