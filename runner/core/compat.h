@@ -73,6 +73,24 @@ const T* variant_get_if(const Variant& v) {
 #endif
 }
 
+namespace detail {
+template <typename Options>
+auto use_classic_tcp_store(Options& o, int) -> decltype(o.useLibUV = false, void()) {
+  o.useLibUV = false;
+}
+template <typename Options>
+void use_classic_tcp_store(Options&, long) {}
+}  // namespace detail
+
+/// Asks a c10d::TCPStoreOptions for the classic socket server. LibTorch 2.4 made the libuv server the default,
+/// and a LibTorch built without libuv (Debian's 2.6) then fails to start any store ("use_libuv was requested but
+/// PyTorch was build without libuv support"); older LibTorch has no such option and only the classic server,
+/// which is plenty for a few hundred processes. Detected by the member's presence, not by version number.
+template <typename Options>
+void use_classic_tcp_store(Options& options) {
+  detail::use_classic_tcp_store(options, 0);
+}
+
 /// A string such as "1.13.1" for reports.
 inline const char* torch_version() { return TORCH_VERSION; }
 

@@ -350,6 +350,7 @@ void init(const WorldInfo& world, torch::Device device) {
     opts.numWorkers = static_cast<std::size_t>(world.world_size);
     opts.waitWorkers = true;
     opts.timeout = timeout;
+    compat::use_classic_tcp_store(opts);
     s.store = c10::make_intrusive<c10d::TCPStore>(world.master_addr, opts);
   } catch (const std::exception& e) {
     std::string what = e.what();
