@@ -106,10 +106,11 @@ unpack() {
     [ -e "$d" ] || continue
     if command -v dpkg-deb >/dev/null; then
       dpkg-deb -x "$d" "$root"
-    else  # a .deb is an ar archive holding data.tar.*
-      (cd "$root" && ar p "$d" "$(ar t "$d" | grep '^data\.tar')" | tar -x -a -f - 2>/dev/null ||
-        ar p "$d" "$(ar t "$d" | grep '^data\.tar')" | tar -x --zstd -f - 2>/dev/null ||
-        ar p "$d" "$(ar t "$d" | grep '^data\.tar')" | tar -x -J -f -)
+    else  # a .deb is an ar archive holding data.tar.{xz,zst,gz}; tar cannot guess the compression from a pipe
+      local member z
+      member=$(ar t "$d" | grep '^data\.tar')
+      case "$member" in *.xz) z=-J ;; *.zst) z=--zstd ;; *.gz) z=-z ;; *) z="" ;; esac
+      (cd "$root" && ar p "$d" "$member" | tar -x $z -f -)
     fi
     n=$((n + 1))
   done
