@@ -293,10 +293,48 @@ void save_training_state(const fs::path& checkpoint, torch::optim::Optimizer& op
   write_file_atomic(file, s, "training state");
 }
 
+namespace {
+
+torch::serialize::InputArchive open_training_state(const fs::path& file, torch::Device device) {
+  if (!fs::is_regular_file(file)) throw DataError(file.string() + ": no such file");
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(file.string(), device);
+  } catch (const c10::Error& e) {
+    throw DataError(file.string() +
+                    ": not a readable training-state archive (truncated or corrupt?): " + e.what_without_backtrace());
+  }
+  return archive;
+}
+
+// Our own entries, read before the optimizer's: a foreign archive then fails before the optimizer is touched.
+TrainingState read_epoch_and_extra(const fs::path& file, torch::serialize::InputArchive& archive) {
+  TrainingState state;
+  try {
+    torch::Tensor epoch;
+    archive.read("expctl_epoch", epoch);
+    c10::IValue extra;
+    archive.read("expctl_extra", extra);
+    state.epoch = epoch.item<int64_t>();
+    state.extra = nlohmann::json::parse(extra.toStringRef());
+  } catch (const c10::Error& e) {
+    throw DataError(file.string() + ": not an expctl training state: " + e.what_without_backtrace());
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(file.string() + ": corrupt extra entry: " + e.what());
+  }
+  return state;
+}
+
+}  // namespace
+
+TrainingState peek_training_state(const fs::path& checkpoint) {
+  const fs::path file = training_state_path(checkpoint);
+  torch::serialize::InputArchive archive = open_training_state(file, torch::kCPU);
+  return read_epoch_and_extra(file, archive);
+}
+
 TrainingState load_training_state(const fs::path& checkpoint, torch::optim::Optimizer& optimizer) {
   const fs::path file = training_state_path(checkpoint);
-  if (!fs::is_regular_file(file)) throw DataError(file.string() + ": no such file");
-  TrainingState state;
   // Onto the device of the parameters being resumed, not the one the state was saved from: momentum must sit
   // beside its parameter (a CPU run resumed on a GPU, another rank's GPU), and a GPU's state loads on a CPU host.
   torch::Device device = torch::kCPU;
@@ -305,25 +343,13 @@ TrainingState load_training_state(const fs::path& checkpoint, torch::optim::Opti
       device = group.params().front().device();
       break;
     }
-  torch::serialize::InputArchive archive;
+  torch::serialize::InputArchive archive = open_training_state(file, device);
+  TrainingState state = read_epoch_and_extra(file, archive);
   try {
-    archive.load_from(file.string(), device);
-  } catch (const c10::Error& e) {
-    throw DataError(file.string() +
-                    ": not a readable training-state archive (truncated or corrupt?): " + e.what_without_backtrace());
-  }
-  try {
-    torch::Tensor epoch, rng;
-    archive.read("expctl_epoch", epoch);
-    c10::IValue extra;
-    archive.read("expctl_extra", extra);
+    torch::Tensor rng, cuda_count;
     archive.read("expctl_rng_cpu", rng);
-    torch::Tensor cuda_count;
     archive.read("expctl_rng_cuda_count", cuda_count);
-    // Read our own entries first: a foreign archive then fails before the optimizer is touched.
     optimizer.load(archive);
-    state.epoch = epoch.item<int64_t>();
-    state.extra = nlohmann::json::parse(extra.toStringRef());
     {
       at::Generator gen = at::globalContext().defaultGenerator(at::kCPU);
       std::lock_guard<std::mutex> lock(gen.mutex());
@@ -341,8 +367,6 @@ TrainingState load_training_state(const fs::path& checkpoint, torch::optim::Opti
   } catch (const c10::Error& e) {
     throw DataError(file.string() + ": training state does not fit (wrong file or different model/optimizer?): " +
                     e.what_without_backtrace());
-  } catch (const nlohmann::json::exception& e) {
-    throw DataError(file.string() + ": corrupt extra entry: " + e.what());
   }
   return state;
 }

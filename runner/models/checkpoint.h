@@ -57,6 +57,10 @@ struct TrainingState {
 void save_training_state(const std::filesystem::path& checkpoint, torch::optim::Optimizer& optimizer, int64_t epoch,
                          const nlohmann::json& extra = nlohmann::json::object());
 
+/// The epoch and `extra` of a training-state file, restoring nothing: to check what the state belongs to before
+/// resuming from it. Throws expctl::DataError "<file>: ..." when the file is missing or corrupt.
+TrainingState peek_training_state(const std::filesystem::path& checkpoint);
+
 /// Restores what save_training_state() saved into `optimizer` (built over the same parameters, in the same
 /// order) and the RNGs. Throws expctl::DataError "<file>: ..." when the file is missing, corrupt, or does not fit.
 TrainingState load_training_state(const std::filesystem::path& checkpoint, torch::optim::Optimizer& optimizer);

@@ -40,10 +40,10 @@ class FinetuneStage : public Stage {
     data::Split test = data::load_dataset(cfg, false).to(device);
     ctx.log->info("data: {} train / {} test images ({})", train_split.size(), test.size(), test.source);
 
-    // The model before fine-tuning: measured once per configuration.
+    // The model before fine-tuning: measured once per configuration (again with --force).
     const fs::path initial = ctx.naming.report_dir() / "initial.pt";
     nlohmann::json before;
-    if (fs::exists(initial)) {
+    if (fs::exists(initial) && !ctx.options.force) {
       auto ck = models::read_checkpoint(initial);
       if (ck.meta.value("fingerprint", "") == ctx.fingerprint) before = ck.meta.at("evaluation");
     }

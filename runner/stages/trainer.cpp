@@ -7,7 +7,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <iomanip>
 #include <optional>
+#include <random>
+#include <sstream>
 #include <thread>
 
 #include "runner/core/compat.h"
@@ -171,18 +174,36 @@ struct Resume {
   int64_t epoch = 0;
 };
 
-// The newest checkpoint of this job that was written for the same configuration and has its training state.
+// The files of this job that a resume could pick up: every epoch's checkpoint and the interrupt file.
+std::vector<fs::path> resume_candidates(const TrainJob& job, int64_t epochs) {
+  std::vector<fs::path> out;
+  for (int64_t e = 1; e <= epochs; ++e) out.push_back(job.checkpoint_path(e));
+  out.push_back(job.interrupt_path);
+  return out;
+}
+
+// Why `path` cannot be resumed from ("" when it can): it must be written for this configuration, and its training
+// state saved with this very checkpoint. A kill between writing a checkpoint and its state leaves the state of an
+// earlier run (of another configuration) beside a new checkpoint; the id written into both tells them apart.
+std::string resume_mismatch(const TrainJob& job, const fs::path& path, const models::Checkpoint& ck) {
+  if (ck.meta.value("fingerprint", "") != job.fingerprint) return "written for another configuration";
+  const nlohmann::json extra = models::peek_training_state(path).extra;
+  const std::string id = ck.meta.value("state_id", "");
+  if (id.empty() || extra.value("checkpoint_state_id", "") != id || extra.value("fingerprint", "") != job.fingerprint)
+    return "its training state " + models::training_state_path(path).string() +
+           " was saved with another checkpoint (an interrupted save, or an earlier run)";
+  return "";
+}
+
+// The newest checkpoint of this job that can be resumed from (see resume_mismatch).
 Resume find_resume(const TrainJob& job, int64_t epochs) {
   Resume best;
-  std::vector<std::pair<fs::path, int64_t>> candidates;
-  for (int64_t e = 1; e <= epochs; ++e) candidates.emplace_back(job.checkpoint_path(e), e);
-  candidates.emplace_back(job.interrupt_path, -1);
-  for (const auto& [path, epoch] : candidates) {
+  for (const fs::path& path : resume_candidates(job, epochs)) {
     if (!fs::exists(path) || !fs::exists(models::training_state_path(path))) continue;
     try {
       auto ck = models::read_checkpoint(path);
-      if (ck.meta.value("fingerprint", "") != job.fingerprint) {
-        job.log->warn("{}: written for another configuration; not resuming from it", path.string());
+      if (std::string why = resume_mismatch(job, path, ck); !why.empty()) {
+        job.log->warn("{}: {}; not resuming from it", path.string(), why);
         continue;
       }
       int64_t e = ck.meta.value("epoch", int64_t(0));
@@ -192,6 +213,38 @@ Resume find_resume(const TrainJob& job, int64_t epochs) {
     }
   }
   return best;
+}
+
+// --force: the previous run's checkpoints and states go before training starts, so an interrupted forced run can
+// only ever be continued from its own epochs.
+void remove_previous_run(const TrainJob& job, int64_t epochs) {
+  int removed = 0;
+  for (const fs::path& path : resume_candidates(job, epochs)) {
+    std::error_code ec;
+    removed += fs::remove(path, ec) ? 1 : 0;
+    fs::remove(models::training_state_path(path), ec);
+  }
+  if (removed > 0) job.log->info("--force: removed {} checkpoint(s) of the previous run; training from scratch", removed);
+}
+
+// A random id written into a checkpoint's meta and into its training state (see resume_mismatch).
+std::string new_state_id() {
+  std::random_device rd;
+  std::ostringstream s;
+  s << std::hex << rd() << rd() << rd() << rd();
+  return s.str();
+}
+
+// "" while `loss` is a sane training value, else how it diverged: "NaN", "infinite", "1.2e+19 (above 1e+04)".
+std::string divergence(double loss) {
+  if (std::isnan(loss)) return "NaN";
+  if (std::isinf(loss)) return "infinite";
+  if (loss > kDivergedLoss) {
+    std::ostringstream s;
+    s << std::setprecision(3) << loss << " (above " << kDivergedLoss << ")";
+    return s.str();
+  }
+  return "";
 }
 
 // Every rank must resume from the same epoch: different answers mean the processes do not see the same files.
@@ -258,6 +311,7 @@ TrainJob make_train_job(const StageContext& ctx, const std::string& stage, model
   job.interrupt_path = ctx.naming.report_dir() / (stage + "_interrupted.pt");
   job.meta = {{"stage", stage}, {"scenario", ctx.naming.scenario_name()}};
   job.fingerprint = ctx.fingerprint;
+  job.fresh = ctx.options.force;
   job.log = ctx.log;
   return job;
 }
@@ -310,8 +364,10 @@ TrainResult train(TrainJob& job) {
                 " data-parallel processes (batch_size is the global batch; each process takes an equal share)");
 
   TrainResult result;
-  Resume resume = find_resume(job, epochs);
-  if (parallel) agree_on_resume(job, resume);
+  // Fresh: every rank skips the search (rank 0 may be removing the files the others would look at).
+  if (job.fresh && main) remove_previous_run(job, epochs);
+  Resume resume = job.fresh ? Resume{} : find_resume(job, epochs);
+  if (parallel && !job.fresh) agree_on_resume(job, resume);
   nlohmann::json extra = nlohmann::json::object();
   std::unique_ptr<torch::optim::SGD> optimizer;
   if (resume.epoch > 0) {
@@ -367,10 +423,13 @@ TrainResult train(TrainJob& job) {
     meta["accuracy"] = rec.test_accuracy;
     meta["loss"] = rec.test_loss;
     meta["fingerprint"] = job.fingerprint;
+    meta["state_id"] = new_state_id();
     models::StateDict mask_dict;
     for (const auto& [name, m] : job.masks) mask_dict.insert(name, m.to(torch::kCPU, torch::kBool));
     models::save_checkpoint(path, job.model, meta, mask_dict);
     nlohmann::json extra;
+    extra["fingerprint"] = job.fingerprint;
+    extra["checkpoint_state_id"] = meta["state_id"];
     extra["history"] = nlohmann::json::array();
     for (const auto& r : result.history) extra["history"].push_back(r.to_json());
     models::save_training_state(path, *optimizer, epoch, extra);
@@ -432,10 +491,9 @@ TrainResult train(TrainJob& job) {
       // parallel, the sums are global, so every rank sees the same value and stops at the same step.
       if (check) {
         double mean = loss_sum.item<double>() / double(seen);
-        if (!std::isfinite(mean))
-          throw Error(std::string("training diverged: the loss is ") + (std::isnan(mean) ? "NaN" : "infinite") +
-                      " at epoch " + std::to_string(epoch) + ", step " + std::to_string(j + 1) + " (lr " +
-                      std::to_string(lr) + "); lower optimizer.lr or raise warmup_epochs");
+        if (std::string why = divergence(mean); !why.empty())
+          throw Error("training diverged: the loss is " + why + " at epoch " + std::to_string(epoch) + ", step " +
+                      std::to_string(j + 1) + " (lr " + std::to_string(lr) + "); lower optimizer.lr or raise warmup_epochs");
         bar.update(j, mean, 100.0 * double(correct.item<int64_t>()) / double(seen), seen);
       }
     }
@@ -468,6 +526,12 @@ TrainResult train(TrainJob& job) {
     metrics::EvalResult ev = evaluate_all_ranks(job.model, *job.test, p.get_int("eval_batch_size"), job.device);
     rec.eval_images_per_second =
         double(ev.count) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+    // The weights can blow up in the last steps of an epoch, or only the BN running statistics (used in eval mode):
+    // then only the test loss shows it. Nothing of this epoch is saved.
+    if (std::string why = divergence(ev.loss); !why.empty())
+      throw Error("training diverged: the test loss is " + why + " after epoch " + std::to_string(epoch) +
+                  " (training loss " + std::to_string(rec.train_loss) + ", lr " + std::to_string(lr) +
+                  "); lower optimizer.lr or raise warmup_epochs");
     rec.test_loss = ev.loss;
     rec.test_accuracy = ev.accuracy;
     rec.seconds = train_secs;

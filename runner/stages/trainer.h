@@ -60,6 +60,9 @@ struct TrainJob {
   /// Written into every checkpoint's meta (with epoch and accuracy); `fingerprint` must identify the config.
   nlohmann::json meta = nlohmann::json::object();
   std::string fingerprint;
+  /// Start from scratch (--force): never resume, and remove this job's checkpoints and training states of earlier
+  /// runs first, so no stale epoch of the previous run can be resumed from later.
+  bool fresh = false;
   std::shared_ptr<spdlog::logger> log;
 };
 
@@ -72,7 +75,8 @@ struct TrainResult {
 
 struct StageContext;
 /// A TrainJob filled in from a training stage's context: its block as params, the data set's augmentation, the
-/// seed, fingerprint and log, meta {"stage", "scenario"}, and interrupt state in {report dir}/{stage}_interrupted.pt.
+/// seed, fingerprint and log, meta {"stage", "scenario"}, interrupt state in {report dir}/{stage}_interrupted.pt,
+/// and `fresh` from --force.
 TrainJob make_train_job(const StageContext& ctx, const std::string& stage, models::ResNet model,
                         const data::Split& train, const data::Split& test, torch::Device device,
                         std::function<std::filesystem::path(int64_t epoch)> checkpoint_path);
@@ -83,8 +87,12 @@ nlohmann::ordered_json training_summary(const TrainResult& result, const std::st
                                         const torch::Device& device, const nlohmann::json& before,
                                         const std::filesystem::path& last_checkpoint);
 
-/// Trains job.model. Throws Error on a non-finite loss (naming the epoch and step) and when a resume file
-/// does not fit.
+/// A mean cross-entropy above this is divergence even when finite: logits thousands apart mean blown-up weights.
+inline constexpr double kDivergedLoss = 1e4;
+
+/// Trains job.model. Throws Error when the training or test loss diverges (not finite, or above kDivergedLoss;
+/// naming the epoch, and the step for the training loss) and when a resume file does not fit. Resumes only from a
+/// checkpoint written for job.fingerprint whose training-state file was saved with that very checkpoint.
 TrainResult train(TrainJob& job);
 
 /// Sets every masked weight to zero (mask false) in place.

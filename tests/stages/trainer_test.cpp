@@ -86,6 +86,76 @@ TEST(Trainer, NonFiniteLossStopsWithAClearMessage) {
   EXPECT_FALSE(fs::exists(j.job.checkpoint_path(1)));
 }
 
+TEST(Trainer, AnExplodedFiniteLossStopsToo) {
+  Job j(1);
+  {
+    torch::NoGradGuard g;
+    j.job.model->named_parameters()["fc.bias"][0].fill_(1e6);  // logits a million apart: loss ~7.5e5
+  }
+  try {
+    train(j.job);
+    FAIL() << "trained through an exploded loss";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("training diverged: the loss is "), std::string::npos) << m;
+    EXPECT_NE(m.find(" (above 1e+04) at epoch 1, step 1"), std::string::npos) << m;
+  }
+}
+
+TEST(Trainer, ANonFiniteTestLossStopsBeforeTheEpochIsSaved) {
+  // NaN running statistics: training (batch statistics) is fine, evaluation (running statistics) is not.
+  Job j(2);
+  {
+    torch::NoGradGuard g;
+    j.job.model->named_buffers()["bn1.running_mean"].fill_(std::numeric_limits<float>::quiet_NaN());
+  }
+  try {
+    train(j.job);
+    FAIL() << "saved an epoch whose test loss is NaN";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("training diverged: the test loss is NaN after epoch 1 (training loss "),
+              std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(j.job.checkpoint_path(1)));
+}
+
+TEST(Trainer, ATrainingStateSavedWithAnotherCheckpointIsNotResumed) {
+  // A kill between writing epoch 2's checkpoint and its training state leaves an earlier run's state beside it.
+  Job run(2), other(2);
+  other.job.fingerprint = "another configuration";
+  train(run.job);
+  train(other.job);
+  const fs::path state2 = models::training_state_path(run.job.checkpoint_path(2));
+  fs::copy_file(models::training_state_path(other.job.checkpoint_path(2)), state2,
+                fs::copy_options::overwrite_existing);
+  run.job.model = tiny_model();
+  TrainResult r = train(run.job);
+  EXPECT_EQ(r.resumed_from, 1);  // epoch 1's checkpoint and state belong together
+  ASSERT_EQ(r.history.size(), 2u);
+  // The same with a state of this configuration but another run: the ids differ.
+  Job again(2);
+  train(again.job);
+  fs::copy_file(models::training_state_path(again.job.checkpoint_path(2)), state2,
+                fs::copy_options::overwrite_existing);
+  run.job.model = tiny_model();
+  EXPECT_EQ(train(run.job).resumed_from, 1);
+}
+
+TEST(Trainer, AFreshJobTrainsFromScratchAndRemovesThePreviousRun) {
+  Job first(2), reference(2);
+  train(first.job);
+  train(reference.job);
+  fs::copy_file(first.job.checkpoint_path(2), first.job.interrupt_path);  // a stale interrupt file too
+  first.job.fresh = true;  // --force
+  first.job.model = tiny_model();
+  TrainResult r = train(first.job);
+  EXPECT_EQ(r.resumed_from, 0);
+  ASSERT_EQ(r.history.size(), 2u);  // it trained both epochs again
+  EXPECT_TRUE(same_weights(first.job.model, reference.job.model));
+  EXPECT_FALSE(fs::exists(first.job.interrupt_path));
+}
+
 TEST(Trainer, TooFewImagesForOneBatchIsAnError) {
   Job j(1);
   j.train = toy_split(8, 1);
