@@ -1,10 +1,13 @@
 #include "runner/core/files.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <regex>
 
 #include "runner/core/error.h"
 
@@ -23,7 +26,7 @@ void write_file_atomic(const fs::path& file, std::string_view bytes, const std::
   if (ec) throw Error(file.string() + ": cannot create folder " + dir.string() + ": " + ec.message() + intact);
   // Same folder as the target, so rename() is atomic (same file system); pid-suffixed so two processes writing
   // the same checkpoint do not write into one temporary file.
-  const fs::path tmp = dir / ("." + file.filename().string() + ".tmp" + std::to_string(::getpid()));
+  const fs::path tmp = temp_sibling(file, "tmp");
   auto fail = [&](const std::string& why) {
     fs::remove(tmp, ec);
     throw Error(file.string() + ": could not write " + what + ": " + why + intact);
@@ -54,6 +57,52 @@ void write_file_atomic(const fs::path& file, std::string_view bytes, const std::
     ::fsync(dfd);  // make the rename itself durable; best effort
     ::close(dfd);
   }
+}
+
+fs::path temp_sibling(const fs::path& target, const std::string& tag, bool unique) {
+  static std::atomic<unsigned> counter{0};
+  const fs::path t = target.has_filename() ? target : target.parent_path();  // "out/" names "out"
+  std::string name = "." + t.filename().string() + "." + tag + std::to_string(::getpid());
+  if (unique) name += "-" + std::to_string(counter++);
+  return t.parent_path() / name;
+}
+
+std::optional<pid_t> temp_owner(const std::string& file_name) {
+  // Trailing "-<n>" groups: the counter, and the clock ticks that earlier versions also put in extraction names.
+  static const std::regex pattern(R"(^\..+\.(?:tmp|extracting-|replaced-)([0-9]{1,9})(?:-[0-9]+)*$)");
+  std::smatch m;
+  if (!std::regex_match(file_name, m, pattern)) return std::nullopt;
+  const long pid = std::stol(m[1].str());
+  if (pid <= 0) return std::nullopt;
+  return static_cast<pid_t>(pid);
+}
+
+namespace {
+
+bool process_gone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+void remove_stale_in(const fs::path& dir, int levels_left, std::vector<fs::path>& removed) {
+  std::error_code ec;
+  std::vector<fs::path> subfolders;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path& p = it->path();
+    const auto owner = temp_owner(p.filename().string());
+    if (owner && process_gone(*owner)) {
+      std::error_code rm;
+      if (fs::remove_all(p, rm) != static_cast<std::uintmax_t>(-1) && !rm) removed.push_back(p);
+    } else if (!owner && levels_left > 0 && it->is_directory(ec) && !it->is_symlink(ec)) {
+      subfolders.push_back(p);
+    }
+  }
+  for (const auto& sub : subfolders) remove_stale_in(sub, levels_left - 1, removed);
+}
+
+}  // namespace
+
+std::vector<fs::path> remove_stale_temp_files(const std::vector<fs::path>& folders) {
+  std::vector<fs::path> removed;
+  for (const auto& f : folders) remove_stale_in(f, 2, removed);
+  return removed;
 }
 
 }  // namespace expctl

@@ -178,6 +178,10 @@ void Pipeline::run() {
       fs::create_directories(dir / "manifests");
       lock.emplace(dir / ".lock", naming_.scenario_name());
       log = make_logger(dir / "run.log", options_.console_log);
+      // Temporary files of killed runs (tens of MB each); a live process's are kept (see files.h).
+      for (const auto& p :
+           remove_stale_temp_files({dir, naming_.checkpoint_dir(), naming_.models_dir(), naming_.datasets_dir()}))
+        log->info("removed {}, left by a process that is gone", p.string());
     } catch (const std::exception& e) {
       tell_peers_failed(e.what());
       throw;

@@ -59,6 +59,11 @@ struct Split {
 /// records, or a label outside [0, 10). The result is on the CPU.
 Split read_cifar10(const std::filesystem::path& batches_dir, bool train);
 
+/// Checks a whole CIFAR-10 binary folder with read_cifar10()'s own checks (every batch file of both splits:
+/// present, whole records, labels in range; batches.meta.txt), without keeping the data. Throws the same
+/// expctl::DataError. For an archive's content before it is marked unpacked.
+void check_cifar10(const std::filesystem::path& batches_dir);
+
 /// Reads Fashion-MNIST IDX files from `dir`: train-images-idx3-ubyte / train-labels-idx1-ubyte when `train`,
 /// else t10k-*; each either gzip-compressed (name + ".gz", preferred when both exist) or plain.
 /// Checks the magic numbers (2051 images, 2049 labels), the 28×28 shape, that the data length matches the

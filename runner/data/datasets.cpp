@@ -3,6 +3,8 @@
 
 #include "runner/core/error.h"
 #include "runner/core/naming.h"
+#include "runner/io/archive.h"
+#include "runner/io/checksum.h"
 
 namespace expctl::data {
 namespace fs = std::filesystem;
@@ -37,7 +39,8 @@ DatasetEntry cifar10() {
   e.files = [](const Params& p, const fs::path& dir) {
     const std::string& url = p.get_string("url");
     return std::vector<io::RemoteFile>{{url, dir / io::url_basename(url), "", p.get_string("md5"), dir / "CIFAR10",
-                                        "CIFAR-10 binary tarball", "dataset.url"}};
+                                        "CIFAR-10 binary tarball", "dataset.url",
+                                        [](const fs::path& root) { check_cifar10(root / "cifar-10-batches-bin"); }}};
   };
   e.read = [](const Params&, const fs::path& dir, bool train) {
     fs::path batches = dir / "CIFAR10" / "cifar-10-batches-bin";
@@ -94,7 +97,15 @@ const DatasetEntry& dataset_entry(const ScenarioConfig& cfg) { return *DatasetRe
 
 Split load_dataset(const ScenarioConfig& cfg, bool train) {
   const DatasetEntry& e = dataset_entry(cfg);
-  Split split = e.read(cfg.dataset, Naming(cfg).datasets_dir(), train);
+  const fs::path dir = Naming(cfg).datasets_dir();
+  // The download stage verified these files, possibly long ago (a rerun skips it): were they changed since?
+  for (const auto& f : e.files(cfg.dataset, dir)) {
+    if (f.extract_to.empty())
+      io::check_verified(f.destination);
+    else
+      io::check_extracted(f.extract_to);
+  }
+  Split split = e.read(cfg.dataset, dir, train);
   int64_t n = cfg.dataset.get_int(train ? "train_subset" : "test_subset");
   if (n > 0 && n < split.size()) split = subset(split, n, static_cast<uint64_t>(cfg.runtime.get_int("seed")));
   return split;

@@ -198,7 +198,11 @@ Split Split::to(const torch::Device& device) const {
   return out;
 }
 
-Split read_cifar10(const fs::path& batches_dir, bool train) {
+namespace {
+
+// The batch files of a split; every one is checked to exist before any is read, so a half-unpacked folder
+// fails fast with the missing name.
+std::vector<fs::path> cifar_files(const fs::path& batches_dir, bool train) {
   require_dir(batches_dir, "the CIFAR-10 binary folder cifar-10-batches-bin/");
   std::vector<fs::path> files;
   if (train) {
@@ -206,18 +210,34 @@ Split read_cifar10(const fs::path& batches_dir, bool train) {
   } else {
     files.push_back(batches_dir / "test_batch.bin");
   }
-  // Check every file exists before reading any: a half-unpacked folder fails fast with the missing name.
   for (const auto& f : files) require_file(f);
+  return files;
+}
 
+// One batch file, checked: whole records, labels in range. Returns {images [N, 3, 32, 32], labels [N]}.
+std::pair<torch::Tensor, torch::Tensor> read_cifar_batch(const fs::path& file) {
+  auto records = read_cifar_file(file);
+  auto labels = records.select(1, 0).to(torch::kLong);
+  check_labels(labels, cifar10_info().num_classes, file);
+  // The 3072 bytes are already the R, G, B planes in row-major order, i.e. [C, H, W].
+  return {records.narrow(1, 1, kCifarPixels).reshape({-1, 3, 32, 32}), labels};
+}
+
+}  // namespace
+
+void check_cifar10(const fs::path& batches_dir) {
+  for (bool train : {true, false})
+    for (const auto& f : cifar_files(batches_dir, train)) read_cifar_batch(f);
+  read_cifar_names(batches_dir);
+}
+
+Split read_cifar10(const fs::path& batches_dir, bool train) {
   const auto& info = cifar10_info();
   std::vector<torch::Tensor> images, labels;
-  for (const auto& f : files) {
-    auto records = read_cifar_file(f);
-    auto l = records.select(1, 0).to(torch::kLong);
-    check_labels(l, info.num_classes, f);
+  for (const auto& f : cifar_files(batches_dir, train)) {
+    auto [i, l] = read_cifar_batch(f);
+    images.push_back(i);
     labels.push_back(l);
-    // The 3072 bytes are already the R, G, B planes in row-major order, i.e. [C, H, W].
-    images.push_back(records.narrow(1, 1, kCifarPixels).reshape({-1, 3, 32, 32}));
   }
   Split split;
   split.images = torch::cat(images).contiguous();

@@ -5,16 +5,17 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cctype>
-#include <chrono>
 #include <deque>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "runner/core/error.h"
+#include "runner/core/files.h"
+#include "runner/io/checksum.h"
 
 namespace expctl::io {
 namespace {
@@ -124,12 +125,16 @@ struct TempDir {
   }
 };
 
-fs::path temp_sibling(const fs::path& dest) {
-  static std::atomic<unsigned> counter{0};
-  const auto ticks = std::chrono::steady_clock::now().time_since_epoch().count();
-  const std::string name = "." + dest.filename().string() + ".extracting-" + std::to_string(::getpid()) + "-" +
-                           std::to_string(ticks % 1000000) + "-" + std::to_string(counter++);
-  return dest.parent_path() / name;
+// The marker as JSON, or null when there is none or it is not ours (earlier versions wrote "key: value" lines).
+nlohmann::json read_marker(const fs::path& dir) {
+  std::ifstream in(dir / kExtractMarker);
+  if (!in) return nullptr;
+  try {
+    auto j = nlohmann::json::parse(in);
+    if (j.is_object() && j.contains("files") && j["files"].is_object()) return j;
+  } catch (const nlohmann::json::exception&) {
+  }
+  return nullptr;
 }
 
 bool has_marker(const fs::path& dir) {
@@ -231,18 +236,85 @@ void check_symlinks_stay_inside(const fs::path& archive, const fs::path& root) {
   }
 }
 
+// Runs the caller's content check on the unpacked tree; its paths are shown relative to the archive, since the
+// temporary folder is gone by the time anyone reads the message.
+void check_content(const fs::path& archive, const fs::path& root, const ExtractOptions& o) {
+  if (!o.check_content) return;
+  try {
+    o.check_content(root);
+  } catch (const Error& e) {
+    std::string msg = e.what();
+    for (const std::string& prefix : {root.string() + "/", root.string()}) {
+      for (auto at = msg.find(prefix); at != std::string::npos; at = msg.find(prefix, at)) msg.erase(at, prefix.size());
+    }
+    throw DataError(archive.string() + ": unpacked content is not valid: " + msg + "; nothing was extracted");
+  }
+}
+
+// The marker binds the folder to its source and records every file, so that readers can tell later when one
+// of them changed (check_extracted).
+void write_marker(const fs::path& archive, const fs::path& root, std::size_t entries, const ExtractOptions& o) {
+  nlohmann::json files = nlohmann::json::object();
+  for (const auto& e : fs::recursive_directory_iterator(root)) {
+    if (!e.is_regular_file() || e.is_symlink()) continue;
+    int64_t size = 0, mtime = 0;
+    if (!file_stamp(e.path(), &size, &mtime)) throw Error(e.path().string() + ": cannot stat");
+    files[e.path().lexically_relative(root).generic_string()] = {
+        {"size", size}, {"mtime_ns", mtime}, {"sha256", sha256_file(e.path())}};
+  }
+  const nlohmann::json marker = {
+      {"archive", fs::absolute(archive).string()}, {"source", o.source}, {"entries", entries}, {"files", files}};
+  std::ofstream out(root / kExtractMarker);
+  out << marker.dump(1) << "\n";
+  if (!out.flush()) throw Error(archive.string() + ": cannot write " + (root / kExtractMarker).string());
+}
+
+// Moves the finished temporary folder to `dest`, replacing an earlier extraction when `replace`.
+bool commit(const fs::path& archive, TempDir& temp, const fs::path& dest, bool replace) {
+  std::error_code ec;
+  TempDir old;
+  if (replace) {
+    old.path = temp_sibling(dest, "replaced-", true);
+    fs::rename(dest, old.path, ec);
+    if (ec)
+      throw Error(archive.string() + ": cannot move the earlier extraction " + dest.string() +
+                  " aside: " + ec.message());
+  } else if (fs::exists(dest, ec)) {
+    fs::remove(dest, ec);  // the empty folder checked by the caller
+  }
+  fs::rename(temp.path, dest, ec);
+  if (ec && replace) {
+    std::error_code back;
+    fs::rename(old.path, dest, back);  // keep the earlier extraction rather than nothing
+    old.keep = !back;
+  }
+  if (ec) {
+    if (!replace && has_marker(dest)) {  // another process finished the same extraction first
+      spdlog::info("{}: extracted concurrently by another process", dest.string());
+      return false;
+    }
+    throw Error(archive.string() + ": cannot move the extracted files to " + dest.string() + ": " + ec.message());
+  }
+  temp.keep = true;
+  return true;
+}
+
 }  // namespace
 
-bool extract_archive(const fs::path& archive, const fs::path& dest_dir) {
+bool extract_archive(const fs::path& archive, const fs::path& dest_dir, const ExtractOptions& o) {
   if (dest_dir.empty()) throw Error(archive.string() + ": empty destination folder");
   // "out/" has an empty filename; work with "out" so the temporary sibling lands next to it, not inside it.
   const fs::path dest = dest_dir.has_filename() ? dest_dir : dest_dir.parent_path();
   std::error_code ec;
-  if (has_marker(dest)) {
-    spdlog::info("{}: already extracted to {}", archive.string(), dest.string());
-    return false;
-  }
-  if (fs::exists(dest, ec) && !(fs::is_directory(dest, ec) && fs::is_empty(dest, ec))) {
+  const bool replace = has_marker(dest);
+  if (replace) {
+    const nlohmann::json marker = read_marker(dest);
+    if (o.source.empty() || (!marker.is_null() && marker.value("source", "") == o.source)) {
+      spdlog::info("{}: already extracted to {}", archive.string(), dest.string());
+      return false;
+    }
+    spdlog::info("{}: holds an extraction of another source; extracting {} again", dest.string(), archive.string());
+  } else if (fs::exists(dest, ec) && !(fs::is_directory(dest, ec) && fs::is_empty(dest, ec))) {
     throw Error(dest.string() + ": exists but holds no completed extraction of " + archive.string() + " (no " +
                 kExtractMarker + "); remove it and run again");
   }
@@ -251,7 +323,7 @@ bool extract_archive(const fs::path& archive, const fs::path& dest_dir) {
   const fs::path parent = dest.has_parent_path() ? dest.parent_path() : fs::path(".");
   fs::create_directories(parent, ec);
   if (ec) throw Error(archive.string() + ": cannot create folder " + parent.string() + ": " + ec.message());
-  TempDir temp{temp_sibling(parent / dest.filename())};
+  TempDir temp{temp_sibling(parent / dest.filename(), "extracting-", true)};
   if (!fs::create_directory(temp.path, ec) || ec) {
     throw Error(archive.string() + ": cannot create temporary folder " + temp.path.string() + ": " + ec.message());
   }
@@ -261,24 +333,31 @@ bool extract_archive(const fs::path& archive, const fs::path& dest_dir) {
   spdlog::info("extracting {} -> {}", archive.string(), dest.string());
   const std::size_t count = unpack(archive, root);
   check_symlinks_stay_inside(archive, root);
-  {
-    std::ofstream marker(root / kExtractMarker);
-    marker << "archive: " << fs::absolute(archive).string() << "\nentries: " << count << "\n";
-    if (!marker.flush()) throw Error(archive.string() + ": cannot write " + (root / kExtractMarker).string());
-  }
-
-  if (fs::exists(dest, ec)) fs::remove(dest, ec);  // the empty folder checked above
-  fs::rename(temp.path, dest, ec);
-  if (ec) {
-    if (has_marker(dest)) {  // another process finished the same extraction first
-      spdlog::info("{}: extracted concurrently by another process", dest.string());
-      return false;
-    }
-    throw Error(archive.string() + ": cannot move the extracted files to " + dest.string() + ": " + ec.message());
-  }
-  temp.keep = true;
+  check_content(archive, root, o);
+  write_marker(archive, root, count, o);
+  if (!commit(archive, temp, dest, replace)) return false;
   spdlog::info("extracted {} entries from {} to {}", count, archive.string(), dest.string());
   return true;
+}
+
+void check_extracted(const fs::path& dest_dir) {
+  const nlohmann::json marker = read_marker(dest_dir);
+  if (marker.is_null()) return;
+  const std::string archive = marker.value("archive", std::string("its archive"));
+  const std::string redo =
+      "; remove " + dest_dir.string() + " and run `expctl run SCENARIO.yaml --only download` to unpack it again";
+  for (const auto& [rel, rec] : marker["files"].items()) {
+    const fs::path file = dest_dir / rel;
+    int64_t size = 0, mtime = 0;
+    if (!file_stamp(file, &size, &mtime))
+      throw DataError(file.string() + ": missing (it was extracted from " + archive + ")" + redo);
+    if (rec.value("size", int64_t{-1}) == size && rec.value("mtime_ns", int64_t{-1}) == mtime) continue;
+    const std::string expected = rec.value("sha256", std::string());
+    const std::string actual = sha256_file(file);
+    if (actual != expected)
+      throw DataError(file.string() + ": changed on disk since it was extracted from " + archive + ": SHA-256 is " +
+                      actual + ", expected " + expected + redo);
+  }
 }
 
 }  // namespace expctl::io

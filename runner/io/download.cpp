@@ -396,17 +396,27 @@ DownloadResult download(const DownloadOptions& o) {
 
   if (fs::exists(dest, ec)) {
     if (!fs::is_regular_file(dest)) throw Error(dest.string() + ": exists and is not a regular file");
+    std::string why;
     if (!verify) {
-      spdlog::info("{}: already present (no checksum given, not verified)", dest.string());
-      return {dest, false, fs::file_size(dest)};
-    }
-    const std::string why = checksum_mismatch(dest, o.sha256_prefix, o.md5);
-    if (why.empty()) {
-      spdlog::info("{}: already present and verified", dest.string());
-      return {dest, false, fs::file_size(dest)};
+      try {
+        check_verified(dest);  // no checksum to compare with, but what was recorded when it was fetched
+      } catch (const DataError& e) {
+        why = e.what();
+      }
+      if (why.empty()) {
+        spdlog::info("{}: already present (no checksum given, not verified)", dest.string());
+        return {dest, false, fs::file_size(dest), record_verified(dest, o.url)};
+      }
+    } else {
+      why = checksum_mismatch(dest, o.sha256_prefix, o.md5);
+      if (why.empty()) {
+        spdlog::info("{}: already present and verified", dest.string());
+        return {dest, false, fs::file_size(dest), record_verified(dest, o.url)};
+      }
     }
     spdlog::warn("{}: present but does not match ({}); fetching {} again", dest.string(), why, o.url);
     fs::remove(dest);
+    forget_verified(dest);
   }
   fs::path part = dest;
   part += ".part";
@@ -494,7 +504,7 @@ DownloadResult download(const DownloadOptions& o) {
     throw Error("download " + o.url + ": cannot rename " + part.string() + " to " + dest.string() + ": " +
                 ec.message());
   }
-  return {dest, true, fs::file_size(dest)};
+  return {dest, true, fs::file_size(dest), record_verified(dest, o.url)};
 }
 
 std::string url_basename(const std::string& url) {

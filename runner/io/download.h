@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 
 namespace expctl::io {
@@ -39,6 +40,8 @@ struct DownloadResult {
   bool fetched = false;
   /// Size of the file in bytes.
   std::uintmax_t bytes = 0;
+  /// Its full SHA-256, recorded beside it (record_verified) so that later readers can tell when it changed.
+  std::string sha256;
 };
 
 /// Fetches `options.url` to `options.destination` unless a file that passes the checks is already there
@@ -51,6 +54,9 @@ struct DownloadResult {
 ///   HTTP 4xx fail at once. When retries run out the `.part` is kept so that the next call resumes.
 /// - Throws expctl::Error naming the URL and file: HTTP status (e.g. 404; nothing left behind), checksum mismatch
 ///   (expected and actual digest; the `.part` is deleted), or the last transfer error.
+/// - The verified file's size, modification time and SHA-256 are recorded beside it (record_verified), so that a
+///   reader can check it cheaply later (check_verified); with no checksum given, a present file is checked
+///   against that record instead (fetched again when it changed).
 /// - Parent folders of the destination are created. Downloads into the same folder take turns (an flock on the
 ///   folder), so concurrent processes asking for the same file fetch it once.
 ///
@@ -71,6 +77,9 @@ struct RemoteFile {
   std::filesystem::path extract_to;  ///< unpack the archive here when non-empty
   std::string what;                  ///< "pretrained weights", "CIFAR-10 binary tarball", ...
   std::string config_key;            ///< the YAML key the URL comes from ("model.weights_url"), for hints
+  /// For an archive: checks what it unpacked (the folder given) before the extraction is marked done, and throws
+  /// expctl::DataError naming the file inside and what is wrong (e.g. the data set reader's own checks).
+  std::function<void(const std::filesystem::path&)> check_content = {};
 };
 
 /// The last path component of a URL ("https://h/a/resnet18-f37072fd.pth?x" -> "resnet18-f37072fd.pth").

@@ -1,7 +1,9 @@
 #include "runner/models/torch_file.h"
 
 #include <caffe2/serialize/inline_container.h>
+#include <torch/csrc/jit/serialization/pickler.h>
 
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <memory>
@@ -9,6 +11,7 @@
 #include <unordered_map>
 
 #include "runner/core/error.h"
+#include "runner/io/checksum.h"
 
 namespace expctl::models {
 
@@ -109,6 +112,8 @@ std::string PickleValue::kind_name() const {
 
 namespace {
 
+using torch::jit::PickleOpCode;
+
 // ---- unpickling --------------------------------------------------------------------------------
 
 // The unpickler works on shared nodes because pickle has reference semantics: a dict is created empty,
@@ -123,27 +128,28 @@ struct Node {
   double f = 0;
   std::string s;             // Str, Bytes, BigInt (raw little-endian bytes), Global ("module.name"), Storage (key)
   std::vector<NodeP> items;  // Tuple, List
-  std::vector<std::pair<NodeP, NodeP>> entries;  // Dict
-  torch::ScalarType dtype = torch::kFloat;       // Storage
-  int64_t numel = 0;                             // Storage
-  NodeP storage;                                 // Tensor
-  int64_t offset = 0;                            // Tensor
-  std::vector<int64_t> sizes, strides;           // Tensor
-  torch::Tensor data;                            // Storage once read
+  std::vector<std::pair<NodeP, NodeP>> entries;   // Dict
+  std::unordered_map<std::string, size_t> index;  // Dict: entry of each string key (a later SETITEM replaces)
+  torch::ScalarType dtype = torch::kFloat;        // Storage
+  int64_t numel = 0;                              // Storage
+  NodeP storage;                                  // Tensor
+  int64_t offset = 0;                             // Tensor
+  std::vector<int64_t> sizes, strides;            // Tensor
+  torch::Tensor data;                             // Storage once read
 };
 
-NodeP make(Node::Kind k) {
-  auto n = std::make_shared<Node>();
-  n->kind = k;
-  return n;
-}
+// The storage classes torch.save names for each dtype; read and written through this one table.
+struct StorageType {
+  const char* name;
+  torch::ScalarType dtype;
+};
+constexpr StorageType kStorageTypes[] = {{"FloatStorage", torch::kFloat}, {"DoubleStorage", torch::kDouble},
+                                         {"HalfStorage", torch::kHalf},   {"BFloat16Storage", torch::kBFloat16},
+                                         {"LongStorage", torch::kLong},   {"IntStorage", torch::kInt},
+                                         {"ShortStorage", torch::kShort}, {"CharStorage", torch::kChar},
+                                         {"ByteStorage", torch::kByte},   {"BoolStorage", torch::kBool}};
 
 bool storage_dtype(const std::string& global, torch::ScalarType* out) {
-  static const std::unordered_map<std::string, torch::ScalarType> types = {
-      {"FloatStorage", torch::kFloat},       {"DoubleStorage", torch::kDouble}, {"HalfStorage", torch::kHalf},
-      {"BFloat16Storage", torch::kBFloat16}, {"LongStorage", torch::kLong},     {"IntStorage", torch::kInt},
-      {"ShortStorage", torch::kShort},       {"CharStorage", torch::kChar},     {"ByteStorage", torch::kByte},
-      {"BoolStorage", torch::kBool}};
   std::string name;
   if (global.rfind("torch.cuda.", 0) == 0) {
     name = global.substr(11);
@@ -152,15 +158,41 @@ bool storage_dtype(const std::string& global, torch::ScalarType* out) {
   } else {
     return false;
   }
-  auto it = types.find(name);
-  if (it == types.end()) return false;
-  *out = it->second;
-  return true;
+  for (const auto& t : kStorageTypes) {
+    if (name == t.name) {
+      *out = t.dtype;
+      return true;
+    }
+  }
+  return false;
+}
+
+const char* storage_name(torch::ScalarType dtype) {
+  for (const auto& t : kStorageTypes)
+    if (t.dtype == dtype) return t.name;
+  throw Error(std::string("serialize_torch_file: unsupported dtype ") + c10::toString(dtype));
+}
+
+// "more than 1000000 pickle objects": the message of every limit, naming it and what it protects against.
+std::string over_limit(const std::string& what, int64_t limit, const std::string& unit) {
+  return what + " " + std::to_string(limit) + " " + unit +
+         " (a limit of expctl's torch-file reader: a damaged or hostile file must not exhaust memory)";
 }
 
 class Unpickler {
  public:
   Unpickler(const char* data, size_t size, std::string where) : data_(data), size_(size), where_(std::move(where)) {}
+  ~Unpickler() {
+    stack_.clear();
+    memo_.clear();
+    for (auto& n : all_) {
+      n->items.clear();
+      n->entries.clear();
+      n->storage.reset();
+    }
+  }
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
 
   // Runs one pickle from `pos` to its STOP; returns the value.
   NodeP run(size_t& pos) {
@@ -169,208 +201,17 @@ class Unpickler {
     marks_.clear();
     memo_.clear();
     for (;;) {
-      const uint8_t op = u8();
-      switch (op) {
-        case 0x80:
-          u8();
-          break;  // PROTO
-        case 0x95:
-          take(8);
-          break;     // FRAME (length hint only)
-        case '.': {  // STOP
-          if (stack_.size() != 1) fail("pickle ends with " + std::to_string(stack_.size()) + " values on the stack");
-          pos = pos_;
-          return stack_.back();
-        }
-        case '(':
-          marks_.push_back(stack_.size());
-          break;  // MARK
-        case '0':
-          pop();
-          break;  // POP
-        case '1':
-          pop_mark();
-          break;  // POP_MARK
-        case '2':
-          push(top());
-          break;  // DUP
-        case 'N':
-          push(make(Node::None));
-          break;
-        case 0x88:
-          push_bool(true);
-          break;  // NEWTRUE
-        case 0x89:
-          push_bool(false);
-          break;  // NEWFALSE
-        case 'J':
-          push_int(static_cast<int32_t>(le(4)));
-          break;  // BININT
-        case 'K':
-          push_int(le(1));
-          break;  // BININT1
-        case 'M':
-          push_int(le(2));
-          break;  // BININT2
-        case 0x8a:
-          push_long(le(1));
-          break;  // LONG1
-        case 0x8b:
-          push_long(le(4));
-          break;     // LONG4
-        case 'G': {  // BINFLOAT (big-endian)
-          const char* p = take(8);
-          uint64_t bits = 0;
-          for (int k = 0; k < 8; ++k) bits = (bits << 8) | static_cast<uint8_t>(p[k]);
-          auto n = make(Node::Float);
-          std::memcpy(&n->f, &bits, 8);
-          push(n);
-          break;
-        }
-        case 'X':
-          push_str(Node::Str, le(4));
-          break;  // BINUNICODE
-        case 0x8c:
-          push_str(Node::Str, le(1));
-          break;  // SHORT_BINUNICODE
-        case 0x8d:
-          push_str(Node::Str, le(8));
-          break;  // BINUNICODE8
-        case 'T':
-          push_str(Node::Str, le(4));
-          break;  // BINSTRING (Python 2 str)
-        case 'U':
-          push_str(Node::Str, le(1));
-          break;  // SHORT_BINSTRING
-        case 'B':
-          push_str(Node::Bytes, le(4));
-          break;  // BINBYTES
-        case 'C':
-          push_str(Node::Bytes, le(1));
-          break;  // SHORT_BINBYTES
-        case 0x8e:
-          push_str(Node::Bytes, le(8));
-          break;  // BINBYTES8
-        case ')':
-          push(make(Node::Tuple));
-          break;     // EMPTY_TUPLE
-        case 't': {  // TUPLE
-          auto n = make(Node::Tuple);
-          n->items = pop_mark();
-          push(n);
-          break;
-        }
-        case 0x85:
-        case 0x86:
-        case 0x87: {  // TUPLE1..3
-          const size_t k = op - 0x84;
-          if (stack_.size() < k) fail("stack underflow");
-          auto n = make(Node::Tuple);
-          n->items.assign(stack_.end() - k, stack_.end());
-          stack_.resize(stack_.size() - k);
-          push(n);
-          break;
-        }
-        case ']':
-          push(make(Node::List));
-          break;     // EMPTY_LIST
-        case 'l': {  // LIST
-          auto n = make(Node::List);
-          n->items = pop_mark();
-          push(n);
-          break;
-        }
-        case 'a': {  // APPEND
-          auto v = pop();
-          expect(top(), Node::List, "APPEND")->items.push_back(v);
-          break;
-        }
-        case 'e': {  // APPENDS
-          auto vs = pop_mark();
-          auto& l = expect(top(), Node::List, "APPENDS")->items;
-          l.insert(l.end(), vs.begin(), vs.end());
-          break;
-        }
-        case '}':
-          push(make(Node::Dict));
-          break;     // EMPTY_DICT
-        case 'd': {  // DICT
-          auto n = make(Node::Dict);
-          fill_dict(n, pop_mark());
-          push(n);
-          break;
-        }
-        case 's': {  // SETITEM
-          auto v = pop();
-          auto k = pop();
-          fill_dict(expect(top(), Node::Dict, "SETITEM"), {k, v});
-          break;
-        }
-        case 'u': {  // SETITEMS
-          auto kvs = pop_mark();
-          fill_dict(expect(top(), Node::Dict, "SETITEMS"), kvs);
-          break;
-        }
-        case 'q':
-          memo_[static_cast<uint32_t>(le(1))] = top();
-          break;  // BINPUT
-        case 'r':
-          memo_[static_cast<uint32_t>(le(4))] = top();
-          break;  // LONG_BINPUT
-        case 0x94:
-          memo_[static_cast<uint32_t>(memo_.size())] = top();
-          break;  // MEMOIZE
-        case 'h':
-          get(le(1));
-          break;  // BINGET
-        case 'j':
-          get(le(4));
-          break;     // LONG_BINGET
-        case 'c': {  // GLOBAL
-          auto n = make(Node::Global);
-          const std::string module = line();
-          n->s = module + "." + line();
-          push(n);
-          break;
-        }
-        case 0x93: {  // STACK_GLOBAL
-          auto name = pop();
-          auto module = pop();
-          if (module->kind != Node::Str || name->kind != Node::Str) fail("STACK_GLOBAL needs two strings");
-          auto n = make(Node::Global);
-          n->s = module->s + "." + name->s;
-          push(n);
-          break;
-        }
-        case 'R': {  // REDUCE
-          auto args = pop();
-          auto callable = pop();
-          push(reduce(callable, args));
-          break;
-        }
-        case 0x81: {  // NEWOBJ
-          auto args = pop();
-          auto cls = pop();
-          push(reduce(cls, args));
-          break;
-        }
-        case 'b': {  // BUILD
-          auto state = pop();
-          // OrderedDict state dicts carry their `_metadata` (versions per module) as object state; tensors may
-          // carry Python attributes. Neither matters for weights.
-          const auto k = top()->kind;
-          if (k != Node::Dict && k != Node::Tensor) fail("BUILD on an unsupported object");
-          break;
-        }
-        case 'Q':
-          push(persistent_load(pop()));
-          break;  // BINPERSID
-        default: {
-          std::ostringstream os;
-          os << "unsupported pickle opcode 0x" << std::hex << static_cast<int>(op) << std::dec << " at byte "
-             << (pos_ - 1) << " (not a PyTorch file, or a newer pickle feature)";
-          fail(os.str());
-        }
+      const auto op = static_cast<PickleOpCode>(take(1)[0]);
+      if (op == PickleOpCode::STOP) {
+        if (stack_.size() != 1) fail("pickle ends with " + std::to_string(stack_.size()) + " values on the stack");
+        pos = pos_;
+        return stack_.back();
+      }
+      if (!scalar(op) && !container(op) && !other(op)) {
+        std::ostringstream os;
+        os << "unsupported pickle opcode 0x" << std::hex << static_cast<int>(static_cast<uint8_t>(op)) << std::dec
+           << " at byte " << (pos_ - 1) << " (not a PyTorch file, or a newer pickle feature)";
+        fail(os.str());
       }
     }
   }
@@ -380,8 +221,233 @@ class Unpickler {
   std::vector<std::string> storage_order;
 
   [[noreturn]] void fail(const std::string& what) const { throw DataError(where_ + ": " + what); }
+  [[noreturn]] void limit(const std::string& what, int64_t n, const std::string& unit) const {
+    fail(over_limit(what, n, unit));
+  }
 
  private:
+  // Every object the pickle creates is counted: a few hundred bytes can otherwise ask for any number.
+  NodeP make(Node::Kind k) {
+    if (all_.size() >= static_cast<size_t>(kPickleMaxObjects)) limit("more than", kPickleMaxObjects, "pickle objects");
+    all_.push_back(std::make_shared<Node>());
+    all_.back()->kind = k;
+    return all_.back();
+  }
+  NodeP sequence(Node::Kind k, std::vector<NodeP> items) {
+    auto n = make(k);
+    n->items = std::move(items);
+    return n;
+  }
+  void put(uint64_t index) {
+    if (memo_.size() >= static_cast<size_t>(kPickleMaxMemo) && !memo_.count(static_cast<uint32_t>(index)))
+      limit("more than", kPickleMaxMemo, "memo entries");
+    memo_[static_cast<uint32_t>(index)] = top();
+  }
+  void push_float() {  // BINFLOAT: big-endian IEEE double
+    const char* p = take(8);
+    uint64_t bits = 0;
+    for (int k = 0; k < 8; ++k) bits = (bits << 8) | static_cast<uint8_t>(p[k]);
+    auto n = make(Node::Float);
+    std::memcpy(&n->f, &bits, 8);
+    push(n);
+  }
+  // Opcodes that push one number, string or constant. False when `op` is none of them.
+  bool scalar(PickleOpCode op) {
+    switch (op) {
+      case PickleOpCode::NONE:
+        push(make(Node::None));
+        return true;
+      case PickleOpCode::NEWTRUE:
+        push_bool(true);
+        return true;
+      case PickleOpCode::NEWFALSE:
+        push_bool(false);
+        return true;
+      case PickleOpCode::BININT:
+        push_int(static_cast<int32_t>(le(4)));
+        return true;
+      case PickleOpCode::BININT1:
+        push_int(le(1));
+        return true;
+      case PickleOpCode::BININT2:
+        push_int(le(2));
+        return true;
+      case PickleOpCode::LONG1:
+        push_long(le(1));
+        return true;
+      case PickleOpCode::LONG4:
+        push_long(le(4));
+        return true;
+      case PickleOpCode::BINFLOAT:
+        push_float();
+        return true;
+      case PickleOpCode::BINUNICODE:
+        push_str(Node::Str, le(4));
+        return true;
+      case PickleOpCode::SHORT_BINUNICODE:
+        push_str(Node::Str, le(1));
+        return true;
+      case PickleOpCode::BINUNICODE8:
+        push_str(Node::Str, le(8));
+        return true;
+      case PickleOpCode::BINSTRING:
+        push_str(Node::Str, le(4));
+        return true;  // Python 2 str
+      case PickleOpCode::SHORT_BINSTRING:
+        push_str(Node::Str, le(1));
+        return true;
+      case PickleOpCode::BINBYTES:
+        push_str(Node::Bytes, le(4));
+        return true;
+      case PickleOpCode::SHORT_BINBYTES:
+        push_str(Node::Bytes, le(1));
+        return true;
+      case PickleOpCode::BINBYTES8:
+        push_str(Node::Bytes, le(8));
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  // Opcodes that build tuples, lists and dicts.
+  bool container(PickleOpCode op) {
+    switch (op) {
+      case PickleOpCode::EMPTY_TUPLE:
+        push(make(Node::Tuple));
+        return true;
+      case PickleOpCode::TUPLE:
+        push(sequence(Node::Tuple, pop_mark()));
+        return true;
+      case PickleOpCode::TUPLE1:
+      case PickleOpCode::TUPLE2:
+      case PickleOpCode::TUPLE3: {
+        const size_t k = static_cast<uint8_t>(op) - static_cast<uint8_t>(PickleOpCode::TUPLE1) + 1;
+        if (stack_.size() < k) fail("stack underflow");
+        std::vector<NodeP> items(stack_.end() - static_cast<std::ptrdiff_t>(k), stack_.end());
+        stack_.resize(stack_.size() - k);
+        push(sequence(Node::Tuple, std::move(items)));
+        return true;
+      }
+      case PickleOpCode::EMPTY_LIST:
+        push(make(Node::List));
+        return true;
+      case PickleOpCode::LIST:
+        push(sequence(Node::List, pop_mark()));
+        return true;
+      case PickleOpCode::APPEND: {
+        auto v = pop();
+        expect(top(), Node::List, "APPEND")->items.push_back(v);
+        return true;
+      }
+      case PickleOpCode::APPENDS: {
+        auto vs = pop_mark();
+        auto& l = expect(top(), Node::List, "APPENDS")->items;
+        l.insert(l.end(), vs.begin(), vs.end());
+        return true;
+      }
+      case PickleOpCode::EMPTY_DICT:
+        push(make(Node::Dict));
+        return true;
+      case PickleOpCode::DICT: {
+        auto n = make(Node::Dict);
+        fill_dict(n, pop_mark());
+        push(n);
+        return true;
+      }
+      case PickleOpCode::SETITEM: {
+        auto v = pop();
+        auto k = pop();
+        fill_dict(expect(top(), Node::Dict, "SETITEM"), {k, v});
+        return true;
+      }
+      case PickleOpCode::SETITEMS: {
+        auto kvs = pop_mark();
+        fill_dict(expect(top(), Node::Dict, "SETITEMS"), kvs);
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  // Stack, memo, framing, globals and object construction.
+  bool other(PickleOpCode op) {
+    switch (op) {
+      case PickleOpCode::PROTO:
+        take(1);
+        return true;
+      case PickleOpCode::FRAME:
+        take(8);
+        return true;  // a length hint only
+      case PickleOpCode::MARK:
+        if (marks_.size() >= static_cast<size_t>(kPickleMaxDepth))
+          limit("nested deeper than", kPickleMaxDepth, "levels");
+        marks_.push_back(stack_.size());
+        return true;
+      case PickleOpCode::POP:
+        pop();
+        return true;
+      case PickleOpCode::POP_MARK:
+        pop_mark();
+        return true;
+      case PickleOpCode::DUP:
+        push(top());
+        return true;
+      case PickleOpCode::BINPUT:
+        put(le(1));
+        return true;
+      case PickleOpCode::LONG_BINPUT:
+        put(le(4));
+        return true;
+      case PickleOpCode::MEMOIZE:
+        put(memo_.size());
+        return true;
+      case PickleOpCode::BINGET:
+        get(le(1));
+        return true;
+      case PickleOpCode::LONG_BINGET:
+        get(le(4));
+        return true;
+      case PickleOpCode::GLOBAL: {
+        auto n = make(Node::Global);
+        const std::string module = line();
+        n->s = module + "." + line();
+        push(n);
+        return true;
+      }
+      case PickleOpCode::STACK_GLOBAL: {
+        auto name = pop();
+        auto module = pop();
+        if (module->kind != Node::Str || name->kind != Node::Str) fail("STACK_GLOBAL needs two strings");
+        auto n = make(Node::Global);
+        n->s = module->s + "." + name->s;
+        push(n);
+        return true;
+      }
+      case PickleOpCode::REDUCE:
+      case PickleOpCode::NEWOBJ: {
+        auto args = pop();
+        auto callable = pop();
+        push(reduce(callable, args));
+        return true;
+      }
+      case PickleOpCode::BUILD: {
+        pop();
+        // OrderedDict state dicts carry their `_metadata` (versions per module) as object state; tensors may
+        // carry Python attributes. Neither matters for weights.
+        const auto k = top()->kind;
+        if (k != Node::Dict && k != Node::Tensor) fail("BUILD on an unsupported object");
+        return true;
+      }
+      case PickleOpCode::BINPERSID:
+        push(persistent_load(pop()));
+        return true;
+      default:
+        return false;
+    }
+  }
+
   const char* take(size_t n) {
     if (n > size_ - pos_) fail("unexpected end of data (truncated file?)");
     const char* p = data_ + pos_;
@@ -460,19 +526,18 @@ class Unpickler {
     node->s.assign(p, n);
     push(node);
   }
+  // An index keeps this linear: a dict of many keys must not take quadratic time.
   void fill_dict(const NodeP& d, const std::vector<NodeP>& kvs) {
     if (kvs.size() % 2) fail("odd number of dict items");
     for (size_t k = 0; k < kvs.size(); k += 2) {
-      bool replaced = false;
       if (kvs[k]->kind == Node::Str) {
-        for (auto& e : d->entries) {
-          if (e.first->kind == Node::Str && e.first->s == kvs[k]->s) {
-            e.second = kvs[k + 1];
-            replaced = true;
-          }
+        const auto [it, fresh] = d->index.emplace(kvs[k]->s, d->entries.size());
+        if (!fresh) {
+          d->entries[it->second].second = kvs[k + 1];
+          continue;
         }
       }
-      if (!replaced) d->entries.emplace_back(kvs[k], kvs[k + 1]);
+      d->entries.emplace_back(kvs[k], kvs[k + 1]);
     }
   }
   static bool is_int(const NodeP& n) { return n->kind == Node::Int; }
@@ -560,73 +625,140 @@ class Unpickler {
   std::vector<NodeP> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint32_t, NodeP> memo_;
+  // Every node, so that the destructor can unlink them first: freeing a deep chain (or a cycle) through
+  // shared_ptr would recurse once per level, or leak.
+  std::vector<NodeP> all_;
 };
 
-// Converts the node graph into PickleValues, materialising tensors from their (already read) storages.
-PickleValue convert(const NodeP& n, const std::string& where, int depth,
-                    std::unordered_map<const Node*, torch::Tensor>& cache) {
-  if (depth > 200) throw DataError(where + ": data nested too deeply");
-  PickleValue v;
-  switch (n->kind) {
-    case Node::None:
-      return v;
-    case Node::Bool:
-      return PickleValue::from(n->b);
-    case Node::Int:
-      return PickleValue::from(n->i);
-    case Node::Float:
-      return PickleValue::from(n->f);
-    case Node::Str:
-      return PickleValue::from(n->s);
-    case Node::Bytes:
-      v.kind = PickleValue::Kind::Bytes;
-      v.text = n->s;
-      return v;
-    case Node::BigInt:
-      throw DataError(where + ": integer too large for 64 bits");
-    case Node::Tuple:
-    case Node::List:
-      v.kind = n->kind == Node::Tuple ? PickleValue::Kind::Tuple : PickleValue::Kind::List;
-      for (const auto& x : n->items) v.items.push_back(convert(x, where, depth + 1, cache));
-      return v;
-    case Node::Dict:
-      v.kind = PickleValue::Kind::Dict;
-      for (const auto& e : n->entries)
-        v.entries.emplace_back(convert(e.first, where, depth + 1, cache), convert(e.second, where, depth + 1, cache));
-      return v;
-    case Node::Global:
-      throw DataError(where + ": holds a bare Python global '" + n->s + "'");
-    case Node::Storage:
-      throw DataError(where + ": holds a bare storage");
-    case Node::Tensor: {
-      auto it = cache.find(n.get());
-      if (it != cache.end()) return PickleValue::from(it->second);
-      const torch::Tensor& storage = n->storage->data;
-      if (!storage.defined()) throw DataError(where + ": storage '" + n->storage->s + "' was never read");
-      // Bounds check before as_strided: a corrupt size/stride must not read outside the storage.
-      int64_t numel = 1, last = n->offset;
-      for (size_t d = 0; d < n->sizes.size(); ++d) {
-        if (n->sizes[d] < 0 || n->strides[d] < 0) throw DataError(where + ": negative tensor size or stride");
-        numel *= n->sizes[d];
-        last += (n->sizes[d] - 1) * n->strides[d];
-      }
-      if (n->offset < 0 || (numel > 0 && last >= storage.numel()))
-        throw DataError(where + ": a tensor reaches past the end of its storage '" + n->storage->s + "'");
-      torch::Tensor t = numel == 0
-                            ? torch::empty(n->sizes, storage.options())
-                            : storage.as_strided(n->sizes, n->strides, n->offset).clone(at::MemoryFormat::Contiguous);
-      cache.emplace(n.get(), t);
-      return PickleValue::from(t);
-    }
+// Converts the node graph into PickleValues, materialising tensors from their (already read) storages. The graph
+// can share a node many times (memo GETs, DUP), so expanding it into a tree could take exponential memory: its
+// expanded size and depth are measured first (linear in the graph) against hard limits, and tensor bytes too.
+class Converter {
+ public:
+  Converter(std::string where, int64_t storage_bytes) : where_(std::move(where)), storage_bytes_(storage_bytes) {}
+
+  PickleValue run(const NodeP& root) {
+    measure(root.get(), 0);
+    return convert(root);
   }
-  return v;
-}
+
+ private:
+  struct Extent {
+    int64_t values = 0;  // -1 while being measured: seeing it again means a cycle
+    int height = 0;
+  };
+
+  // The expanded size and height of `n`, memoised per node.
+  Extent measure(const Node* n, int depth) {
+    if (depth > kPickleMaxDepth) fail(over_limit("nested deeper than", kPickleMaxDepth, "levels"));
+    auto [it, fresh] = extents_.emplace(n, Extent{-1, 0});
+    if (!fresh) {
+      if (it->second.values < 0) fail("a container contains itself (a cyclic reference)");
+      return it->second;
+    }
+    Extent e{1, 0};
+    auto add = [&](const NodeP& child) {
+      const Extent c = measure(child.get(), depth + 1);
+      e.values += c.values;
+      e.height = std::max(e.height, c.height + 1);
+      if (e.values > kPickleMaxObjects)
+        fail(over_limit("more than", kPickleMaxObjects, "pickle objects (shared references expanded)"));
+      if (e.height > kPickleMaxDepth) fail(over_limit("nested deeper than", kPickleMaxDepth, "levels"));
+    };
+    for (const auto& x : n->items) add(x);
+    for (const auto& [k, v] : n->entries) {
+      add(k);
+      add(v);
+    }
+    extents_[n] = e;
+    return e;
+  }
+
+  PickleValue convert(const NodeP& n) {
+    PickleValue v;
+    switch (n->kind) {
+      case Node::None:
+        return v;
+      case Node::Bool:
+        return PickleValue::from(n->b);
+      case Node::Int:
+        return PickleValue::from(n->i);
+      case Node::Float:
+        return PickleValue::from(n->f);
+      case Node::Str:
+        return PickleValue::from(n->s);
+      case Node::Bytes:
+        v.kind = PickleValue::Kind::Bytes;
+        v.text = n->s;
+        return v;
+      case Node::BigInt:
+        fail("integer too large for 64 bits");
+      case Node::Tuple:
+      case Node::List:
+        v.kind = n->kind == Node::Tuple ? PickleValue::Kind::Tuple : PickleValue::Kind::List;
+        for (const auto& x : n->items) v.items.push_back(convert(x));
+        return v;
+      case Node::Dict:
+        v.kind = PickleValue::Kind::Dict;
+        for (const auto& e : n->entries) v.entries.emplace_back(convert(e.first), convert(e.second));
+        return v;
+      case Node::Global:
+        fail("holds a bare Python global '" + n->s + "'");
+      case Node::Storage:
+        fail("holds a bare storage");
+      case Node::Tensor:
+        return PickleValue::from(tensor(*n));
+    }
+    return v;
+  }
+
+  [[noreturn]] void fail(const std::string& what) const { throw DataError(where_ + ": " + what); }
+
+  torch::Tensor tensor(const Node& n) {
+    auto it = cache_.find(&n);
+    if (it != cache_.end()) return it->second;
+    const torch::Tensor& storage = n.storage->data;
+    if (!storage.defined()) fail("storage '" + n.storage->s + "' was never read");
+    // Bounds check before as_strided: a corrupt size/stride must not read outside the storage, and no product
+    // may overflow on the way.
+    int64_t numel = 1, last = n.offset;
+    for (size_t d = 0; d < n.sizes.size(); ++d) {
+      if (n.sizes[d] < 0 || n.strides[d] < 0) fail("negative tensor size or stride");
+      int64_t reach = 0;
+      if (__builtin_mul_overflow(numel, n.sizes[d], &numel) ||
+          (n.sizes[d] > 0 && (__builtin_mul_overflow(n.sizes[d] - 1, n.strides[d], &reach) ||
+                              __builtin_add_overflow(last, reach, &last))))
+        fail("tensor size or stride out of range");
+    }
+    if (n.offset < 0 || (numel > 0 && last >= storage.numel()))
+      fail("a tensor reaches past the end of its storage '" + n.storage->s + "'");
+    // Views may overlap (stride 0), so the tensors could otherwise ask for far more than the file holds.
+    tensor_bytes_ += numel * static_cast<int64_t>(storage.element_size());
+    if (tensor_bytes_ > storage_bytes_ + kTensorSlackBytes)
+      fail(over_limit(std::to_string(tensor_bytes_) + " bytes of tensors from " + std::to_string(storage_bytes_) +
+                          " bytes of storage: more than storage +",
+                      kTensorSlackBytes, "bytes"));
+    torch::Tensor t = numel == 0 ? torch::empty(n.sizes, storage.options())
+                                 : storage.as_strided(n.sizes, n.strides, n.offset).clone(at::MemoryFormat::Contiguous);
+    cache_.emplace(&n, t);
+    return t;
+  }
+
+  std::string where_;
+  int64_t storage_bytes_;
+  int64_t tensor_bytes_ = 0;
+  std::unordered_map<const Node*, Extent> extents_;
+  std::unordered_map<const Node*, torch::Tensor> cache_;
+};
 
 torch::Tensor storage_from_bytes(const void* bytes, size_t nbytes, const Node& storage, const std::string& where) {
-  const size_t need = static_cast<size_t>(storage.numel) * c10::elementSize(storage.dtype);
+  const size_t element = c10::elementSize(storage.dtype);
+  // Compared by division: numel comes from the file and numel * element may overflow.
+  const size_t need =
+      static_cast<size_t>(storage.numel) <= nbytes / element ? static_cast<size_t>(storage.numel) * element : SIZE_MAX;
   if (nbytes < need)
     throw DataError(where + ": storage '" + storage.s + "' has " + std::to_string(nbytes) + " bytes, needs " +
-                    std::to_string(need) + " (truncated file?)");
+                    std::to_string(storage.numel) + " x " + std::to_string(element) + " (truncated file?)");
   torch::Tensor t = torch::empty({storage.numel}, torch::TensorOptions().dtype(storage.dtype));
   if (need) std::memcpy(t.data_ptr(), bytes, need);
   return t;
@@ -657,15 +789,16 @@ PickleValue read_zip(const std::string& file) {
     Unpickler unpickler(static_cast<const char*>(pkl.get()), pkl_size, file + ": data.pkl");
     size_t pos = 0;
     NodeP root = unpickler.run(pos);
+    int64_t storage_bytes = 0;
     for (const auto& key : unpickler.storage_order) {
       Node& s = *unpickler.storages[key];
       const std::string record = "data/" + key;
       if (!reader->hasRecord(record)) throw DataError(file + ": record '" + record + "' is missing");
       auto [ptr, size] = reader->getRecord(record);
       s.data = storage_from_bytes(ptr.get(), size, s, file);
+      storage_bytes += static_cast<int64_t>(size);
     }
-    std::unordered_map<const Node*, torch::Tensor> cache;
-    return convert(root, file, 0, cache);
+    return Converter(file, storage_bytes).run(root);
   } catch (const c10::Error& e) {
     throw DataError(file + ": corrupt PyTorch zip archive: " + c10_message(e));
   }
@@ -690,6 +823,7 @@ PickleValue read_legacy(const std::string& file, const std::vector<char>& bytes)
   NodeP root = unpickler.run(pos);
   NodeP keys = unpickler.run(pos);
   if (keys->kind != Node::List) throw DataError(file + ": malformed storage key list");
+  int64_t storage_bytes = 0;
   for (const auto& k : keys->items) {
     if (k->kind != Node::Str) throw DataError(file + ": malformed storage key list");
     auto it = unpickler.storages.find(k->s);
@@ -700,13 +834,15 @@ PickleValue read_legacy(const std::string& file, const std::vector<char>& bytes)
     pos += 8;
     Node& s = *it->second;
     if (count != s.numel) throw DataError(file + ": storage '" + k->s + "' has an inconsistent size");
-    const size_t nbytes = static_cast<size_t>(count) * c10::elementSize(s.dtype);
-    if (bytes.size() - pos < nbytes) throw DataError(file + ": unexpected end of file (truncated?)");
+    const size_t element = c10::elementSize(s.dtype);
+    if (static_cast<size_t>(count) > (bytes.size() - pos) / element)
+      throw DataError(file + ": unexpected end of file (truncated?)");
+    const size_t nbytes = static_cast<size_t>(count) * element;
     s.data = storage_from_bytes(bytes.data() + pos, nbytes, s, file);
     pos += nbytes;
+    storage_bytes += static_cast<int64_t>(nbytes);
   }
-  std::unordered_map<const Node*, torch::Tensor> cache;
-  return convert(root, file, 0, cache);
+  return Converter(file, storage_bytes).run(root);
 }
 
 // ---- pickling ----------------------------------------------------------------------------------
@@ -714,36 +850,36 @@ PickleValue read_legacy(const std::string& file, const std::vector<char>& bytes)
 class Pickler {
  public:
   void dump(const PickleValue& v) {
-    op(0x80);
-    op(2);  // protocol 2, as torch.save writes by default
+    op(PickleOpCode::PROTO);
+    out.push_back(2);  // protocol 2, as torch.save writes by default
     write(v);
-    op('.');
+    op(PickleOpCode::STOP);
   }
   std::string out;
   std::vector<torch::Tensor> tensors;
 
  private:
-  void op(uint8_t c) { out.push_back(static_cast<char>(c)); }
+  void op(PickleOpCode c) { out.push_back(static_cast<char>(c)); }
   void le(uint64_t v, int n) {
     for (int k = 0; k < n; ++k) out.push_back(static_cast<char>((v >> (8 * k)) & 0xff));
   }
   void str(const std::string& s) {
-    op('X');
+    op(PickleOpCode::BINUNICODE);
     le(s.size(), 4);
     out += s;
   }
   void integer(int64_t v) {
     if (v >= INT32_MIN && v <= INT32_MAX) {
-      op('J');
+      op(PickleOpCode::BININT);
       le(static_cast<uint32_t>(static_cast<int32_t>(v)), 4);
     } else {
-      op(0x8a);
-      op(8);
+      op(PickleOpCode::LONG1);
+      out.push_back(8);
       le(static_cast<uint64_t>(v), 8);
     }
   }
   void global(const char* module, const char* name) {
-    op('c');
+    op(PickleOpCode::GLOBAL);
     out += module;
     out += '\n';
     out += name;
@@ -752,10 +888,10 @@ class Pickler {
   void write(const PickleValue& v) {
     switch (v.kind) {
       case PickleValue::Kind::None:
-        op('N');
+        op(PickleOpCode::NONE);
         break;
       case PickleValue::Kind::Bool:
-        op(v.boolean ? 0x88 : 0x89);
+        op(v.boolean ? PickleOpCode::NEWTRUE : PickleOpCode::NEWFALSE);
         break;
       case PickleValue::Kind::Int:
         integer(v.integer);
@@ -763,7 +899,7 @@ class Pickler {
       case PickleValue::Kind::Float: {
         uint64_t bits;
         std::memcpy(&bits, &v.real, 8);
-        op('G');
+        op(PickleOpCode::BINFLOAT);
         for (int k = 7; k >= 0; --k) out.push_back(static_cast<char>((bits >> (8 * k)) & 0xff));
         break;
       }
@@ -771,32 +907,32 @@ class Pickler {
         str(v.text);
         break;
       case PickleValue::Kind::Bytes:
-        op('B');
+        op(PickleOpCode::BINBYTES);
         le(v.text.size(), 4);
         out += v.text;
         break;
       case PickleValue::Kind::List:
-        op(']');
+        op(PickleOpCode::EMPTY_LIST);
         if (!v.items.empty()) {
-          op('(');
+          op(PickleOpCode::MARK);
           for (const auto& x : v.items) write(x);
-          op('e');
+          op(PickleOpCode::APPENDS);
         }
         break;
       case PickleValue::Kind::Tuple:
-        op('(');
+        op(PickleOpCode::MARK);
         for (const auto& x : v.items) write(x);
-        op('t');
+        op(PickleOpCode::TUPLE);
         break;
       case PickleValue::Kind::Dict:
-        op('}');
+        op(PickleOpCode::EMPTY_DICT);
         if (!v.entries.empty()) {
-          op('(');
+          op(PickleOpCode::MARK);
           for (const auto& e : v.entries) {
             write(e.first);
             write(e.second);
           }
-          op('u');
+          op(PickleOpCode::SETITEMS);
         }
         break;
       case PickleValue::Kind::Tensor:
@@ -807,67 +943,33 @@ class Pickler {
   void tensor(const torch::Tensor& t0) {
     if (!t0.defined()) throw Error("serialize_torch_file: undefined tensor");
     const torch::Tensor t = t0.detach().to(torch::kCPU).contiguous();
-    const char* type = nullptr;
-    switch (t.scalar_type()) {
-      case torch::kFloat:
-        type = "FloatStorage";
-        break;
-      case torch::kDouble:
-        type = "DoubleStorage";
-        break;
-      case torch::kHalf:
-        type = "HalfStorage";
-        break;
-      case torch::kBFloat16:
-        type = "BFloat16Storage";
-        break;
-      case torch::kLong:
-        type = "LongStorage";
-        break;
-      case torch::kInt:
-        type = "IntStorage";
-        break;
-      case torch::kShort:
-        type = "ShortStorage";
-        break;
-      case torch::kChar:
-        type = "CharStorage";
-        break;
-      case torch::kByte:
-        type = "ByteStorage";
-        break;
-      case torch::kBool:
-        type = "BoolStorage";
-        break;
-      default:
-        throw Error(std::string("serialize_torch_file: unsupported dtype ") + c10::toString(t.scalar_type()));
-    }
+    const char* type = storage_name(t.scalar_type());
     // What Python's Tensor.__reduce_ex__ writes: _rebuild_tensor_v2(storage, offset, size, stride,
     // requires_grad, OrderedDict()) with the storage as a persistent id. Only globals that
     // torch.load(weights_only=True) allows appear.
     global("torch._utils", "_rebuild_tensor_v2");
-    op('(');
-    op('(');
+    op(PickleOpCode::MARK);
+    op(PickleOpCode::MARK);
     str("storage");
     global("torch", type);
     str(std::to_string(tensors.size()));
     str("cpu");
     integer(t.numel());
-    op('t');
-    op('Q');
+    op(PickleOpCode::TUPLE);
+    op(PickleOpCode::BINPERSID);
     integer(0);
-    op('(');
+    op(PickleOpCode::MARK);
     for (auto s : t.sizes()) integer(s);
-    op('t');
-    op('(');
+    op(PickleOpCode::TUPLE);
+    op(PickleOpCode::MARK);
     for (auto s : t.strides()) integer(s);
-    op('t');
-    op(0x89);
+    op(PickleOpCode::TUPLE);
+    op(PickleOpCode::NEWFALSE);
     global("collections", "OrderedDict");
-    op(')');
-    op('R');
-    op('t');
-    op('R');
+    op(PickleOpCode::EMPTY_TUPLE);
+    op(PickleOpCode::REDUCE);
+    op(PickleOpCode::TUPLE);
+    op(PickleOpCode::REDUCE);
     tensors.push_back(t);
   }
 };
@@ -878,6 +980,7 @@ PickleValue read_torch_file(const std::filesystem::path& path) {
   const std::string file = path.string();
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) throw DataError(file + ": no such file");
+  io::check_verified(path);  // a downloaded file: changed since it was verified?
   const auto size = std::filesystem::file_size(path, ec);
   if (ec) throw DataError(file + ": cannot read: " + ec.message());
   if (size == 0) throw DataError(file + ": file is empty");
@@ -915,6 +1018,26 @@ std::vector<char> serialize_torch_file(const PickleValue& value) {
   return out;
 }
 
+namespace {
+
+// Weights with NaN or Inf would train, prune and report garbage without a word: refuse them where they are read.
+void check_finite(const torch::Tensor& t, const std::string& name, const std::string& what) {
+  if (!t.is_floating_point() || t.numel() == 0) return;
+  const torch::Tensor bad = torch::isfinite(t).logical_not().flatten();
+  if (!bad.any().item<bool>()) return;
+  const int64_t i = bad.nonzero()[0][0].item<int64_t>();
+  const double x = t.flatten()[i].item<double>();
+  throw DataError(what + ": tensor '" + name + "' holds " +
+                  (std::isnan(x) ? "NaN"
+                   : x > 0       ? "+Inf"
+                                 : "-Inf") +
+                  " (element " + std::to_string(i) + " of " + std::to_string(t.numel()) + ", " +
+                  std::to_string(bad.sum().item<int64_t>()) +
+                  " not finite): the file is damaged or comes from a diverged run; refusing to use it");
+}
+
+}  // namespace
+
 StateDict to_state_dict(const PickleValue& value, const std::string& what) {
   if (value.kind != PickleValue::Kind::Dict)
     throw DataError(what + ": expected a dict of name -> tensor, found a " + value.kind_name());
@@ -923,6 +1046,7 @@ StateDict to_state_dict(const PickleValue& value, const std::string& what) {
     if (k.kind != PickleValue::Kind::String) throw DataError(what + ": expected string keys, found a " + k.kind_name());
     if (v.kind != PickleValue::Kind::Tensor)
       throw DataError(what + ": '" + k.text + "' is a " + v.kind_name() + ", not a tensor");
+    check_finite(v.tensor, k.text, what);
     sd.insert(k.text, v.tensor);
   }
   return sd;

@@ -15,6 +15,16 @@
 
 namespace expctl::models {
 
+/// Hard limits of read_torch_file(), so that a small damaged or hostile file cannot exhaust memory or time
+/// (a pickle can reference one object many times; expanded, a 1 KB file could describe an exponentially large
+/// structure). Exceeding one is a DataError naming the file and the limit. Real state dicts and checkpoints stay
+/// far below (ResNet-18: about 2,000 objects, depth 4).
+inline constexpr int64_t kPickleMaxObjects = 1000000;  ///< objects created, and values after expanding references
+inline constexpr int64_t kPickleMaxMemo = 1000000;     ///< memo entries
+inline constexpr int kPickleMaxDepth = 200;            ///< nesting of MARKs and of containers
+/// The tensors of a file may take at most its storage records' bytes plus this (views can overlap via stride 0).
+inline constexpr int64_t kTensorSlackBytes = int64_t{16} << 20;
+
 /// A value of the pickle subset torch files use: None, bool, int, float, str, bytes, tensor, list, tuple, dict
 /// (OrderedDict reads as Dict; keys keep their order).
 struct PickleValue {
@@ -49,7 +59,9 @@ struct PickleValue {
 };
 
 /// Reads a torch.save file (zip or legacy format). Throws expctl::DataError "<file>: <what is wrong>" for a
-/// missing, empty, truncated or foreign file, or one holding pickled Python objects other than the subset.
+/// missing, empty, truncated or foreign file, one holding pickled Python objects other than the subset, or one
+/// over a limit above. A downloaded file is first checked against what was recorded when it was verified
+/// (io::check_verified).
 PickleValue read_torch_file(const std::filesystem::path& file);
 
 /// The bytes of a zip-format torch file holding `value`, readable by Python's torch.load (weights_only too)
@@ -57,7 +69,8 @@ PickleValue read_torch_file(const std::filesystem::path& file);
 std::vector<char> serialize_torch_file(const PickleValue& value);
 
 /// A PickleValue dict → StateDict (string keys, tensor values); `what` names the object in errors
-/// (e.g. "model.pt: state_dict"). Throws expctl::DataError otherwise.
+/// (e.g. "model.pt: state_dict"). Throws expctl::DataError otherwise, and for a floating tensor holding NaN or
+/// Inf: "<what>: tensor '<name>' holds NaN (element i of n, k not finite): ...".
 StateDict to_state_dict(const PickleValue& value, const std::string& what);
 
 /// Reads a state-dict file as torchvision distributes it (torch.save of model.state_dict()). Also accepts a

@@ -9,6 +9,7 @@
 #include "runner/core/pipeline.h"
 #include "runner/data/datasets.h"
 #include "runner/io/archive.h"
+#include "runner/io/checksum.h"
 #include "runner/models/models.h"
 
 namespace expctl {
@@ -31,13 +32,31 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
   return out;
 }
 
+// Unpacks an archive bound to its content (a changed archive is unpacked again) and checked by its data set's
+// reader. An archive that passed its checksum but holds the wrong content is deleted: keeping it would make
+// every rerun fail the same way even after the URL is fixed.
+bool extract(const io::RemoteFile& f, const io::DownloadResult& r) {
+  try {
+    return io::extract_archive(r.path, f.extract_to, {r.sha256, f.check_content});
+  } catch (const DataError& e) {
+    std::error_code ec;
+    std::filesystem::remove(r.path, ec);
+    io::forget_verified(r.path);
+    throw DataError(std::string(e.what()) + "\n  " + r.path.string() + " (from " + f.url + ", " +
+                    (f.md5.empty() && f.sha256_prefix.empty() ? "no checksum given" : "checksum matched") +
+                    ") is not the " + f.what + " and was deleted; point " + f.config_key +
+                    " and its checksum at the right file and run the same command again");
+  }
+}
+
 class DownloadStage : public Stage {
  public:
   void run(StageContext& ctx) override {
     // Sweep cells and Slurm array tasks share the download folders: one process fetches, the others wait and
     // then find the files present and verified.
     const std::filesystem::path lock_file = ctx.naming.datasets_dir() / ".download.lock";
-    WaitLock lock(lock_file, [&] { ctx.log->info("waiting for another expctl that downloads ({})", lock_file.string()); });
+    WaitLock lock(lock_file,
+                  [&] { ctx.log->info("waiting for another expctl that downloads ({})", lock_file.string()); });
     for (const auto& f : files_of(ctx.config, ctx.naming)) {
       io::DownloadOptions o;
       o.url = f.url;
@@ -61,8 +80,7 @@ class DownloadStage : public Stage {
                     r.fetched ? "downloaded and verified" : "present and verified", r.bytes);
       ctx.outputs.push_back(r.path);
       if (!f.extract_to.empty()) {
-        bool extracted = io::extract_archive(r.path, f.extract_to);
-        ctx.log->info("{}: {}", f.extract_to.string(), extracted ? "unpacked" : "already unpacked");
+        ctx.log->info("{}: {}", f.extract_to.string(), extract(f, r) ? "unpacked" : "already unpacked");
         ctx.outputs.push_back(f.extract_to);
       }
       if (stop_requested()) return;

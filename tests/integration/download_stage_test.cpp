@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <functional>
+
 #include "runner/core/config.h"
 #include "runner/core/error.h"
 #include "runner/data/datasets.h"
@@ -175,5 +177,205 @@ TEST(DownloadStage, AnUnreachableServerNamesTheKeyForAMirror) {
   EXPECT_NE(
       r.output.find("a mirror or a local copy works too: --set dataset.url=file:///path/to/cifar-10-binary.tar.gz"),
       std::string::npos)
+      << r.output;
+}
+
+namespace {
+
+using io::test::Entry;
+
+// A CIFAR-like tarball of `records` records per batch file, with `edit` applied to its entries, served as
+// <www>/<dir>/cifar-10-binary.tar.gz; returns its MD5.
+std::string serve_cifar(const fs::path& www, const std::string& dir, int records,
+                        const std::function<void(std::vector<Entry>&)>& edit = {}) {
+  auto entries = io::test::cifar_like_entries(records);
+  if (edit) edit(entries);
+  fs::create_directories(www / dir);
+  io::test::make_archive(www / dir / "cifar-10-binary.tar.gz", entries, io::test::ArchiveFormat::kTarGz);
+  return io::md5_file(www / dir / "cifar-10-binary.tar.gz");
+}
+
+Entry& entry(std::vector<Entry>& entries, const std::string& name) {
+  for (auto& e : entries)
+    if (e.name == "cifar-10-batches-bin/" + name) return e;
+  throw std::runtime_error("no entry " + name);
+}
+
+// Writes s.yaml pointing at <dir>/cifar-10-binary.tar.gz on the server, with the given MD5.
+void point_at(const fs::path& tmp, const io::test::HttpServer& server, const std::string& dir, const std::string& md5) {
+  test::write_file(
+      tmp / "s.yaml",
+      scenario("{name: ResNet18, pretrained: false}",
+               "{name: CIFAR10, url: '" + server.url("/" + dir + "/cifar-10-binary.tar.gz") + "', md5: " + md5 + "}"));
+}
+
+// Nothing of a refused extraction is left: no data folder, no temporary folder, no archive.
+void expect_nothing_unpacked(const fs::path& datasets, const std::string& output) {
+  for (const auto& e : fs::directory_iterator(datasets)) {
+    const std::string name = e.path().filename().string();
+    EXPECT_TRUE(name == ".download.lock") << name << " left behind\n" << output;
+  }
+}
+
+}  // namespace
+
+// Item 3 of issue 12: each kind of wrong content passes its checksum, is refused before it is marked unpacked,
+// and the run that points at the right archive then unpacks it.
+TEST(DownloadStage, ArchivesWithTheWrongContentAreRefusedAndAFixedUrlUnpacks) {
+  test::TempDir tmp;
+  const fs::path www = tmp / "www";
+  io::test::HttpServer server(www, tmp / "server.log");
+  struct Case {
+    std::string dir, expected;
+    std::function<void(std::vector<Entry>&)> edit;
+  };
+  const std::vector<Case> cases = {
+      {"empty", "cifar-10-batches-bin: directory not found (expected the CIFAR-10 binary folder",
+       [](auto& e) { e.clear(); }},
+      {"layout", "cifar-10-batches-bin: directory not found",
+       [](auto& e) {
+         for (auto& x : e) x.name = x.name.substr(std::string("cifar-10-batches-bin/").size());
+         e.erase(e.begin());  // the folder entry, now ""
+       }},
+      {"record", "cifar-10-batches-bin/data_batch_3.bin: size 3000 bytes is not a multiple of the record length 3073",
+       [](auto& e) { entry(e, "data_batch_3.bin").content.resize(3000); }},
+      {"label", "cifar-10-batches-bin/test_batch.bin: record 0: label 10 out of range [0, 9]",
+       [](auto& e) { entry(e, "test_batch.bin").content[0] = 10; }},
+      {"missing", "cifar-10-batches-bin/data_batch_5.bin: file not found",
+       [](auto& e) {
+         e.erase(std::find_if(e.begin(), e.end(),
+                              [](const Entry& x) { return x.name == "cifar-10-batches-bin/data_batch_5.bin"; }));
+       }},
+  };
+  for (const auto& c : cases) {
+    point_at(tmp.path(), server, c.dir, serve_cifar(www, c.dir, 2, c.edit));
+    auto r = test::run_expctl("run s.yaml", tmp.path());
+    EXPECT_EQ(r.exit_code, 1) << c.dir << "\n" << r.output;
+    const std::string archive = (fs::path("downloaded_datasets") / "cifar-10-binary.tar.gz").string();
+    EXPECT_NE(r.output.find(archive + ": unpacked content is not valid: " + c.expected), std::string::npos)
+        << c.dir << "\n"
+        << r.output;
+    EXPECT_NE(r.output.find("is not the CIFAR-10 binary tarball and was deleted; point dataset.url and its checksum "
+                            "at the right file and run the same command again"),
+              std::string::npos)
+        << r.output;
+    expect_nothing_unpacked(tmp / "downloaded_datasets", r.output);
+  }
+
+  // The advice works: the right archive is fetched and unpacked.
+  point_at(tmp.path(), server, "good", serve_cifar(www, "good", 2));
+  auto r = test::run_expctl("run s.yaml", tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  test::Cwd cwd(tmp.path());
+  EXPECT_EQ(data::load_dataset(load_scenario("s.yaml"), true).size(), 10);
+
+  // A completed extraction is bound to its archive: another archive (the scenario changed its URL and checksum)
+  // is unpacked again instead of "already unpacked".
+  point_at(tmp.path(), server, "other", serve_cifar(www, "other", 3));
+  r = test::run_expctl("run s.yaml", tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("already unpacked"), std::string::npos) << r.output;
+  EXPECT_EQ(data::load_dataset(load_scenario("s.yaml"), true).size(), 15);
+}
+
+// Item 4 of issue 12: a verified file damaged later is refused where it is read (the download stage itself
+// is skipped by its manifest), naming the file, both hashes and what to do.
+TEST(DownloadStage, FilesDamagedAfterTheirDownloadAreRefusedWhenRead) {
+  test::TempDir tmp;
+  fs::path www = tmp / "www";
+  fs::create_directories(www);
+  const std::string md5 = serve_cifar(www, "d", 2);
+  fs::path weights = test::write_fake_torchvision_weights(www);
+  io::test::HttpServer server(www, tmp / "server.log");
+  test::write_file(
+      tmp / "s.yaml",
+      scenario("{name: ResNet18, stem: cifar, weights_url: '" + server.url("/" + weights.filename().string()) + "'}",
+               "{name: CIFAR10, url: '" + server.url("/d/cifar-10-binary.tar.gz") + "', md5: " + md5 + "}"));
+  auto r = test::run_expctl("run s.yaml", tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  test::Cwd cwd(tmp.path());
+  const ScenarioConfig cfg = load_scenario("s.yaml");
+  models::build_model(cfg);  // intact: read without complaint
+  data::load_dataset(cfg, false);
+
+  // One byte changed in place (same size, new modification time).
+  auto flip = [](const fs::path& file, std::size_t at) {
+    std::string bytes = test::read_file(file);
+    bytes[at] = static_cast<char>(bytes[at] ^ 0x40);
+    test::write_file(file, bytes);
+  };
+  const fs::path local = fs::path("downloaded_models") / weights.filename();
+  const std::string good_sha = io::sha256_file(local);
+  flip(local, fs::file_size(local) / 2);
+  try {
+    models::build_model(cfg);
+    FAIL() << "damaged weights were used";
+  } catch (const DataError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              local.string() +
+                  ": changed on disk since it was verified (size or modification time differ): SHA-256 is " +
+                  io::sha256_file(local) + ", expected " + good_sha + " (downloaded from " +
+                  server.url("/" + weights.filename().string()) +
+                  "); delete it and run `expctl run SCENARIO.yaml --only download` to fetch it again");
+  }
+  // The advice works: the rerun fetches it again.
+  fs::remove(local);
+  r = test::run_expctl("run s.yaml --only download", tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  models::build_model(cfg);
+
+  const fs::path batch = "downloaded_datasets/CIFAR10/cifar-10-batches-bin/test_batch.bin";
+  flip(batch, 100);
+  try {
+    data::load_dataset(cfg, false);
+    FAIL() << "a damaged data file was used";
+  } catch (const DataError& e) {
+    const std::string msg = e.what();
+    EXPECT_EQ(msg.rfind(batch.string() + ": changed on disk since it was extracted from ", 0), 0u) << msg;
+    EXPECT_NE(msg.find("SHA-256 is " + io::sha256_file(batch) + ", expected "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("; remove downloaded_datasets/CIFAR10 and run `expctl run SCENARIO.yaml --only download`"),
+              std::string::npos)
+        << msg;
+  }
+  fs::remove_all("downloaded_datasets/CIFAR10");
+  r = test::run_expctl("run s.yaml --only download", tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(data::load_dataset(cfg, false).size(), 2);
+}
+
+// Item 8 of issue 12: temporary files of killed runs are removed by the next run; a live process's are kept,
+// and so is a resumable partial download.
+TEST(DownloadStage, StaleTemporaryFilesOfDeadProcessesAreRemoved) {
+  test::TempDir tmp;
+  const pid_t dead = ::fork();
+  if (dead == 0) ::_exit(0);
+  ASSERT_GT(dead, 0);
+  ::waitpid(dead, nullptr, 0);
+  const std::string live = std::to_string(::getpid()), gone = std::to_string(dead);
+  const std::vector<std::string> stale = {
+      "checkpoints/TS0/.ResNet18_CIFAR10_FT_5.pt.tmp" + gone,
+      "checkpoints/TS0/.ResNet18_CIFAR10_FT_5.train.pt.tmp" + gone,
+      "checkpoints/TS0_Download_ResNet18_CIFAR10/manifests/.download.json.tmp" + gone,
+      "downloaded_datasets/.CIFAR10.extracting-" + gone + "-3/cifar-10-batches-bin/x",
+      "downloaded_models/.resnet18-f37072fd.pth.verified.tmp" + gone};
+  const std::vector<std::string> kept = {"checkpoints/TS0/.ResNet18_CIFAR10_FT_5.pt.tmp" + live,
+                                         "downloaded_datasets/.CIFAR10.extracting-" + live + "-0/y",
+                                         "downloaded_models/other-0123abcd.pth.part",
+                                         "checkpoints/TS0/notes.tmp" + gone};
+  for (const auto& f : stale) test::write_file(tmp / f, "x");
+  for (const auto& f : kept) test::write_file(tmp / f, "x");
+  io::test::make_archive(tmp / "cifar-10-binary.tar.gz", io::test::cifar_like_entries(1),
+                         io::test::ArchiveFormat::kTarGz);
+  test::write_file(tmp / "s.yaml", scenario("{name: ResNet18, pretrained: false}",
+                                            "{name: CIFAR10, url: 'file://" +
+                                                (tmp / "cifar-10-binary.tar.gz").string() + "', md5: ''}"));
+  auto r = test::run_expctl("run s.yaml", tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const auto& f : stale) EXPECT_FALSE(fs::exists(tmp / f)) << f << "\n" << r.output;
+  EXPECT_FALSE(fs::exists(tmp / ("downloaded_datasets/.CIFAR10.extracting-" + gone + "-3")));
+  for (const auto& f : kept) EXPECT_TRUE(fs::exists(tmp / f)) << f;
+  EXPECT_NE(r.output.find("removed checkpoints/TS0/.ResNet18_CIFAR10_FT_5.pt.tmp" + gone +
+                          ", left by a process that is gone"),
+            std::string::npos)
       << r.output;
 }

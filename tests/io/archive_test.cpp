@@ -156,5 +156,47 @@ TEST_F(ArchiveTest, ExistingFolderWithoutMarkerIsNotOverwritten) {
   EXPECT_EQ(test::read_file(empty / "x.txt"), "new");
 }
 
+TEST_F(ArchiveTest, ContentIsCheckedBeforeItIsMarkedDone) {
+  const fs::path a = archive({{Entry::kFile, "d/x.bin", "123", ""}});
+  const fs::path out = dir_.path() / "out";
+  ExtractOptions o;
+  o.check_content = [](const fs::path& root) {
+    if (fs::file_size(root / "d/x.bin") != 4) throw DataError((root / "d/x.bin").string() + ": expected 4 bytes");
+  };
+  try {
+    extract_archive(a, out / "dest", o);
+    FAIL() << "expected the content to be refused";
+  } catch (const DataError& e) {
+    EXPECT_EQ(std::string(e.what()),
+              a.string() + ": unpacked content is not valid: d/x.bin: expected 4 bytes; nothing was extracted");
+  }
+  EXPECT_TRUE(test::list_tree(out).empty()) << testing::PrintToString(test::list_tree(out));
+}
+
+TEST_F(ArchiveTest, AnotherSourceIsExtractedAgainAndChangedFilesAreNoticed) {
+  const fs::path dest = dir_.path() / "dest";
+  const fs::path a = archive({{Entry::kFile, "x.txt", "one", ""}});
+  EXPECT_TRUE(extract_archive(a, dest, {"sha-one", {}}));
+  EXPECT_FALSE(extract_archive(a, dest, {"sha-one", {}}));
+  const fs::path b = archive({{Entry::kFile, "y.txt", "two", ""}});
+  EXPECT_TRUE(extract_archive(b, dest, {"sha-two", {}}));
+  EXPECT_FALSE(fs::exists(dest / "x.txt"));
+  EXPECT_EQ(test::read_file(dest / "y.txt"), "two");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_.path()), fs::directory_iterator()), 2);  // in/ and dest/
+
+  EXPECT_NO_THROW(check_extracted(dest));
+  test::write_file(dest / "y.txt", "tw0");
+  EXPECT_THROW(check_extracted(dest), DataError);
+  fs::remove(dest / "y.txt");
+  try {
+    check_extracted(dest);
+    FAIL();
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find((dest / "y.txt").string() + ": missing (it was extracted from "),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace expctl::io

@@ -287,6 +287,22 @@ TEST_F(DownloadTest, PresentFileWithoutChecksumIsKept) {
   EXPECT_TRUE(server_->requests("/never-requested.bin").empty());
 }
 
+// Without a checksum, what was recorded at the download is the reference: a file changed since is fetched again.
+TEST_F(DownloadTest, AFileWithoutChecksumThatChangedSinceItsDownloadIsFetchedAgain) {
+  const std::string bytes = test::deterministic_bytes(3000, 21);
+  test::write_file(www() / "plain.bin", bytes);
+  auto o = options(server_->url("/plain.bin"), "plain.bin");
+  ASSERT_TRUE(o.sha256_prefix.empty());
+  EXPECT_EQ(download(o).sha256, sha256_file(www() / "plain.bin"));
+  EXPECT_FALSE(download(o).fetched);
+  test::write_file(o.destination, "damaged");
+  EXPECT_THROW(check_verified(o.destination), DataError);
+  EXPECT_TRUE(download(o).fetched);
+  EXPECT_EQ(test::read_file(o.destination), bytes);
+  EXPECT_NO_THROW(check_verified(o.destination));
+  EXPECT_EQ(server_->requests("/plain.bin").size(), 2u);
+}
+
 TEST_F(DownloadTest, FileUrl) {
   const std::string bytes = test::deterministic_bytes(70000, 14);
   const std::string name = serve_weights("local", bytes);
