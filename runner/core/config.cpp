@@ -1,10 +1,12 @@
 #include "runner/core/config.h"
 
+#include <torch/cuda.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <set>
 
+#include "runner/core/compat.h"
 #include "runner/core/error.h"
 #include "runner/core/registry.h"
 
@@ -49,6 +51,39 @@ const ParamTable& paths_section() {
   return t;
 }
 
+std::string device_problem(const std::string& text) {
+  const std::string quoted = "'" + printable(text) + "'";
+  if (text == "auto" || text == "cpu") return "";
+  if (text != "cuda") {
+    // cuda:N, N a plain decimal (no sign, no leading zero: what LibTorch's parser accepts).
+    const std::string n = text.rfind("cuda:", 0) == 0 ? text.substr(5) : "";
+    const bool digits = !n.empty() && n.size() <= 4 && n.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits || (n.size() > 1 && n[0] == '0')) return "expected auto, cpu, cuda or cuda:N, got " + quoted;
+  }
+  if (!torch::cuda::is_available())
+    return quoted + " needs CUDA, but this LibTorch build (" + std::string(compat::torch_version()) +
+           ") sees no CUDA device; use auto or cpu";
+  const int64_t count = static_cast<int64_t>(torch::cuda::device_count());
+  if (text != "cuda" && std::stoll(text.substr(5)) >= count)
+    return quoted + ": this machine has " + std::to_string(count) + " CUDA device" + (count == 1 ? "" : "s") +
+           ", cuda:0 to cuda:" + std::to_string(count - 1);
+  return "";
+}
+
+namespace {
+
+std::vector<ScenarioCheck>& scenario_checks() {
+  static std::vector<ScenarioCheck> checks;  // function-local: usable from other files' static initialisers
+  return checks;
+}
+
+}  // namespace
+
+bool add_scenario_check(ScenarioCheck check) {
+  scenario_checks().push_back(std::move(check));
+  return true;
+}
+
 namespace {
 
 PluginInfo section_info(const std::string& name, const std::string& summary, const ParamTable& t) {
@@ -68,8 +103,8 @@ const std::vector<std::string> kFixedTopKeys{"schema", "include", "scenario", "m
                                              "stages", "runtime", "paths",    "sweep"};
 
 // Sets root[parts...] = value, creating intermediate maps (marked `where`). Reports a non-map on the way.
-void set_dotted(const YNodePtr& root, const std::vector<std::string>& parts, const YNodePtr& value,
-                const Mark& where, const std::string& label, std::vector<std::string>& errors) {
+void set_dotted(const YNodePtr& root, const std::vector<std::string>& parts, const YNodePtr& value, const Mark& where,
+                const std::string& label, std::vector<std::string>& errors) {
   YNodePtr node = root;
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     YNodePtr next = node->get(parts[i]);
@@ -107,6 +142,13 @@ std::vector<std::string> split_dotted(const std::string& key) {
 void apply_override(const YNodePtr& root, const std::string& text, std::vector<std::string>& errors) {
   auto eq = text.find('=');
   std::string key = text.substr(0, eq);
+  // Refused here, with the option named, rather than by a JSON writer after the run.
+  if (std::string why = utf8_problem(text); !why.empty()) {
+    const bool in_key = invalid_utf8_at(text) < key.size();
+    errors.push_back("--set " + printable(text) + ": " + printable(key) + ": the " + (in_key ? "key" : "value") +
+                     " is " + utf8_problem(in_key ? key : text.substr(eq + 1)));
+    return;
+  }
   if (eq == std::string::npos || key.empty()) {
     errors.push_back("--set " + text + ": expected KEY=VALUE with a dotted key, e.g. --set finetune.epochs=5");
     return;
@@ -210,6 +252,26 @@ std::vector<std::string> upstream_overrides(const fs::path& upstream, const std:
   return out;
 }
 
+// Every cell is validated (and later run) on its own: a block of a few lines must not ask for millions.
+void check_sweep_size(const YNodePtr& block, const std::vector<SweepAxis>& axes, std::vector<Diagnostic>& diags) {
+  if (axes.size() > kMaxSweepKeys) {
+    diags.push_back({block->mark, "sweep",
+                     std::to_string(axes.size()) + " swept keys, more than the " + std::to_string(kMaxSweepKeys) +
+                         " one sweep may vary (each names part of the cell's folder)"});
+    return;
+  }
+  size_t cells = 1;  // saturates just above the limit: no overflow, however long the lists
+  std::vector<std::string> lengths;
+  for (const auto& a : axes) {
+    cells = std::min(cells * a.values.size(), kMaxSweepCells + 1);
+    lengths.push_back(std::to_string(a.values.size()));
+  }
+  if (cells > kMaxSweepCells)
+    diags.push_back({block->mark, "sweep",
+                     "the lists give " + join(lengths, " x ") + " cells, more than the " +
+                         std::to_string(kMaxSweepCells) + " one sweep may have; split it into several files"});
+}
+
 // The `sweep:` block: a mapping of dotted keys (into model, dataset, runtime or a stage block) to non-empty lists.
 std::vector<SweepAxis> parse_sweep(const YNodePtr& block, const std::vector<std::string>& stage_names,
                                    std::vector<Diagnostic>& diags) {
@@ -241,7 +303,15 @@ std::vector<SweepAxis> parse_sweep(const YNodePtr& block, const std::vector<std:
     }
     out.push_back({key, km, value->items});
   }
+  check_sweep_size(block, out, diags);
   return out;
+}
+
+// The text of a string parameter, or "" when it is absent or did not validate (its problem is reported already).
+std::string text_of(const Params& p, const std::string& key) {
+  if (!p.has(key)) return "";
+  const auto* s = std::get_if<std::string>(&p.at(key).v);
+  return s ? *s : "";
 }
 
 ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& overrides, int depth,
@@ -297,6 +367,9 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
   }
   cfg.scenario = validate_block(root->get("scenario"), top, "scenario", scenario_section(), diags);
   cfg.runtime = validate_block(root->get("runtime"), top, "runtime", runtime_section(), diags);
+  if (const Value& device = cfg.runtime.at("device"); std::holds_alternative<std::string>(device.v))
+    if (std::string why = device_problem(std::get<std::string>(device.v)); !why.empty())
+      diags.push_back({device.mark.file ? device.mark : top, "runtime.device", why});
   cfg.paths = validate_block(root->get("paths"), top, "paths", paths_section(), diags);
 
   ParamTable model_sel, dataset_sel;
@@ -343,28 +416,29 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
   }
 
   // starts_from: another scenario file, relative to this one.
-  if (cfg.scenario.has("starts_from") && !cfg.scenario.get_string("starts_from").empty()) {
+  if (const std::string starts_from = text_of(cfg.scenario, "starts_from"); !starts_from.empty()) {
     const Value& v = cfg.scenario.at("starts_from");
-    fs::path up = file.parent_path() / cfg.scenario.get_string("starts_from");
+    fs::path up = file.parent_path() / starts_from;
     if (depth >= 4) {
       diags.push_back({v.mark, "scenario.starts_from", "scenarios start from each other in a loop or too deep"});
-    } else if (!fs::is_regular_file(up)) {
+    } else if (std::error_code ec; !fs::exists(up, ec)) {
       diags.push_back({v.mark, "scenario.starts_from", "file not found: " + up.lexically_normal().string()});
-    } else {
+    } else {  // anything else that is not a scenario file (a folder, a FIFO, too big) is reported by its loader
       try {
         auto upstream = std::make_shared<ScenarioConfig>(
             load_impl(up.lexically_normal(), upstream_overrides(up, overrides), depth + 1));
-        for (const char* k : {"test_scenario"}) {
-          if (upstream->scenario.get_string(k) != cfg.scenario.get_string(k))
-            diags.push_back({v.mark, "scenario.starts_from",
-                             up.lexically_normal().string() + " belongs to test scenario " + upstream->test_scenario() +
-                                 ", not " + cfg.test_scenario()});
-        }
-        if (upstream->model_name() != cfg.model_name() || upstream->dataset_name() != cfg.dataset_name())
+        // Compared only where this file's own values are valid (their problems are reported already).
+        const std::string ts = text_of(cfg.scenario, "test_scenario");
+        if (!ts.empty() && upstream->test_scenario() != ts)
+          diags.push_back({v.mark, "scenario.starts_from",
+                           up.lexically_normal().string() + " belongs to test scenario " + upstream->test_scenario() +
+                               ", not " + ts});
+        const std::string model = text_of(cfg.model, "name"), dataset = text_of(cfg.dataset, "name");
+        if (!model.empty() && !dataset.empty() &&
+            (upstream->model_name() != model || upstream->dataset_name() != dataset))
           diags.push_back({v.mark, "scenario.starts_from",
                            up.lexically_normal().string() + " trains " + upstream->model_name() + " on " +
-                               upstream->dataset_name() + ", this scenario uses " + cfg.model_name() + " on " +
-                               cfg.dataset_name()});
+                               upstream->dataset_name() + ", this scenario uses " + model + " on " + dataset});
         cfg.upstream = std::move(upstream);
       } catch (const ConfigError& e) {
         diags.push_back({v.mark, "scenario.starts_from",
@@ -372,6 +446,9 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
       }
     }
   }
+
+  if (diags.empty())
+    for (const auto& check : scenario_checks()) check(cfg, diags);
 
   if (!diags.empty()) {
     std::stable_sort(diags.begin(), diags.end(), [](const Diagnostic& a, const Diagnostic& b) {
@@ -381,7 +458,9 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
       return a.mark.col < b.mark.col;
     });
     std::vector<std::string> lines;
-    for (const auto& d : diags) lines.push_back(d.str());
+    for (size_t i = 0; i < std::min(diags.size(), kMaxReportedProblems); ++i) lines.push_back(diags[i].str());
+    if (diags.size() > kMaxReportedProblems)
+      lines.push_back("... and " + std::to_string(diags.size() - kMaxReportedProblems) + " more problems");
     throw ConfigError(join(lines, "\n"));
   }
   return cfg;

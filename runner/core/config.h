@@ -10,6 +10,7 @@
 //     prune: {pruner: wanda, sparsity: 0.5}
 #pragma once
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -22,6 +23,12 @@ namespace expctl {
 
 /// The scenario format version this build reads.
 inline constexpr int64_t kSchemaVersion = 1;
+/// Most cells one `sweep:` block may expand to (the product of its lists' lengths).
+inline constexpr std::size_t kMaxSweepCells = 1000;
+/// Most keys one `sweep:` block may vary (each names part of a cell's folder).
+inline constexpr std::size_t kMaxSweepKeys = 16;
+/// Most problems one ConfigError lists (a file of 50,000 unknown keys says so in a page, not in 50,000 lines).
+inline constexpr std::size_t kMaxReportedProblems = 100;
 
 /// One axis of a `sweep:` block: a dotted key and the values it takes, as written (with their marks).
 ///
@@ -29,8 +36,8 @@ inline constexpr int64_t kSchemaVersion = 1;
 ///       prune.sparsity: [0.3, 0.5, 0.7]
 ///       prune.score: [wanda, magnitude]
 struct SweepAxis {
-  std::string key;              ///< "prune.sparsity"
-  Mark key_mark;                ///< where the key is written
+  std::string key;               ///< "prune.sparsity"
+  Mark key_mark;                 ///< where the key is written
   std::vector<YNodePtr> values;  ///< non-empty
 };
 
@@ -73,6 +80,18 @@ struct ScenarioConfig {
   nlohmann::ordered_json resolved() const;
   std::string resolved_yaml() const;
 };
+
+/// Why runtime.device `text` cannot be used on this machine, or "" when it can: it must be auto, cpu, cuda or
+/// cuda:N, and CUDA (with device N) must be present. The one check behind both validation and resolve_device(),
+/// so `validate` refuses what `run` would.
+std::string device_problem(const std::string& text);
+
+/// A rule that needs more than one block (e.g. the prune stage's calibration.samples against the data set's split
+/// size). It runs on every scenario loaded, after all blocks validated cleanly, and adds diagnostics.
+using ScenarioCheck = std::function<void(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags)>;
+/// Registers a check, at namespace scope at the end of the file that owns the rule:
+///     static const bool registered = add_scenario_check(check_calibration_size);
+bool add_scenario_check(ScenarioCheck check);
 
 /// Top-level sections owned by the engine (their tables are registered as kind "section" for `describe`).
 const ParamTable& scenario_section();

@@ -1,5 +1,8 @@
 #include "runner/core/yaml_tree.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/exceptions.h>
 #include <yaml-cpp/mark.h>
@@ -7,9 +10,9 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <fstream>
-#include <set>
+#include <cerrno>
 #include <sstream>
+#include <unordered_map>
 
 namespace expctl {
 namespace fs = std::filesystem;
@@ -19,6 +22,77 @@ std::string Mark::str() const {
   if (line <= 0) return f;
   return f + ":" + std::to_string(line) + ":" + std::to_string(col);
 }
+
+// ---- UTF-8 ---------------------------------------------------------------------------------------
+
+namespace {
+
+// Length of the well-formed UTF-8 sequence starting at s[i] (Unicode's table 3-7), or 0 when there is none.
+size_t utf8_sequence_length(const std::string& s, size_t i) {
+  auto at = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char b = at(i);
+  if (b < 0x80) return 1;
+  size_t len;
+  unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
+  if (b >= 0xC2 && b <= 0xDF) {
+    len = 2;
+  } else if (b >= 0xE0 && b <= 0xEF) {
+    len = 3;
+    if (b == 0xE0) lo = 0xA0;  // overlong
+    if (b == 0xED) hi = 0x9F;  // surrogates
+  } else if (b >= 0xF0 && b <= 0xF4) {
+    len = 4;
+    if (b == 0xF0) lo = 0x90;  // overlong
+    if (b == 0xF4) hi = 0x8F;  // above U+10FFFF
+  } else {
+    return 0;
+  }
+  if (i + len > s.size() || at(i + 1) < lo || at(i + 1) > hi) return 0;
+  for (size_t k = 2; k < len; ++k)
+    if (at(i + k) < 0x80 || at(i + k) > 0xBF) return 0;
+  return len;
+}
+
+std::string hex_byte(unsigned char b) {
+  const char* digits = "0123456789ABCDEF";
+  return std::string{digits[b >> 4], digits[b & 15]};
+}
+
+}  // namespace
+
+size_t invalid_utf8_at(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    size_t len = utf8_sequence_length(s, i);
+    if (len == 0) return i;
+    i += len;
+  }
+  return std::string::npos;
+}
+
+std::string printable(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char b = static_cast<unsigned char>(s[i]);
+    const size_t len = utf8_sequence_length(s, i);
+    if (len == 0 || b < 0x20 || b == 0x7F) {
+      out += "\\x" + hex_byte(b);
+      ++i;
+    } else {
+      out.append(s, i, len);
+      i += len;
+    }
+  }
+  return out;
+}
+
+std::string utf8_problem(const std::string& s) {
+  const size_t at = invalid_utf8_at(s);
+  if (at == std::string::npos) return "";
+  return "not valid UTF-8 (byte 0x" + hex_byte(static_cast<unsigned char>(s[at])) + " at offset " + std::to_string(at) +
+         ")";
+}
+
+// ---- YNode ---------------------------------------------------------------------------------------
 
 std::shared_ptr<YNode> YNode::get(const std::string& key) const {
   int i = index_of(key);
@@ -50,6 +124,16 @@ void YNode::erase(const std::string& key) {
 }
 
 std::string YNode::describe() const {
+  if (kind != Kind::Scalar) return kind_name();
+  // A message quotes a value, not a page of it; cut on a character boundary.
+  constexpr size_t kMaxQuoted = 80;
+  if (scalar.size() <= kMaxQuoted) return "'" + scalar + "'";
+  size_t cut = kMaxQuoted;
+  while (cut > 0 && (static_cast<unsigned char>(scalar[cut]) & 0xC0) == 0x80) --cut;
+  return "'" + scalar.substr(0, cut) + "...' (" + std::to_string(scalar.size()) + " bytes)";
+}
+
+std::string YNode::kind_name() const {
   switch (kind) {
     case Kind::Null:
       return "null";
@@ -58,7 +142,7 @@ std::string YNode::describe() const {
     case Kind::Seq:
       return "a list";
     case Kind::Scalar:
-      return "'" + scalar + "'";
+      return "a scalar";
   }
   return "?";
 }
@@ -72,7 +156,29 @@ std::shared_ptr<YNode> YNode::clone() const {
 
 namespace {
 
+// Thrown out of yaml-cpp's parser by TreeBuilder when a limit is reached: building stops at once.
+struct LimitReached {
+  std::string message;
+};
+
+// Nodes and levels of a subtree (a lone scalar: 1 node, 0 levels), without recursion.
+std::pair<size_t, size_t> extent(const YNode& root) {
+  size_t nodes = 0, height = 0;
+  std::vector<std::pair<const YNode*, size_t>> todo{{&root, 0}};
+  while (!todo.empty()) {
+    auto [n, depth] = todo.back();
+    todo.pop_back();
+    ++nodes;
+    height = std::max(height, depth);
+    for (const auto& i : n->items) todo.push_back({i.get(), depth + 1});
+    for (const auto& e : n->entries) todo.push_back({e.second.get(), depth + 1});
+  }
+  return {nodes, height};
+}
+
 // Builds a YNode tree from yaml-cpp's parser events. yaml-cpp reports marks 0-based; ours are 1-based.
+// Aliases are copied into the tree (so a value can be overridden in one place only), which is what makes
+// the node and depth limits necessary: nested aliases double the tree at every level.
 class TreeBuilder : public YAML::EventHandler {
  public:
   TreeBuilder(std::shared_ptr<const std::string> file, std::vector<std::string>& errors)
@@ -89,54 +195,99 @@ class TreeBuilder : public YAML::EventHandler {
   }
   void OnAlias(const YAML::Mark& m, YAML::anchor_t anchor) override {
     auto it = anchors_.find(anchor);
-    YNodePtr n = it != anchors_.end() ? it->second->clone() : make(YNode::Kind::Null, m);
-    add(n);
+    if (it == anchors_.end()) {
+      add(make(YNode::Kind::Null, m));
+      return;
+    }
+    auto [nodes, height] = extent(*it->second);
+    const Mark where = mark_of(m);
+    if (nodes_ + nodes > kMaxYamlNodes)
+      limit(where, "the alias expands the document beyond " + std::to_string(kMaxYamlNodes) +
+                       " nodes, the most a scenario may hold");
+    if (stack_.size() + height > kMaxYamlDepth)
+      limit(where, "the alias nests the document more than " + std::to_string(kMaxYamlDepth) +
+                       " levels deep, the most a scenario may hold");
+    nodes_ += nodes;
+    add(it->second->clone());
   }
   void OnScalar(const YAML::Mark& m, const std::string& tag, YAML::anchor_t anchor, const std::string& value) override {
     auto n = make(YNode::Kind::Scalar, m);
     n->scalar = value;
     n->quoted = (tag == "!");  // yaml-cpp gives quoted scalars the non-specific tag "!"
+    check_utf8(*n);
     remember(anchor, n);
     add(n);
   }
   void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t anchor,
                        YAML::EmitterStyle::value) override {
-    auto n = make(YNode::Kind::Seq, m);
-    remember(anchor, n);
-    std::string path = current_key_;  // add() clears it
-    add(n);
-    stack_.push_back({n, false, {}, {}, path});
+    open(make(YNode::Kind::Seq, m), anchor);
   }
   void OnSequenceEnd() override { stack_.pop_back(); }
   void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t anchor, YAML::EmitterStyle::value) override {
-    auto n = make(YNode::Kind::Map, m);
-    remember(anchor, n);
-    std::string path = current_key_;  // add() clears it
-    add(n);
-    stack_.push_back({n, true, {}, {}, path});
+    open(make(YNode::Kind::Map, m), anchor);
   }
   void OnMapEnd() override { stack_.pop_back(); }
 
  private:
   struct Frame {
     YNodePtr node;
-    bool expecting_key;  // maps alternate key, value
-    YNodePtr pending_key;
-    Mark pending_key_mark;
-    std::string path;  // dotted key of this container, for messages
+    YNodePtr pending_key;                           // maps alternate key, value
+    std::string path;                               // dotted key of this container, for messages
+    std::unordered_map<std::string, size_t> index;  // key -> entry: duplicate checks in O(1)
   };
+
+  Mark mark_of(const YAML::Mark& m) const { return Mark{file_, m.line + 1, m.column + 1}; }
+  // "file:line:col: dotted.key: reason" (the key part only when there is one).
+  static std::string message(const Mark& where, const std::string& path, const std::string& reason) {
+    return where.str() + ": " + (path.empty() ? "" : printable(path) + ": ") + reason;
+  }
+  [[noreturn]] void limit(const Mark& where, const std::string& reason) const {
+    throw LimitReached{message(where, value_path(), reason)};
+  }
 
   YNodePtr make(YNode::Kind kind, const YAML::Mark& m) {
     auto n = std::make_shared<YNode>();
     n->kind = kind;
-    n->mark = Mark{file_, m.line + 1, m.column + 1};
+    n->mark = mark_of(m);
+    if (++nodes_ > kMaxYamlNodes)
+      limit(n->mark,
+            "the document has more than " + std::to_string(kMaxYamlNodes) + " nodes, the most a scenario may hold");
     return n;
+  }
+  void open(const YNodePtr& n, YAML::anchor_t anchor) {
+    if (stack_.size() >= kMaxYamlDepth)
+      limit(n->mark,
+            "nested more than " + std::to_string(kMaxYamlDepth) + " levels deep, the most a scenario may hold");
+    remember(anchor, n);
+    std::string path = value_path();
+    add(n);
+    stack_.push_back({n, nullptr, std::move(path), {}});
   }
   void remember(YAML::anchor_t anchor, const YNodePtr& n) {
     if (anchor) anchors_[anchor] = n;
   }
+  // The dotted key of the value about to be added (a map's value: its key appended; a key or a list item: the
+  // container's own key).
+  std::string value_path() const {
+    if (stack_.empty()) return "";
+    const Frame& f = stack_.back();
+    if (f.node->is_map() && f.pending_key && f.pending_key->is_scalar())
+      return f.path.empty() ? f.pending_key->scalar : f.path + "." + f.pending_key->scalar;
+    return f.path;
+  }
+  // A value that JSON reports, file names and logs cannot carry is refused here, where its line is known.
+  void check_utf8(const YNode& n) {
+    std::string why = utf8_problem(n.scalar);
+    if (why.empty()) return;
+    const bool is_key = !stack_.empty() && stack_.back().node->is_map() && !stack_.back().pending_key;
+    if (is_key) {
+      const std::string& parent = stack_.back().path;
+      errors_.push_back(message(n.mark, parent.empty() ? n.scalar : parent + "." + n.scalar, "the key is " + why));
+    } else {
+      errors_.push_back(message(n.mark, value_path(), "the value is " + why));
+    }
+  }
   void add(const YNodePtr& n) {
-    current_key_.clear();
     if (stack_.empty()) {
       if (!root) root = n;
       return;
@@ -148,22 +299,20 @@ class TreeBuilder : public YAML::EventHandler {
     }
     if (!f.pending_key) {
       f.pending_key = n;
-      f.pending_key_mark = n->mark;
-      // A container that follows as the value gets this dotted path.
-      current_key_ = f.path.empty() ? n->scalar : f.path + "." + n->scalar;
       return;
     }
     YNodePtr key = std::move(f.pending_key);
     f.pending_key = nullptr;
     if (key->kind != YNode::Kind::Scalar) {
-      errors_.push_back(key->mark.str() + ": keys must be plain names, not " + key->describe());
+      errors_.push_back(key->mark.str() + ": keys must be plain names, not " + key->kind_name());
       return;
     }
-    int prev = f.node->index_of(key->scalar);
-    if (prev >= 0) {
+    auto [it, inserted] = f.index.emplace(key->scalar, f.node->entries.size());
+    if (!inserted) {
       std::string dotted = f.path.empty() ? key->scalar : f.path + "." + key->scalar;
-      errors_.push_back(key->mark.str() + ": " + dotted + ": duplicate key (first defined at line " +
-                        std::to_string(f.node->key_marks[prev].line) + ")");
+      errors_.push_back(
+          message(key->mark, dotted,
+                  "duplicate key (first defined at line " + std::to_string(f.node->key_marks[it->second].line) + ")"));
       return;
     }
     f.node->entries.emplace_back(key->scalar, n);
@@ -174,36 +323,59 @@ class TreeBuilder : public YAML::EventHandler {
   std::vector<std::string>& errors_;
   std::vector<Frame> stack_;
   std::map<YAML::anchor_t, YNodePtr> anchors_;
-  std::string current_key_;
+  size_t nodes_ = 0;  // built so far, alias copies included
 };
+
+// One parsed document. When the text is not YAML, or a limit was reached, `fatal` is the only message: what
+// was built before says nothing reliable, and for a file that is not a scenario it must not be quoted.
+struct Parsed {
+  YNodePtr root;
+  std::string fatal;
+  std::vector<std::string> problems;  // about what the document says: duplicate keys, bytes that are not UTF-8
+};
+
+Parsed parse_document(const std::string& text, const std::shared_ptr<const std::string>& file) {
+  Parsed p;
+  std::istringstream in(text);
+  try {
+    YAML::Parser parser(in);
+    TreeBuilder builder(file, p.problems);
+    if (!parser.HandleNextDocument(builder) || !builder.root) {
+      p.root = std::make_shared<YNode>();
+      p.root->kind = YNode::Kind::Map;
+      p.root->mark = Mark{file, 1, 1};
+      return p;
+    }
+    p.root = builder.root;
+    std::vector<std::string> ignored;
+    TreeBuilder second(file, ignored);
+    if (parser.HandleNextDocument(second) && second.root)
+      p.problems.push_back(second.root->mark.str() + ": a scenario file holds one YAML document, found a second one");
+  } catch (const YAML::Exception& e) {
+    // yaml-cpp appends what it found to some messages ("unknown escape character: q"); keep the generic part.
+    p = Parsed{};
+    p.fatal =
+        Mark{file, e.mark.line + 1, e.mark.column + 1}.str() + ": malformed YAML: " + e.msg.substr(0, e.msg.find(": "));
+  } catch (const LimitReached& e) {
+    p = Parsed{};
+    p.fatal = e.message;
+  }
+  return p;
+}
 
 }  // namespace
 
 YNodePtr parse_yaml(const std::string& text, const std::string& file_label, std::vector<std::string>& errors) {
-  auto file = std::make_shared<const std::string>(file_label);
-  std::istringstream in(text);
-  size_t errors_before = errors.size();
-  try {
-    YAML::Parser parser(in);
-    TreeBuilder builder(file, errors);
-    if (!parser.HandleNextDocument(builder) || !builder.root) {
-      auto empty = std::make_shared<YNode>();
-      empty->kind = YNode::Kind::Map;
-      empty->mark = Mark{file, 1, 1};
-      return empty;
-    }
-    YNodePtr root = builder.root;
-    TreeBuilder second(file, errors);
-    if (parser.HandleNextDocument(second) && second.root) {
-      errors.push_back(second.root->mark.str() + ": a scenario file holds one YAML document, found a second one");
-    }
-    if (errors.size() != errors_before) return nullptr;
-    return root;
-  } catch (const YAML::Exception& e) {
-    Mark m{file, e.mark.line + 1, e.mark.column + 1};
-    errors.push_back(m.str() + ": malformed YAML: " + e.msg);
+  Parsed p = parse_document(text, std::make_shared<const std::string>(file_label));
+  if (!p.fatal.empty()) {
+    errors.push_back(p.fatal);
     return nullptr;
   }
+  if (!p.problems.empty()) {
+    errors.insert(errors.end(), p.problems.begin(), p.problems.end());
+    return nullptr;
+  }
+  return p.root;
 }
 
 YNodePtr merge_yaml(const YNodePtr& base, const YNodePtr& over) {
@@ -211,10 +383,19 @@ YNodePtr merge_yaml(const YNodePtr& base, const YNodePtr& over) {
   if (!over) return base->clone();
   if (!base->is_map() || !over->is_map()) return over->clone();
   auto out = base->clone();
+  std::unordered_map<std::string, size_t> index;  // YNode::set would make a large merge quadratic
+  for (size_t i = 0; i < out->entries.size(); ++i) index.emplace(out->entries[i].first, i);
   for (size_t i = 0; i < over->entries.size(); ++i) {
     const auto& [key, value] = over->entries[i];
-    auto existing = out->get(key);
-    out->set(key, existing ? merge_yaml(existing, value) : value->clone(), over->key_marks[i]);
+    auto [it, added] = index.emplace(key, out->entries.size());
+    if (added) {
+      out->entries.emplace_back(key, value->clone());
+      out->key_marks.push_back(over->key_marks[i]);
+    } else {
+      auto& slot = out->entries[it->second].second;
+      slot = merge_yaml(slot, value);
+      out->key_marks[it->second] = over->key_marks[i];
+    }
   }
   out->mark = over->mark;
   return out;
@@ -222,37 +403,100 @@ YNodePtr merge_yaml(const YNodePtr& base, const YNodePtr& over) {
 
 namespace {
 
-// Why `file` cannot be read as a YAML file, or "" when it can be tried.
-std::string unreadable_reason(const fs::path& file) {
-  std::error_code ec;
-  if (!fs::exists(file, ec)) return "file not found";
-  if (fs::is_directory(file, ec)) return "is a directory, not a YAML file";
+// "a character device", ... for a file that is not a regular one.
+std::string file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+std::string not_regular(mode_t mode) {
+  if (S_ISDIR(mode)) return "is a directory, not a YAML file";
+  return "is " + file_kind(mode) + ", not a regular file";
+}
+
+struct Fd {
+  int fd;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+struct LoadState {
+  std::vector<std::string>& errors;
+  std::vector<fs::path> chain;  // the files being included, to find cycles
+  std::uintmax_t budget = kMaxScenarioTotalBytes;
+  size_t files_read = 0;
+  bool limit_reached = false;  // then no further file is read: one message, not one per remaining include
+};
+
+// Reads a scenario or included file into `text`, or says why it cannot ("" when it could). Only a regular file is
+// read: a FIFO would block forever and /dev/zero never ends, and opening a device can have effects of its own, so
+// the path is checked before opening; the descriptor is checked again (the path may have been swapped meanwhile)
+// and opened non-blocking, so even then a FIFO cannot hang. Counts against what the whole load may still read.
+std::string read_bounded(const fs::path& file, LoadState& load, std::string& text) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0)
+    return errno == ENOENT || errno == ENOTDIR ? "file not found" : "cannot read the file";
+  if (!S_ISREG(st.st_mode)) return not_regular(st.st_mode);
+  Fd f{::open(file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY)};
+  if (f.fd < 0 || ::fstat(f.fd, &st) != 0) return "cannot read the file";
+  if (!S_ISREG(st.st_mode)) return not_regular(st.st_mode);
+  const std::string too_big =
+      "holds more than " + std::to_string(kMaxScenarioFileBytes) + " bytes, the most a scenario file may";
+  if (static_cast<std::uintmax_t>(st.st_size) > kMaxScenarioFileBytes) return too_big;
+  // Read one byte past the limits: a file that grows meanwhile, or lies about its size (/proc), is still caught.
+  const std::uintmax_t cap = std::min(kMaxScenarioFileBytes, load.budget) + 1;
+  text.assign(cap, '\0');
+  size_t got = 0;
+  while (got < cap) {
+    ssize_t n = ::read(f.fd, &text[got], cap - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return "cannot read the file";
+    if (n == 0) break;
+    got += static_cast<size_t>(n);
+  }
+  text.resize(got);
+  if (got > kMaxScenarioFileBytes) return too_big;
+  if (got > load.budget) {
+    load.limit_reached = true;
+    return "the scenario and the files it includes hold more than " + std::to_string(kMaxScenarioTotalBytes) +
+           " bytes in all, the most one scenario may read";
+  }
+  load.budget -= got;
   return "";
 }
 
-YNodePtr load_recursive(const fs::path& file, const std::string& label, std::vector<std::string>& errors,
-                        std::vector<fs::path>& chain) {
-  std::error_code ec;
-  fs::path canon = fs::weakly_canonical(file, ec);
-  if (std::string why = unreadable_reason(file); !why.empty()) {
-    errors.push_back(label + ": " + why);
+// `where` prefixes errors about reading the file itself: "" for the scenario, "x.yaml:3:10: include: " for an
+// included one.
+YNodePtr load_recursive(const fs::path& file, const std::string& label, const std::string& where, LoadState& st) {
+  std::vector<std::string>& errors = st.errors;
+  std::string text;
+  if (++st.files_read > kMaxScenarioFiles) {
+    errors.push_back(where + label + ": the scenario and its includes read more than " +
+                     std::to_string(kMaxScenarioFiles) + " files, the most one scenario may read");
+    st.limit_reached = true;
     return nullptr;
   }
-  std::ifstream in(file, std::ios::binary);
-  if (!in) {
-    errors.push_back(label + ": cannot read the file");
+  if (std::string why = read_bounded(file, st, text); !why.empty()) {
+    errors.push_back(where + label + ": " + why);
     return nullptr;
   }
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) {
-    errors.push_back(label + ": cannot read the file");
+  Parsed parsed = parse_document(text, std::make_shared<const std::string>(label));
+  if (!parsed.fatal.empty()) {
+    errors.push_back(parsed.fatal);
     return nullptr;
   }
-  YNodePtr root = parse_yaml(ss.str(), label, errors);
-  if (!root) return nullptr;
-  if (!root->is_map()) {
-    errors.push_back(root->mark.str() + ": a scenario file must be a mapping of keys, found " + root->describe());
+  YNodePtr root = parsed.root;
+  if (!root->is_map()) {  // perhaps not a scenario at all: say what kind of thing it is, not what it says
+    errors.push_back(root->mark.str() + ": a scenario file must be a mapping of keys, found " + root->kind_name());
+    return nullptr;
+  }
+  if (!parsed.problems.empty()) {
+    errors.insert(errors.end(), parsed.problems.begin(), parsed.problems.end());
     return nullptr;
   }
   auto inc = root->get("include");
@@ -268,10 +512,15 @@ YNodePtr load_recursive(const fs::path& file, const std::string& label, std::vec
                      inc->describe());
     return nullptr;
   }
-  chain.push_back(canon);
+  std::error_code ec;
+  st.chain.push_back(fs::weakly_canonical(file, ec));
   YNodePtr merged;
   bool ok = true;
   for (const auto& p : paths) {
+    if (st.limit_reached) {
+      ok = false;
+      break;
+    }
     if (!p->is_scalar() || p->scalar.empty()) {
       errors.push_back(p->mark.str() + ": include: expected a file name, got " + p->describe());
       ok = false;
@@ -279,27 +528,22 @@ YNodePtr load_recursive(const fs::path& file, const std::string& label, std::vec
     }
     fs::path target = file.parent_path() / p->scalar;
     std::string sub_label = target.lexically_normal().string();
-    if (std::string why = unreadable_reason(target); !why.empty()) {
-      errors.push_back(p->mark.str() + ": include: " + sub_label + ": " + why);
-      ok = false;
-      continue;
-    }
     fs::path sub_canon = fs::weakly_canonical(target, ec);
-    if (std::find(chain.begin(), chain.end(), sub_canon) != chain.end() || sub_canon == canon) {
+    if (std::find(st.chain.begin(), st.chain.end(), sub_canon) != st.chain.end()) {
       errors.push_back(p->mark.str() + ": include: " + sub_label +
                        ": include cycle (the file includes itself, "
                        "directly or through other files)");
       ok = false;
       continue;
     }
-    YNodePtr sub = load_recursive(target, sub_label, errors, chain);
+    YNodePtr sub = load_recursive(target, sub_label, p->mark.str() + ": include: ", st);
     if (!sub) {
       ok = false;
       continue;
     }
     merged = merge_yaml(merged, sub);
   }
-  chain.pop_back();
+  st.chain.pop_back();
   if (!ok) return nullptr;
   root->erase("include");
   return merge_yaml(merged, root);
@@ -339,8 +583,12 @@ void emit(YAML::Emitter& out, const YNodePtr& n) {
 }  // namespace
 
 YNodePtr load_yaml_with_includes(const fs::path& file, std::vector<std::string>& errors) {
-  std::vector<fs::path> chain;
-  return load_recursive(file, file.string(), errors, chain);
+  if (std::string why = utf8_problem(file.string()); !why.empty()) {
+    errors.push_back(printable(file.string()) + ": the file name is " + why);
+    return nullptr;
+  }
+  LoadState st{errors, {}, kMaxScenarioTotalBytes, 0, false};
+  return load_recursive(file, file.string(), "", st);
 }
 
 std::string to_yaml(const YNodePtr& node) {

@@ -11,6 +11,26 @@
 
 namespace expctl {
 
+/// Largest scenario or included file read (bytes).
+inline constexpr std::uintmax_t kMaxScenarioFileBytes = 1u << 20;
+/// Largest total of the files one scenario reads through `include:` (itself included), in bytes.
+inline constexpr std::uintmax_t kMaxScenarioTotalBytes = 4u << 20;
+/// Most file reads for one scenario, includes counted each time they are read (a file that includes another 1000
+/// times, which includes another 1000 times, is small but slow).
+inline constexpr std::size_t kMaxScenarioFiles = 1000;
+/// Most nodes (scalars, lists, mappings; alias expansions included) one YAML document may build.
+inline constexpr std::size_t kMaxYamlNodes = 100000;
+/// Deepest nesting of lists and mappings (alias expansions included).
+inline constexpr std::size_t kMaxYamlDepth = 64;
+
+/// Offset of the first byte of `s` that is not part of well-formed UTF-8 (overlong forms, surrogates and code
+/// points above U+10FFFF are not), or std::string::npos when all of `s` is.
+std::size_t invalid_utf8_at(const std::string& s);
+/// `s` for a message: bytes that are not well-formed UTF-8, and control characters, written as \xNN.
+std::string printable(const std::string& s);
+/// "" when `s` is well-formed UTF-8, else "not valid UTF-8 (byte 0xFF at offset 3)".
+std::string utf8_problem(const std::string& s);
+
 /// Where a value was written: 1-based line and column in `file` (a path, or "--set KEY=VALUE").
 struct Mark {
   std::shared_ptr<const std::string> file;
@@ -42,19 +62,26 @@ struct YNode {
   /// Sets (replacing) or appends a map entry.
   void set(const std::string& key, std::shared_ptr<YNode> value, const Mark& key_mark);
   void erase(const std::string& key);
-  /// A short description for messages: "a mapping", "a list", "'abc'", "null".
+  /// A short description for messages: "a mapping", "a list", "'abc'" (long text shortened), "null".
   std::string describe() const;
+  /// What kind of value this is, never its text: "a mapping", "a list", "a scalar", "null". For messages
+  /// about a file that may not be a scenario at all, whose content must not be echoed.
+  std::string kind_name() const;
   std::shared_ptr<YNode> clone() const;
 };
 using YNodePtr = std::shared_ptr<YNode>;
 
-/// Parses YAML text. Errors (malformed YAML, duplicate keys, several documents) are collected in `errors`
-/// as "file:line:col: reason" and nullptr is returned.
+/// Parses YAML text. Errors (malformed YAML, duplicate keys, several documents, text that is not UTF-8, more than
+/// kMaxYamlNodes nodes or kMaxYamlDepth levels) are collected in `errors` as "file:line:col: reason" and nullptr
+/// is returned.
 YNodePtr parse_yaml(const std::string& text, const std::string& file_label, std::vector<std::string>& errors);
 
 /// Reads and parses a file, then resolves its `include:` (a path or a list of paths, relative to the file):
 /// included files are merged first, in order, and the including file's values override them (maps merge
-/// key by key, anything else is replaced). Include cycles, missing or unreadable files are errors.
+/// key by key, anything else is replaced). Include cycles, missing or unreadable files, anything but a regular
+/// file (a FIFO, a device), a file over kMaxScenarioFileBytes, more than kMaxScenarioTotalBytes in all, a file
+/// name that is not UTF-8, and a file that is not a mapping are errors; for a file that is not a mapping (or not
+/// YAML) the message says what kind of thing was found, never its text.
 YNodePtr load_yaml_with_includes(const std::filesystem::path& file, std::vector<std::string>& errors);
 
 /// Deep merge: values of `over` replace those of `base` (maps merged recursively). Returns a new tree.

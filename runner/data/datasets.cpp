@@ -36,6 +36,8 @@ DatasetEntry cifar10() {
   t.add_string("md5", "c32a1d4ab5d03f1284b67883e8d87530", "expected MD5 of the tarball ('' = do not check)");
   add_common(t, 4, true);
   e.describe = cifar10_info;
+  e.train_size = 50000;
+  e.test_size = 10000;
   e.files = [](const Params& p, const fs::path& dir) {
     const std::string& url = p.get_string("url");
     return std::vector<io::RemoteFile>{{url, dir / io::url_basename(url), "", p.get_string("md5"), dir / "CIFAR10",
@@ -74,6 +76,8 @@ DatasetEntry fashion_mnist() {
                            std::to_string(md5.size())});
   };
   e.describe = fashion_mnist_info;
+  e.train_size = 60000;
+  e.test_size = 10000;
   e.files = [](const Params& p, const fs::path& dir) {
     std::string base = p.get_string("url");
     if (!base.empty() && base.back() != '/') base += '/';
@@ -94,6 +98,14 @@ DatasetEntry fashion_mnist() {
 }  // namespace
 
 const DatasetEntry& dataset_entry(const ScenarioConfig& cfg) { return *DatasetRegistry::find(cfg.dataset_name()); }
+
+int64_t expected_split_size(const ScenarioConfig& cfg, bool train) {
+  const DatasetEntry& e = dataset_entry(cfg);
+  const int64_t published = train ? e.train_size : e.test_size;
+  const int64_t subset = cfg.dataset.get_int(train ? "train_subset" : "test_subset");
+  if (subset > 0 && (published == 0 || subset < published)) return subset;
+  return published;
+}
 
 Split load_dataset(const ScenarioConfig& cfg, bool train) {
   const DatasetEntry& e = dataset_entry(cfg);

@@ -19,6 +19,9 @@ struct DatasetEntry {
   PluginInfo info;
   /// Shapes, classes and normalisation, known without reading a file.
   const DatasetInfo& (*describe)() = nullptr;
+  /// Images in the published train and test splits (0: unknown), so that a count asked of a split is checked
+  /// when the scenario is loaded, before anything is read.
+  int64_t train_size = 0, test_size = 0;
   /// The files the download stage fetches (and archives it unpacks) into `datasets_dir`.
   std::function<std::vector<io::RemoteFile>(const Params&, const std::filesystem::path& datasets_dir)> files;
   /// Reads a whole split from what the download stage left in `datasets_dir`.
@@ -28,6 +31,10 @@ using DatasetRegistry = TypedRegistry<DatasetEntry>;
 
 /// The scenario's data set entry.
 const DatasetEntry& dataset_entry(const ScenarioConfig& cfg);
+
+/// How many images load_dataset(cfg, train) returns as far as is known before reading: the entry's published split
+/// size, or `train_subset`/`test_subset` when smaller; 0 when the entry states no size and no subset is asked for.
+int64_t expected_split_size(const ScenarioConfig& cfg, bool train);
 
 /// Reads the scenario's train or test split, with `train_subset`/`test_subset` applied (class-balanced,
 /// seeded by runtime.seed). A missing or malformed file is a DataError naming it (and, when the data set

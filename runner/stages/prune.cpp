@@ -101,8 +101,14 @@ class PruneStage : public Stage {
     data::Split test = data::load_dataset(cfg, false).to(device);
     const bool from_test = p.get_string("calibration.split") == "test";
     data::Split pool = from_test ? test : data::load_dataset(cfg, true).to(device);
-    auto [calibration, rest] = data::split_off(pool, p.get_int("calibration.samples"), seed);
+    const int64_t samples = p.get_int("calibration.samples");
+    if (samples > pool.size())  // the files hold fewer images than the data set entry promised
+      throw Error("prune.calibration.samples: " + std::to_string(samples) + " images asked for, but " + pool.source +
+                  " holds " + std::to_string(pool.size()));
+    auto [calibration, rest] = data::split_off(pool, samples, seed);
     ctx.log->info("calibration: {}", calibration.source);
+    // Calibrating on the whole test split is allowed; then no image is held out and there is no held-out accuracy.
+    const bool held_out = from_test && rest.size() > 0;
 
     nlohmann::ordered_json out;
     out["scenario"] = ctx.naming.scenario_name();
@@ -110,8 +116,14 @@ class PruneStage : public Stage {
     out["source_checkpoint"] = source.string();
     out["calibration"] = {
         {"split", p.get_string("calibration.split")}, {"samples", calibration.size()}, {"source", calibration.source}};
+    if (from_test) out["calibration"]["held_out_images"] = rest.size();
+    if (from_test && !held_out) {
+      out["calibration"]["held_out_note"] =
+          "calibration used every image of the test split, so none was held out: no held-out accuracy";
+      ctx.log->warn("calibration uses every image of the test split: no held-out accuracy");
+    }
     out["before"] = eval_json(model, test, eval_batch, device);
-    if (from_test) out["before"]["held_out"] = eval_json(model, rest, eval_batch, device);
+    if (held_out) out["before"]["held_out"] = eval_json(model, rest, eval_batch, device);
 
     PruneRequest req;
     req.model = model;
@@ -133,7 +145,7 @@ class PruneStage : public Stage {
     out["prune_seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
     out["after"] = eval_json(model, test, eval_batch, device);
-    if (from_test) out["after"]["held_out"] = eval_json(model, rest, eval_batch, device);
+    if (held_out) out["after"]["held_out"] = eval_json(model, rest, eval_batch, device);
     out["stats"] = plan.stats;
     ctx.log->info("test accuracy {:.2f}% before pruning, {:.2f}% after ({:.1f} s)",
                   out["before"]["accuracy"].get<double>(), out["after"]["accuracy"].get<double>(),
@@ -153,6 +165,27 @@ class PruneStage : public Stage {
     ctx.outputs = {ctx.naming.pruned_checkpoint(), metrics_file};
   }
 };
+
+// calibration.samples beyond the images of its split is known from the data set entry before any file is read:
+// refuse it when the scenario is loaded (validate), not after the fine-tuned model has been loaded.
+void check_calibration_size(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags) {
+  if (!cfg.has_stage("prune") || !cfg.stage("prune").has("calibration.samples")) return;
+  const Params& p = cfg.stage("prune");
+  const bool train = p.get_string("calibration.split") == "train";
+  const int64_t available = data::expected_split_size(cfg, train);
+  const Value& samples = p.at("calibration.samples");
+  if (available <= 0 || std::get<int64_t>(samples.v) <= available) return;
+  const std::string subset_key = train ? "train_subset" : "test_subset";
+  const Value& subset = cfg.dataset.at(subset_key);
+  const bool by_subset = std::get<int64_t>(subset.v) == available;
+  std::string reason = "must be at most " + std::to_string(available) + ", the images of the " +
+                       p.get_string("calibration.split") + " split" +
+                       (by_subset ? " (dataset." + subset_key + ")" : "") + "; got " + samples.to_text();
+  // A default count has no line: point at what made the split too small.
+  Mark where = samples.mark;
+  if (samples.is_default) where = by_subset ? subset.mark : cfg.dataset.at("name").mark;
+  diags.push_back({where, "prune.calibration.samples", reason});
+}
 
 StageEntry entry() {
   StageEntry e;
@@ -174,5 +207,6 @@ StageEntry entry() {
 }  // namespace
 
 EXPCTL_REGISTER(StageRegistry, entry());
+static const bool kCalibrationChecked = add_scenario_check(check_calibration_size);
 
 }  // namespace expctl

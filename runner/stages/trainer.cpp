@@ -52,16 +52,9 @@ EpochRecord EpochRecord::from_json(const nlohmann::json& j) {
 }
 
 torch::Device resolve_device(const std::string& spec) {
+  if (std::string why = device_problem(spec); !why.empty()) throw Error("runtime.device: " + why);
   if (spec == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
-  try {
-    torch::Device d(spec);
-    if (d.is_cuda() && !torch::cuda::is_available())
-      throw Error("runtime.device is '" + spec + "' but this LibTorch build sees no CUDA device (" +
-                  std::string(compat::torch_version()) + "); use device: auto or cpu");
-    return d;
-  } catch (const c10::Error&) {
-    throw Error("runtime.device: '" + spec + "' is not a device (auto, cpu, cuda, cuda:N)");
-  }
+  return torch::Device(spec);
 }
 
 torch::Device resolve_device(const std::string& spec, const dist::WorldInfo& world) {

@@ -23,16 +23,17 @@ namespace expctl::sweep {
 
 /// One cell of a sweep.
 struct Cell {
-  size_t index = 0;         ///< position in the expansion (the Slurm array task id)
-  std::string id;           ///< "sparsity=0.3_score=wanda": names the cell's folder
-  ScenarioConfig config;    ///< the file + --set + the cell's settings, validated
+  size_t index = 0;       ///< position in the expansion (the Slurm array task id)
+  std::string id;         ///< "sparsity=0.3_score=wanda": names the cell's folder
+  ScenarioConfig config;  ///< the file + --set + the cell's settings, validated
   nlohmann::ordered_json settings = nlohmann::ordered_json::object();  ///< {"prune.sparsity": "0.3", ...}
-  std::string settings_text() const;  ///< "prune.sparsity=0.3 prune.score=wanda"
+  std::string settings_text() const;                                   ///< "prune.sparsity=0.3 prune.score=wanda"
 };
 
 /// Expands and validates every cell of `file`'s sweep block (all before any runs, so a bad value in the last
 /// cell is reported at once). Throws ConfigError when the file has no sweep block, when a swept key is also given
-/// with --set, or when a cell is invalid (the message points at the sweep block's line).
+/// with --set, or when a cell is invalid (the message points at the sweep block's line). A block of more than
+/// kMaxSweepCells cells or kMaxSweepKeys keys is refused when the file is loaded, before any cell is built.
 std::vector<Cell> expand(const std::filesystem::path& file, const std::vector<std::string>& overrides);
 
 /// The cells picked by `--cell` selectors: an index ("3") or an id ("sparsity=0.5"). Throws ConfigError naming the

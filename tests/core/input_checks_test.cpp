@@ -1,0 +1,209 @@
+// What `run` would refuse about a value, loading (and so `validate`) refuses first, naming the key: bytes that are
+// not UTF-8, a device this machine does not have, more calibration images than the split holds. Files that are
+// not scenarios are described, never quoted. Calibrating on the whole test split runs to the report.
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+
+#include <nlohmann/json.hpp>
+
+#include "runner/core/compat.h"
+#include "runner/core/config.h"
+#include "runner/core/error.h"
+#include "runner/core/yaml_tree.h"
+#include "runner/stages/trainer.h"
+#include "tests/core/test_util.h"
+
+namespace fs = std::filesystem;
+using namespace expctl;
+
+namespace {
+
+const char* kMinimal = R"(schema: 1
+scenario: {test_scenario: TS7, method: FineTuning}
+model: {name: ResNet18}
+dataset: {name: CIFAR10}
+stages: [download]
+)";
+
+std::string error_of(const fs::path& file, const std::vector<std::string>& sets = {}) {
+  try {
+    load_scenario(file, sets);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::string prune_scenario(const std::string& dataset, const std::string& prune) {
+  return "schema: 1\nscenario: {test_scenario: TS7, method: P}\nmodel: {name: ResNet18}\ndataset: " + dataset +
+         "\nstages: [prune]\nprune: " + prune + "\n";
+}
+
+}  // namespace
+
+TEST(Utf8, WellFormedMeansUnicodesTable) {
+  EXPECT_EQ(invalid_utf8_at("plain, caf\xC3\xA9, \xE2\x82\xAC, \xF0\x9F\x98\x80"), std::string::npos);
+  EXPECT_EQ(invalid_utf8_at("ab\xFF"), 2u);
+  EXPECT_EQ(invalid_utf8_at("\xC0\x80"), 0u);          // overlong NUL
+  EXPECT_EQ(invalid_utf8_at("x\xE0\x80\xAF"), 1u);     // overlong '/'
+  EXPECT_EQ(invalid_utf8_at("\xED\xA0\x80"), 0u);      // a UTF-16 surrogate
+  EXPECT_EQ(invalid_utf8_at("\xF4\x90\x80\x80"), 0u);  // above U+10FFFF
+  EXPECT_EQ(invalid_utf8_at("caf\xC3"), 3u);           // cut short
+  EXPECT_EQ(printable("a\xFF\n\xC3\xA9"), "a\\xFF\\x0A\xC3\xA9");
+  EXPECT_EQ(utf8_problem("caf\xE9"), "not valid UTF-8 (byte 0xE9 at offset 3)");
+}
+
+TEST(Utf8, KeysValuesSetsAndFileNamesAreCheckedAtLoad) {
+  test::TempDir tmp;
+  // A key (in a nested block), a value in a list, a value in a mapping (fixture 39 holds a description).
+  test::write_file(tmp / "s.yaml", std::string(kMinimal) +
+                                       "finetune: {optimizer: {\"l\xFFr\": 0.1}}\n"
+                                       "report: {columns: [ok, \"b\xC3\"]}\n");
+  EXPECT_EQ(error_of(tmp / "s.yaml"),
+            (tmp / "s.yaml").string() +
+                ":6:24: finetune.optimizer.l\\xFFr: the key is not valid UTF-8 (byte 0xFF "
+                "at offset 1)\n" +
+                (tmp / "s.yaml").string() +
+                ":7:24: report.columns: the value is not valid UTF-8 (byte 0xC3 at offset 1)");
+  test::write_file(tmp / "s.yaml", kMinimal);
+  EXPECT_EQ(error_of(tmp / "s.yaml", {"scenario.description=caf\xE9"}),
+            "--set scenario.description=caf\\xE9: scenario.description: the value is not valid UTF-8 (byte 0xE9 "
+            "at offset 3)");
+  EXPECT_EQ(error_of(tmp / "s.yaml", {"paths.check\xFFpoints=x"}),
+            "--set paths.check\\xFFpoints=x: paths.check\\xFFpoints: the key is not valid UTF-8 (byte 0xFF at offset "
+            "11)");
+  const fs::path latin1 = tmp / "caf\xE9.yaml";
+  test::write_file(latin1, kMinimal);
+  EXPECT_EQ(error_of(latin1), (tmp / "caf").string() +
+                                  "\\xE9.yaml: the file name is not valid UTF-8 (byte 0xE9 at "
+                                  "offset " +
+                                  std::to_string((tmp / "caf").string().size()) + ")");
+}
+
+TEST(Device, SyntaxAndPresenceAreCheckedAtLoadAndByResolveDevice) {
+  test::TempDir tmp;
+  test::write_file(tmp / "s.yaml", kMinimal);
+  const std::string set = "--set runtime.device=";
+  for (const char* bad : {"bogus", "cuda:", "cuda:-1", "cuda:01", "cuda:x", "CPU", "cpu:0", "mps", "cuda:99999"}) {
+    SCOPED_TRACE(bad);
+    const std::string why = std::string("expected auto, cpu, cuda or cuda:N, got '") + bad + "'";
+    // Quoted, so that YAML reads "cuda:" as a string rather than a mapping.
+    const std::string quoted = std::string("\"") + bad + "\"";
+    EXPECT_EQ(error_of(tmp / "s.yaml", {"runtime.device=" + quoted}), set + quoted + ": runtime.device: " + why);
+    try {
+      resolve_device(bad);
+      ADD_FAILURE() << "resolve_device accepted it";
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), "runtime.device: " + why);
+    }
+  }
+  for (const char* ok : {"auto", "cpu"})
+    EXPECT_EQ(error_of(tmp / "s.yaml", {std::string("runtime.device=") + ok}), "(no error)");
+  // What `run` refuses on this machine, loading refuses: CUDA without CUDA, or a device index beyond those present.
+  const std::string expected =
+      torch::cuda::is_available() ? "'cuda:99': this machine has " + std::to_string(torch::cuda::device_count()) +
+                                        " CUDA device" + (torch::cuda::device_count() == 1 ? "" : "s") +
+                                        ", cuda:0 to cuda:" + std::to_string(torch::cuda::device_count() - 1)
+                                  : "'cuda:99' needs CUDA, but this LibTorch build (" +
+                                        std::string(compat::torch_version()) + ") sees no CUDA device; use auto or cpu";
+  EXPECT_EQ(error_of(tmp / "s.yaml", {"runtime.device=cuda:99"}), set + "cuda:99: runtime.device: " + expected);
+  try {
+    resolve_device("cuda:99");
+    ADD_FAILURE() << "resolve_device accepted cuda:99";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "runtime.device: " + expected);
+  }
+  if (!torch::cuda::is_available())
+    EXPECT_NE(error_of(tmp / "s.yaml", {"runtime.device=cuda"}).find("'cuda' needs CUDA"), std::string::npos);
+}
+
+TEST(Calibration, MoreSamplesThanTheSplitHoldsAreRefusedAtLoad) {
+  test::TempDir tmp;
+  const fs::path f = tmp / "p.yaml";
+  // Beyond the published split (CIFAR-10: 10,000 test, 50,000 train images).
+  test::write_file(f, prune_scenario("{name: CIFAR10}", "{pruner: wanda, calibration: {samples: 10001}}"));
+  EXPECT_EQ(error_of(f), f.string() +
+                             ":6:47: prune.calibration.samples: must be at most 10000, the images of the "
+                             "test split; got 10001");
+  test::write_file(f,
+                   prune_scenario("{name: CIFAR10}", "{pruner: wanda, calibration: {split: train, samples: 50001}}"));
+  EXPECT_EQ(error_of(f), f.string() +
+                             ":6:61: prune.calibration.samples: must be at most 50000, the images of the "
+                             "train split; got 50001");
+  // Beyond a subset; a default count (Neuron Coverage: 512) is reported at the subset that is too small for it.
+  test::write_file(f, prune_scenario("{name: FashionMNIST, test_subset: 256}", "{pruner: neuron_coverage}"));
+  EXPECT_EQ(error_of(f), f.string() +
+                             ":4:44: prune.calibration.samples: must be at most 256, the images of the "
+                             "test split (dataset.test_subset); got 512");
+  EXPECT_NE(error_of(f, {"dataset.train_subset=100", "prune.calibration.split=train", "prune.calibration.samples=101"})
+                .find("--set prune.calibration.samples=101: prune.calibration.samples: must be at most 100, the images "
+                      "of the train split (dataset.train_subset); got 101"),
+            std::string::npos);
+  // The whole split is allowed, and a subset larger than the split leaves the whole split.
+  EXPECT_EQ(error_of(f, {"prune.calibration.samples=256"}), "(no error)");
+  EXPECT_EQ(error_of(f, {"dataset.test_subset=20000", "prune.calibration.samples=10000"}), "(no error)");
+  EXPECT_NE(error_of(f, {"dataset.test_subset=20000", "prune.calibration.samples=10001"}).find("at most 10000"),
+            std::string::npos);
+}
+
+TEST(NotAScenario, ItsContentIsNeverEchoed) {
+  test::TempDir tmp;
+  const std::string secret = "hunter2-token";
+  // Text, a list, malformed YAML whose parser message would quote it: described by kind, never quoted.
+  test::write_file(tmp / "text.txt", secret + "\nmore text\n");
+  test::write_file(tmp / "list.txt", "- " + secret + "\n");
+  test::write_file(tmp / "escape.txt", "\"" + secret + "\\q\"\n");
+  test::write_file(tmp / "version.txt", "%YAML 9." + secret + "\n---\na: 1\n");
+  test::write_file(tmp / "binary.bin", std::string("\x7f"
+                                                   "ELF\x02\x01\x01\0\0\0",
+                                                   10) +
+                                           secret + "\xff\xfe\n");
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"text.txt", ":1:1: a scenario file must be a mapping of keys, found a scalar"},
+      {"list.txt", ":1:1: a scenario file must be a mapping of keys, found a list"},
+      {"escape.txt", ":1:17: malformed YAML: unknown escape character"},
+      {"version.txt", ":1:1: malformed YAML: bad YAML version"},
+      {"binary.bin", ":1:10: malformed YAML: unknown escape character"},  // yaml-cpp's reading of a NUL byte
+  };
+  for (const auto& [name, message] : cases) {
+    SCOPED_TRACE(name);
+    const std::string path = (tmp / name).string();
+    test::write_file(tmp / "inc.yaml", "include: " + name + "\n" + kMinimal);
+    EXPECT_EQ(error_of(tmp / "inc.yaml"), path + message);
+    test::write_file(tmp / "up.yaml", "schema: 1\nscenario: {test_scenario: TS7, method: P, starts_from: " + name +
+                                          "}\nmodel: {name: ResNet18}\ndataset: {name: CIFAR10}\nstages: [download]\n");
+    std::string err = error_of(tmp / "up.yaml");
+    EXPECT_EQ(err, (tmp / "up.yaml").string() + ":2:56: scenario.starts_from: " + path + " is not a valid scenario:\n" +
+                       path + message);
+    EXPECT_EQ(err.find("hunter2"), std::string::npos);
+  }
+}
+
+TEST(Calibration, TheWholeTestSplitRunsToTheReportWithoutAHeldOutAccuracy) {
+  test::TempDir tmp;
+  const fs::path t = tmp.path();
+  const std::string sets =
+      " --set paths.checkpoints=" + (t / "ckpt").string() + " --set paths.datasets=" + (t / "data").string() +
+      " --set paths.models=" + (t / "models").string() +
+      " --set dataset.train_subset=64 --set dataset.test_subset=32 --set runtime.threads=2"
+      " --set finetune.epochs=1 --set finetune.batch_size=32 --set finetune.eval_batch_size=32"
+      " --set report.latency.warmup=1 --set report.latency.repeats=1 --set report.latency.large_batch=2"
+      " --set report.latency.large_batch_repeats=1 --set report.plot=false";
+  const std::string ts0 = "configs/test_scenarios/TS0/";
+  auto r = test::run_expctl("run " + ts0 + "finetune.yaml --set stages=[download,finetune]" + sets);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // Neuron Coverage, as the faster of the two pruners; 32 images are the whole test subset.
+  r = test::run_expctl("run " + ts0 + "nc.yaml --set stages=[prune,report] --set prune.calibration.samples=32" + sets);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path dir = t / "ckpt/TS0_NeuronCoverage_ResNet18_FashionMNIST";
+  auto metrics = nlohmann::json::parse(test::read_file(dir / "prune_metrics.json"));
+  EXPECT_EQ(metrics["calibration"]["samples"], 32);
+  EXPECT_EQ(metrics["calibration"]["held_out_images"], 0);
+  EXPECT_TRUE(metrics["calibration"].contains("held_out_note"));
+  EXPECT_FALSE(metrics["before"].contains("held_out"));
+  EXPECT_FALSE(metrics["after"].contains("held_out"));
+  auto report = nlohmann::json::parse(test::read_file(dir / "report.json"));
+  ASSERT_EQ(report["rows"].size(), 2u);
+  EXPECT_FALSE(report["rows"][1].contains("accuracy_held_out"));
+  EXPECT_EQ(report["calibration"]["held_out_images"], 0);
+}
