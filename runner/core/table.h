@@ -21,6 +21,11 @@ enum class Align { Left, Right };
 
 struct Column {
   using Json = nlohmann::ordered_json;
+  using Cell = std::function<std::string(const Json& row)>;
+  Column(std::string key, std::string csv = "", std::string header = "", Cell cell = nullptr,
+         Align align = Align::Right)
+      : key(std::move(key)), csv(std::move(csv)), header(std::move(header)), cell(std::move(cell)), align(align) {}
+
   /// Where the value lies in a row, dotted for nested objects ("latency_b1_ms.median"); the JSON output puts it
   /// at the same place. A value that is absent is left out of the JSON and empty in the CSV.
   std::string key;
@@ -29,8 +34,8 @@ struct Column {
   /// Its Markdown and console header; "" = not in those tables.
   std::string header;
   /// Its Markdown and console text; nullptr = the value as written (a string as is, "-" when absent).
-  std::function<std::string(const Json& row)> cell;
-  Align align = Align::Right;
+  Cell cell;
+  Align align;
 };
 
 class Table {
