@@ -30,17 +30,6 @@ bool is_control(char c) {
   return u < 0x20 || u == 0x7f;
 }
 
-std::string quoted(std::string_view text, char q, std::string_view q_as) {
-  std::string out(1, q);
-  for (char c : text) {
-    if (c == q)
-      out += q_as;
-    else
-      out += is_control(c) ? ' ' : c;
-  }
-  return out + q;
-}
-
 struct Fd {
   int fd = -1;
   ~Fd() { reset(); }
@@ -98,9 +87,24 @@ pid_t wait_until(pid_t pid, int& status, Clock::time_point deadline) {
 
 }  // namespace
 
-std::string quote(std::string_view text) { return quoted(text, '\'', "''"); }
+std::string quote(std::string_view text) {
+  // gnuplot 5.4 does not read '' inside single quotes reliably ('''a' and 'a''''b' are syntax errors), so a quote
+  // is spliced in as "'" (a double-quoted string without a backquote runs nothing): 'it' . "'" . 's'.
+  std::string out = "'";
+  for (char c : text) {
+    if (c == '\'')
+      out += "' . \"'\" . '";
+    else
+      out += is_control(c) ? ' ' : c;
+  }
+  return out + "'";
+}
 
-std::string data_label(std::string_view text) { return quoted(text, '"', "'"); }
+std::string data_label(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) out += c == '"' ? '\'' : is_control(c) ? ' ' : c;
+  return out + "\"";
+}
 
 std::string RunResult::why() const {
   switch (status) {

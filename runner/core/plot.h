@@ -9,8 +9,9 @@
 // code: scripts name their files by fixed relative names (gnuplot runs in `dir`), and every free text goes
 // through quote(). gnuplot 5.4 runs `...` command substitution inside double-quoted strings and on the bare
 // command line, and joins a line ending in a backslash with the next even inside quotes; single-quoted strings
-// take backquotes, backslashes, `@` and `;` literally and spell a quote as ''. Hence quote(): single quotes,
-// '' for ', control characters (newlines) as spaces.
+// take backquotes, backslashes, `@` and `;` literally, but their '' escape fails at the start of a string and
+// when doubled. Hence quote(): single quotes, each ' spliced in as the expression . "'" . , control characters
+// (newlines) as spaces.
 #pragma once
 #include <chrono>
 #include <filesystem>
@@ -23,8 +24,9 @@ class logger;
 
 namespace expctl::plot {
 
-/// `text` as a gnuplot string literal that prints it verbatim and can never end the string or the line:
-/// single-quoted, ' doubled, control characters (newline, tab, ...) replaced by a space.
+/// `text` as a gnuplot string expression that prints it verbatim and can never end the line or run anything:
+/// single-quoted, each ' spliced in as "'" ('it' . "'" . 's'), control characters (newline, tab, ...) as spaces.
+/// Usable wherever gnuplot takes a string expression (set title/xlabel/ylabel, multiplot title, plot ... title).
 std::string quote(std::string_view text);
 
 /// `text` as a double-quoted string column of a gnuplot data file ("layer1.0.conv1"): " becomes ', control

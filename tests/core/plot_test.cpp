@@ -24,7 +24,8 @@ const std::vector<std::string>& hostile() {
                                           "a\n!touch N\nprint 'b",
                                           "x\\\n'; system('touch C'); print '",
                                           "\"; system(\"touch Q\"); print \"",
-                                          "@macro; `touch M` ''"};
+                                          "@macro; `touch M` ''",
+                                          "'''a'''' '"};
   return h;
 }
 
@@ -46,8 +47,9 @@ struct Captured {
 
 }  // namespace
 
-TEST(PlotQuote, SingleQuotesWithQuotesDoubledAndControlCharactersAsSpaces) {
-  EXPECT_EQ(plot::quote("it's"), "'it''s'");
+TEST(PlotQuote, SingleQuotesWithQuotesSplicedInAndControlCharactersAsSpaces) {
+  EXPECT_EQ(plot::quote("it's"), "'it' . \"'\" . 's'");
+  EXPECT_EQ(plot::quote("''"), "'' . \"'\" . '' . \"'\" . ''");
   EXPECT_EQ(plot::quote("a\nb\tc\r"), "'a b c '");
   EXPECT_EQ(plot::quote("`x` $(y) \\ @z"), "'`x` $(y) \\ @z'");
   EXPECT_EQ(plot::data_label("layer1.0 \"a\"\nb"), "\"layer1.0 'a' b\"");
