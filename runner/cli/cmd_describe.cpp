@@ -15,7 +15,6 @@ std::string text_table(const PluginInfo& p) {
   std::ostringstream out;
   out << p.name << " (" << p.kind << "): " << p.summary << "\n";
   if (!p.code.empty()) out << "checkpoint code: " << p.code << "\n";
-  if (!p.unavailable.empty()) out << "status: not available yet (" << p.unavailable << ")\n";
   if (p.params.empty()) {
     out << "  (no parameters)\n";
     return out.str();
@@ -38,7 +37,6 @@ std::string markdown_table(const PluginInfo& p) {
   std::ostringstream out;
   out << "### `" << p.name << "` (" << p.kind << ")\n\n" << p.summary << ".";
   if (!p.code.empty()) out << " Checkpoint code: `" << p.code << "`.";
-  if (!p.unavailable.empty()) out << " *Not available yet: " << p.unavailable << ".*";
   out << "\n\n";
   if (p.params.empty()) return out.str() + "No parameters.\n\n";
   out << "| key | type | default | range | help |\n|---|---|---|---|---|\n";

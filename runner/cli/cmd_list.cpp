@@ -18,7 +18,6 @@ void add_list(CLI::App& app, int& exit_code) {
         for (const auto& name : c.names(kind)) {
           const PluginInfo* p = c.find(kind, name);
           std::cout << "  " << std::left << std::setw(18) << name << p->summary;
-          if (!p->unavailable.empty()) std::cout << "  [not available yet]";
           std::cout << "\n";
         }
       }

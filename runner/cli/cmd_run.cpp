@@ -34,7 +34,6 @@ void add_run(CLI::App& app, int& exit_code) {
           for (const auto& p : pipelines) std::cout << p.plan_text();
         return;
       }
-      for (const auto& p : pipelines) p.check_runnable();
       if (world.world_size == 1) {
         for (auto& p : pipelines) p.run();
         return;

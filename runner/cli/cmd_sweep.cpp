@@ -117,7 +117,6 @@ void run_cells(const SweepOpts& o, const dist::WorldInfo& world, const std::vect
   size_t total = 0;
   for (const auto& [file, all, cells] : sweeps) {
     if (!o.summary_only) {
-      for (const auto& c : cells) Pipeline(c.config, o.run).check_runnable();
       for (const auto& c : cells) {
         ++total;
         spdlog::info("sweep {}: cell {}/{} {} ({}){}", file, c.index + 1, cells.size(), c.id, c.settings_text(),

@@ -74,24 +74,12 @@ std::string Pipeline::plan_text() const {
   int i = 0;
   for (const auto& name : selected_stages()) {
     const StageEntry* e = StageRegistry::find(name);
-    out << "  " << ++i << ". " << name;
-    if (!e->create) out << "  [not available in this build: " << e->info.unavailable << "]";
-    out << "\n";
+    out << "  " << ++i << ". " << name << "\n";
     for (const auto& f : e->plan(config_, naming_, config_.stage(name)))
       out << "       " << (f.access == PlannedFile::Access::Read ? "reads  " : "writes ") << f.path.string() << "  ("
           << f.what << ")\n";
   }
   return out.str();
-}
-
-void Pipeline::check_runnable() const {
-  std::vector<std::string> missing;
-  for (const auto& name : selected_stages()) {
-    const StageEntry* e = StageRegistry::find(name);
-    if (!e->create) missing.push_back("stage '" + name + "' is not available yet: " + e->info.unavailable);
-  }
-  if (!missing.empty())
-    throw Error(config_.file.string() + ": cannot run " + naming_.scenario_name() + ":\n  " + join(missing, "\n  "));
 }
 
 namespace {
@@ -143,7 +131,6 @@ struct SignalGuard {
 }  // namespace
 
 void Pipeline::run() {
-  check_runnable();
   // Data parallel (several processes): rank 0 takes the lock, writes every file and decides which stages run;
   // it tells the others through the store ("go", then per stage "skip"/"run" and, after a stage only rank 0
   // runs, "done"; "failed: why" instead when it fails). Data-parallel stages (training) run on every rank; the
@@ -212,7 +199,6 @@ void Pipeline::run() {
       hear_from_main("");
     }
 
-    Artifacts artifacts;
     std::string previous;
     for (const auto& name : config_.stages) {
       std::string fp = fingerprint_of(name, previous);
@@ -253,7 +239,7 @@ void Pipeline::run() {
         hear_from_main(name);  // "done": rank 0 ran it; its files are there for the stages after it
         continue;
       }
-      StageContext ctx{config_, naming_, config_.stage(name), artifacts, options_, log, fp, {}};
+      StageContext ctx{config_, naming_, config_.stage(name), options_, log, fp, {}};
       log->info("stage {}: start", name);
       std::string started = now_iso();
       auto t0 = std::chrono::steady_clock::now();

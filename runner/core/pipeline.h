@@ -1,14 +1,12 @@
 // The pipeline: runs a scenario's stages in order. Each stage reads and writes files whose names come from
-// Naming, and may also hand in-memory artifacts (a model, a data split) to the stages after it. A finished
+// Naming; a stage after it reads those files. A finished
 // stage writes a manifest (fingerprint of its resolved config and of the stages before it, outputs,
 // timings) into {report dir}/manifests/, so a rerun skips it while the fingerprint matches and its outputs
 // exist; --force redoes it. One run per scenario at a time (a lock file in the report folder).
 #pragma once
-#include <any>
 #include <atomic>
 #include <filesystem>
 #include <functional>
-#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -41,33 +39,11 @@ struct RunOptions {
   bool console_log = true;  ///< also log to the terminal (the log file is always written)
 };
 
-/// Named in-memory objects handed from one stage to the next within a run.
-class Artifacts {
- public:
-  template <class T>
-  void put(const std::string& name, std::shared_ptr<T> value) {
-    items_[name] = std::move(value);
-  }
-  /// The artifact, or nullptr when no earlier stage of this run produced it (e.g. that stage was skipped:
-  /// read its output files instead).
-  template <class T>
-  std::shared_ptr<T> get(const std::string& name) const {
-    auto it = items_.find(name);
-    if (it == items_.end()) return nullptr;
-    auto p = std::any_cast<std::shared_ptr<T>>(&it->second);
-    return p ? *p : nullptr;
-  }
-
- private:
-  std::map<std::string, std::any> items_;
-};
-
 /// What a running stage sees.
 struct StageContext {
   const ScenarioConfig& config;
   const Naming& naming;
   const Params& params;  ///< this stage's block
-  Artifacts& artifacts;
   const RunOptions& options;
   std::shared_ptr<spdlog::logger> log;
   std::string fingerprint;                     ///< hash of this stage's resolved inputs
@@ -86,7 +62,7 @@ struct StageEntry {
   static constexpr const char* kKind = "stage";
   PluginInfo info;
   std::function<std::vector<PlannedFile>(const ScenarioConfig&, const Naming&, const Params&)> plan;
-  /// Empty while the stage is not available in this build (info.unavailable says why).
+  /// Makes the stage (every registered stage has one; tests/core checks it).
   std::function<std::unique_ptr<Stage>()> create;
   /// Runs on every process of a data-parallel run (training); other stages run on rank 0 while the rest wait,
   /// and stages after them read rank 0's files.
@@ -110,8 +86,6 @@ class Pipeline {
   std::vector<std::string> selected_stages() const;
   /// Human-readable plan: stages in order and every path read or written.
   std::string plan_text() const;
-  /// Throws Error when a selected stage is not available in this build (before anything is written).
-  void check_runnable() const;
   /// Runs the stages. Throws Error on failure (the lock is released and the log says which stage failed).
   void run();
 

@@ -1,12 +1,12 @@
 // Registries: name -> plugin. Every model, data set, pruner and stage registers itself with ONE line at
-// the end of its own file:
+// the end of its own file, naming the registry of its kind and the function that builds its entry:
 //
-//     EXPCTL_REGISTER_PLUGIN(my_pruner_info());
+//     EXPCTL_REGISTER(PrunerRegistry, entry());   // plugins/wanda/wanda.cpp; stages: StageRegistry
 //
 // The catalog holds what configuration needs (name, summary, parameter table); typed factories live in the
-// registry of their kind (StageRegistry in runner/core/pipeline.h, ...). All modules are CMake OBJECT
-// libraries, so these static registrations are never dropped by the linker; tests/core checks that every
-// built-in name is present.
+// registry of their kind (StageRegistry in runner/core/pipeline.h, PrunerRegistry in plugins/pruner.h, ...). All
+// modules are CMake OBJECT libraries, so these static registrations are never dropped by the linker; tests/core checks
+// that every built-in name is present.
 #pragma once
 #include <functional>
 #include <map>
@@ -31,8 +31,6 @@ struct PluginInfo {
   std::string details;  ///< longer text for `expctl describe` (optional)
   ParamTable params;    ///< its parameters (for a model/data set: the keys beside `name`)
   std::string code;     ///< pruners: the short code used in checkpoint names ("NC", "W")
-  /// Empty when the plugin can run; otherwise why not (e.g. "not available yet: fine-tuning lands with issue #4").
-  std::string unavailable;
   /// Optional checks across several keys (e.g. n < m), run after the table's own; they add diagnostics for
   /// keys under `prefix` (the block's dotted name).
   std::function<void(const Params& params, const std::string& prefix, std::vector<Diagnostic>& diags)> check;
@@ -84,7 +82,8 @@ class TypedRegistry {
 /// One-line registration of a typed entry: EXPCTL_REGISTER(DatasetRegistry, cifar10());
 #define EXPCTL_REGISTER(registry, entry_expr) \
   static const bool EXPCTL_CONCAT(expctl_registered_, __LINE__) = registry::add(entry_expr)
-/// One-line registration of a plugin's metadata (at namespace scope, at the end of the plugin's file).
+/// Registration of metadata without a factory: the configuration sections (scenario, runtime, paths) that
+/// `describe` and the docs show beside the plugins (runner/core/config.cpp).
 #define EXPCTL_REGISTER_PLUGIN(info_expr) \
   static const bool EXPCTL_CONCAT(expctl_registered_, __LINE__) = ::expctl::Catalog::instance().add(info_expr)
 

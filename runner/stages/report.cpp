@@ -1,6 +1,6 @@
 // report stage: measures every model of the scenario the same way (size, MACs/FLOPs, latency; accuracy as the
-// training and pruning stages measured it on the full test split) and writes the comparison table to the console
-// and to report.md, report.csv and report.json, with the training curves drawn by gnuplot.
+// training and pruning stages measured it on the scenario's test images) and writes the comparison table to the
+// console and to report.md, report.csv and report.json, with the training curves drawn by gnuplot.
 //
 // Rows: fine-tuning scenario: before fine-tuning, fine-tuned. Pruning scenario: fine-tuned (loaded), pruned,
 // pruned + fine-tuned.
@@ -8,13 +8,14 @@
 #include <torch/torch.h>
 
 #include <cstdio>
-#include <fstream>
-#include <iomanip>
 #include <map>
 #include <sstream>
 
 #include "runner/core/error.h"
+#include "runner/core/json_file.h"
 #include "runner/core/pipeline.h"
+#include "runner/core/plot.h"
+#include "runner/core/table.h"
 #include "runner/data/datasets.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
@@ -27,166 +28,355 @@ using json = nlohmann::ordered_json;
 
 namespace {
 
+using Metrics = std::map<std::string, JsonFile>;  // the training and pruning stages' metrics files, by stage
+
 struct Row {
   std::string label;
   fs::path checkpoint;
-  json accuracy;  // {"accuracy": %, "held_out": {...}?}
+  JsonValue accuracy;  // {"accuracy": %, "images": N, "held_out": {...}?}
 };
 
-json read_json(const fs::path& f) {
-  std::ifstream in(f);
-  if (!in) throw Error(f.string() + ": missing; run the stage that writes it first (or the whole scenario)");
-  try {
-    return json::parse(in);
-  } catch (const std::exception& e) {
-    throw DataError(f.string() + ": not valid JSON: " + e.what());
+// What the accuracies were measured on: the test split, or the subset dataset.test_subset made of it
+// (data::load_dataset), and the test images calibration left when it took test images.
+struct Evaluation {
+  int64_t images = 0;    // test images evaluated (0: the metrics files do not say)
+  int64_t subset = 0;    // dataset.test_subset when it made a subset
+  std::string on;        // "the test split (10,000 images)"
+  std::string on_short;  // for charts: "test split, 10,000 images"
+  int64_t held_out_images = 0;
+  std::string held_out;  // "the 9,936 test images not used for calibration (...)"; "" when none were held out
+  std::string note;      // calibration used every test image
+
+  json to_json() const {
+    json j{{"split", "test"},
+           {"images", images ? json(images) : json(nullptr)},
+           {"test_subset", subset},
+           {"measured_on", on},
+           {"measured_on_short", on_short}};
+    if (!held_out.empty()) j["held_out"] = {{"images", held_out_images}, {"measured_on", held_out}};
+    if (!note.empty()) j["note"] = note;
+    return j;
   }
+};
+
+std::string count(int64_t n) {  // 10000 -> "10,000"
+  std::string s = std::to_string(n);
+  for (int i = int(s.size()) - 3; i > (n < 0 ? 1 : 0); i -= 3) s.insert(size_t(i), ",");
+  return s;
 }
 
-// The metrics files of the scenario's training and pruning stages, read once, by stage name.
-std::map<std::string, json> stage_metrics(const ScenarioConfig& cfg, const Naming& n) {
-  std::map<std::string, json> out;
-  for (const char* stage : {"finetune", "prune", "recover"})
-    if (cfg.has_stage(stage)) out[stage] = read_json(n.report_dir() / (std::string(stage) + "_metrics.json"));
+Metrics stage_metrics(const ScenarioConfig& cfg, const Naming& n) {
+  Metrics out;
+  for (const char* stage : {"finetune", "prune", "recover"}) {
+    if (!cfg.has_stage(stage)) continue;
+    const fs::path f = n.report_dir() / (std::string(stage) + "_metrics.json");
+    auto file = JsonFile::open(f);
+    if (!file) throw Error(f.string() + ": missing; run the stage that writes it first (or the whole scenario)");
+    out.emplace(stage, std::move(*file));
+  }
   if (out.empty())
     throw Error(cfg.file.string() + ": the report needs a finetune, prune or recover stage to report on");
   return out;
 }
 
-std::vector<Row> rows_of(const std::map<std::string, json>& metrics, const Naming& n) {
+std::vector<Row> rows_of(const Metrics& metrics, const Naming& n) {
   std::vector<Row> rows;
   if (auto it = metrics.find("finetune"); it != metrics.end()) {
-    const json& m = it->second;
-    rows.push_back({"before fine-tuning", m.at("initial").get<std::string>(), m.at("before")});
-    rows.push_back({"fine-tuned", m.at("checkpoint").get<std::string>(), m.at("after")});
+    const JsonValue m = it->second.root();
+    rows.push_back({"before fine-tuning", m["initial"].string(), m["before"]});
+    rows.push_back({"fine-tuned", m["checkpoint"].string(), m["after"]});
   }
   if (auto it = metrics.find("prune"); it != metrics.end()) {
-    const json& m = it->second;
-    rows.push_back({"fine-tuned (loaded)", m.at("source_checkpoint").get<std::string>(), m.at("before")});
-    rows.push_back({"pruned", n.pruned_checkpoint(), m.at("after")});
+    const JsonValue m = it->second.root();
+    rows.push_back({"fine-tuned (loaded)", m["source_checkpoint"].string(), m["before"]});
+    rows.push_back({"pruned", n.pruned_checkpoint(), m["after"]});
   }
   if (auto it = metrics.find("recover"); it != metrics.end()) {
-    const json& m = it->second;
-    rows.push_back({"pruned + fine-tuned", m.at("checkpoint").get<std::string>(), m.at("after")});
+    const JsonValue m = it->second.root();
+    rows.push_back({"pruned + fine-tuned", m["checkpoint"].string(), m["after"]});
   }
   return rows;
 }
 
-std::string fixed(double v, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << v;
-  return s.str();
+// Every row of one scenario was evaluated on the same images (the stages load the test split the same way).
+Evaluation evaluation_of(const ScenarioConfig& cfg, const Metrics& metrics) {
+  Evaluation ev;
+  if (auto it = metrics.find("prune"); it != metrics.end() && it->second.root().has("before.images"))
+    ev.images = it->second.root()["before.images"].integer();
+  else if (auto ft = metrics.find("finetune"); ft != metrics.end() && ft->second.root().has("test_images"))
+    ev.images = ft->second.root()["test_images"].integer();
+  // load_dataset takes a subset only when test_subset is below the split's size.
+  const int64_t n = cfg.dataset.get_int("test_subset");
+  if (n > 0 && (ev.images == 0 || ev.images == n)) {
+    ev.subset = ev.images = n;
+    ev.on = count(n) +
+            " test images, a class-balanced subset of the test split (dataset.test_subset: " + std::to_string(n) +
+            ", seed " + std::to_string(cfg.runtime.get_int("seed")) + ")";
+    ev.on_short = count(n) + " test images (dataset.test_subset)";
+  } else {
+    ev.on = ev.images ? "the test split (" + count(ev.images) + " images)" : "the whole test split";
+    ev.on_short = ev.images ? "test split, " + count(ev.images) + " images" : "whole test split";
+  }
+  auto it = metrics.find("prune");
+  if (it == metrics.end() || it->second.root()["calibration.split"].string() != "test") return ev;
+  const JsonValue prune = it->second.root();
+  const int64_t samples = prune["calibration.samples"].integer();
+  if (prune.has("before.held_out")) {
+    ev.held_out_images = prune["before.held_out.images"].integer();
+    ev.held_out = "the " + count(ev.held_out_images) + " test images not used for calibration (calibration took " +
+                  count(samples) + " of the " + count(ev.images ? ev.images : samples + ev.held_out_images) + ")";
+  } else {
+    ev.note = "Calibration used all " + count(samples) +
+              " test images, so none was held out: the accuracies after pruning are measured on the images the "
+              "pruner was calibrated on.";
+  }
+  return ev;
 }
 
-std::string ratio(double v, double base) { return base > 0 ? "x" + fixed(v / base, 2) : "-"; }
+// The measurements of one model, as a row of report.json.
+json measure(const Row& r, const data::DatasetInfo& info, const Params& p, torch::Device device) {
+  models::Checkpoint ck;
+  models::ResNet model = models::load_checkpoint(r.checkpoint, &ck);
+  model->to(device);
+  metrics::ParamCount params = metrics::count_parameters(*model);
+  metrics::ModelSize size = metrics::model_size(*model);
+  metrics::MacsReport ops = metrics::count_macs(model, info.height, info.width);
+  metrics::LatencyOptions lo;
+  lo.height = info.height;
+  lo.width = info.width;
+  lo.warmup = static_cast<int>(p.get_int("latency.warmup"));
+  lo.repeats = static_cast<int>(p.get_int("latency.repeats"));
+  metrics::LatencyStats b1 = metrics::measure_latency(model, lo, device);
+  const int64_t large = p.get_int("latency.large_batch");
+  lo.batch = large;
+  lo.warmup = std::min(lo.warmup, 3);
+  lo.repeats = static_cast<int>(p.get_int("latency.large_batch_repeats"));
+  metrics::LatencyStats bn = metrics::measure_latency(model, lo, device);
+  json row;
+  row["model"] = r.label;
+  row["checkpoint"] = r.checkpoint.string();
+  row["accuracy"] = r.accuracy["accuracy"].number();
+  if (r.accuracy.has("held_out")) row["accuracy_held_out"] = r.accuracy["held_out.accuracy"].number();
+  row["params"] = params.total;
+  row["nonzero_params"] = params.nonzero;
+  row["size_mb"] = size.dense_mb();
+  row["masked"] = !ck.masks.is_empty();
+  row["compact_size_mb"] = size.compact_mb();
+  row["macs"] = ops.macs;
+  row["flops"] = ops.flops();
+  row["nonzero_macs"] = ops.nonzero_macs;
+  row["latency_b1_ms"] = {{"median", b1.median_ms}, {"mean", b1.mean_ms}, {"p95", b1.p95_ms}, {"repeats", b1.repeats}};
+  row["latency_large_batch"] = {
+      {"batch", large},        {"median_ms", bn.median_ms}, {"median_ms_per_image", bn.median_ms / double(large)},
+      {"mean_ms", bn.mean_ms}, {"p95_ms", bn.p95_ms},       {"repeats", bn.repeats}};
+  return row;
+}
 
-// The training curves (loss and test accuracy per epoch) of the finetune/recover stages, drawn by gnuplot.
-bool plot_curves(const fs::path& dir, const std::vector<std::pair<std::string, json>>& histories, spdlog::logger& log) {
+// The comparison table: every field of a report.json row, and which of them report.csv and the Markdown and
+// console tables show. `base` is the first row: the others show their changes against it.
+Table report_table(const json& base, bool masked, bool held_out) {
+  auto num = [](const json& r, const char* key) { return Table::find(r, key)->get<double>(); };
+  auto against = [&](const char* key, double scale, int digits) {
+    return [=, b = num(base, key)](const json& r) {
+      const double v = num(r, key);
+      return Table::fixed(v * scale, digits) + " " + (b > 0 ? "x" + Table::fixed(v / b, 2) : "-");
+    };
+  };
+  auto accuracy = [b = num(base, "accuracy"), name = base["model"], num](const json& r) {
+    const double v = num(r, "accuracy");
+    if (r["model"] == name) return Table::fixed(v, 2);
+    return Table::fixed(v, 2) + " (" + (v >= b ? "+" : "") + Table::fixed(v - b, 2) + ")";
+  };
+  // A dense model stored "compactly" would only grow by its masks: the column is for masked rows.
+  auto compact = [](const json& r) {
+    return r["masked"].get<bool>() ? Table::fixed(r["compact_size_mb"].get<double>(), 2) : std::string("-");
+  };
+  auto latency = [](const json& r) {
+    const json& l = r["latency_b1_ms"];
+    return Table::fixed(l["median"].get<double>(), 2) + " (mean " + Table::fixed(l["mean"].get<double>(), 2) +
+           ", p95 " + Table::fixed(l["p95"].get<double>(), 2) + ")";
+  };
+  const std::string large = std::to_string(base["latency_large_batch"]["batch"].get<int64_t>());
+  return Table(
+      {{"model", "model", "Model", nullptr, Align::Left},
+       {"checkpoint"},
+       {"accuracy", "accuracy", "Accuracy (%)", accuracy},
+       {"accuracy_held_out", "accuracy_held_out", held_out ? "Held-out accuracy (%)" : "",
+        Table::fixed_cell("accuracy_held_out", 2)},
+       {"params", "params", "Params (M)", against("params", 1e-6, 2)},
+       {"nonzero_params", "nonzero_params"},
+       {"size_mb", "size_mb", "Size (MB)", Table::fixed_cell("size_mb", 2)},
+       {"masked"},
+       {"compact_size_mb", "compact_size_mb", masked ? "Compact size (MB)" : "", compact},
+       {"macs", "macs", "MACs (G)", against("macs", 1e-9, 3)},
+       {"flops", "flops", "FLOPs (G)", Table::fixed_cell("flops", 3, 1e-9)},
+       {"nonzero_macs", "nonzero_macs", masked ? "Non-zero MACs (G)" : "", Table::fixed_cell("nonzero_macs", 3, 1e-9)},
+       {"latency_b1_ms.median", "latency_b1_median_ms", "Latency b1 (ms)", latency},
+       {"latency_b1_ms.mean", "latency_b1_mean_ms"},
+       {"latency_b1_ms.p95", "latency_b1_p95_ms"},
+       {"latency_b1_ms.repeats"},
+       {"latency_large_batch.batch", "large_batch"},
+       {"latency_large_batch.median_ms"},
+       {"latency_large_batch.median_ms_per_image", "latency_large_median_ms_per_image",
+        "Latency b" + large + " (ms/img)", Table::fixed_cell("latency_large_batch.median_ms_per_image", 3)},
+       {"latency_large_batch.mean_ms"},
+       {"latency_large_batch.p95_ms"},
+       {"latency_large_batch.repeats"}});
+}
+
+// The training curves (loss and accuracy per epoch) of the finetune/recover stages.
+bool plot_curves(const fs::path& dir, const std::vector<std::pair<std::string, JsonValue>>& histories,
+                 const Evaluation& ev, spdlog::logger& log) {
   if (histories.empty()) return false;
-  fs::path data = dir / "training_curves.dat", script = dir / "training_curves.gp";
-  {
-    std::ofstream d(data);
-    for (const auto& [name, h] : histories) {
-      d << "# " << name << "\n";
-      for (const auto& r : h)
-        d << r["epoch"].get<int64_t>() << " " << r["train_loss"].get<double>() << " " << r["test_loss"].get<double>()
-          << " " << r["train_accuracy"].get<double>() << " " << r["test_accuracy"].get<double>() << "\n";
-      d << "\n\n";
-    }
+  std::ostringstream d, g;
+  for (const auto& [name, h] : histories) {
+    d << "# " << name << "\n";
+    for (const JsonValue& r : h.items())
+      d << r["epoch"].integer() << " " << r["train_loss"].number() << " " << r["test_loss"].number() << " "
+        << r["train_accuracy"].number() << " " << r["test_accuracy"].number() << "\n";
+    d << "\n\n";
   }
-  std::ofstream g(script);
-  g << "set terminal pngcairo size 1200,480 font 'sans,10'\nset output '" << (dir / "training_curves.png").string()
-    << "'\nset multiplot layout 1,2\nset grid\nset xlabel 'epoch'\nset xtics 1\nset key top right\n"
-    << "set title 'loss (training loss includes label smoothing)'\nplot ";
-  for (size_t i = 0; i < histories.size(); ++i)
-    g << (i ? ", " : "") << "'" << data.string() << "' index " << i << " using 1:2 with linespoints title '"
-      << histories[i].first << " train', '' index " << i << " using 1:3 with linespoints title '" << histories[i].first
-      << " test'";
-  g << "\nset title 'accuracy (%)'\nset key bottom right\nplot ";
-  for (size_t i = 0; i < histories.size(); ++i)
-    g << (i ? ", " : "") << "'" << data.string() << "' index " << i << " using 1:4 with linespoints title '"
-      << histories[i].first << " train', '' index " << i << " using 1:5 with linespoints title '" << histories[i].first
-      << " test'";
-  g << "\nunset multiplot\n";
-  g.close();
-  int rc = std::system(("gnuplot '" + script.string() + "' 2>&1").c_str());
-  if (rc != 0) {
-    log.warn("gnuplot failed or is missing (exit {}); no training_curves.png (scripts/install-deps.sh installs it)",
-             rc);
-    return false;
-  }
-  return true;
+  auto curves = [&](int train_col, int test_col) {
+    std::ostringstream s;
+    for (size_t i = 0; i < histories.size(); ++i)
+      s << (i ? ", " : "") << "'training_curves.dat' index " << i << " using 1:" << train_col
+        << " with linespoints title " << plot::quote(histories[i].first + " train") << ", '' index " << i
+        << " using 1:" << test_col << " with linespoints title " << plot::quote(histories[i].first + " test");
+    return s.str();
+  };
+  g << "set terminal pngcairo noenhanced size 1200,480 font 'sans,10'\nset output 'training_curves.png'\n"
+    << "set multiplot layout 1,2\nset grid\nset xlabel 'epoch'\nset xtics 1\nset key top right\n"
+    << "set title 'loss (training loss includes label smoothing)'\nplot " << curves(2, 3) << "\n"
+    << "set title " << plot::quote("top-1 accuracy (%); test: " + ev.on_short) << "\nset key bottom right\nplot "
+    << curves(4, 5) << "\nunset multiplot\n";
+  return plot::draw(dir, "training_curves", g.str(), d.str(), "training_curves.png", log);
 }
 
-// Per-layer pruning statistics from prune_metrics.json: a Markdown table and a gnuplot chart (channels kept and
-// coverage per group for structured pruning, sparsity per layer for masks).
-std::string pruning_section(const json& stats, const fs::path& dir, bool plot, spdlog::logger& log,
+// Per-layer pruning statistics from prune_metrics.json: a Markdown table and a chart (channels kept and coverage
+// per group for structured pruning, sparsity per layer for masks).
+std::string pruning_section(const JsonValue& prune, const fs::path& dir, bool plot, spdlog::logger& log,
                             std::vector<fs::path>& outputs) {
+  const JsonValue stats = prune["stats"];
+  const std::string calibration = count(prune["calibration.samples"].integer()) + " calibration images (" +
+                                  prune["calibration.source"].string() + ")";
   std::ostringstream md, dat;
-  std::string chart;
-  if (stats.contains("groups")) {
-    md << "\n## Channels per group\n\n| group | channels | kept | mean coverage | covered fraction "
-          "|\n|---|---:|---:|---:|---:|\n";
-    for (auto it = stats["groups"].begin(); it != stats["groups"].end(); ++it) {
-      const json& g = it.value();
-      auto num = [&](const char* k, int d) {
-        return g.contains(k) && g[k].is_number() ? fixed(g[k].get<double>(), d) : std::string("-");
-      };
-      md << "| " << it.key() << " | " << num("size", 0) << " | " << num("kept", 0) << " | " << num("mean_coverage", 3)
-         << " | " << num("covered_fraction", 3) << " |\n";
-      dat << '"' << it.key() << "\" " << g.value("size", 0) << " " << g.value("kept", g.value("size", 0)) << " "
-          << (g.contains("mean_coverage") ? g["mean_coverage"].get<double>() : 0.0) << "\n";
+  std::string chart, caption;
+  auto num = [](const JsonValue& v, const char* k, int d) {
+    return v.has(k) ? Table::fixed(v[k].number(), d) : std::string("-");
+  };
+  if (stats.has("groups")) {
+    Table t({{"group", "", "group", nullptr, Align::Left},
+             {"size", "", "channels", Table::fixed_cell("size", 0)},
+             {"kept", "", "kept", Table::fixed_cell("kept", 0)},
+             {"mean_coverage", "", "mean coverage", Table::fixed_cell("mean_coverage", 3)},
+             {"covered_fraction", "", "covered fraction", Table::fixed_cell("covered_fraction", 3)}});
+    bool coverage = false;
+    for (const auto& [name, g] : stats["groups"].members()) {
+      json row = g.json();
+      row["group"] = name;
+      t.add_row(row);
+      const double size = g.has("size") ? g["size"].number() : 0;
+      coverage = coverage || g.has("mean_coverage");
+      dat << plot::data_label(name) << " " << size << " " << (g.has("kept") ? g["kept"].number() : size) << " "
+          << (g.has("mean_coverage") ? g["mean_coverage"].number() : 0.0) << "\n";
     }
-    chart =
-        "set title 'channels per group: before, kept (bars); mean coverage (line)'\nset style data histograms\n"
-        "set style histogram clustered\nset style fill solid 0.6\nset xtics rotate by -60\nset ylabel 'channels'\n"
-        "set y2label 'coverage'\nset y2range [0:1]\nset y2tics\n"
-        "plot DATA using 2:xtic(1) title 'channels', '' using 3 title 'kept', '' using 0:4 axes x1y2 with "
-        "linespoints lw 2 title 'mean coverage'\n";
-  } else if (stats.contains("layers")) {
+    md << "\n## Channels per group\n\n" << t.markdown();
+    if (coverage) md << "\nCoverage measured on the " << calibration << ".\n";
+    chart = "set title " +
+            plot::quote("channels per group: before, kept (bars); mean coverage on " +
+                        count(prune["calibration.samples"].integer()) + " calibration images (line)") +
+            "\nset style data histograms\nset style histogram clustered\nset style fill solid 0.6\n"
+            "set xtics rotate by -60\nset ylabel 'channels'\nset y2label 'coverage'\nset y2range [0:1]\nset y2tics\n"
+            "plot 'pruning_layers.dat' using 2:xtic(1) title 'channels', '' using 3 title 'kept', '' using 0:4 axes "
+            "x1y2 with linespoints lw 2 title 'mean coverage'\n";
+    caption = "Channels of each group before pruning and kept" +
+              (coverage ? "; the line: mean coverage on the " + calibration : std::string()) + ".";
+  } else if (stats.has("layers")) {
     md << "\n## Sparsity per layer\n\n| layer | weights | zeros | sparsity |\n|---|---:|---:|---:|\n";
-    for (auto it = stats["layers"].begin(); it != stats["layers"].end(); ++it) {
-      const json& l = it.value();
-      if (l.contains("skipped")) {
-        md << "| " << it.key() << " | " << l.value("weights", 0) << " | - | not pruned ("
-           << l["skipped"].get<std::string>() << ") |\n";
-        dat << '"' << it.key() << "\" 0\n";
+    for (const auto& [name, l] : stats["layers"].members()) {
+      if (l.has("skipped")) {
+        md << "| " << name << " | " << num(l, "weights", 0) << " | - | not pruned (" << l["skipped"].string()
+           << ") |\n";
+        dat << plot::data_label(name) << " 0\n";
         continue;
       }
-      md << "| " << it.key() << " | " << l.value("weights", 0) << " | " << l.value("zeros", 0) << " | "
-         << fixed(l.value("sparsity", 0.0), 4) << " |\n";
-      dat << '"' << it.key() << "\" " << l.value("sparsity", 0.0) << "\n";
+      md << "| " << name << " | " << num(l, "weights", 0) << " | " << num(l, "zeros", 0) << " | "
+         << num(l, "sparsity", 4) << " |\n";
+      dat << plot::data_label(name) << " " << (l.has("sparsity") ? l["sparsity"].number() : 0.0) << "\n";
     }
-    if (stats.contains("overall"))
-      for (auto it = stats["overall"].begin(); it != stats["overall"].end(); ++it)
-        md << "\nOverall sparsity over "
-           << (it.key() == "pruned_layers" ? "the pruned layers" : "all conv/linear weights") << ": "
-           << fixed(it.value().value("sparsity", 0.0), 4) << " (" << it.value().value("zeros", 0) << " of "
-           << it.value().value("weights", 0) << " weights).";
+    if (stats.has("overall"))
+      for (const auto& [scope, o] : stats["overall"].members())
+        md << "\nOverall sparsity over " << (scope == "pruned_layers" ? "the pruned layers" : "all conv/linear weights")
+           << ": " << num(o, "sparsity", 4) << " (" << num(o, "zeros", 0) << " of " << num(o, "weights", 0)
+           << " weights).";
     md << "\n";
     chart =
         "set title 'sparsity per layer'\nset style data histograms\nset style fill solid 0.6\n"
-        "set xtics rotate by -60\nset yrange [0:1]\nplot DATA using 2:xtic(1) notitle\n";
+        "set xtics rotate by -60\nset yrange [0:1]\nplot 'pruning_layers.dat' using 2:xtic(1) notitle\n";
+    caption = "Fraction of each layer's weights set to zero; the pruner scored them on the " + calibration + ".";
   } else {
     return "";
   }
-  if (plot) {
-    const fs::path data = dir / "pruning_layers.dat", png = dir / "pruning_layers.png",
-                   script = dir / "pruning_layers.gp";
-    std::ofstream(data) << dat.str();
-    std::string body = chart;
-    body.replace(body.find("DATA"), 4, "'" + data.string() + "'");
-    std::ofstream(script) << "set terminal pngcairo size 1200,520 font 'sans,9'\nset output '" << png.string()
-                          << "'\nset grid ytics\nset key top right\n"
-                          << body;
-    if (std::system(("gnuplot '" + script.string() + "' 2>&1").c_str()) == 0) {
-      md << "\n![per-layer pruning](pruning_layers.png)\n";
-      outputs.push_back(png);
-    } else {
-      log.warn("gnuplot failed or is missing; no pruning_layers.png");
-    }
+  if (plot && plot::draw(dir, "pruning_layers",
+                         "set terminal pngcairo noenhanced size 1200,520 font 'sans,9'\n"
+                         "set output 'pruning_layers.png'\nset grid ytics\nset key top right\n" +
+                             chart,
+                         dat.str(), "pruning_layers.png", log)) {
+    md << "\n![per-layer pruning](pruning_layers.png)\n\n*" << caption << "*\n";
+    outputs.push_back(dir / "pruning_layers.png");
   }
   return md.str();
+}
+
+// What each column means and what the accuracies were measured on.
+std::string notes(const json& report, const Evaluation& ev, const Params& p, bool masked) {
+  const json& base = report["rows"][0];
+  const int64_t large = base["latency_large_batch"]["batch"].get<int64_t>();
+  std::ostringstream doc;
+  doc << "- Accuracy: top-1 on " << ev.on << " (" << base["model"].get<std::string>()
+      << " first; changes in percentage points against it).";
+  if (report.contains("calibration"))
+    doc << " Calibration: " << report["calibration"]["source"].get<std::string>() << ".";
+  if (!ev.held_out.empty()) doc << " Held-out accuracy: top-1 on " << ev.held_out << ".";
+  if (!ev.note.empty()) doc << " " << ev.note;
+  doc << "\n- Size: bytes of the saved weights / 2^20."
+      << (masked ? " Compact size: non-zero weights as fp32 values plus a 1-bit mask per weight." : "")
+      << "\n- MACs: multiply-accumulates of the conv and linear layers for one image; FLOPs = 2 x MACs."
+      << "\n- Latency: median over " << p.get_int("latency.repeats") << " timed forward passes at batch 1 after "
+      << p.get_int("latency.warmup") << " warm-up passes (mean and p95 beside it), and median time per image at batch "
+      << large << ".\n";
+  if (masked)
+    doc << "\nUnstructured sparsity zeroes weights but keeps tensor shapes, so dense kernels do the same work: the "
+           "non-zero MACs and the compact size show what sparse kernels could save, while latency and the saved "
+           "size stay those of the dense model. A 2:4 pattern would run faster only on GPUs with sparse tensor "
+           "cores (NVIDIA Ampere or later, through cuSPARSELt), which this build does not use.\n";
+  return doc.str();
+}
+
+std::string machine(const json& report) {
+  const json& env = report["environment"];
+  auto field = [&](const char* k) {
+    return env.contains(k) ? (env[k].is_string() ? env[k].get<std::string>() : env[k].dump()) : std::string("?");
+  };
+  std::ostringstream doc;
+  doc << "\nMachine: " << field("host") << ", " << field("cpu_model") << ", " << field("logical_cores")
+      << " logical cores, " << field("memory_mb") << " MB, " << field("os") << ". Device " << field("device_name")
+      << " (" << field("device") << "), LibTorch " << field("libtorch") << ", " << field("intra_op_threads")
+      << " threads, BLAS " << field("blas") << ", load average " << field("load_average_1m")
+      << " while measuring. Peak memory " << Table::fixed(report["peak_memory_mb"].get<double>(), 0) << " MB";
+  if (env.contains("cuda_peak_allocated_mb"))
+    doc << ", GPU " << Table::fixed(env["cuda_peak_allocated_mb"].get<double>(), 0) << " MB allocated ("
+        << Table::fixed(env["cuda_peak_reserved_mb"].get<double>(), 0) << " MB reserved)";
+  doc << ". All details in report.json.\n";
+  return doc.str();
+}
+
+std::string curves_caption(const ScenarioConfig& cfg, const Evaluation& ev) {
+  const int64_t n = cfg.dataset.get_int("train_subset");
+  const std::string train =
+      n > 0 ? "at most " + count(n) + " training images, dataset.train_subset" : "the training split";
+  return "\n![training curves](training_curves.png)\n\n*Loss and top-1 accuracy per epoch. Test curves: " + ev.on +
+         ". Train curves: means over each epoch's training batches (" + train + ").*\n";
 }
 
 class ReportStage : public Stage {
@@ -196,9 +386,8 @@ class ReportStage : public Stage {
     const Params& p = ctx.params;
     torch::Device device = prepare_runtime(cfg, *ctx.log);
     const data::DatasetInfo& info = data::dataset_entry(cfg).describe();
-    const int64_t large = p.get_int("latency.large_batch");
-    const std::map<std::string, json> stages = stage_metrics(cfg, ctx.naming);
-    std::vector<Row> rows = rows_of(stages, ctx.naming);
+    const Metrics stages = stage_metrics(cfg, ctx.naming);
+    const Evaluation ev = evaluation_of(cfg, stages);
 
     json report;
     report["scenario"] = ctx.naming.scenario_name();
@@ -208,170 +397,48 @@ class ReportStage : public Stage {
     report["environment"] = metrics::environment_info(device, at::get_num_threads());
     report["seed"] = cfg.runtime.get_int("seed");
     report["input"] = {info.channels, info.height, info.width};
-    if (stages.count("prune")) report["calibration"] = stages.at("prune").at("calibration");
-    report["rows"] = json::array();
+    report["evaluation"] = ev.to_json();
+    if (stages.count("prune")) report["calibration"] = stages.at("prune").root()["calibration"].json();
+    std::vector<json> rows;
     bool masked = false;
-    for (const Row& r : rows) {
-      models::Checkpoint ck;
-      models::ResNet model = models::load_checkpoint(r.checkpoint, &ck);
-      model->to(device);
-      const bool has_masks = !ck.masks.is_empty();
-      masked = masked || has_masks;
-      metrics::ParamCount count = metrics::count_parameters(*model);
-      metrics::ModelSize size = metrics::model_size(*model);
-      metrics::MacsReport ops = metrics::count_macs(model, info.height, info.width);
-      metrics::LatencyOptions lo;
-      lo.height = info.height;
-      lo.width = info.width;
-      lo.warmup = static_cast<int>(p.get_int("latency.warmup"));
-      lo.repeats = static_cast<int>(p.get_int("latency.repeats"));
-      metrics::LatencyStats b1 = metrics::measure_latency(model, lo, device);
-      lo.batch = large;
-      lo.warmup = std::min(lo.warmup, 3);
-      lo.repeats = static_cast<int>(p.get_int("latency.large_batch_repeats"));
-      metrics::LatencyStats bn = metrics::measure_latency(model, lo, device);
-      json row;
-      row["model"] = r.label;
-      row["checkpoint"] = r.checkpoint.string();
-      row["accuracy"] = r.accuracy.at("accuracy");
-      if (r.accuracy.contains("held_out")) row["accuracy_held_out"] = r.accuracy["held_out"]["accuracy"];
-      row["params"] = count.total;
-      row["nonzero_params"] = count.nonzero;
-      row["size_mb"] = size.dense_mb();
-      row["masked"] = has_masks;
-      row["compact_size_mb"] = size.compact_mb();
-      row["macs"] = ops.macs;
-      row["flops"] = ops.flops();
-      row["nonzero_macs"] = ops.nonzero_macs;
-      row["latency_b1_ms"] = {
-          {"median", b1.median_ms}, {"mean", b1.mean_ms}, {"p95", b1.p95_ms}, {"repeats", b1.repeats}};
-      row["latency_large_batch"] = {
-          {"batch", large},        {"median_ms", bn.median_ms}, {"median_ms_per_image", bn.median_ms / double(large)},
-          {"mean_ms", bn.mean_ms}, {"p95_ms", bn.p95_ms},       {"repeats", bn.repeats}};
-      report["rows"].push_back(row);
+    for (const Row& r : rows_of(stages, ctx.naming)) {
+      rows.push_back(measure(r, info, p, device));
+      masked = masked || rows.back()["masked"].get<bool>();
       ctx.log->info("measured {}: {}", r.label, r.checkpoint.string());
     }
+    Table table = report_table(rows.front(), masked, !ev.held_out.empty());
+    for (auto& r : rows) table.add_row(std::move(r));
+    report["rows"] = table.json();
     report["peak_memory_mb"] = metrics::peak_memory_mb();
 
-    std::vector<std::pair<std::string, json>> histories;
+    std::vector<std::pair<std::string, JsonValue>> histories;
     for (const char* stage : {"finetune", "recover"})
-      if (stages.count(stage)) histories.emplace_back(stage, stages.at(stage)["history"]);
+      if (stages.count(stage)) histories.emplace_back(stage, stages.at(stage).root()["history"]);
     const fs::path dir = ctx.naming.report_dir();
-    bool plotted = p.get_bool("plot") && plot_curves(dir, histories, *ctx.log);
+    const bool plotted = p.get_bool("plot") && plot_curves(dir, histories, ev, *ctx.log);
 
-    // The table, once for the console/Markdown and once for CSV.
-    std::vector<std::string> head{
-        "Model",    "Accuracy (%)", "Params (M)",      "Size (MB)",
-        "MACs (G)", "FLOPs (G)",    "Latency b1 (ms)", "Latency b" + std::to_string(large) + " (ms/img)"};
-    if (masked) {
-      head.insert(head.begin() + 4, "Compact size (MB)");
-      head.insert(head.begin() + 7, "Non-zero MACs (G)");
-    }
-    std::vector<std::vector<std::string>> table{head};
-    std::ostringstream csv;
-    csv << "model,accuracy,accuracy_held_out,params,nonzero_params,size_mb,compact_size_mb,macs,flops,nonzero_macs,"
-           "latency_b1_median_ms,latency_b1_mean_ms,latency_b1_p95_ms,large_batch,latency_large_median_ms_per_image\n";
-    const json& base = report["rows"][0];
-    for (const json& r : report["rows"]) {
-      double acc = r["accuracy"].get<double>(), acc0 = base["accuracy"].get<double>();
-      std::string acc_text = fixed(acc, 2);
-      if (&r != &base) acc_text += " (" + std::string(acc >= acc0 ? "+" : "") + fixed(acc - acc0, 2) + ")";
-      std::vector<std::string> cells{
-          r["model"].get<std::string>(),
-          acc_text,
-          fixed(r["params"].get<double>() / 1e6, 2) + " " +
-              ratio(r["params"].get<double>(), base["params"].get<double>()),
-          fixed(r["size_mb"].get<double>(), 2),
-          fixed(r["macs"].get<double>() / 1e9, 3) + " " + ratio(r["macs"].get<double>(), base["macs"].get<double>()),
-          fixed(r["flops"].get<double>() / 1e9, 3),
-          fixed(r["latency_b1_ms"]["median"].get<double>(), 2) + " (mean " +
-              fixed(r["latency_b1_ms"]["mean"].get<double>(), 2) + ", p95 " +
-              fixed(r["latency_b1_ms"]["p95"].get<double>(), 2) + ")",
-          fixed(r["latency_large_batch"]["median_ms_per_image"].get<double>(), 3)};
-      if (masked) {
-        // A dense model stored "compactly" would only grow by its masks: the column is for masked rows.
-        cells.insert(cells.begin() + 4, r["masked"].get<bool>() ? fixed(r["compact_size_mb"].get<double>(), 2) : "-");
-        cells.insert(cells.begin() + 7, fixed(r["nonzero_macs"].get<double>() / 1e9, 3));
-      }
-      table.push_back(cells);
-      csv << '"' << r["model"].get<std::string>() << "\"," << acc << ","
-          << (r.contains("accuracy_held_out") ? r["accuracy_held_out"].dump() : "") << "," << r["params"] << ","
-          << r["nonzero_params"] << "," << r["size_mb"] << "," << r["compact_size_mb"] << "," << r["macs"] << ","
-          << r["flops"] << "," << r["nonzero_macs"] << "," << r["latency_b1_ms"]["median"] << ","
-          << r["latency_b1_ms"]["mean"] << "," << r["latency_b1_ms"]["p95"] << "," << large << ","
-          << r["latency_large_batch"]["median_ms_per_image"] << "\n";
-    }
-    std::vector<size_t> w(head.size(), 0);
-    for (const auto& row : table)
-      for (size_t i = 0; i < row.size(); ++i) w[i] = std::max(w[i], row[i].size());
-    std::ostringstream console, md;
-    for (size_t r = 0; r < table.size(); ++r) {
-      md << "|";
-      for (size_t i = 0; i < table[r].size(); ++i) {
-        console << std::left << std::setw(int(w[i]) + 2) << table[r][i];
-        md << " " << table[r][i] << " |";
-      }
-      console << "\n";
-      md << "\n";
-      if (r == 0) {
-        md << "|";
-        for (size_t i = 0; i < head.size(); ++i) md << (i ? "---:|" : "---|");
-        md << "\n";
-      }
-    }
-    std::fprintf(stderr, "\n%s\n%s\n", ctx.naming.scenario_name().c_str(), console.str().c_str());
-
-    const json& env = report["environment"];
+    std::fprintf(stderr, "\n%s\n%s\nAccuracy: top-1 on %s.\n\n", ctx.naming.scenario_name().c_str(),
+                 table.console().c_str(), ev.on.c_str());
     std::ostringstream doc;
     doc << "# " << ctx.naming.scenario_name()
         << (cfg.sweep_cell.empty() ? std::string() : " (sweep cell " + cfg.sweep_cell + ")") << "\n\n"
         << "Scenario file `" << cfg.file.string() << "`, seed " << cfg.runtime.get_int("seed") << ". Input "
         << info.channels << "x" << info.height << "x" << info.width << ".\n\n"
-        << md.str() << "\n"
-        << "- Accuracy: top-1 on the full test split (" << base["model"].get<std::string>()
-        << " first; changes in percentage points against it).";
-    if (report.contains("calibration"))
-      doc << " Calibration: " << report["calibration"]["source"].get<std::string>() << "."
-          << (base.contains("accuracy_held_out") ? " Accuracy on the test images not used for calibration: see "
-                                                   "report.json (accuracy_held_out)."
-                                                 : "");
-    doc << "\n- Size: bytes of the saved weights / 2^20."
-        << (masked ? " Compact size: non-zero weights as fp32 values plus a 1-bit mask per weight." : "")
-        << "\n- MACs: multiply-accumulates of the conv and linear layers for one image; FLOPs = 2 x MACs."
-        << "\n- Latency: median over " << p.get_int("latency.repeats") << " timed forward passes at batch 1 after "
-        << p.get_int("latency.warmup")
-        << " warm-up passes (mean and p95 beside it), and median time per image at batch " << large << ".\n";
-    if (masked)
-      doc << "\nUnstructured sparsity zeroes weights but keeps tensor shapes, so dense kernels do the same work: the "
-             "non-zero MACs and the compact size show what sparse kernels could save, while latency and the saved "
-             "size stay those of the dense model. A 2:4 pattern would run faster only on GPUs with sparse tensor "
-             "cores (NVIDIA Ampere or later, through cuSPARSELt), which this build does not use.\n";
-    auto field = [&](const char* k) {
-      return env.contains(k) ? (env[k].is_string() ? env[k].get<std::string>() : env[k].dump()) : std::string("?");
-    };
-    doc << "\nMachine: " << field("host") << ", " << field("cpu_model") << ", " << field("logical_cores")
-        << " logical cores, " << field("memory_mb") << " MB, " << field("os") << ". Device " << field("device_name")
-        << " (" << field("device") << "), LibTorch " << field("libtorch") << ", " << field("intra_op_threads")
-        << " threads, BLAS " << field("blas") << ", load average " << field("load_average_1m")
-        << " while measuring. Peak memory " << fixed(report["peak_memory_mb"].get<double>(), 0) << " MB";
-    if (env.contains("cuda_peak_allocated_mb"))
-      doc << ", GPU " << fixed(env["cuda_peak_allocated_mb"].get<double>(), 0) << " MB allocated ("
-          << fixed(env["cuda_peak_reserved_mb"].get<double>(), 0) << " MB reserved)";
-    doc << ". All details in report.json.\n";
-    if (plotted) doc << "\n![training curves](training_curves.png)\n";
+        << table.markdown() << "\n"
+        << notes(report, ev, p, masked) << machine(report);
+    if (plotted) doc << curves_caption(cfg, ev);
     std::vector<fs::path> extra_outputs;
     if (stages.count("prune"))
-      doc << pruning_section(stages.at("prune")["stats"], dir, p.get_bool("plot"), *ctx.log, extra_outputs);
+      doc << pruning_section(stages.at("prune").root(), dir, p.get_bool("plot"), *ctx.log, extra_outputs);
 
     write_file_atomic(dir / "report.md", doc.str());
-    write_file_atomic(dir / "report.csv", csv.str());
+    write_file_atomic(dir / "report.csv", table.csv());
     write_file_atomic(dir / "report.json", report.dump(2) + "\n");
     ctx.outputs = {dir / "report.md", dir / "report.csv", dir / "report.json"};
     if (plotted) ctx.outputs.push_back(dir / "training_curves.png");
     ctx.outputs.insert(ctx.outputs.end(), extra_outputs.begin(), extra_outputs.end());
   }
 };
-
 std::vector<PlannedFile> plan(const ScenarioConfig&, const Naming& n, const Params& p) {
   std::vector<PlannedFile> out;
   for (const char* f : {"report.md", "report.csv", "report.json"})

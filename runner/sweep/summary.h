@@ -20,28 +20,33 @@ nlohmann::ordered_json method_info(const ScenarioConfig& cfg);
 
 /// One finished pruning run, read from its report.json.
 struct RunSummary {
-  std::string run;     ///< cell id, or "plain" for the scenario's own run
+  std::string run;  ///< cell id, or "plain" for the scenario's own run
   std::string scenario;
-  std::string label;   ///< method label ("Wanda 2:4")
-  double sparsity = 0;  ///< requested sparsity (n/m for N:M)
-  double acc_loaded = 0, acc_pruned = 0, acc_recovered = 0;  ///< top-1 %, full test split
+  std::string label;                                         ///< method label ("Wanda 2:4")
+  double sparsity = 0;                                       ///< requested sparsity (n/m for N:M)
+  double acc_loaded = 0, acc_pruned = 0, acc_recovered = 0;  ///< top-1 %, on the images `measured_on` names
+  /// What the accuracies were measured on (report.json "evaluation"): "the test split (10,000 images)", "500 test
+  /// images, a class-balanced subset of the test split (dataset.test_subset: 500, seed 1)"; the short form for
+  /// charts.
+  std::string measured_on = "test images not recorded (a report.json of an older expctl)";
+  std::string measured_on_short = "test images not recorded";
   double params = 0, size_mb = 0, compact_size_mb = 0;
   double macs = 0, nonzero_macs = 0;  ///< of the recovered model (the pruned one has the same shapes and masks)
   double base_macs = 0, base_latency_b1_ms = 0, base_latency_large_ms = 0;  ///< the loaded fine-tuned model
-  double latency_b1_ms = 0;         ///< median, batch 1
-  double latency_large_ms = 0;      ///< median per image at the large batch
+  double latency_b1_ms = 0;                                                 ///< median, batch 1
+  double latency_large_ms = 0;                                              ///< median per image at the large batch
   int64_t large_batch = 0;
   bool masked = false;
   std::filesystem::path report;
 };
 
 /// Reads a pruning run's report.json; nullopt when the file is absent. Throws DataError naming the file when it
-/// is not a pruning report (no "pruned" row) or a field is missing.
+/// is not a pruning report (no "pruned" row), and the file and dotted key when a field is missing or not a number.
 std::optional<RunSummary> read_run(const std::filesystem::path& report_json, const std::string& run);
 
-/// Writes summary.md, summary.csv, summary.json and (with `plot`) accuracy_vs_macs.png and accuracy_vs_latency.png
-/// into `dir`; returns the files written. Rows are sorted by method, then sparsity. Throws Error when `runs` is
-/// empty.
+/// Writes summary.md, summary.csv, summary.json and (with `plot`, through plot::draw: summary.gp, summary.dat)
+/// accuracy_vs_macs.png and accuracy_vs_latency.png into `dir`; returns the files written. Rows are sorted by method,
+/// then sparsity. Throws Error when `runs` is empty.
 std::vector<std::filesystem::path> write_summary(const std::filesystem::path& dir, const std::string& title,
                                                  const std::vector<RunSummary>& runs, bool plot);
 

@@ -121,3 +121,19 @@ TEST_F(Ts0Smoke, PruningWithoutTheFineTunedModelSaysWhichCommandMakesIt) {
             std::string::npos)
       << r.output;
 }
+
+TEST_F(Ts0Smoke, AShellCommandInAPathRunsNothing) {
+  // The report stage used to draw its charts through `sh -c "gnuplot '<report folder>/...'"`.
+  const fs::path cwd = tmp_->path() / "injection";
+  fs::create_directories(cwd);
+  auto r = test::run_expctl("run " + std::string(EXPCTL_SOURCE_DIR) + "/configs/test_scenarios/TS0/finetune.yaml" +
+                                sets() + " --set finetune.epochs=1 --set \"paths.checkpoints=ck'; touch X; echo '\"",
+                            cwd);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const fs::path& where : {tmp_->path(), fs::path(EXPCTL_SOURCE_DIR), fs::current_path()})
+    for (auto it = fs::recursive_directory_iterator(where); it != fs::recursive_directory_iterator(); ++it)
+      EXPECT_NE(it->path().filename(), "X") << it->path();
+  const fs::path report = cwd / "ck'; touch X; echo '/TS0_FineTuning_ResNet18_FashionMNIST";
+  EXPECT_TRUE(fs::exists(report / "report.md")) << r.output;
+  if (test::run_shell("command -v gnuplot").exit_code == 0) EXPECT_TRUE(fs::exists(report / "training_curves.png"));
+}

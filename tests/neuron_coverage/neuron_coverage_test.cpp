@@ -617,7 +617,6 @@ TEST(NeuronCoverageRegistry, EntryCreatesThePrunerAndReadsTheParams) {
   const expctl::PrunerEntry* e = expctl::PrunerRegistry::find("neuron_coverage");
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->info.code, "NC");
-  EXPECT_EQ(e->info.unavailable, "");
   ASSERT_TRUE(e->create);
   for (const char* key : {"sparsity", "threshold", "scope", "aggregate", "min_channels", "round_to", "exclude",
                           "calibration.split", "calibration.samples", "calibration.batch_size"})

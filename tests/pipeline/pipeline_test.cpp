@@ -41,17 +41,6 @@ StageEntry touch_entry() {
 }
 EXPCTL_REGISTER(StageRegistry, touch_entry());
 
-// A stage whose implementation is missing from the build: `run` must refuse before writing anything.
-StageEntry missing_entry() {
-  StageEntry e;
-  e.info.name = "test_missing";
-  e.info.summary = "test stage without an implementation";
-  e.info.unavailable = "it lands with a later issue";
-  e.plan = [](const ScenarioConfig&, const Naming&, const Params&) { return std::vector<PlannedFile>{}; };
-  return e;
-}
-EXPCTL_REGISTER(StageRegistry, missing_entry());
-
 struct Fixture : ::testing::Test {
   test::TempDir tmp;
   fs::path file = tmp / "s.yaml";
@@ -124,17 +113,4 @@ TEST_F(Fixture, AFailedStageWritesNoManifest) {
             std::string::npos);
   run();  // and the lock was released
   EXPECT_EQ(g_runs, 2);
-}
-
-TEST_F(Fixture, UnavailableStagesAreNamedAndNothingIsWritten) {
-  try {
-    run({"stages=[test_touch, test_missing]"});
-    FAIL() << "ran a scenario with a stage that is not in the build";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("stage 'test_missing' is not available yet: it lands with a later issue"),
-              std::string::npos)
-        << e.what();
-  }
-  EXPECT_EQ(g_runs, 0);
-  EXPECT_FALSE(fs::exists(tmp / "ckpt"));
 }

@@ -328,7 +328,6 @@ TEST(WandaPruner, IsRegisteredWithTheSameTable) {
   const PrunerEntry* e = PrunerRegistry::find("wanda");
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->info.code, "W");
-  EXPECT_EQ(e->info.unavailable, "");
   for (const char* key : {"sparsity", "mode", "n", "m", "score", "exclude", "calibration.split", "calibration.samples",
                           "calibration.batch_size"})
     EXPECT_NE(e->info.params.find(key), nullptr) << key;

@@ -1,0 +1,173 @@
+// The report stage on metrics files written here (tiny models, no training): what its accuracy statements and
+// captions say the accuracy was measured on, the file and key it names when a metric is null, and a report
+// folder whose name is shell and gnuplot syntax.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "runner/core/error.h"
+#include "runner/core/pipeline.h"
+#include "runner/models/checkpoint.h"
+#include "tests/stages/toy_training.h"
+
+namespace fs = std::filesystem;
+using namespace expctl;
+using json = nlohmann::json;
+
+namespace {
+
+std::string yaml_quoted(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s)
+    out += c == '\n' ? std::string("\\n") : c == '"' || c == '\\' ? std::string("\\") + c : std::string(1, c);
+  return out + "\"";
+}
+
+json history(const json& second_test_loss = 1.5) {
+  return {{{"epoch", 1}, {"train_loss", 2.0}, {"test_loss", 1.8}, {"train_accuracy", 30.0}, {"test_accuracy", 35.0}},
+          {{"epoch", 2},
+           {"train_loss", 1.2},
+           {"test_loss", second_test_loss},
+           {"train_accuracy", 55.0},
+           {"test_accuracy", 50.0}}};
+}
+
+class Report : public ::testing::Test {
+ protected:
+  // A scenario whose stages before the report "ran": their metrics files and checkpoints are written here.
+  fs::path scenario(const std::string& stages, const std::string& extra, const fs::path& checkpoints) {
+    test::write_file(tmp_ / "s.yaml",
+                     "schema: 1\nscenario: {test_scenario: TS0, method: M}\nmodel: {name: ResNet18, pretrained: "
+                     "false}\nstages: [" +
+                         stages + "]\npaths: {checkpoints: " + yaml_quoted(checkpoints.string()) +
+                         "}\nreport: {latency: {warmup: 0, repeats: 1, large_batch: 2, large_batch_repeats: 1}}\n" +
+                         extra);
+    return tmp_ / "s.yaml";
+  }
+  fs::path dir(const std::vector<std::string>& sets = {}) {
+    return Naming(load_scenario(tmp_ / "s.yaml", sets)).report_dir();
+  }
+  void checkpoint(const fs::path& f) { models::save_checkpoint(f, test::tiny_model()); }
+  void finetune_metrics(int64_t images, const json& hist = history()) {
+    checkpoint(dir() / "ft.pt");
+    test::write_file(dir() / "finetune_metrics.json",
+                     json{{"before", {{"accuracy", 10.0}, {"loss", 2.3}, {"images", images}}},
+                          {"after", {{"accuracy", 50.0}, {"loss", 1.5}, {"epoch", 2}}},
+                          {"checkpoint", (dir() / "ft.pt").string()},
+                          {"initial", (dir() / "ft.pt").string()},
+                          {"test_images", images},
+                          {"history", hist}}
+                         .dump());
+  }
+  void run_report() {
+    RunOptions o;
+    o.only = "report";
+    o.console_log = false;
+    Pipeline(load_scenario(tmp_ / "s.yaml", {}), o).run();
+  }
+  std::string md() { return test::read_file(dir() / "report.md"); }
+  static bool have_gnuplot() { return test::run_shell("command -v gnuplot").exit_code == 0; }
+
+  test::TempDir tmp_;
+};
+
+}  // namespace
+
+TEST_F(Report, ATestSubsetIsNamedInEveryAccuracyStatementAndCaption) {
+  scenario("finetune, report", "dataset: {name: FashionMNIST, test_subset: 160}\nruntime: {seed: 7}\n", tmp_ / "ck");
+  finetune_metrics(160);
+  run_report();
+  const std::string text = md();
+  EXPECT_EQ(text.find("full test split"), std::string::npos) << text;
+  EXPECT_NE(text.find("- Accuracy: top-1 on 160 test images, a class-balanced subset of the test split "
+                      "(dataset.test_subset: 160, seed 7) (before fine-tuning first;"),
+            std::string::npos)
+      << text;
+  auto rep = json::parse(test::read_file(dir() / "report.json"));
+  EXPECT_EQ(rep["evaluation"]["images"], 160);
+  EXPECT_EQ(rep["evaluation"]["test_subset"], 160);
+  EXPECT_EQ(rep["rows"][1]["accuracy"], 50.0);
+  EXPECT_EQ(rep["rows"][1]["latency_large_batch"]["batch"], 2);
+  const std::string csv = test::read_file(dir() / "report.csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')),
+            "model,accuracy,accuracy_held_out,params,nonzero_params,size_mb,compact_size_mb,macs,flops,nonzero_macs,"
+            "latency_b1_median_ms,latency_b1_mean_ms,latency_b1_p95_ms,large_batch,latency_large_median_ms_per_image");
+  EXPECT_EQ(csv.find("\n\"fine-tuned\",50.0,,"), csv.find('\n', csv.find('\n') + 1)) << csv;
+  if (!have_gnuplot()) return;
+  EXPECT_NE(text.find("*Loss and top-1 accuracy per epoch. Test curves: 160 test images, a class-balanced subset of "
+                      "the test split (dataset.test_subset: 160, seed 7). Train curves:"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(test::read_file(dir() / "training_curves.gp")
+                .find("set title 'top-1 accuracy (%); test: 160 test images "
+                      "(dataset.test_subset)'"),
+            std::string::npos);
+}
+
+TEST_F(Report, TheWholeSplitIsNamedWithItsSize) {
+  scenario("finetune, report", "dataset: {name: FashionMNIST}\n", tmp_ / "ck");
+  finetune_metrics(10000);
+  run_report();
+  EXPECT_NE(md().find("- Accuracy: top-1 on the test split (10,000 images) (before fine-tuning first;"),
+            std::string::npos)
+      << md();
+}
+
+TEST_F(Report, CalibrationOnEveryTestImageIsSaidAndNoHeldOutColumnAppears) {
+  scenario("prune, report",
+           "dataset: {name: FashionMNIST, test_subset: 160}\n"
+           "prune: {pruner: neuron_coverage, calibration: {split: test, samples: 160}}\n",
+           tmp_ / "ck");
+  checkpoint(dir() / "ft.pt");
+  checkpoint(dir() / "pruned.pt");
+  test::write_file(
+      dir() / "prune_metrics.json",
+      json{{"source_checkpoint", (dir() / "ft.pt").string()},
+           {"calibration", {{"split", "test"}, {"samples", 160}, {"source", "Fashion-MNIST test split, 160 samples"}}},
+           {"before", {{"accuracy", 50.0}, {"loss", 1.0}, {"images", 160}}},
+           {"after", {{"accuracy", 40.0}, {"loss", 1.4}, {"images", 160}}},
+           {"stats", {{"groups", {{"layer1.0.conv1", {{"size", 8}, {"kept", 4}, {"mean_coverage", 0.5}}}}}}}}
+          .dump());
+  run_report();
+  const std::string text = md();
+  EXPECT_NE(text.find("Calibration used all 160 test images, so none was held out: the accuracies after pruning are "
+                      "measured on the images the pruner was calibrated on."),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(text.find("Held-out"), std::string::npos) << text;
+  EXPECT_NE(text.find("| layer1.0.conv1 | 8 | 4 | 0.500 | - |"), std::string::npos) << text;
+  EXPECT_NE(text.find("Coverage measured on the 160 calibration images (Fashion-MNIST test split, 160 samples)."),
+            std::string::npos)
+      << text;
+  if (have_gnuplot())
+    EXPECT_NE(text.find("*Channels of each group before pruning and kept; the line: mean coverage on the 160 "
+                        "calibration images"),
+              std::string::npos)
+        << text;
+}
+
+TEST_F(Report, ANullMetricNamesTheFileAndTheKey) {
+  scenario("finetune, report", "dataset: {name: FashionMNIST}\n", tmp_ / "ck");
+  finetune_metrics(10000, history(nullptr));  // a NaN test loss, as nlohmann writes it
+  try {
+    run_report();
+    FAIL() << "reported a null test loss";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find((dir() / "finetune_metrics.json").string() +
+                                         ": history[1].test_loss: null where a number is expected (NaN and infinite "
+                                         "values are written as null)"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+TEST_F(Report, AHostileReportFolderRunsNoCommandAndTheCurvesAreDrawn) {
+  test::Cwd cwd(tmp_.path());  // where a shell would have run the injected commands
+  scenario("finetune, report", "dataset: {name: FashionMNIST}\n", tmp_ / "ck'; touch X; echo '$(touch Y)`touch Z`");
+  finetune_metrics(10000);
+  run_report();
+  for (auto it = fs::recursive_directory_iterator(tmp_.path()); it != fs::recursive_directory_iterator(); ++it)
+    for (const char* name : {"X", "Y", "Z"}) EXPECT_NE(it->path().filename(), name) << it->path();
+  EXPECT_TRUE(fs::exists(dir() / "report.md"));
+  if (have_gnuplot()) EXPECT_TRUE(fs::exists(dir() / "training_curves.png"));
+}

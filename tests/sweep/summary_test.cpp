@@ -1,0 +1,123 @@
+// The sweep/compare summary: its table (Markdown, CSV, JSON), what its accuracies were measured on, its charts
+// drawn without a shell whatever the folder and labels hold, and report.json files it cannot use.
+#include "runner/sweep/summary.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "runner/core/error.h"
+#include "tests/core/test_util.h"
+
+namespace fs = std::filesystem;
+using namespace expctl;
+
+namespace {
+
+sweep::RunSummary run(const std::string& label, double sparsity, double acc, bool masked) {
+  sweep::RunSummary r;
+  r.run = "sparsity=" + std::to_string(sparsity).substr(0, 3);
+  r.scenario = "TS0_X";
+  r.label = label;
+  r.sparsity = sparsity;
+  r.acc_loaded = 90;
+  r.acc_pruned = acc;
+  r.acc_recovered = std::nan("");
+  r.params = 1e6;
+  r.size_mb = 4;
+  r.compact_size_mb = masked ? 2.5 : 4;
+  r.masked = masked;
+  r.macs = r.nonzero_macs = 3e7;
+  r.base_macs = 6e7;
+  r.base_latency_b1_ms = 2;
+  r.base_latency_large_ms = 0.5;
+  r.latency_b1_ms = 1.5;
+  r.latency_large_ms = 0.25;
+  r.large_batch = 8;
+  r.measured_on = "160 test images, a class-balanced subset of the test split (dataset.test_subset: 160, seed 1)";
+  r.measured_on_short = "160 test images (dataset.test_subset)";
+  r.report = "/r/report.json";
+  return r;
+}
+
+std::vector<std::string> files_named_x(const fs::path& dir) {
+  std::vector<std::string> found;
+  for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator(); ++it)
+    if (it->path().filename() == "X" || it->path().filename() == "Y" || it->path().filename() == "Z")
+      found.push_back(it->path().string());
+  return found;
+}
+
+}  // namespace
+
+TEST(Summary, TableSaysWhatTheAccuracyWasMeasuredOn) {
+  test::TempDir tmp;
+  sweep::write_summary(tmp / "s", "TS0: NC", {run("NC", 0.5, 80.125, false), run("Wanda", 0.3, 85, true)}, false);
+  const std::string md = test::read_file(tmp / "s/summary.md");
+  EXPECT_NE(md.find("Unpruned fine-tuned model: 90.00% top-1 on 160 test images, a class-balanced subset of the "
+                    "test split (dataset.test_subset: 160, seed 1), 60.0 M MACs"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| NC | 0.50 | sparsity=0.5 | 80.12 | - | 1.00 | 4.00 | - | 30.0 | 30.0 | 1.50 | 0.250 |"),
+            std::string::npos)
+      << md;
+  EXPECT_NE(md.find("| Wanda | 0.30 | sparsity=0.3 | 85.00 | - | 1.00 | 4.00 | 2.50 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("- Accuracy: top-1 on 160 test images, a class-balanced subset"), std::string::npos) << md;
+  EXPECT_EQ(md.find("full test split"), std::string::npos) << md;
+  EXPECT_EQ(md.find("Accuracy measured on |"), std::string::npos) << "one evaluation for all: no column";
+
+  const std::string csv = test::read_file(tmp / "s/summary.csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')),
+            "method,sparsity,run,scenario,accuracy_loaded,accuracy_pruned,accuracy_recovered,nonzero_params,size_mb,"
+            "compact_size_mb,macs,nonzero_macs,latency_b1_median_ms,large_batch,latency_large_median_ms_per_image,"
+            "report,accuracy_measured_on");
+  EXPECT_NE(csv.find("\n\"NC\",0.5,\"sparsity=0.5\",\"TS0_X\",90.0,80.125,,1000000.0,4.0,4.0,"), std::string::npos)
+      << csv;
+
+  auto j = nlohmann::json::parse(test::read_file(tmp / "s/summary.json"));
+  EXPECT_TRUE(j["runs"][0]["accuracy_recovered"].is_null());
+  EXPECT_FALSE(j["runs"][0].contains("masked"));
+  EXPECT_EQ(j["runs"][1]["compact_size_mb"], 2.5);
+  EXPECT_EQ(j["baseline"]["accuracy_measured_on"], run("NC", 0.5, 80, false).measured_on);
+}
+
+TEST(Summary, RunsMeasuredOnDifferentImagesSayItPerRow) {
+  test::TempDir tmp;
+  auto other = run("Wanda", 0.3, 85, false);
+  other.measured_on = "the test split (10,000 images)";
+  sweep::write_summary(tmp / "s", "TS0: NC vs Wanda", {run("NC", 0.5, 80, false), other}, false);
+  const std::string md = test::read_file(tmp / "s/summary.md");
+  EXPECT_NE(md.find("| Accuracy measured on |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| the test split (10,000 images) |"), std::string::npos) << md;
+  EXPECT_NE(md.find("- Accuracy: top-1 on the test images named in each run's row"), std::string::npos) << md;
+}
+
+TEST(Summary, HostileFolderTitleAndLabelsRunNoCommandAndTheChartsAreDrawn) {
+  test::TempDir tmp;
+  test::Cwd cwd(tmp.path());  // where a shell would have run the injected commands
+  const fs::path dir = tmp / "sum'; touch X; echo '$(touch Y)`touch Z`";
+  const std::string evil = "x'; `touch Z` $(touch Y)\nsystem('touch X')\\";
+  sweep::write_summary(dir, "TS0: " + evil, {run(evil, 0.5, 80, false), run("W\"'`touch Z`", 0.3, 85, false)}, true);
+  EXPECT_EQ(files_named_x(tmp.path()), std::vector<std::string>{});
+  EXPECT_TRUE(fs::exists(dir / "summary.md"));
+  if (test::run_shell("command -v gnuplot").exit_code != 0) GTEST_SKIP() << "gnuplot is not installed";
+  EXPECT_TRUE(fs::exists(dir / "accuracy_vs_macs.png"));
+  EXPECT_TRUE(fs::exists(dir / "accuracy_vs_latency.png"));
+  const std::string md = test::read_file(dir / "summary.md");
+  EXPECT_NE(md.find("*Top-1 accuracy on 160 test images, a class-balanced subset"), std::string::npos) << md;
+  EXPECT_NE(md.find("| x'; `touch Z` $(touch Y) system('touch X')\\ |"), std::string::npos) << md;
+}
+
+TEST(Summary, ANullAccuracyInAReportNamesTheFileAndKey) {
+  test::TempDir tmp;
+  test::write_file(tmp / "report.json", R"j({"scenario": "S", "method": {"label": "NC"}, "rows": [
+      {"model": "fine-tuned (loaded)", "accuracy": 90}, {"model": "pruned", "accuracy": null}]})j");
+  try {
+    sweep::read_run(tmp / "report.json", "plain");
+    FAIL() << "read a null accuracy";
+  } catch (const DataError& e) {
+    EXPECT_EQ(std::string(e.what()), (tmp / "report.json").string() +
+                                         ": rows[1].accuracy: null where a number is expected (NaN and infinite "
+                                         "values are written as null)");
+  }
+}
