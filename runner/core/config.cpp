@@ -124,20 +124,6 @@ void set_dotted(const YNodePtr& root, const std::vector<std::string>& parts, con
   node->set(parts.back(), value, where);
 }
 
-// "a.b.c" -> {a, b, c}; empty when a part is empty.
-std::vector<std::string> split_dotted(const std::string& key) {
-  std::vector<std::string> parts;
-  size_t start = 0, dot;
-  while ((dot = key.find('.', start)) != std::string::npos) {
-    parts.push_back(key.substr(start, dot - start));
-    start = dot + 1;
-  }
-  parts.push_back(key.substr(start));
-  for (const auto& p : parts)
-    if (p.empty()) return {};
-  return parts;
-}
-
 // Applies "a.b.c=value" to the tree. The value is YAML ("0.5", "[conv1, fc]", "{a: 1}").
 void apply_override(const YNodePtr& root, const std::string& text, std::vector<std::string>& errors) {
   auto eq = text.find('=');

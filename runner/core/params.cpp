@@ -45,6 +45,19 @@ std::string join(const std::vector<std::string>& items, const std::string& sep) 
   return out;
 }
 
+std::vector<std::string> split_dotted(const std::string& key) {
+  std::vector<std::string> parts;
+  size_t start = 0, dot;
+  while ((dot = key.find('.', start)) != std::string::npos) {
+    parts.push_back(key.substr(start, dot - start));
+    start = dot + 1;
+  }
+  parts.push_back(key.substr(start));
+  for (const auto& p : parts)
+    if (p.empty()) return {};
+  return parts;
+}
+
 std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates) {
   std::string best;
   size_t best_d = std::string::npos;

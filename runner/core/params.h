@@ -157,5 +157,7 @@ bool is_safe_name(const std::string& s);
 std::string did_you_mean(const std::string& word, const std::vector<std::string>& candidates);
 /// "a, b, c"
 std::string join(const std::vector<std::string>& items, const std::string& sep = ", ");
+/// "a.b.c" -> {a, b, c}; empty when a part is empty.
+std::vector<std::string> split_dotted(const std::string& key);
 
 }  // namespace expctl

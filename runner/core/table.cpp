@@ -5,21 +5,12 @@
 #include <sstream>
 #include <utility>
 
+#include "runner/core/params.h"
+
 namespace expctl {
 using Json = Table::Json;
 
 namespace {
-
-std::vector<std::string> split_key(const std::string& key) {
-  std::vector<std::string> parts;
-  size_t start = 0, dot;
-  while ((dot = key.find('.', start)) != std::string::npos) {
-    parts.push_back(key.substr(start, dot - start));
-    start = dot + 1;
-  }
-  parts.push_back(key.substr(start));
-  return parts;
-}
 
 std::string one_line(std::string s) {
   for (char& c : s)
@@ -44,7 +35,7 @@ std::string csv_field(const Json* v) {
 // The value at dotted `key`, null included; nullptr when absent.
 const Json* locate(const Json& row, const std::string& key) {
   const Json* v = &row;
-  for (const auto& part : split_key(key)) {
+  for (const auto& part : split_dotted(key)) {
     if (!v->is_object()) return nullptr;
     auto it = v->find(part);
     if (it == v->end()) return nullptr;
@@ -146,7 +137,7 @@ Json Table::json() const {
       const Json* v = locate(row, c.key);  // a null stays null: "not measured" differs from "not a column here"
       if (!v) continue;
       Json* at = &o;
-      for (const auto& part : split_key(c.key)) at = &(*at)[part];
+      for (const auto& part : split_dotted(c.key)) at = &(*at)[part];
       *at = *v;
     }
     out.push_back(std::move(o));

@@ -6,6 +6,7 @@
 #include "runner/core/error.h"
 #include "runner/core/naming.h"
 #include "runner/core/yaml_tree.h"
+#include "tests/core/config_test_util.h"
 #include "tests/core/test_util.h"
 
 namespace fs = std::filesystem;
@@ -21,12 +22,7 @@ stages: [download, finetune]
 )";
 
 std::string error_of(const fs::path& file, const std::vector<std::string>& sets = {}) {
-  try {
-    load_scenario(file, sets);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
+  return test::config_error_of(file, sets, "");
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "runner/core/error.h"
 #include "runner/core/yaml_tree.h"
 #include "runner/stages/trainer.h"
+#include "tests/core/config_test_util.h"
 #include "tests/core/test_util.h"
 
 namespace fs = std::filesystem;
@@ -18,20 +19,10 @@ using namespace expctl;
 
 namespace {
 
-const char* kMinimal = R"(schema: 1
-scenario: {test_scenario: TS7, method: FineTuning}
-model: {name: ResNet18}
-dataset: {name: CIFAR10}
-stages: [download]
-)";
+const char* const kMinimal = test::kMinimalScenario;
 
 std::string error_of(const fs::path& file, const std::vector<std::string>& sets = {}) {
-  try {
-    load_scenario(file, sets);
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "(no error)";
+  return test::config_error_of(file, sets);
 }
 
 std::string prune_scenario(const std::string& dataset, const std::string& prune) {
