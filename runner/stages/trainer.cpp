@@ -520,11 +520,17 @@ TrainResult train(TrainJob& job) {
     rec.eval_images_per_second =
         double(ev.count) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     // The weights can blow up in the last steps of an epoch, or only the BN running statistics (used in eval mode):
-    // then only the test loss shows it. Nothing of this epoch is saved.
-    if (std::string why = divergence(ev.loss); !why.empty())
-      throw Error("training diverged: the test loss is " + why + " after epoch " + std::to_string(epoch) +
-                  " (training loss " + std::to_string(rec.train_loss) + ", lr " + std::to_string(lr) +
-                  "); lower optimizer.lr or raise warmup_epochs");
+    // then only the test loss shows it, and nothing of this epoch is saved. A finite but huge test loss is not
+    // refused: after a few steps on little data, running statistics that have not settled give test losses of 1e5
+    // in runs that then learn normally.
+    if (!std::isfinite(ev.loss))
+      throw Error("training diverged: the test loss is " + divergence(ev.loss) + " after epoch " +
+                  std::to_string(epoch) + " (training loss " + std::to_string(rec.train_loss) + ", lr " +
+                  std::to_string(lr) + "); lower optimizer.lr or raise warmup_epochs");
+    if (ev.loss > kDivergedLoss)
+      job.log->warn("epoch {}: test loss {:.3g} (training loss {:.4f}): the BN running statistics have not settled, "
+                    "or the run is diverging",
+                    epoch, ev.loss, rec.train_loss);
     rec.test_loss = ev.loss;
     rec.test_accuracy = ev.accuracy;
     rec.seconds = train_secs;

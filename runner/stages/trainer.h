@@ -90,8 +90,9 @@ nlohmann::ordered_json training_summary(const TrainResult& result, const std::st
 /// A mean cross-entropy above this is divergence even when finite: logits thousands apart mean blown-up weights.
 inline constexpr double kDivergedLoss = 1e4;
 
-/// Trains job.model. Throws Error when the training or test loss diverges (not finite, or above kDivergedLoss;
-/// naming the epoch, and the step for the training loss) and when a resume file does not fit. Resumes only from a
+/// Trains job.model. Throws Error when the training loss diverges (not finite, or above kDivergedLoss; naming the
+/// epoch and step) or the test loss is not finite (naming the epoch; a finite test loss above kDivergedLoss only
+/// warns: unsettled BN running statistics give such values early in short runs) and when a resume file does not fit. Resumes only from a
 /// checkpoint written for job.fingerprint whose training-state file was saved with that very checkpoint.
 TrainResult train(TrainJob& job);
 
