@@ -67,14 +67,16 @@ TEST(SweepRun, RunsEveryCellOnceSummarisesAndCompares) {
   EXPECT_NE(r.output.find("  1  sparsity=0.5  finished  "), std::string::npos) << r.output;
 
   // Compare: the NC sweep's cells against the plain Wanda run.
-  r = test::run_expctl("compare " + ts0 + "nc.yaml " + ts0 + "wanda.yaml" + sets + " --no-plot");
+  r = test::run_expctl("compare " + ts0 + "nc.yaml " + ts0 + "wanda.yaml" + sets +
+                       " --set prune.calibration.samples=32 --no-plot");
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.output.find("wanda.yaml: no finished run; make one with `expctl run configs/test_scenarios/TS0/wanda.yaml`"),
             std::string::npos)
       << r.output;
   r = test::run_expctl("run " + ts0 + "wanda.yaml" + sets + " --set prune.calibration.samples=32");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = test::run_expctl("compare " + ts0 + "nc.yaml " + ts0 + "wanda.yaml" + sets + " --no-plot");
+  r = test::run_expctl("compare " + ts0 + "nc.yaml " + ts0 + "wanda.yaml" + sets +
+                       " --set prune.calibration.samples=32 --no-plot");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   auto c = nlohmann::json::parse(
       test::read_file(t / "reports/TS0/compare_NeuronCoverage_vs_Wanda/summary.json"));
