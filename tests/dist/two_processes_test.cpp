@@ -209,10 +209,12 @@ std::set<std::string> files_under(const fs::path& dir) {
 // common on Fashion-MNIST's constant backgrounds, and a weight difference of 1e-7 can then route a gradient
 // elsewhere and change a step's gradient by 1e-3 relative (verified by recomputing such a step in PyTorch from
 // both processes' dumped weights and batches). Measured on this 2-core x86-64 machine for this scenario (8 steps,
-// seeds 0-3): max |two - one| 3e-8..2e-5, per-tensor ||two - one|| / ||one - initial|| 6e-6..0.5%. A real fault
-// (gradients summed rather than averaged, a wrong shard, a bucket left out) moves the weights by O(100%) of that.
-constexpr double kMaxAbs = 1e-4;
-constexpr double kMaxRelative = 0.05;
+// seeds 0-3): max |two - one| 3e-8..2e-5, per-tensor ||two - one|| / ||one - initial|| 6e-6..0.5%. On an AMD EPYC
+// without AVX-512 (oneDNN picks other kernels) seed 1 gives 1.3e-4 and 4.5% after 8 steps, deterministically. A
+// real fault (gradients summed rather than averaged, a wrong shard, a bucket left out) moves the weights by O(100%)
+// of that.
+constexpr double kMaxAbs = 1e-3;
+constexpr double kMaxRelative = 0.2;
 
 bool have_gloo() {
   auto b = dist::available_backends();
