@@ -29,6 +29,8 @@ std::string error_of(const fs::path& file, const std::vector<std::string>& sets 
   return test::config_error_of(file, sets);
 }
 
+// Bounds on time in these tests catch hangs and quadratic growth (54 s for 100k keys before), not speed: they
+// leave a wide margin for a loaded CI machine.
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
@@ -54,7 +56,7 @@ std::string error_within_seconds(const fs::path& file, const fs::path& fifo) {
 
 }  // namespace
 
-TEST(Limits, AnAliasBombStopsAtTheAliasWithinASecond) {
+TEST(Limits, AnAliasBombStopsAtTheAliasQuickly) {
   // 9 levels of 10 aliases: 10^9 nodes if expanded (the fixture 34_alias_bomb.yaml holds the exact message).
   std::string text = "a: &a [x, x, x, x, x, x, x, x, x, x]\n";
   std::string prev = "a";
@@ -68,7 +70,7 @@ TEST(Limits, AnAliasBombStopsAtTheAliasWithinASecond) {
   std::vector<std::string> errors;
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(parse_yaml(text, "bomb.yaml", errors), nullptr);
-  EXPECT_LT(seconds_since(t0), 1.0);
+  EXPECT_LT(seconds_since(t0), 5.0);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0],
             "bomb.yaml:5:36: e: the alias expands the document beyond 100000 nodes, the most a scenario "
@@ -103,28 +105,28 @@ TEST(Limits, NestingIsBoundedBeforeYamlCppsOwnGuard) {
   EXPECT_EQ(errors[0], "nest.yaml:1:65: nested more than 64 levels deep, the most a scenario may hold");
 }
 
-TEST(Limits, AHundredThousandKeysAreRefusedWithinASecond) {
+TEST(Limits, AHundredThousandKeysAreRefusedInLinearTime) {
   const std::string text = many_keys(100000, false);
   std::vector<std::string> errors;
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(parse_yaml(text, "keys.yaml", errors), nullptr);
-  EXPECT_LT(seconds_since(t0), 1.0) << "checking keys must not be quadratic";
+  EXPECT_LT(seconds_since(t0), 5.0) << "checking keys must not be quadratic";
   ASSERT_EQ(errors.size(), 1u);
   // The root and 50,000 keys with their values are 100,001 nodes: the last value is one too many.
   EXPECT_EQ(errors[0],
             "keys.yaml:50000:9: k49999: the document has more than 100000 nodes, the most a scenario may hold");
 }
 
-TEST(Limits, DuplicateKeysAmongFortyThousandAreFoundWithinASecond) {
+TEST(Limits, DuplicateKeysAmongFortyThousandAreFoundQuickly) {
   std::vector<std::string> errors;
   auto t0 = std::chrono::steady_clock::now();
   EXPECT_EQ(parse_yaml(many_keys(40000, true), "dup.yaml", errors), nullptr);
-  EXPECT_LT(seconds_since(t0), 1.0);
+  EXPECT_LT(seconds_since(t0), 5.0);
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0], "dup.yaml:40001:1: k0: duplicate key (first defined at line 1)");
 }
 
-TEST(Limits, FortyThousandKeysInAScenarioAreLoadedOrRefusedWithinASecond) {
+TEST(Limits, FortyThousandKeysInAScenarioAreLoadedOrRefusedQuickly) {
   test::TempDir tmp;
   // Through include merging and validation: the unknown keys are reported, the list of them capped.
   test::write_file(
@@ -136,7 +138,7 @@ TEST(Limits, FortyThousandKeysInAScenarioAreLoadedOrRefusedWithinASecond) {
   test::write_file(tmp / "s.yaml", std::string("include: base.yaml\n") + kMinimal);
   auto t0 = std::chrono::steady_clock::now();
   std::string err = error_of(tmp / "s.yaml");
-  EXPECT_LT(seconds_since(t0), 1.0);
+  EXPECT_LT(seconds_since(t0), 5.0);
   EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 100) << "100 problems and a last line";
   EXPECT_NE(err.find("base.yaml:2:3: finetune.k0: unknown key"), std::string::npos) << err.substr(0, 300);
   EXPECT_NE(err.find("\n... and 39900 more problems"), std::string::npos) << err.substr(err.size() - 200);
@@ -217,7 +219,7 @@ TEST(Limits, FilesReadThroughIncludesAreCounted) {
   EXPECT_EQ(error_of(tmp / "a.yaml"), (tmp / "b.yaml").string() + ":1:123: include: " + (tmp / "c.yaml").string() +
                                           ": the scenario and its includes read more than 1000 files, the most one "
                                           "scenario may read");
-  EXPECT_LT(seconds_since(t0), 1.0);
+  EXPECT_LT(seconds_since(t0), 5.0);
 }
 
 TEST(Limits, SweepCellsAreCountedWithoutExpandingThem) {
@@ -236,7 +238,7 @@ TEST(Limits, SweepCellsAreCountedWithoutExpandingThem) {
   } catch (const ConfigError& e) {
     err = e.what();
   }
-  EXPECT_LT(seconds_since(t0), 1.0);
+  EXPECT_LT(seconds_since(t0), 5.0);
   std::string lengths;
   for (int k = 0; k < 16; ++k) lengths += k ? " x 100" : "100";
   EXPECT_EQ(err, (tmp / "s.yaml").string() + ":7:3: sweep: the lists give " + lengths +

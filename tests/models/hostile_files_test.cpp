@@ -67,7 +67,7 @@ TEST(HostileTorchFiles, APickleBombIsRefusedQuicklyWithBoundedMemory) {
   const long rss = max_rss_kb();
   const auto t0 = std::chrono::steady_clock::now();
   const std::string msg = error_of([&] { em::read_torch_file(tmp / "bomb.pt"); });
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
   EXPECT_LT(max_rss_kb() - rss, 64 * 1024) << "KiB more at peak";
   EXPECT_EQ(msg, (tmp / "bomb.pt").string() +
                      ": more than 1000000 pickle objects (shared references expanded) (a limit of expctl's torch-file "
