@@ -25,6 +25,10 @@ PluginInfo info() {
   p.name = "neuron_coverage";
   p.code = "NC";
   p.summary = "structured: remove the channels least often covered on calibration inputs (DeepXplore)";
+  p.details =
+      "exclude: a listed layer keeps its outputs (the channel group it produces stays whole) while the channels it "
+      "reads may still shrink, as with Torch-Pruning's ignored_layers: `fc` keeps its classes and lets the layer4 "
+      "stream shrink; `conv1` keeps the layer1 stream whole. A listed group name (`layer4`) keeps that group whole.";
   ParamTable& t = p.params;
   t.add_float("sparsity", 0.5, "fraction of channels removed").min(0).below(1);
   // Default t = 0.1, not 0.5. DeepXplore, with this per-input min-max scaling, reported t in {0, 0.25, 0.5, 0.75},
@@ -42,7 +46,7 @@ PluginInfo info() {
   t.add_enum("aggregate", "mean", {"mean", "max", "min"}, "how coverage of coupled layers (residual groups) combines");
   t.add_int("min_channels", 8, "never keep fewer channels in a group").min(1);
   t.add_int("round_to", 8, "kept channel counts are rounded to a multiple of this").min(1).max(1024);
-  t.add_list("exclude", {"conv1", "fc"}, "layers never pruned (groups containing them are kept whole)");
+  t.add_list("exclude", {"conv1", "fc"}, "layers whose outputs are never pruned (their inputs may shrink); a group name keeps that group whole");
   t.add_enum("calibration.split", "test", {"test", "train"}, "split the calibration images come from");
   t.add_int("calibration.samples", 512, "number of calibration images").min(1).max(1000000);
   t.add_int("calibration.batch_size", 128, "batch size for calibration forward passes").min(1).max(65536);
@@ -266,10 +270,10 @@ bool is_excluded(const models::ChannelGroup& group, const std::vector<std::strin
   auto listed = [&](const std::string& name) {
     return std::find(exclude.begin(), exclude.end(), name) != exclude.end();
   };
+  // Excluding a layer protects its outputs (a classifier's classes, a conv's feature maps); the channels it
+  // reads may still shrink, as with Torch-Pruning's ignored_layers. A group name protects the whole group.
   if (listed(group.name)) return true;
   for (const auto& l : group.producers)
-    if (listed(l)) return true;
-  for (const auto& l : group.consumers)
     if (listed(l)) return true;
   return false;
 }

@@ -15,6 +15,7 @@ std::string text_table(const PluginInfo& p) {
   std::ostringstream out;
   out << p.name << " (" << p.kind << "): " << p.summary << "\n";
   if (!p.code.empty()) out << "checkpoint code: " << p.code << "\n";
+  if (!p.details.empty()) out << p.details << "\n";
   if (p.params.empty()) {
     out << "  (no parameters)\n";
     return out.str();
@@ -38,6 +39,7 @@ std::string markdown_table(const PluginInfo& p) {
   out << "### `" << p.name << "` (" << p.kind << ")\n\n" << p.summary << ".";
   if (!p.code.empty()) out << " Checkpoint code: `" << p.code << "`.";
   out << "\n\n";
+  if (!p.details.empty()) out << p.details << "\n\n";
   if (p.params.empty()) return out.str() + "No parameters.\n\n";
   out << "| key | type | default | range | help |\n|---|---|---|---|---|\n";
   auto esc = [](std::string s) {

@@ -302,13 +302,14 @@ TEST(NeuronCoveragePlan, LocalScopeKeepsTheBestChannelsOfEachPrunableGroup) {
     o.threshold = t;
     const PrunePlan plan = plan_for(model, x, o);
     const auto ref = reference_all(model, x, t);
-    // Default exclude [conv1, fc]: the layer1 stream (produced by conv1) and the layer4 stream (read by fc).
+    // Default exclude [conv1, fc]: the layer1 stream (conv1's outputs) stays whole; fc keeps its outputs (the
+    // classes) but the layer4 stream it reads may shrink.
     EXPECT_EQ(plan.keep.count("layer1"), 0u);
-    EXPECT_EQ(plan.keep.count("layer4"), 0u);
+    EXPECT_EQ(plan.keep.count("layer4"), 1u);
     EXPECT_TRUE(plan.masks.empty());
     for (const auto& g : groups) {
       SCOPED_TRACE(g.name);
-      const bool excluded = g.name == "layer1" || g.name == "layer4";
+      const bool excluded = g.name == "layer1";
       const int64_t k = excluded ? g.size : nc::local_keep_count(g.size, 0.6, 3, 2);
       EXPECT_EQ(plan.stats["groups"][g.name]["kept"].get<int64_t>(), k);
       EXPECT_EQ(plan.stats["groups"][g.name]["excluded"].get<bool>(), excluded);
@@ -341,15 +342,15 @@ TEST(NeuronCoveragePlan, MinChannelsAndRoundToBind) {
   EXPECT_EQ(c.keep.at("layer2").numel(), 8);
 }
 
-TEST(NeuronCoveragePlan, ExcludeKeepsEveryGroupTouchingTheLayerWhole) {
+TEST(NeuronCoveragePlan, ExcludeKeepsTheLayersOutputsWholeAndLetsItsInputsShrink) {
   em::ResNet model = small_model();
   const torch::Tensor x = inputs();
   nc::Options o = options(0.5, 1, 1);
-  o.exclude = {"layer2.0.conv1"};  // read from the layer1 stream, produces the layer2.0.conv1 group
+  o.exclude = {"layer2.0.conv1"};  // reads the layer1 stream, produces the layer2.0.conv1 group
   const PrunePlan plan = plan_for(model, x, o);
-  EXPECT_EQ(plan.keep.count("layer1"), 0u);
-  EXPECT_EQ(plan.keep.count("layer2.0.conv1"), 0u);
-  EXPECT_EQ(plan.keep.count("layer4"), 1u);  // no longer excluded
+  EXPECT_EQ(plan.keep.count("layer2.0.conv1"), 0u);  // its outputs
+  EXPECT_EQ(plan.keep.count("layer1"), 1u);          // its inputs may shrink
+  EXPECT_EQ(plan.keep.count("layer4"), 1u);
   EXPECT_EQ(plan.keep.count("layer2"), 1u);
   o.exclude = {"layer3"};  // a group name works too
   EXPECT_EQ(plan_for(model, x, o).keep.count("layer3"), 0u);
@@ -369,8 +370,9 @@ TEST(NeuronCoveragePlan, ApplyingThePlanGivesARunningModelWithTheExpectedWidths)
   em::ResNet pruned = em::copy_model(model);
   em::prune_groups(pruned, plan.keep);
   const em::ResNetSpec& s = pruned->spec();
-  // Streams: layer1 and layer4 excluded (8 and 16), layer2 and layer3 halved. Inner widths: 8 → 4, 16 → 8.
-  EXPECT_EQ(s.stage_widths, (std::vector<int64_t>{8, 8, 8, 16}));
+  // Streams: layer1 kept whole (conv1 excluded: 8), layer2..4 halved (fc excluded keeps only its 5 classes).
+  // Inner widths: 8 → 4, 16 → 8.
+  EXPECT_EQ(s.stage_widths, (std::vector<int64_t>{8, 8, 8, 8}));
   EXPECT_EQ(s.block_widths, (std::vector<int64_t>{4, 4, 8, 8, 8, 8, 8, 8}));
   torch::NoGradGuard g;
   const torch::Tensor y = pruned->forward(x);
@@ -411,7 +413,7 @@ TEST(NeuronCoveragePlan, GlobalScopeRemovesTheLowestChannelsNetworkWide) {
   std::vector<Ch> all;
   int64_t prunable = 0;
   for (const auto& g : groups) {
-    if (g.name == "layer1" || g.name == "layer4") continue;
+    if (g.name == "layer1") continue;  // default exclude: conv1's outputs (fc keeps only its classes)
     prunable += g.size;
     const auto cov = reference_group(g, ref, 6, nc::Aggregate::Mean);
     const auto act = reference_activation(g, ref, 6);
@@ -431,7 +433,7 @@ TEST(NeuronCoveragePlan, GlobalScopeRemovesTheLowestChannelsNetworkWide) {
   ASSERT_FALSE(std::abs(all[target - 1].cov - all[target].cov) < 1e-12 && all[target - 1].act == all[target].act);
   int64_t kept_total = 0;
   for (const auto& g : groups) {
-    if (g.name == "layer1" || g.name == "layer4") {
+    if (g.name == "layer1") {
       EXPECT_EQ(plan.keep.count(g.name), 0u);
       continue;
     }
@@ -470,11 +472,11 @@ TEST(NeuronCoveragePlan, GlobalScopeRespectsMinChannelsAndRoundTo) {
   }
   // 90% cannot be removed with 6 channels kept per group: every group ends at exactly 6.
   for (const auto& [name, keep] : a.keep) EXPECT_EQ(keep.numel(), 6) << name;
-  EXPECT_EQ(removed, prunable - 6 * 10);  // 10 prunable groups
+  EXPECT_EQ(removed, prunable - 6 * 11);  // 11 prunable groups (all but layer1)
 
   const PrunePlan b = plan_for(model, x, options(0.5, 1, 4, true));
-  const int64_t target = int64_t(0.5 * 144);
-  EXPECT_EQ(b.stats["prunable_channels"].get<int64_t>(), 144);
+  const int64_t target = int64_t(0.5 * 160);
+  EXPECT_EQ(b.stats["prunable_channels"].get<int64_t>(), 160);
   int64_t removed_b = 0;
   for (const auto& [name, j] : b.stats["groups"].items()) {
     const int64_t kept = j["kept"].get<int64_t>(), size = j["size"].get<int64_t>();
@@ -483,7 +485,7 @@ TEST(NeuronCoveragePlan, GlobalScopeRespectsMinChannelsAndRoundTo) {
   }
   // Rounding up only gives channels back, less than round_to per group.
   EXPECT_LE(removed_b, target);
-  EXPECT_GT(removed_b, target - 4 * 10);
+  EXPECT_GT(removed_b, target - 4 * 11);
   EXPECT_EQ(b.stats["removed_channels"].get<int64_t>(), removed_b);
 }
 
@@ -593,7 +595,7 @@ TEST(NeuronCoveragePlan, ANeverActiveChannelHasCoverageZeroAndGoesFirst) {
   int64_t zeros = 0;
   for (const auto& g : groups)
     if (!nc::is_excluded(g, gl.exclude)) zeros += int64_t(zero_set(g).size());
-  gl.sparsity = (double(zeros) + 0.5) / 144.0;
+  gl.sparsity = (double(zeros) + 0.5) / 160.0;  // 160 prunable channels: all but layer1's 8
   const PrunePlan b = plan_for(model, x, gl);
   EXPECT_EQ(b.stats["removed_channels"].get<int64_t>(), zeros);
   for (const auto& g : groups) {
@@ -649,7 +651,7 @@ TEST(NeuronCoverageRegistry, EntryCreatesThePrunerAndReadsTheParams) {
   ASSERT_EQ(from_registry.keep.size(), direct.keep.size());
   for (const auto& [name, keep] : direct.keep) EXPECT_TRUE(torch::equal(from_registry.keep.at(name), keep)) << name;
   EXPECT_EQ(from_registry.stats["aggregate"].get<std::string>(), "min");
-  EXPECT_EQ(from_registry.keep.count("layer4"), 1u);  // fc is no longer excluded
+  EXPECT_EQ(from_registry.keep.count("layer4"), 1u);  // fc is not excluded
 
   expctl::Params bad;
   bad.set("aggregate", value(std::string("median")));
@@ -704,7 +706,8 @@ TEST(NeuronCoverageReal, DefaultThresholdIsInformativeOnRealImages) {
     if (t == defaults.threshold) {
       EXPECT_GT(between, (zero + one + between) / 2);
       EXPECT_EQ(plan.stats["groups"]["layer2"]["kept"].get<int64_t>(), 64);
-      EXPECT_EQ(plan.stats["groups"]["layer4"]["kept"].get<int64_t>(), 512);
+      EXPECT_EQ(plan.stats["groups"]["layer1"]["kept"].get<int64_t>(), 64);   // conv1's outputs: excluded
+      EXPECT_EQ(plan.stats["groups"]["layer4"]["kept"].get<int64_t>(), 256);  // fc keeps its classes only
     }
   }
 }
