@@ -3,8 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
+#include <optional>
 #include <set>
+#include <utility>
 
 #include "runner/core/compat.h"
 #include "runner/core/error.h"
@@ -85,18 +88,28 @@ class NormObserver : public models::ForwardObserver {
   std::map<std::string, torch::Tensor> sums_;
 };
 
-/// Squared input norms of `wanted` layers over the whole calibration set, with the model as it is now (earlier
-/// layers already zeroed). `stop_after` is the last of them in forward order.
-std::map<std::string, torch::Tensor> calibrate(models::ResNet& model, const PruneRequest& request,
-                                               const std::map<std::string, LayerRef>& layers,
-                                               const std::set<std::string>& wanted, const std::string& stop_after) {
-  NormObserver observer(layers, wanted, stop_after);
+int64_t g_cache_limit = int64_t(1) << 30;
+
+/// The calibration images in batches of request.batch_size, on the model's device.
+std::vector<torch::Tensor> calibration_batches(models::ResNet& model, const PruneRequest& request) {
+  std::vector<torch::Tensor> out;
   const int64_t n = request.calibration.size(0);
   const int64_t batch = std::max<int64_t>(1, request.batch_size);
-  for (int64_t begin = 0; begin < n; begin += batch) {
+  for (int64_t begin = 0; begin < n; begin += batch)
+    out.push_back(request.calibration.slice(0, begin, std::min(n, begin + batch)).to(model->conv1->weight.device()));
+  return out;
+}
+
+/// Squared input norms of `wanted` layers over `inputs`, each run through `run` (the model as it is now, earlier
+/// layers already zeroed). `stop_after` is the last of them in forward order: the pass stops there.
+std::map<std::string, torch::Tensor> observe_norms(
+    const std::vector<torch::Tensor>& inputs, const std::map<std::string, LayerRef>& layers,
+    const std::set<std::string>& wanted, const std::string& stop_after,
+    const std::function<void(const torch::Tensor&, models::ForwardObserver*)>& run) {
+  NormObserver observer(layers, wanted, stop_after);
+  for (const torch::Tensor& x : inputs) {
     try {
-      model->forward(request.calibration.slice(0, begin, std::min(n, begin + batch)).to(model->conv1->weight.device()),
-                     &observer);
+      run(x, &observer);
     } catch (const StopForward&) {
     }
   }
@@ -104,6 +117,66 @@ std::map<std::string, torch::Tensor> calibrate(models::ResNet& model, const Prun
     if (!sum.defined()) throw Error("wanda: layer '" + name + "' received no input during the calibration forward");
   return std::move(observer.sums());
 }
+
+/// observe_norms() through the whole model, from the calibration images.
+std::map<std::string, torch::Tensor> calibrate(models::ResNet& model, const PruneRequest& request,
+                                               const std::map<std::string, LayerRef>& layers,
+                                               const std::set<std::string>& wanted, const std::string& stop_after) {
+  return observe_norms(calibration_batches(model, request), layers, wanted, stop_after,
+                       [&](const torch::Tensor& x, models::ForwardObserver* o) { model->forward(x, o); });
+}
+
+/// The sequential rule (each layer calibrated on the model with every earlier layer already pruned), walked
+/// segment by segment (stem, blocks, head): the calibration activations at the current segment's input are kept,
+/// so a layer's norms cost a pass through its own segment only, not through everything before it. That is about
+/// two forward passes in all, where restarting from the images for every layer costs one per layer's depth.
+/// The kept activations take the calibration set times the largest segment input; above kMaxCachedBytes the
+/// pass restarts from the images for every layer instead (same result, more time); see
+/// set_calibration_cache_limit().
+class SequentialCalibration {
+ public:
+
+  SequentialCalibration(models::ResNet& model, const PruneRequest& request,
+                        const std::map<std::string, LayerRef>& layers)
+      : model_(model), request_(request), layers_(layers) {
+    acts_ = calibration_batches(model, request);
+    // One batch through every segment tells the largest activation per image.
+    int64_t per_image = 0;
+    torch::Tensor x = acts_.front();
+    for (int64_t i = 0; i < model->num_segments(); ++i) {
+      per_image = std::max(per_image, int64_t(x.nbytes()) / std::max<int64_t>(1, x.size(0)));
+      x = model->forward_segment(i, x);
+    }
+    cached_ = per_image * request.calibration.size(0) <= g_cache_limit;
+  }
+
+  bool cached() const { return cached_; }
+
+  /// The squared input norms of `layer`, a layer of the current segment, with the model as it is now.
+  torch::Tensor norms(const std::string& layer) {
+    if (!cached_) return calibrate(model_, request_, layers_, {layer}, layer).at(layer);
+    const int64_t seg = segment_;
+    return observe_norms(
+               acts_, layers_, {layer}, layer,
+               [&](const torch::Tensor& x, models::ForwardObserver* o) { model_->forward_segment(seg, x, o); })
+        .at(layer);
+  }
+
+  /// Moves on to the next segment: its input is the current one's output with the current (pruned) weights.
+  void advance() {
+    if (cached_ && segment_ + 1 < model_->num_segments())
+      for (torch::Tensor& x : acts_) x = model_->forward_segment(segment_, x);
+    ++segment_;
+  }
+
+ private:
+  models::ResNet& model_;
+  const PruneRequest& request_;
+  const std::map<std::string, LayerRef>& layers_;
+  std::vector<torch::Tensor> acts_;
+  int64_t segment_ = 0;
+  bool cached_ = false;
+};
 
 /// Removes the `k` lowest entries of every row of `scores2d` [R, L] (stable: lower index first among ties).
 torch::Tensor remove_lowest(const torch::Tensor& scores2d, int64_t k) {
@@ -140,10 +213,17 @@ Json settings_json(const Options& o, const PruneRequest& request, bool calibrate
   return s;
 }
 
-void check_exclude(const Options& o, const std::vector<std::string>& layers) {
+// Layer names, and in structured mode channel-group names too.
+void check_exclude(const Options& o, const std::vector<std::string>& layers, const PruneRequest& request) {
+  std::vector<std::string> groups;
+  if (o.mode == Options::Mode::Structured)
+    for (const auto& g : request.groups.empty() ? models::channel_groups(request.model) : request.groups)
+      groups.push_back(g.name);
   for (const auto& name : o.exclude)
-    if (std::find(layers.begin(), layers.end(), name) == layers.end())
-      throw Error("wanda: exclude: unknown layer '" + name + "' (layers: " + join(layers) + ")");
+    if (std::find(layers.begin(), layers.end(), name) == layers.end() &&
+        std::find(groups.begin(), groups.end(), name) == groups.end())
+      throw Error("wanda: exclude: unknown layer '" + name + "' (layers: " + join(layers) +
+                  (groups.empty() ? std::string() : "; groups: " + join(groups)) + ")");
 }
 
 void require_calibration(const PruneRequest& request) {
@@ -160,35 +240,48 @@ PrunePlan prune_masks(PruneRequest& request, const Options& o, const std::vector
   plan.stats["settings"] = settings_json(o, request, !o.magnitude);
   Json layer_stats = Json::object();
   int64_t pruned_weights = 0, pruned_zeros = 0;
-  for (const auto& name : order) {
-    LayerRef& ref = layers.at(name);
-    Json ls;
-    ls["mode"] = o.mode_name();
-    if (excluded.count(name)) {
-      ls["skipped"] = "excluded";
-      layer_stats[name] = ls;
-      continue;
-    }
-    if (nm && ref.weight.size(1) % o.m != 0) {
-      ls["skipped"] = layer_inputs_name(ref) + " " + std::to_string(ref.weight.size(1)) +
-                      " is not a multiple of m = " + std::to_string(o.m);
-      layer_stats[name] = ls;
-      continue;
-    }
-    // Sequential rule: this layer's norms come from a forward pass through the already-zeroed earlier layers.
-    torch::Tensor sq;
-    if (!o.magnitude) sq = calibrate(request.model, request, layers, {name}, name).at(name);
-    const torch::Tensor scores = wanda_scores(ref.weight, sq);
-    const torch::Tensor mask = nm ? nm_mask(scores, o.n, o.m) : row_mask(scores, o.sparsity);
-    ref.weight.masked_fill_(mask.logical_not(), 0);
-    plan.masks[name + ".weight"] = mask;
-    const int64_t zeros = (ref.weight == 0).sum().item<int64_t>();
-    ls.update(count_json(ref.weight.numel(), zeros));
-    if (nm) ls["pattern"] = std::to_string(o.n) + ":" + std::to_string(o.m);
-    layer_stats[name] = ls;
-    pruned_weights += ref.weight.numel();
-    pruned_zeros += zeros;
+  std::optional<SequentialCalibration> calibration;
+  if (!o.magnitude) {
+    calibration.emplace(request.model, request, layers);
+    plan.stats["settings"]["calibration_activations"] =
+        calibration->cached() ? "kept between segments"
+                              : "recomputed from the images for every layer (too large to keep)";
   }
+  std::vector<std::string> walked;  // the layers in segment order: must be `order`
+  for (int64_t segment = 0; segment < request.model->num_segments(); ++segment) {
+    if (segment > 0 && calibration) calibration->advance();
+    for (const auto& name : request.model->segment_layers(segment)) {
+      walked.push_back(name);
+      LayerRef& ref = layers.at(name);
+      Json ls;
+      ls["mode"] = o.mode_name();
+      if (excluded.count(name)) {
+        ls["skipped"] = "excluded";
+        layer_stats[name] = ls;
+        continue;
+      }
+      if (nm && ref.weight.size(1) % o.m != 0) {
+        ls["skipped"] = layer_inputs_name(ref) + " " + std::to_string(ref.weight.size(1)) +
+                        " is not a multiple of m = " + std::to_string(o.m);
+        layer_stats[name] = ls;
+        continue;
+      }
+      // Sequential rule: this layer's norms come from a forward pass through the already-zeroed earlier layers.
+      torch::Tensor sq;
+      if (calibration) sq = calibration->norms(name);
+      const torch::Tensor scores = wanda_scores(ref.weight, sq);
+      const torch::Tensor mask = nm ? nm_mask(scores, o.n, o.m) : row_mask(scores, o.sparsity);
+      ref.weight.masked_fill_(mask.logical_not(), 0);
+      plan.masks[name + ".weight"] = mask;
+      const int64_t zeros = (ref.weight == 0).sum().item<int64_t>();
+      ls.update(count_json(ref.weight.numel(), zeros));
+      if (nm) ls["pattern"] = std::to_string(o.n) + ":" + std::to_string(o.m);
+      layer_stats[name] = ls;
+      pruned_weights += ref.weight.numel();
+      pruned_zeros += zeros;
+    }
+  }
+  if (walked != order) throw Error("wanda: the model's segments do not list its layers in forward order");
   int64_t all_weights = 0, all_zeros = 0;
   for (const auto& name : order) {
     all_weights += layers.at(name).weight.numel();
@@ -212,12 +305,15 @@ PrunePlan prune_structured(PruneRequest& request, const Options& o, const std::v
   std::set<std::string> needed;
   for (const auto& g : groups) {
     for (const auto* list : {&g.producers, &g.consumers})
-      for (const auto& layer : *list) {
+      for (const auto& layer : *list)
         if (!layers.count(layer))
           throw Error("wanda: channel group '" + g.name + "' names layer '" + layer + "', which the model lacks");
-        if (excluded.count(layer) && !skip_reason.count(g.name))
-          skip_reason[g.name] = "touches excluded layer " + layer;
-      }
+    // Excluding a layer protects its outputs: the groups it produces. Its inputs may still shrink (an excluded
+    // classifier keeps its classes and loses input features), as with Torch-Pruning's ignored_layers.
+    if (excluded.count(g.name)) skip_reason[g.name] = "excluded";
+    for (const auto& layer : g.producers)
+      if (excluded.count(layer) && !skip_reason.count(g.name))
+        skip_reason[g.name] = "produced by excluded layer " + layer;
     if (g.consumers.empty() && !skip_reason.count(g.name)) skip_reason[g.name] = "no consumer layer to score it";
     if (!skip_reason.count(g.name)) needed.insert(g.consumers.begin(), g.consumers.end());
   }
@@ -348,6 +444,10 @@ torch::Tensor wanda_scores(const torch::Tensor& weight, const torch::Tensor& sq_
       .reshape(weight.sizes());
 }
 
+int64_t set_calibration_cache_limit(int64_t bytes) {
+  return std::exchange(g_cache_limit, bytes);
+}
+
 int64_t count_to_remove(double fraction, int64_t count) {
   const auto k = static_cast<int64_t>(std::floor(fraction * static_cast<double>(count) + 0.5));
   return std::clamp<int64_t>(k, 0, count);
@@ -409,7 +509,7 @@ PrunePlan WandaPruner::prune(PruneRequest& request) {
   const Options o = Options::from_params(*request.params);
   if (!request.model) throw Error("wanda: the prune request carries no model");
   const std::vector<std::string> order = request.model->layer_names();
-  check_exclude(o, order);
+  check_exclude(o, order, request);
   std::map<std::string, LayerRef> layers = find_layers(request.model);
   for (const auto& name : order)
     if (!layers.count(name)) throw Error("wanda: layer '" + name + "' is neither a Conv2d nor a Linear");
@@ -436,7 +536,10 @@ PrunerEntry entry() {
       "output row; n:m: zero n of every m consecutive input channels (convs: at each kernel position; layers whose "
       "inputs are not a multiple of m are skipped); both prune layers in forward order, each calibrated on the "
       "already-pruned model. structured: remove the lowest-scoring `sparsity` of each channel group's channels "
-      "(channel score = sum of the scores of the weights reading it).";
+      "(channel score = sum of the scores of the weights reading it). exclude: in the mask modes a listed layer "
+      "keeps all its weights; in structured mode it keeps its outputs (the group it produces stays whole) while "
+      "its inputs may shrink, as with Torch-Pruning's ignored_layers (`fc` keeps its classes, the layer4 stream "
+      "shrinks); a group name (`layer4`) keeps that group whole.";
   ParamTable& t = p.params;
   t.add_float("sparsity", 0.5,
               "fraction of each row's weights removed (of each group's channels, in structured mode); "
@@ -447,7 +550,9 @@ PrunerEntry entry() {
   t.add_int("n", 2, "N of N:M: weights zeroed in each group of m consecutive inputs (2:4 zeroes 2 of every 4)").min(1);
   t.add_int("m", 4, "M of N:M: group size along the input dimension").min(2).max(64);
   t.add_enum("score", "wanda", {"wanda", "magnitude"}, "wanda: |W|*||X||_2; magnitude: |W| only (baseline)");
-  t.add_list("exclude", {"conv1"}, "layers never pruned");
+  t.add_list("exclude", {"conv1"},
+             "layers never pruned (structured mode: their outputs are kept, their inputs may shrink; a group "
+             "name keeps that group whole)");
   t.add_enum("calibration.split", "test", {"test", "train"}, "split the calibration images come from");
   t.add_int("calibration.samples", 128, "number of calibration images").min(1).max(1000000);
   t.add_int("calibration.batch_size", 64, "batch size for calibration forward passes").min(1).max(65536);

@@ -70,6 +70,11 @@ torch::Tensor linear_input_sq_norms(const torch::Tensor& x);
 ///     torch::Tensor s = wanda_scores(conv->weight, conv_input_sq_norms(x, g));
 torch::Tensor wanda_scores(const torch::Tensor& weight, const torch::Tensor& sq_norms = {});
 
+/// The most bytes of calibration activations the sequential (unstructured, n:m) pass keeps between segments
+/// (default 1 GiB); above it every layer's norms come from a forward pass from the images (same result, slower).
+/// Returns the previous limit. For tests and benchmarks.
+int64_t set_calibration_cache_limit(int64_t bytes);
+
 /// How many of `count` items a `fraction` removes: round half up, floor(fraction * count + 0.5), within [0, count].
 int64_t count_to_remove(double fraction, int64_t count);
 

@@ -158,15 +158,39 @@ ResNetImpl::ResNetImpl(const ResNetSpec& spec) : spec_(spec.resolved()) {
 }
 
 torch::Tensor ResNetImpl::forward(const torch::Tensor& input, ForwardObserver* observer) {
+  torch::Tensor x = input;
+  for (int64_t i = 0; i < num_segments(); ++i) x = forward_segment(i, x, observer);
+  return x;
+}
+
+torch::Tensor ResNetImpl::forward_segment(int64_t i, const torch::Tensor& input, ForwardObserver* observer) {
   static const std::string kConv1 = "conv1", kRelu = "relu", kFc = "fc";
-  if (observer) observer->on_layer_input(kConv1, input);
-  auto x = bn1(conv1(input)).relu_();
-  if (observer) observer->on_activation(kRelu, x);
-  if (spec_.stem == Stem::ImageNet) x = torch::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
-  for (auto& block : blocks_) x = block->forward(x, observer);
-  x = torch::flatten(torch::adaptive_avg_pool2d(x, {1, 1}), 1);
+  const int64_t blocks = int64_t(blocks_.size());
+  if (i < 0 || i > blocks + 1)
+    throw Error("ResNet::forward_segment: segment " + std::to_string(i) + " of " + std::to_string(num_segments()));
+  if (i == 0) {
+    if (observer) observer->on_layer_input(kConv1, input);
+    auto x = bn1(conv1(input)).relu_();
+    if (observer) observer->on_activation(kRelu, x);
+    if (spec_.stem == Stem::ImageNet) x = torch::max_pool2d(x, {3, 3}, {2, 2}, {1, 1});
+    return x;
+  }
+  if (i <= blocks) return blocks_[size_t(i - 1)]->forward(input, observer);
+  auto x = torch::flatten(torch::adaptive_avg_pool2d(input, {1, 1}), 1);
   if (observer) observer->on_layer_input(kFc, x);
   return fc(x);
+}
+
+std::vector<std::string> ResNetImpl::segment_layers(int64_t i) const {
+  const int64_t blocks = int64_t(blocks_.size());
+  if (i == 0) return {"conv1"};
+  if (i == blocks + 1) return {"fc"};
+  if (i < 0 || i > blocks + 1)
+    throw Error("ResNet::segment_layers: segment " + std::to_string(i) + " of " + std::to_string(num_segments()));
+  const BasicBlock& block = blocks_[size_t(i - 1)];
+  std::vector<std::string> names{block->name() + ".conv1", block->name() + ".conv2"};
+  if (block->downsample_conv) names.push_back(block->name() + ".downsample.0");
+  return names;
 }
 
 void ResNetImpl::sync_spec() {

@@ -94,6 +94,15 @@ class ResNetImpl : public torch::nn::Module {
   void sync_spec();
   /// Names of every Conv2d/Linear in forward order ("conv1", "layer1.0.conv1", ..., "fc").
   std::vector<std::string> layer_names() const;
+
+  /// The network as a chain of segments, for work that goes layer by layer and keeps the activations between
+  /// them (Wanda's sequential calibration): 0 = the stem (conv1, bn1, relu, max-pool), 1..blocks = the blocks,
+  /// last = the head (average pool, flatten, fc). forward(x) runs them in order.
+  int64_t num_segments() const { return int64_t(blocks_.size()) + 2; }
+  /// Runs segment `i` on its input (the previous segment's output); reports to `observer` as forward() does.
+  torch::Tensor forward_segment(int64_t i, const torch::Tensor& x, ForwardObserver* observer = nullptr);
+  /// The Conv2d/Linear names of segment `i` in forward order; all segments together give layer_names().
+  std::vector<std::string> segment_layers(int64_t i) const;
   /// Names of every activation point in forward order ("relu", "layer1.0.relu1", "layer1.0", ...).
   std::vector<std::string> activation_points() const;
   /// All blocks in forward order.

@@ -388,6 +388,27 @@ TEST(WandaPruner, SequentialUnstructuredEqualsManualReference) {
   EXPECT_EQ(plan.stats["settings"]["calibration_images"], 6);
 }
 
+TEST(WandaPruner, KeptActivationsAndRecomputedOnesGiveTheSameMasks) {
+  // The sequential pass keeps the calibration activations between segments; over the size limit it recomputes
+  // them from the images for every layer. Both are the same rule: the same masks, bit for bit.
+  const torch::Tensor calib = calibration_images();
+  for (const char* mode : {"unstructured", "n:m"}) {
+    SCOPED_TRACE(mode);
+    const Params params = params_with({{"mode", text(mode)}, {"sparsity", num(0.6)}});
+    models::ResNet kept_model = small_resnet();
+    const PrunePlan kept = run_pruner(kept_model, calib, params);
+    EXPECT_EQ(kept.stats["settings"]["calibration_activations"], "kept between segments");
+    const int64_t previous = set_calibration_cache_limit(0);
+    models::ResNet recomputed_model = small_resnet();
+    const PrunePlan recomputed = run_pruner(recomputed_model, calib, params);
+    set_calibration_cache_limit(previous);
+    EXPECT_NE(recomputed.stats["settings"]["calibration_activations"], "kept between segments");
+    ASSERT_EQ(kept.masks.size(), recomputed.masks.size());
+    for (const auto& [name, mask] : kept.masks) EXPECT_TRUE(same(mask, recomputed.masks.at(name))) << name;
+    EXPECT_EQ(kept.stats["layers"].dump(), recomputed.stats["layers"].dump());
+  }
+}
+
 TEST(WandaPruner, NMModeHasExactlyNZerosPerGroupAndSkipsIndivisibleLayers) {
   models::ResNet model = small_resnet();
   const models::ResNet original = models::copy_model(model);
@@ -466,7 +487,7 @@ TEST(WandaPruner, StructuredPlanMatchesReferenceAndShrinksTheModel) {
     const bool touches_conv1 = std::count(g.producers.begin(), g.producers.end(), "conv1") > 0;
     if (touches_conv1) {
       EXPECT_EQ(plan.keep.count(g.name), 0u) << g.name;
-      EXPECT_EQ(plan.stats["groups"][g.name]["skipped"], "touches excluded layer conv1");
+      EXPECT_EQ(plan.stats["groups"][g.name]["skipped"], "produced by excluded layer conv1");
       continue;
     }
     std::vector<double> score(g.size, 0.0);
@@ -495,6 +516,32 @@ TEST(WandaPruner, StructuredPlanMatchesReferenceAndShrinksTheModel) {
   EXPECT_TRUE(logits.isfinite().all().item<bool>());
   // fc lost 5 of its 16 inputs: the projected weight count in the stats says so.
   EXPECT_EQ(plan.stats["layers"]["fc"]["weights_kept"], 10 * 11);
+}
+
+TEST(WandaPruner, StructuredExcludeProtectsTheLayersOutputsOnly) {
+  // exclude [fc]: fc keeps its 10 outputs (the classes), the layer4 stream it reads still shrinks; naming the
+  // group keeps that group whole; an unknown name is refused, listing the groups too.
+  models::ResNet model = small_resnet();
+  const PrunePlan plan = run_pruner(model, calibration_images(),
+                                    params_with({{"mode", text("structured")}, {"exclude", list({"fc"})}}));
+  ASSERT_EQ(plan.keep.count("layer4"), 1u);
+  EXPECT_LT(plan.keep.at("layer4").numel(), 16);
+  EXPECT_EQ(plan.keep.count("layer1"), 1u);  // conv1 is not excluded here
+  EXPECT_EQ(plan.stats["layers"]["fc"]["excluded"], true);
+  models::ResNet pruned = models::copy_model(model);
+  models::prune_groups(pruned, plan.keep);
+  EXPECT_EQ(pruned->fc->weight.size(0), 10);
+
+  const PrunePlan whole = run_pruner(model, calibration_images(),
+                                     params_with({{"mode", text("structured")}, {"exclude", list({"layer4"})}}));
+  EXPECT_EQ(whole.keep.count("layer4"), 0u);
+  EXPECT_EQ(whole.stats["groups"]["layer4"]["skipped"], "excluded");
+  try {
+    run_pruner(model, calibration_images(), params_with({{"mode", text("structured")}, {"exclude", list({"layer5"})}}));
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("groups: layer1"), std::string::npos) << e.what();
+  }
 }
 
 TEST(WandaPruner, StructuredKeepsAtLeastOneChannelAndHonoursMagnitude) {
