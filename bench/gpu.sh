@@ -174,17 +174,7 @@ if [ $built = 1 ]; then
     -L 'stages|metrics|models|integration|wanda|neuron_coverage|data'
   grep -E "tests passed|tests failed|Skipped|SKIPPED|\*\*\*Failed|Total Test time" "$tests_log" | head -20
 
-  mk_cifar() {  # a CIFAR-10 binary tarball of random images: throughput does not depend on the pixels
-    "$py" - /tmp/cifar-synthetic <<'PY'
-import numpy as np, os, sys
-d = os.path.join(sys.argv[1], "cifar-10-batches-bin"); os.makedirs(d, exist_ok=True)
-rng = np.random.default_rng(0)
-for name, n in [(f"data_batch_{i}.bin", 10000) for i in range(1, 6)] + [("test_batch.bin", 10000)]:
-    rec = np.empty((n, 3073), np.uint8); rec[:, 0] = rng.integers(0, 10, n); rec[:, 1:] = rng.integers(0, 256, (n, 3072))
-    rec.tofile(os.path.join(d, name))
-PY
-    tar -C /tmp/cifar-synthetic -cf - cifar-10-batches-bin | gzip -1 > /tmp/cifar-10-binary.tar.gz
-  }
+  mk_cifar() { PYTHON=$py bench/synthetic_cifar.sh /tmp/cifar-10-binary.tar.gz; }  # random images
   dev=cpu
   [ "$cuda" = 1 ] && dev=cuda
   step "synthetic CIFAR-10" 60 "$bench_log" mk_cifar &&

@@ -4,7 +4,8 @@ written the way a PyTorch user would (torchvision ResNet-18, DataLoader with per
 data, batch size and thread count. Two set-ups:
   default   Fashion-MNIST (Debian's IDX files), gray input, ImageNet stem, crop padding 2 (as TS0)
   --cifar   a CIFAR-10 binary folder (cifar-10-batches-bin), cifar stem, crop padding 4 + flip (as TS1)
-On --device cuda it trains as expctl does there: bf16 autocast, channels_last, cuDNN benchmark, pinned memory.
+It trains as expctl does: --precision (auto: bf16 autocast on CUDA, fp32 on a CPU; bf16: autocast on either) and
+--channels-last (default 1); on CUDA with cuDNN benchmark and pinned memory.
 Throughput is that of the last of --epochs epochs (the first one pays for cuDNN's algorithm search).
 Prints one JSON line with images/second."""
 import argparse, contextlib, gzip, json, os, time
@@ -53,6 +54,8 @@ def main():
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    ap.add_argument("--channels-last", type=int, choices=[0, 1], default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -85,11 +88,15 @@ def main():
     else:  # gray input, ImageNet stem (as TS0)
         model.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
     model = model.to(dev)
+    # As expctl's precision/channels_last: auto = bf16 autocast on CUDA (and on CPUs with native bf16, which the
+    # shell script decides and passes as --precision), fp32 elsewhere; channels_last on by default.
+    bf16 = a.precision == "bf16" or (a.precision == "auto" and cuda)
     if cuda:
         torch.backends.cudnn.benchmark = True
+    if a.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
-    mf = torch.channels_last if cuda else torch.contiguous_format
+    amp = (lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    mf = torch.channels_last if a.channels_last else torch.contiguous_format
     decay = [p for p in model.parameters() if p.dim() > 1]
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     opt = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4}, {"params": no_decay, "weight_decay": 0}],
@@ -124,7 +131,8 @@ def main():
         sync()
         eval_ips = seen / (time.perf_counter() - t0)
     print(json.dumps({"train_images_per_second": train_ips, "eval_images_per_second": eval_ips,
-                      "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(dev)}))
+                      "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(dev),
+                      "precision": "bf16 autocast" if bf16 else "fp32", "channels_last": bool(a.channels_last)}))
 
 
 if __name__ == "__main__":

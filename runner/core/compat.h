@@ -11,55 +11,76 @@
 
 namespace expctl::compat {
 
-/// Turns CUDA autocast on or off. LibTorch 2.4 replaced the CUDA-only set_enabled/set_autocast_gpu_dtype by
-/// per-device functions. Use CudaAutocast for a scope rather than calling this directly.
-inline void set_cuda_autocast_enabled(bool enabled) {
+/// Turns autocast on or off for `device` (kCUDA or kCPU). LibTorch 2.4 replaced the per-backend functions
+/// (set_enabled / set_cpu_enabled, set_autocast_gpu_dtype / set_autocast_cpu_dtype) by per-device ones. Use
+/// Autocast for a scope rather than calling these directly.
+inline void set_autocast_enabled(c10::DeviceType device, bool enabled) {
 #if EXPCTL_TORCH_AT_LEAST(2, 4)
-  at::autocast::set_autocast_enabled(at::kCUDA, enabled);
+  at::autocast::set_autocast_enabled(device, enabled);
 #else
-  at::autocast::set_enabled(enabled);
+  if (device == c10::DeviceType::CPU)
+    at::autocast::set_cpu_enabled(enabled);
+  else
+    at::autocast::set_enabled(enabled);
 #endif
 }
 
-/// The low-precision type CUDA autocast casts to (bf16 needs no grad scaler).
-inline void set_cuda_autocast_dtype(at::ScalarType dtype) {
+/// The low-precision type autocast casts to on `device` (bf16 needs no grad scaler).
+inline void set_autocast_dtype(c10::DeviceType device, at::ScalarType dtype) {
 #if EXPCTL_TORCH_AT_LEAST(2, 4)
-  at::autocast::set_autocast_dtype(at::kCUDA, dtype);
+  at::autocast::set_autocast_dtype(device, dtype);
 #else
-  at::autocast::set_autocast_gpu_dtype(dtype);
+  if (device == c10::DeviceType::CPU)
+    at::autocast::set_autocast_cpu_dtype(dtype);
+  else
+    at::autocast::set_autocast_gpu_dtype(dtype);
 #endif
 }
 
-/// Whether CUDA autocast is on.
-inline bool cuda_autocast_enabled() {
+/// Whether autocast is on for `device`.
+inline bool autocast_enabled(c10::DeviceType device) {
 #if EXPCTL_TORCH_AT_LEAST(2, 4)
-  return at::autocast::is_autocast_enabled(at::kCUDA);
+  return at::autocast::is_autocast_enabled(device);
 #else
-  return at::autocast::is_enabled();
+  return device == c10::DeviceType::CPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
 #endif
 }
 
-/// CUDA autocast for one scope, as Python's `with torch.autocast("cuda", dtype=...)`: on from construction,
-/// back to the previous state at destruction (also when the scope throws). When the outermost such scope ends,
-/// autocast's cache of low-precision weight copies is cleared, as Python does: autocast reuses a weight's cached
-/// copy for as long as it is cached, so without clearing, every forward of a training loop would run with the
-/// weights of its first step while the optimizer updated the fp32 ones.
-class CudaAutocast {
+/// The dtype autocast casts to on `device`.
+inline at::ScalarType autocast_dtype(c10::DeviceType device) {
+#if EXPCTL_TORCH_AT_LEAST(2, 4)
+  return at::autocast::get_autocast_dtype(device);
+#else
+  return device == c10::DeviceType::CPU ? at::autocast::get_autocast_cpu_dtype()
+                                        : at::autocast::get_autocast_gpu_dtype();
+#endif
+}
+
+/// Autocast on one device type for one scope, as Python's `with torch.autocast(device, dtype=...)`: on from
+/// construction, back to the previous state and dtype at destruction (also when the scope throws). When the
+/// outermost such scope ends, autocast's cache of low-precision weight copies is cleared, as Python does: autocast
+/// reuses a weight's cached copy for as long as it is cached, so without clearing, every forward of a training
+/// loop would run with the weights of its first step while the optimizer updated the fp32 ones.
+class Autocast {
  public:
-  explicit CudaAutocast(at::ScalarType dtype) : was_enabled_(cuda_autocast_enabled()) {
+  Autocast(c10::DeviceType device, at::ScalarType dtype)
+      : device_(device), was_enabled_(autocast_enabled(device)), previous_dtype_(autocast_dtype(device)) {
     at::autocast::increment_nesting();
-    set_cuda_autocast_dtype(dtype);
-    set_cuda_autocast_enabled(true);
+    set_autocast_dtype(device, dtype);
+    set_autocast_enabled(device, true);
   }
-  ~CudaAutocast() {
-    set_cuda_autocast_enabled(was_enabled_);
+  ~Autocast() {
+    set_autocast_enabled(device_, was_enabled_);
+    set_autocast_dtype(device_, previous_dtype_);
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
   }
-  CudaAutocast(const CudaAutocast&) = delete;
-  CudaAutocast& operator=(const CudaAutocast&) = delete;
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
 
  private:
+  c10::DeviceType device_;
   bool was_enabled_;
+  at::ScalarType previous_dtype_;
 };
 
 /// The alternative T of a LibTorch options variant (e.g. Conv2dOptions::padding()), or nullptr. LibTorch 2.1

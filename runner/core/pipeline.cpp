@@ -15,6 +15,7 @@
 #include "runner/core/error.h"
 #include "runner/core/hash.h"
 #include "runner/core/lock.h"
+#include "runner/dist/coordinator.h"
 #include "runner/dist/dist.h"
 
 namespace expctl {
@@ -131,32 +132,12 @@ struct SignalGuard {
 }  // namespace
 
 void Pipeline::run() {
-  // Data parallel (several processes): rank 0 takes the lock, writes every file and decides which stages run;
-  // it tells the others through the store ("go", then per stage "skip"/"run" and, after a stage only rank 0
-  // runs, "done"; "failed: why" instead when it fails). Data-parallel stages (training) run on every rank; the
-  // others run on rank 0 while the rest wait, and later stages read rank 0's files. A failure inside a
-  // data-parallel stage ends the failing process, and the others' next collective fails (no hang).
-  const bool parallel = dist::active();
-  const bool main = dist::is_main();
+  // Several processes (data parallel): the coordinator says which of them runs what (see StageCoordinator);
+  // with one process it does nothing.
   const fs::path dir = naming_.report_dir();
-  bool peers_waiting = parallel && main;  // the other ranks wait for a message from this one (rank 0)
-  auto tell_peers_failed = [&](const std::string& why) {
-    if (!peers_waiting) return;
-    peers_waiting = false;
-    try {
-      dist::share_from_main("failed: " + why, /*wait_for_readers=*/true);
-    } catch (const std::exception&) {
-      // they are gone already
-    }
-  };
-  // On ranks other than 0: rank 0's next message; throws when it says rank 0 failed.
-  auto hear_from_main = [&](const std::string& stage) {
-    std::string msg = dist::share_from_main("");
-    if (msg.rfind("failed: ", 0) == 0)
-      throw Error("rank 0 failed " + (stage.empty() ? std::string("before the first stage") : "in stage " + stage) +
-                  "; see its log " + (dir / "run.log").string() + ": " + msg.substr(8));
-    return msg;
-  };
+  const std::unique_ptr<dist::StageCoordinator> ranks = dist::StageCoordinator::create((dir / "run.log").string());
+  const bool parallel = dist::active();
+  const bool main = ranks->main();
 
   std::optional<ScenarioLock> lock;
   std::shared_ptr<spdlog::logger> log;
@@ -170,7 +151,7 @@ void Pipeline::run() {
            remove_stale_temp_files({dir, naming_.checkpoint_dir(), naming_.models_dir(), naming_.datasets_dir()}))
         log->info("removed {}, left by a process that is gone", p.string());
     } catch (const std::exception& e) {
-      tell_peers_failed(e.what());
+      ranks->failed(e.what());
       throw;
     }
   } else {
@@ -193,11 +174,9 @@ void Pipeline::run() {
         const dist::WorldInfo& w = dist::world();
         log->info("data parallel: rank {} of {} ({}), backend {}, master {}:{}", w.rank, w.world_size, w.source,
                   dist::backend(), w.master_addr, w.master_port);
-        dist::share_from_main("go");
       }
-    } else {
-      hear_from_main("");
     }
+    ranks->start();
 
     std::string previous;
     for (const auto& name : config_.stages) {
@@ -225,41 +204,29 @@ void Pipeline::run() {
                     e.what());
         }
       }
-      if (parallel) {
-        if (main)
-          dist::share_from_main(up_to_date ? "skip" : "run");
-        else
-          up_to_date = hear_from_main(name) == "skip";
-      }
-      if (up_to_date) continue;
+      if (ranks->agree_up_to_date(name, up_to_date)) continue;
 
       const StageEntry* entry = StageRegistry::find(name);
-      const bool everywhere = !parallel || entry->data_parallel;
-      if (!main && !everywhere) {
-        hear_from_main(name);  // "done": rank 0 ran it; its files are there for the stages after it
-        continue;
-      }
+      if (!ranks->runs_here(name, entry->data_parallel)) continue;
       StageContext ctx{config_, naming_, config_.stage(name), options_, log, fp, {}};
       log->info("stage {}: start", name);
       std::string started = now_iso();
       auto t0 = std::chrono::steady_clock::now();
-      if (everywhere) peers_waiting = false;  // they run it too: they are in its collectives, not waiting
       try {
         entry->create()->run(ctx);
       } catch (const std::exception& e) {
         log->error("stage {} failed: {}", name, e.what());
-        tell_peers_failed(e.what());
+        ranks->failed(e.what());
         throw;
       }
       double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       if (stop_requested()) {
         log->warn("stage {}: interrupted; rerun the same command to continue", name);
-        tell_peers_failed("interrupted during stage " + name);
+        ranks->failed("interrupted during stage " + name);
         throw Error("interrupted during stage " + name);
       }
       if (!main) continue;
-      // The others are past the stage (a data-parallel one) or still waiting (one of rank 0's): both wait now.
-      peers_waiting = parallel;
+      ranks->finished(entry->data_parallel);
       nlohmann::ordered_json m;
       m["stage"] = name;
       m["scenario"] = naming_.scenario_name();
@@ -271,10 +238,10 @@ void Pipeline::run() {
       for (const auto& o : ctx.outputs) m["outputs"].push_back(o.string());
       write_file_atomic(manifest_path, m.dump(2) + "\n");
       log->info("stage {}: done in {:.1f} s", name, seconds);
-      if (parallel && !everywhere) dist::share_from_main("done");
+      ranks->done(entry->data_parallel);
     }
   } catch (const std::exception& e) {
-    tell_peers_failed(e.what());
+    ranks->failed(e.what());
     throw;
   }
 }

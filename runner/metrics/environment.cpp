@@ -8,6 +8,13 @@
 
 #include <ATen/Parallel.h>
 #include <dlfcn.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
@@ -144,6 +151,44 @@ CudaMemory cuda_peak_memory(const torch::Device& device) {
   return m;
 }
 
+Bf16Support cpu_bf16_support() {
+  Bf16Support out;
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || !(ecx & (1u << 27))) {
+    out.what = "no OSXSAVE: the OS does not enable the AVX-512/AMX state";
+    return out;
+  }
+  unsigned xcr0_lo = 0, xcr0_hi = 0;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  const uint64_t xcr0 = (uint64_t(xcr0_hi) << 32) | xcr0_lo;
+  const bool avx512_state = (xcr0 & 0xE6) == 0xE6;         // SSE, AVX, opmask, ZMM_Hi256, Hi16_ZMM
+  const bool amx_state = (xcr0 & (3ull << 17)) == (3ull << 17);  // XTILECFG, XTILEDATA
+  unsigned max_leaf = __get_cpuid_max(0, nullptr);
+  bool avx512_bf16 = false, amx_bf16 = false;
+  if (max_leaf >= 7) {
+    __cpuid_count(7, 0, eax, ebx, ecx, edx);
+    const unsigned subleaves = eax;
+    const bool avx512f = ebx & (1u << 16);
+    amx_bf16 = (edx & (1u << 22)) && amx_state;
+    if (subleaves >= 1) {
+      __cpuid_count(7, 1, eax, ebx, ecx, edx);
+      avx512_bf16 = (eax & (1u << 5)) && avx512f && avx512_state;
+    }
+  }
+  if (avx512_bf16) out.what = "AVX512_BF16";
+  if (amx_bf16) out.what += std::string(out.what.empty() ? "" : ", ") + "AMX-BF16";
+  out.native = avx512_bf16 || amx_bf16;
+  if (!out.native) out.what = "no AVX512_BF16 or AMX-BF16 (x86-64)";
+#elif defined(__aarch64__) && defined(__linux__) && defined(HWCAP2_BF16)
+  out.native = (getauxval(AT_HWCAP2) & HWCAP2_BF16) != 0;
+  out.what = out.native ? "Arm BF16" : "no Arm BF16 extension";
+#else
+  out.what = "unknown processor: bf16 support not detected";
+#endif
+  return out;
+}
+
 nlohmann::json environment_info(torch::Device device, int threads) {
   nlohmann::json env;
   char host[256] = {};
@@ -153,6 +198,9 @@ nlohmann::json environment_info(torch::Device device, int threads) {
   std::string cpu = proc_value("/proc/cpuinfo", "model name");
   if (cpu.empty()) cpu = "unknown";
   env["cpu_model"] = cpu;
+  const Bf16Support bf16 = cpu_bf16_support();
+  env["cpu_bf16"] = bf16.what;
+  env["cpu_bf16_native"] = bf16.native;
   env["logical_cores"] = static_cast<int>(std::thread::hardware_concurrency());
   env["usable_cores"] = usable_cores();
   int64_t memory_mb = 0;

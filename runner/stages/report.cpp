@@ -345,6 +345,11 @@ std::string notes(const json& report, const Evaluation& ev, const Params& p, boo
       << "\n- Latency: median over " << p.get_int("latency.repeats") << " timed forward passes at batch 1 after "
       << p.get_int("latency.warmup") << " warm-up passes (mean and p95 beside it), and median time per image at batch "
       << large << ".\n";
+  doc << "- Precision: every accuracy and latency here comes from fp32 forward passes (no autocast, NCHW input).";
+  for (const auto& [stage, t] : report["precision"]["training"].items())
+    doc << " Training (" << stage << "): " << t["forward"].get<std::string>()
+        << (t["channels_last"].get<bool>() ? " + channels_last" : "") << ", " << t["why"].get<std::string>() << ".";
+  doc << "\n";
   if (masked)
     doc << "\nUnstructured sparsity zeroes weights but keeps tensor shapes, so dense kernels do the same work: the "
            "non-zero MACs and the compact size show what sparse kernels could save, while latency and the saved "
@@ -399,6 +404,12 @@ class ReportStage : public Stage {
     report["input"] = {info.channels, info.height, info.width};
     report["evaluation"] = ev.to_json();
     if (stages.count("prune")) report["calibration"] = stages.at("prune").root()["calibration"].json();
+    // Every forward this stage times or evaluates is plain fp32 (no autocast) on NCHW inputs, whatever the
+    // training stages computed in; their precision is copied from their metrics files.
+    report["precision"] = {{"accuracy", "fp32"}, {"latency", "fp32, NCHW input, no autocast"}, {"training", json::object()}};
+    for (const char* stage : {"finetune", "recover"})
+      if (stages.count(stage) && stages.at(stage).root().has("precision"))
+        report["precision"]["training"][stage] = stages.at(stage).root()["precision"].json();
     std::vector<json> rows;
     bool masked = false;
     for (const Row& r : rows_of(stages, ctx.naming)) {

@@ -18,6 +18,8 @@
 #include "runner/core/error.h"
 #include "runner/core/naming.h"
 #include "runner/core/pipeline.h"
+#include "runner/dist/coordinator.h"
+#include "runner/metrics/environment.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
 
@@ -155,7 +157,7 @@ void set_lr(torch::optim::SGD& opt, double lr) {
   for (auto& g : opt.param_groups()) static_cast<torch::optim::SGDOptions&>(g.options()).lr(lr);
 }
 
-// Moves 4-D weights to channels_last: cuDNN's fastest convolution kernels want NHWC.
+// Moves 4-D weights to channels_last: cuDNN's and oneDNN's fastest convolution kernels want NHWC.
 void to_channels_last(models::ResNet& model) {
   torch::NoGradGuard no_grad;
   for (auto& p : model->parameters())
@@ -240,22 +242,6 @@ std::string divergence(double loss) {
   return "";
 }
 
-// Every rank must resume from the same epoch: different answers mean the processes do not see the same files.
-void agree_on_resume(const TrainJob& job, const Resume& resume) {
-  std::vector<double> epochs = dist::all_gather(double(resume.epoch));
-  bool same = true;
-  std::string list;
-  for (size_t r = 0; r < epochs.size(); ++r) {
-    same = same && epochs[r] == epochs[0];
-    list += (r ? ", " : "") + std::string("rank ") + std::to_string(r) + ": " +
-            (epochs[r] > 0 ? "epoch " + std::to_string(std::llround(epochs[r])) : std::string("none"));
-  }
-  if (!same)
-    throw Error("the data-parallel processes found different checkpoints to resume from (" + list + ", e.g. " +
-                job.checkpoint_path(1).parent_path().string() +
-                "): the checkpoint and report folders must be on a file system every process sees");
-}
-
 class ProgressBar {
  public:
   ProgressBar(int64_t epoch, int64_t epochs, int64_t steps, bool enabled = true)
@@ -320,6 +306,7 @@ nlohmann::ordered_json training_summary(const TrainResult& result, const std::st
   out["after"] = {{"accuracy", last.test_accuracy}, {"loss", last.test_loss}, {"epoch", last.epoch}};
   out["checkpoint"] = last_checkpoint.string();
   out["resumed_from_epoch"] = result.resumed_from;
+  out["precision"] = result.precision.to_json();
   if (dist::active()) out["processes"] = dist::world_size();  // images_per_second counts all of them
   out["peak_memory_mb"] = metrics::peak_memory_mb();
   if (const metrics::CudaMemory gpu = metrics::cuda_peak_memory(device); gpu.known) {
@@ -331,192 +318,219 @@ nlohmann::ordered_json training_summary(const TrainResult& result, const std::st
   return out;
 }
 
-TrainResult train(TrainJob& job) {
-  const Params& p = *job.params;
-  const int64_t epochs = p.get_int("epochs");
-  const auto planned = checkpoint_epochs(epochs, p.get_int("save_every"));
-  const bool cuda = job.device.is_cuda();
-  std::string precision = p.get_string("precision");
-  if (precision == "auto") precision = cuda ? "bf16" : "fp32";
-  if (precision == "bf16" && !cuda) {
-    job.log->warn("precision bf16 is used on CUDA only; training in fp32 on the CPU");
-    precision = "fp32";
-  }
-  const bool bf16 = precision == "bf16";
-  if (cuda) at::globalContext().setBenchmarkCuDNN(true);
-  const bool freeze_bn = p.get_bool("freeze_bn");
-
-  // Data parallel: `ranks` processes share every global batch of batch_size samples; only rank 0 writes files.
-  const bool parallel = dist::active();
-  const int64_t ranks = parallel ? dist::world_size() : 1;
-  const bool main = dist::is_main();
-  const int64_t global_batch = p.get_int("batch_size");
-  if (global_batch % ranks != 0)
-    throw Error(job.meta.value("stage", std::string("training")) + ".batch_size: " + std::to_string(global_batch) +
-                " is not divisible by the " + std::to_string(ranks) +
-                " data-parallel processes (batch_size is the global batch; each process takes an equal share)");
-
-  TrainResult result;
-  // Fresh: every rank skips the search (rank 0 may be removing the files the others would look at).
-  if (job.fresh && main) remove_previous_run(job, epochs);
-  Resume resume = job.fresh ? Resume{} : find_resume(job, epochs);
-  if (parallel && !job.fresh) agree_on_resume(job, resume);
-  nlohmann::json extra = nlohmann::json::object();
-  std::unique_ptr<torch::optim::SGD> optimizer;
-  if (resume.epoch > 0) {
-    models::Checkpoint ck;
-    job.model = models::load_checkpoint(resume.path, &ck);
-    job.model->to(job.device);
-    if (cuda) to_channels_last(job.model);
-    optimizer = make_optimizer(job.model, p);
-    auto state = models::load_training_state(resume.path, *optimizer);
-    for (const auto& r : state.extra.value("history", nlohmann::json::array()))
-      result.history.push_back(EpochRecord::from_json(r));
-    result.resumed_from = resume.epoch;
-    job.log->info("resuming from {} (epoch {} of {})", resume.path.string(), resume.epoch, epochs);
+TrainPrecision choose_precision(const std::string& requested, bool channels_last, const torch::Device& device,
+                                const metrics::Bf16Support& cpu) {
+  TrainPrecision p;
+  p.requested = requested;
+  p.channels_last = channels_last;
+  if (requested == "fp32") {
+    p.why = "asked for";
+  } else if (requested == "bf16") {
+    p.bf16 = true;
+    p.why = device.is_cuda() || cpu.native
+                ? "asked for"
+                : "asked for, although this CPU has no native bf16 (" + cpu.what +
+                      "): LibTorch emulates it, much slower than fp32";
+  } else if (device.is_cuda()) {
+    p.bf16 = true;
+    p.why = "auto: CUDA";
+  } else if (cpu.native) {
+    p.bf16 = true;
+    p.why = "auto: the CPU computes bf16 natively (" + cpu.what + ")";
   } else {
-    job.model->to(job.device);
-    if (cuda) to_channels_last(job.model);
-    optimizer = make_optimizer(job.model, p);
+    p.why = "auto: " + cpu.what + " on this CPU; emulated bf16 would be slower than fp32";
   }
-  std::map<std::string, torch::Tensor> masks;
-  for (const auto& [name, m] : job.masks) masks[name] = m.to(job.device, torch::kFloat);
-  apply_masks(job.model, masks);
-  auto params = job.model->named_parameters();
-  std::optional<dist::GradientSync> sync;
-  if (parallel) {
-    // Every rank starts from rank 0's weights and buffers; identical averaged gradients keep them identical.
-    std::vector<torch::Tensor> state = job.model->parameters();
-    for (auto& b : job.model->buffers()) state.push_back(b);
-    dist::broadcast(state, 0);
-    sync.emplace(job.model->parameters(), /*extra_values=*/3);  // loss sum, correct, stop flag
+  return p;
+}
+
+std::string TrainPrecision::name() const {
+  return std::string(bf16 ? "bf16 autocast" : "fp32") + (channels_last ? " + channels_last" : "");
+}
+
+nlohmann::json TrainPrecision::to_json() const {
+  return {{"requested", requested},
+          {"forward", bf16 ? "bf16 autocast" : "fp32"},
+          {"channels_last", channels_last},
+          {"why", why},
+          {"weights", "fp32"}};
+}
+
+namespace {
+
+// One training run, in the parts train() strings together: set-up (precision, resume, optimizer, masks, loader),
+// epochs, steps, evaluation and saving. Rank coordination is the coordinator's: with one process it does nothing.
+class Trainer {
+ public:
+  explicit Trainer(TrainJob& job)
+      : job_(job),
+        p_(*job.params),
+        epochs_(p_.get_int("epochs")),
+        planned_(checkpoint_epochs(epochs_, p_.get_int("save_every"))),
+        coord_(dist::TrainingCoordinator::create([] { return stop_requested(); })) {}
+
+  TrainResult run() {
+    setup();
+    for (int64_t epoch = resume_.epoch + 1; epoch <= epochs_; ++epoch) {
+      const auto t0 = std::chrono::steady_clock::now();
+      EpochTotals totals = train_epoch(epoch);
+      if (coord_->should_stop()) {
+        save_interrupted(epoch);
+        break;
+      }
+      EpochRecord rec = finish_epoch(epoch, totals, std::chrono::steady_clock::now() - t0);
+      if (std::find(planned_.begin(), planned_.end(), epoch) != planned_.end()) {
+        save(job_.checkpoint_path(epoch), epoch, rec);
+        if (coord_->main()) job_.log->info("saved {}", job_.checkpoint_path(epoch).string());
+      }
+    }
+    if (!result_.interrupted && coord_->main()) {
+      std::error_code ec;
+      fs::remove(job_.interrupt_path, ec);
+      fs::remove(models::training_state_path(job_.interrupt_path), ec);
+    }
+    for (int64_t e : planned_)
+      if (fs::exists(job_.checkpoint_path(e))) result_.checkpoints.push_back(job_.checkpoint_path(e));
+    return std::move(result_);
   }
 
-  data::LoaderOptions lo;
-  lo.batch_size = global_batch / ranks;
-  lo.shuffle = true;
-  lo.drop_last = true;
-  lo.seed = job.seed;
-  lo.augment = job.augment;
-  lo.rank = parallel ? dist::rank() : 0;
-  lo.world_size = ranks;
-  data::Loader loader(*job.train, lo);
-  if (loader.num_batches() == 0)
-    throw Error("the training split has " + std::to_string(job.train->size()) + " images, fewer than one batch of " +
-                std::to_string(global_batch) + "; lower batch_size");
-  const int64_t steps = loader.num_batches();
-  const int64_t total = epochs * steps;
-  const int64_t warmup = std::llround(p.get_float("warmup_epochs") * double(steps));
-  auto ce = F::CrossEntropyFuncOptions().label_smoothing(p.get_float("label_smoothing"));
-
-  auto save = [&](const fs::path& path, int64_t epoch, const EpochRecord& rec) {
-    if (!main) return;  // the other ranks hold the same weights and optimizer state
-    nlohmann::json meta = job.meta;
-    meta["epoch"] = epoch;
-    meta["accuracy"] = rec.test_accuracy;
-    meta["loss"] = rec.test_loss;
-    meta["fingerprint"] = job.fingerprint;
-    meta["state_id"] = new_state_id();
-    models::StateDict mask_dict;
-    for (const auto& [name, m] : job.masks) mask_dict.insert(name, m.to(torch::kCPU, torch::kBool));
-    models::save_checkpoint(path, job.model, meta, mask_dict);
-    nlohmann::json extra;
-    extra["fingerprint"] = job.fingerprint;
-    extra["checkpoint_state_id"] = meta["state_id"];
-    extra["history"] = nlohmann::json::array();
-    for (const auto& r : result.history) extra["history"].push_back(r.to_json());
-    models::save_training_state(path, *optimizer, epoch, extra);
-  };
-
-  bool stop = false;  // data parallel: some rank was asked to stop (all agree, after the same step)
-  auto stopping = [&] { return parallel ? stop : stop_requested(); };
-  for (int64_t epoch = resume.epoch + 1; epoch <= epochs; ++epoch) {
-    job.model->train();
-    if (freeze_bn) freeze_batchnorm(job.model);
-    loader.set_epoch(epoch - 1);
-    ProgressBar bar(epoch, epochs, steps, main);
-    auto t0 = std::chrono::steady_clock::now();
-    auto loss_sum = torch::zeros({}, torch::TensorOptions().device(job.device).dtype(torch::kDouble));
-    auto correct = torch::zeros({}, torch::TensorOptions().device(job.device).dtype(torch::kLong));
+ private:
+  struct EpochTotals {
+    torch::Tensor loss_sum, correct;
     int64_t seen = 0;
     double lr = 0;
-    for (int64_t j = 0; j < steps; ++j) {
-      if (stopping()) break;
-      data::Batch b = loader.batch(j);
-      torch::Tensor x = cuda ? b.images.contiguous(at::MemoryFormat::ChannelsLast) : b.images;
-      lr = lr_at(p, (epoch - 1) * steps + j, total, warmup);
-      set_lr(*optimizer, lr);
-      optimizer->zero_grad();
-      torch::Tensor logits;
-      {
-        std::optional<compat::CudaAutocast> autocast;
-        if (bf16) autocast.emplace(at::kBFloat16);
-        logits = job.model->forward(x);
-      }
-      torch::Tensor loss = F::cross_entropy(logits.to(torch::kFloat), b.labels, ce);
-      loss.backward();
-      const int64_t n = b.labels.size(0);
-      const bool check = j % 20 == 0 || j + 1 == steps;
-      if (parallel) {
-        // Gradients averaged; this step's loss sum, hits and stop flags summed over the ranks in the same all-reduce.
-        torch::Tensor stats = torch::stack(
-            {loss.detach().to(torch::kFloat) * double(n), logits.argmax(1).eq(b.labels).sum().to(torch::kFloat),
-             torch::full({}, stop_requested() ? 1.0 : 0.0, torch::TensorOptions().device(job.device))});
-        sync->run(stats);
-        loss_sum += stats[0].to(torch::kDouble);
-        correct += stats[1].round().to(torch::kLong);
-        seen += n * ranks;
-        if (!cuda || check) stop = stats[2].item<float>() > 0;  // reading it syncs with the device
-      }
-      if (!masks.empty()) {
-        torch::NoGradGuard no_grad;
-        for (const auto& [name, m] : masks)
-          if (auto& g = params[name].mutable_grad(); g.defined()) g.mul_(m);
-      }
-      optimizer->step();
-      apply_masks(job.model, masks);  // momentum and decay cannot revive a pruned weight
-      if (!parallel) {
-        loss_sum += loss.detach().to(torch::kDouble) * double(n);
-        correct += logits.argmax(1).eq(b.labels).sum();
-        seen += n;
-      }
+  };
+
+  // ---- set-up ----
+  void setup() {
+    const bool cuda = job_.device.is_cuda();
+    const metrics::Bf16Support cpu = metrics::cpu_bf16_support();
+    precision_ = choose_precision(p_.get_string("precision"), p_.get_bool("channels_last"), job_.device, cpu);
+    result_.precision = precision_;
+    if (coord_->main()) {
+      if (precision_.bf16 && !cuda && !cpu.native)
+        job_.log->warn("training precision: {} ({})", precision_.name(), precision_.why);
+      else
+        job_.log->info("training precision: {} ({})", precision_.name(), precision_.why);
+    }
+    if (cuda) at::globalContext().setBenchmarkCuDNN(true);
+
+    const int64_t global_batch = p_.get_int("batch_size");
+    if (global_batch % coord_->ranks() != 0)
+      throw Error(job_.meta.value("stage", std::string("training")) + ".batch_size: " + std::to_string(global_batch) +
+                  " is not divisible by the " + std::to_string(coord_->ranks()) +
+                  " data-parallel processes (batch_size is the global batch; each process takes an equal share)");
+
+    // Fresh: every rank skips the search (rank 0 may be removing the files the others would look at).
+    if (job_.fresh && coord_->main()) remove_previous_run(job_, epochs_);
+    resume_ = job_.fresh ? Resume{} : find_resume(job_, epochs_);
+    if (!job_.fresh) coord_->agree_on_resume(resume_.epoch, job_.checkpoint_path(1).parent_path().string());
+    if (resume_.epoch > 0) {
+      job_.model = models::load_checkpoint(resume_.path);
+      prepare_model();
+      auto state = models::load_training_state(resume_.path, *optimizer_);
+      for (const auto& r : state.extra.value("history", nlohmann::json::array()))
+        result_.history.push_back(EpochRecord::from_json(r));
+      result_.resumed_from = resume_.epoch;
+      job_.log->info("resuming from {} (epoch {} of {})", resume_.path.string(), resume_.epoch, epochs_);
+    } else {
+      prepare_model();
+    }
+    for (const auto& [name, m] : job_.masks) masks_[name] = m.to(job_.device, torch::kFloat);
+    apply_masks(job_.model, masks_);
+    params_ = job_.model->named_parameters();
+    coord_->start(*job_.model);
+
+    data::LoaderOptions lo;
+    lo.batch_size = global_batch / coord_->ranks();
+    lo.shuffle = true;
+    lo.drop_last = true;
+    lo.seed = job_.seed;
+    lo.augment = job_.augment;
+    lo.rank = coord_->rank();
+    lo.world_size = coord_->ranks();
+    loader_.emplace(*job_.train, lo);
+    if (loader_->num_batches() == 0)
+      throw Error("the training split has " + std::to_string(job_.train->size()) + " images, fewer than one batch of " +
+                  std::to_string(global_batch) + "; lower batch_size");
+    steps_ = loader_->num_batches();
+    warmup_ = std::llround(p_.get_float("warmup_epochs") * double(steps_));
+    ce_ = F::CrossEntropyFuncOptions().label_smoothing(p_.get_float("label_smoothing"));
+  }
+
+  // The model on its device in its memory format, and a new optimizer for its parameters (fp32 master weights).
+  void prepare_model() {
+    job_.model->to(job_.device);
+    if (precision_.channels_last) to_channels_last(job_.model);
+    optimizer_ = make_optimizer(job_.model, p_);
+  }
+
+  // ---- one epoch ----
+  EpochTotals train_epoch(int64_t epoch) {
+    job_.model->train();
+    if (p_.get_bool("freeze_bn")) freeze_batchnorm(job_.model);
+    loader_->set_epoch(epoch - 1);
+    ProgressBar bar(epoch, epochs_, steps_, coord_->main());
+    EpochTotals t;
+    t.loss_sum = torch::zeros({}, torch::TensorOptions().device(job_.device).dtype(torch::kDouble));
+    t.correct = torch::zeros({}, torch::TensorOptions().device(job_.device).dtype(torch::kLong));
+    for (int64_t j = 0; j < steps_; ++j) {
+      if (coord_->should_stop()) break;
+      t.lr = lr_at(p_, (epoch - 1) * steps_ + j, epochs_ * steps_, warmup_);
       // Checking finiteness syncs with the device: every 20 steps is enough to stop a diverged run early. Data
       // parallel, the sums are global, so every rank sees the same value and stops at the same step.
+      const bool check = j % 20 == 0 || j + 1 == steps_;
+      const dist::StepTotals step = train_step(loader_->batch(j), t.lr, check);
+      t.loss_sum += step.loss_sum;
+      t.correct += step.correct;
+      t.seen += step.images;
       if (check) {
-        double mean = loss_sum.item<double>() / double(seen);
+        const double mean = t.loss_sum.item<double>() / double(t.seen);
         if (std::string why = divergence(mean); !why.empty())
           throw Error("training diverged: the loss is " + why + " at epoch " + std::to_string(epoch) + ", step " +
-                      std::to_string(j + 1) + " (lr " + std::to_string(lr) + "); lower optimizer.lr or raise warmup_epochs");
-        bar.update(j, mean, 100.0 * double(correct.item<int64_t>()) / double(seen), seen);
+                      std::to_string(j + 1) + " (lr " + std::to_string(t.lr) +
+                      "); lower optimizer.lr or raise warmup_epochs");
+        bar.update(j, mean, 100.0 * double(t.correct.item<int64_t>()) / double(t.seen), t.seen);
       }
     }
-    if (stopping()) {
-      if (parallel) request_stop();  // the pipeline then sees the interruption on every rank
-      if (epoch - 1 > resume.epoch && !result.history.empty() &&
-          std::find(planned.begin(), planned.end(), epoch - 1) == planned.end()) {
-        save(job.interrupt_path, epoch - 1, result.history.back());
-        if (main)
-          job.log->warn("interrupted in epoch {}; saved epoch {} to {}; rerun to continue", epoch, epoch - 1,
-                        job.interrupt_path.string());
-      } else if (main) {
-        job.log->warn("interrupted in epoch {}; rerun to continue from the last checkpoint", epoch);
-      }
-      result.interrupted = true;
-      break;
+    return t;
+  }
+
+  // ---- one step: forward (autocast when bf16), backward, gradient sync, masked update ----
+  dist::StepTotals train_step(const data::Batch& b, double lr, bool check) {
+    const torch::Tensor x =
+        precision_.channels_last ? b.images.contiguous(at::MemoryFormat::ChannelsLast) : b.images;
+    set_lr(*optimizer_, lr);
+    optimizer_->zero_grad();
+    torch::Tensor logits;
+    {
+      std::optional<compat::Autocast> autocast;
+      if (precision_.bf16) autocast.emplace(job_.device.type(), at::kBFloat16);
+      logits = job_.model->forward(x);
     }
-    double train_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const torch::Tensor loss = F::cross_entropy(logits.to(torch::kFloat), b.labels, ce_);
+    loss.backward();
+    dist::StepTotals totals = coord_->after_backward(loss, logits, b.labels, check);
+    if (!masks_.empty()) {
+      torch::NoGradGuard no_grad;
+      for (const auto& [name, m] : masks_)
+        if (auto& g = params_[name].mutable_grad(); g.defined()) g.mul_(m);
+    }
+    optimizer_->step();
+    apply_masks(job_.model, masks_);  // momentum and decay cannot revive a pruned weight
+    return totals;
+  }
+
+  // ---- end of an epoch: evaluation (fp32), the guards, the record ----
+  EpochRecord finish_epoch(int64_t epoch, const EpochTotals& t, std::chrono::steady_clock::duration took) {
+    const double train_secs = std::chrono::duration<double>(took).count();
     EpochRecord rec;
     rec.epoch = epoch;
-    rec.lr = lr;
-    rec.train_loss = loss_sum.item<double>() / double(seen);
-    rec.train_accuracy = 100.0 * double(correct.item<int64_t>()) / double(seen);
-    if (parallel) {
-      // Running statistics differ between ranks (each saw its own shard): rank 0's count, as DDP's broadcast_buffers.
-      std::vector<torch::Tensor> buffers = job.model->buffers();
-      dist::broadcast(buffers, 0);
-    }
-    auto t1 = std::chrono::steady_clock::now();
-    metrics::EvalResult ev = evaluate_all_ranks(job.model, *job.test, p.get_int("eval_batch_size"), job.device);
+    rec.lr = t.lr;
+    rec.train_loss = t.loss_sum.item<double>() / double(t.seen);
+    rec.train_accuracy = 100.0 * double(t.correct.item<int64_t>()) / double(t.seen);
+    coord_->before_evaluation(*job_.model);
+    const auto t1 = std::chrono::steady_clock::now();
+    metrics::EvalResult ev = evaluate_all_ranks(job_.model, *job_.test, p_.get_int("eval_batch_size"), job_.device);
     rec.eval_images_per_second =
         double(ev.count) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     // The weights can blow up in the last steps of an epoch, or only the BN running statistics (used in eval mode):
@@ -526,32 +540,76 @@ TrainResult train(TrainJob& job) {
     if (!std::isfinite(ev.loss))
       throw Error("training diverged: the test loss is " + divergence(ev.loss) + " after epoch " +
                   std::to_string(epoch) + " (training loss " + std::to_string(rec.train_loss) + ", lr " +
-                  std::to_string(lr) + "); lower optimizer.lr or raise warmup_epochs");
+                  std::to_string(t.lr) + "); lower optimizer.lr or raise warmup_epochs");
     if (ev.loss > kDivergedLoss)
-      job.log->warn("epoch {}: test loss {:.3g} (training loss {:.4f}): the BN running statistics have not settled, "
-                    "or the run is diverging",
-                    epoch, ev.loss, rec.train_loss);
+      job_.log->warn("epoch {}: test loss {:.3g} (training loss {:.4f}): the BN running statistics have not settled, "
+                     "or the run is diverging",
+                     epoch, ev.loss, rec.train_loss);
     rec.test_loss = ev.loss;
     rec.test_accuracy = ev.accuracy;
     rec.seconds = train_secs;
-    rec.images_per_second = double(seen) / train_secs;
-    result.history.push_back(rec);
-    job.log->info("epoch {}/{}  lr {:.5f}  loss {:.4f}  train {:.2f}%  test {:.2f}%  {:.0f} img/s  {:.1f} s", epoch,
-                  epochs, rec.lr, rec.train_loss, rec.train_accuracy, rec.test_accuracy, rec.images_per_second,
-                  rec.seconds);
-    if (std::find(planned.begin(), planned.end(), epoch) != planned.end()) {
-      save(job.checkpoint_path(epoch), epoch, rec);
-      job.log->info("saved {}", job.checkpoint_path(epoch).string());
+    rec.images_per_second = double(t.seen) / train_secs;
+    result_.history.push_back(rec);
+    job_.log->info("epoch {}/{}  lr {:.5f}  loss {:.4f}  train {:.2f}%  test {:.2f}%  {:.0f} img/s  {:.1f} s", epoch,
+                   epochs_, rec.lr, rec.train_loss, rec.train_accuracy, rec.test_accuracy, rec.images_per_second,
+                   rec.seconds);
+    return rec;
+  }
+
+  // ---- saving ----
+  void save(const fs::path& path, int64_t epoch, const EpochRecord& rec) {
+    if (!coord_->main()) return;  // the other ranks hold the same weights and optimizer state
+    nlohmann::json meta = job_.meta;
+    meta["epoch"] = epoch;
+    meta["accuracy"] = rec.test_accuracy;
+    meta["loss"] = rec.test_loss;
+    meta["fingerprint"] = job_.fingerprint;
+    meta["state_id"] = new_state_id();
+    models::StateDict mask_dict;
+    for (const auto& [name, m] : job_.masks) mask_dict.insert(name, m.to(torch::kCPU, torch::kBool));
+    models::save_checkpoint(path, job_.model, meta, mask_dict);  // fp32, contiguous
+    nlohmann::json extra;
+    extra["fingerprint"] = job_.fingerprint;
+    extra["checkpoint_state_id"] = meta["state_id"];
+    extra["history"] = nlohmann::json::array();
+    for (const auto& r : result_.history) extra["history"].push_back(r.to_json());
+    models::save_training_state(path, *optimizer_, epoch, extra);
+  }
+
+  // Stopped during `epoch`: the last finished epoch goes to the interrupt file unless it is a planned checkpoint.
+  void save_interrupted(int64_t epoch) {
+    request_stop();  // data parallel: the pipeline then sees the interruption on every rank
+    const bool main = coord_->main();
+    if (epoch - 1 > resume_.epoch && !result_.history.empty() &&
+        std::find(planned_.begin(), planned_.end(), epoch - 1) == planned_.end()) {
+      save(job_.interrupt_path, epoch - 1, result_.history.back());
+      if (main)
+        job_.log->warn("interrupted in epoch {}; saved epoch {} to {}; rerun to continue", epoch, epoch - 1,
+                       job_.interrupt_path.string());
+    } else if (main) {
+      job_.log->warn("interrupted in epoch {}; rerun to continue from the last checkpoint", epoch);
     }
+    result_.interrupted = true;
   }
-  if (!result.interrupted && main) {
-    std::error_code ec;
-    fs::remove(job.interrupt_path, ec);
-    fs::remove(models::training_state_path(job.interrupt_path), ec);
-  }
-  for (int64_t e : planned)
-    if (fs::exists(job.checkpoint_path(e))) result.checkpoints.push_back(job.checkpoint_path(e));
-  return result;
-}
+
+  TrainJob& job_;
+  const Params& p_;
+  const int64_t epochs_;
+  const std::vector<int64_t> planned_;
+  std::unique_ptr<dist::TrainingCoordinator> coord_;
+  TrainPrecision precision_;
+  TrainResult result_;
+  Resume resume_;
+  std::unique_ptr<torch::optim::SGD> optimizer_;
+  std::map<std::string, torch::Tensor> masks_;
+  torch::OrderedDict<std::string, torch::Tensor> params_;
+  std::optional<data::Loader> loader_;
+  int64_t steps_ = 0, warmup_ = 0;
+  F::CrossEntropyFuncOptions ce_;
+};
+
+}  // namespace
+
+TrainResult train(TrainJob& job) { return Trainer(job).run(); }
 
 }  // namespace expctl

@@ -66,11 +66,32 @@ struct TrainJob {
   std::shared_ptr<spdlog::logger> log;
 };
 
+/// How a training run computes. Master weights, optimizer state, BN statistics, checkpoints and masks stay fp32
+/// (masks exact zeros) whatever the precision; bf16 is autocast's, on the forward pass only.
+struct TrainPrecision {
+  std::string requested = "auto";  ///< the stage's `precision`: auto, fp32 or bf16
+  bool bf16 = false;               ///< forward under bf16 autocast
+  bool channels_last = false;      ///< weights and inputs in channels_last (NHWC)
+  std::string why;                 ///< why this choice, for the log and the metrics file
+  /// "bf16 autocast + channels_last", "fp32 + channels_last", "fp32".
+  std::string name() const;
+  nlohmann::json to_json() const;
+};
+
+namespace metrics {
+struct Bf16Support;
+}
+/// The stage's `precision` on `device`: auto = bf16 autocast on CUDA and on CPUs that compute bf16 natively
+/// (`cpu`), fp32 elsewhere; fp32 and bf16 are taken as asked. channels_last as asked (default on).
+TrainPrecision choose_precision(const std::string& requested, bool channels_last, const torch::Device& device,
+                                const metrics::Bf16Support& cpu);
+
 struct TrainResult {
   std::vector<EpochRecord> history;                ///< every epoch so far (also those before a resume)
   int64_t resumed_from = 0;                        ///< epoch the run continued from (0: fresh)
   bool interrupted = false;                        ///< stopped by SIGINT/SIGTERM; state saved, rerun continues
   std::vector<std::filesystem::path> checkpoints;  ///< checkpoint files of this job (all epochs, also earlier runs)
+  TrainPrecision precision;                        ///< what the training steps computed in
 };
 
 struct StageContext;

@@ -16,7 +16,13 @@ void add_training_params(ParamTable& t, int64_t default_epochs) {
   t.add_int("save_every", 5, "save a checkpoint every N epochs (and always at the last epoch); 0: last only")
       .min(0)
       .max(100000);
-  t.add_enum("precision", "auto", {"auto", "fp32", "bf16"}, "auto: bf16 autocast on CUDA, fp32 on CPU");
+  t.add_enum("precision", "auto", {"auto", "fp32", "bf16"},
+             "training forward: auto = bf16 autocast on CUDA and on CPUs with native bf16 (AVX512_BF16, AMX-BF16, "
+             "Arm BF16), fp32 elsewhere; weights, optimizer state, BN statistics, checkpoints and evaluation stay "
+             "fp32");
+  t.add_bool("channels_last", true,
+             "train with weights and inputs in channels_last (NHWC): faster convolutions with oneDNN (CPU) and "
+             "cuDNN (GPU)");
   t.add_bool("freeze_bn", false,
              "keep BatchNorm in eval mode while training (running statistics fixed, affine weights still learn); "
              "useful with small per-process batches");

@@ -94,7 +94,7 @@ TEST(Config, BadSetIsAConfigErrorNamingTheOption) {
   EXPECT_EQ(error_of(tmp / "s.yaml", {"finetune.epoch=3"}),
             "--set finetune.epoch=3: finetune.epoch: unknown key (did you mean 'epochs'?); valid keys: epochs, "
             "batch_size, eval_batch_size, optimizer, label_smoothing, schedule, warmup_epochs, save_every, precision, "
-            "freeze_bn");
+            "channels_last, freeze_bn");
   EXPECT_EQ(error_of(tmp / "s.yaml", {"model.name.x=3"}),
             "--set model.name.x=3: model.name is 'ResNet18', not a mapping");
   EXPECT_EQ(error_of(tmp / "s.yaml", {"stages=[download"}), "--set stages=[download: the value is not valid YAML");

@@ -136,7 +136,7 @@ TEST_P(OnDevice, ForwardMatchesTheCpuInFp32AndUnderBf16Autocast) {
   if (!cuda()) return;  // autocast below is CUDA's
   torch::Tensor low;
   {
-    compat::CudaAutocast bf16(at::kBFloat16);
+    compat::Autocast bf16(c10::DeviceType::CUDA, at::kBFloat16);
     low = net->forward(xd);
   }
   EXPECT_EQ(low.scalar_type(), at::kBFloat16) << "autocast did not run the network in bf16";
@@ -153,7 +153,7 @@ TEST_P(OnDevice, AutocastSeesWeightsChangedInPlaceBetweenScopes) {
   auto x = torch::randn({8, 16}, torch::TensorOptions().device(device_));
   torch::Tensor before, after;
   {
-    compat::CudaAutocast bf16(at::kBFloat16);
+    compat::Autocast bf16(c10::DeviceType::CUDA, at::kBFloat16);
     before = fc->forward(x);
   }
   {
@@ -161,7 +161,7 @@ TEST_P(OnDevice, AutocastSeesWeightsChangedInPlaceBetweenScopes) {
     fc->weight.mul_(-3.0);  // as an optimizer step does: in place, same tensor
   }
   {
-    compat::CudaAutocast bf16(at::kBFloat16);
+    compat::Autocast bf16(c10::DeviceType::CUDA, at::kBFloat16);
     after = fc->forward(x);
   }
   torch::Tensor expected;

@@ -5,10 +5,12 @@
 #include <torch/torch.h>
 
 #include "runner/core/error.h"
+#include "runner/metrics/environment.h"
 #include "runner/models/checkpoint.h"
 #include "tests/stages/toy_training.h"
 
 namespace fs = std::filesystem;
+namespace F = torch::nn::functional;
 using namespace expctl;
 using namespace expctl::test;
 
@@ -160,4 +162,88 @@ TEST(Trainer, TooFewImagesForOneBatchIsAnError) {
   Job j(1);
   j.train = toy_split(8, 1);
   EXPECT_THROW(train(j.job), Error);
+}
+
+TEST(Trainer, PrecisionAutoFollowsTheDeviceAndTheCpusBf16) {
+  const metrics::Bf16Support native{true, "AVX512_BF16"}, emulated{false, "no AVX512_BF16 or AMX-BF16 (x86-64)"};
+  const torch::Device cpu(torch::kCPU), cuda(torch::kCUDA);
+  TrainPrecision p = choose_precision("auto", true, cpu, native);
+  EXPECT_TRUE(p.bf16);
+  EXPECT_EQ(p.name(), "bf16 autocast + channels_last");
+  EXPECT_NE(p.why.find("AVX512_BF16"), std::string::npos) << p.why;
+  p = choose_precision("auto", true, cpu, emulated);
+  EXPECT_FALSE(p.bf16);
+  EXPECT_EQ(p.name(), "fp32 + channels_last");
+  EXPECT_NE(p.why.find("no AVX512_BF16"), std::string::npos) << p.why;
+  EXPECT_TRUE(choose_precision("auto", true, cuda, emulated).bf16);
+  EXPECT_FALSE(choose_precision("fp32", true, cuda, native).bf16);
+  p = choose_precision("bf16", false, cpu, emulated);  // forced: taken, with the reason it is slow
+  EXPECT_TRUE(p.bf16);
+  EXPECT_EQ(p.name(), "bf16 autocast");
+  EXPECT_NE(p.why.find("emulates"), std::string::npos) << p.why;
+  const nlohmann::json j = p.to_json();
+  EXPECT_EQ(j["requested"], "bf16");
+  EXPECT_EQ(j["forward"], "bf16 autocast");
+  EXPECT_EQ(j["weights"], "fp32");
+}
+
+TEST(Trainer, Bf16AutocastOnTheCpuKeepsWeightsStateAndMasksFp32) {
+  // Forced bf16 on whatever CPU this is (emulated where it has no native bf16: slow, but correct).
+  for (const char* precision : {"bf16", "fp32"}) {
+    SCOPED_TRACE(precision);
+    Job j(1);
+    Value v;
+    v.v = std::string(precision);
+    j.params.set("precision", v);
+    auto w = j.job.model->named_parameters()["layer2.0.conv1.weight"];
+    torch::manual_seed(9);
+    j.job.masks["layer2.0.conv1.weight"] = torch::rand(w.sizes()) > 0.5;
+    const TrainResult r = train(j.job);
+    EXPECT_EQ(r.precision.bf16, std::string(precision) == "bf16");
+    EXPECT_TRUE(r.precision.channels_last);
+    for (const auto& kv : j.job.model->named_parameters()) {
+      EXPECT_EQ(kv.value().scalar_type(), torch::kFloat) << kv.key();
+      if (kv.value().dim() == 4)
+        EXPECT_TRUE(kv.value().is_contiguous(at::MemoryFormat::ChannelsLast)) << kv.key();
+    }
+    for (const auto& b : j.job.model->buffers())
+      if (b.is_floating_point()) EXPECT_EQ(b.scalar_type(), torch::kFloat);
+    auto trained = j.job.model->named_parameters()["layer2.0.conv1.weight"];
+    EXPECT_EQ(trained.masked_select(j.job.masks["layer2.0.conv1.weight"].logical_not()).abs().max().item<float>(), 0.0f);
+    EXPECT_TRUE(std::isfinite(r.history.back().train_loss));
+    // The checkpoint holds fp32 weights in the standard layout, and they load into a model that evaluates.
+    const auto ck = models::read_checkpoint(j.job.checkpoint_path(1));
+    for (const auto& kv : ck.state_dict) {
+      if (kv.value().is_floating_point()) EXPECT_EQ(kv.value().scalar_type(), torch::kFloat) << kv.key();
+      EXPECT_TRUE(kv.value().is_contiguous()) << kv.key();
+    }
+    const nlohmann::ordered_json summary = training_summary(r, "S", torch::kCPU, nlohmann::json::object(), "x.pt");
+    EXPECT_EQ(summary["precision"]["forward"], std::string(precision) == "bf16" ? "bf16 autocast" : "fp32");
+  }
+}
+
+TEST(Trainer, ChannelsLastAndContiguousTrainingGiveTheSameResultWithinRounding) {
+  Job a(2), b(2);
+  Value off;
+  off.v = false;
+  b.params.set("channels_last", off);
+  const TrainResult ra = train(a.job), rb = train(b.job);
+  EXPECT_TRUE(ra.precision.channels_last);
+  EXPECT_FALSE(rb.precision.channels_last);
+  EXPECT_NEAR(ra.history.back().train_loss, rb.history.back().train_loss, 0.05);
+  // One forward and backward in each layout: the same gradients up to summation order. (After a few SGD steps on
+  // this tiny model the weights differ by a few percent: BN on batches of 16 amplifies rounding differences.)
+  models::ResNet contiguous = tiny_model(), nhwc = models::copy_model(contiguous);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : nhwc->parameters())
+      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  }
+  const data::Split batch = toy_split(16, 3);
+  const torch::Tensor x = batch.images.to(torch::kFloat) / 255.0;
+  F::cross_entropy(contiguous->forward(x), batch.labels).backward();
+  F::cross_entropy(nhwc->forward(x.contiguous(at::MemoryFormat::ChannelsLast)), batch.labels).backward();
+  auto ga = contiguous->named_parameters(), gb = nhwc->named_parameters();
+  for (const auto& kv : ga)
+    EXPECT_TRUE(torch::allclose(kv.value().grad(), gb[kv.key()].grad(), 1e-4, 1e-5)) << kv.key();
 }
