@@ -140,11 +140,11 @@ class SequentialCalibration {
                         const std::map<std::string, LayerRef>& layers)
       : model_(model), request_(request), layers_(layers) {
     acts_ = calibration_batches(model, request);
-    // One batch through every segment tells the largest activation per image.
+    // One image through every segment tells the largest activation per image.
     int64_t per_image = 0;
-    torch::Tensor x = acts_.front();
+    torch::Tensor x = acts_.front().slice(0, 0, 1);
     for (int64_t i = 0; i < model->num_segments(); ++i) {
-      per_image = std::max(per_image, int64_t(x.nbytes()) / std::max<int64_t>(1, x.size(0)));
+      per_image = std::max(per_image, int64_t(x.nbytes()));
       x = model->forward_segment(i, x);
     }
     cached_ = per_image * request.calibration.size(0) <= g_cache_limit;

@@ -9,16 +9,6 @@
 namespace expctl::dist {
 namespace {
 
-StepTotals local_totals(const torch::Tensor& loss, const torch::Tensor& logits, const torch::Tensor& labels) {
-  const int64_t n = labels.size(0);
-  return {loss.detach().to(torch::kDouble) * double(n), logits.argmax(1).eq(labels).sum(), n};
-}
-
-class SingleProcess : public TrainingCoordinator {
- public:
-  using TrainingCoordinator::TrainingCoordinator;
-};
-
 class DataParallel : public TrainingCoordinator {
  public:
   using TrainingCoordinator::TrainingCoordinator;
@@ -75,8 +65,6 @@ class DataParallel : public TrainingCoordinator {
   std::optional<GradientSync> sync_;
   bool stop_ = false;
 };
-
-class SingleStageProcess : public StageCoordinator {};
 
 class DataParallelStages : public StageCoordinator {
  public:
@@ -145,17 +133,18 @@ class DataParallelStages : public StageCoordinator {
 
 std::unique_ptr<StageCoordinator> StageCoordinator::create(std::string log_file) {
   if (active()) return std::make_unique<DataParallelStages>(std::move(log_file));
-  return std::make_unique<SingleStageProcess>();
+  return std::make_unique<StageCoordinator>();  // one process: every step does nothing
 }
 
 StepTotals TrainingCoordinator::after_backward(const torch::Tensor& loss, const torch::Tensor& logits,
                                                const torch::Tensor& labels, bool /*check*/) {
-  return local_totals(loss, logits, labels);
+  const int64_t n = labels.size(0);
+  return {loss.detach().to(torch::kDouble) * double(n), logits.argmax(1).eq(labels).sum(), n};
 }
 
 std::unique_ptr<TrainingCoordinator> TrainingCoordinator::create(std::function<bool()> stop_requested) {
   if (active()) return std::unique_ptr<TrainingCoordinator>(new DataParallel(std::move(stop_requested)));
-  return std::unique_ptr<TrainingCoordinator>(new SingleProcess(std::move(stop_requested)));
+  return std::unique_ptr<TrainingCoordinator>(new TrainingCoordinator(std::move(stop_requested)));
 }
 
 }  // namespace expctl::dist
