@@ -8,10 +8,12 @@ packages=(
   # libraries (LibTorch + Gloo headers for several processes, config, logging, JSON, CLI, downloads, archives, hashes)
   libtorch-dev libgloo-dev libyaml-cpp-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
   libcurl4-openssl-dev libarchive-dev libssl-dev zlib1g-dev
+  # image folders: PNG and JPEG decoding (libjpeg-turbo)
+  libpng-dev libjpeg62-turbo-dev
   # fast BLAS for LibTorch's CPU kernels (the reference BLAS is ~8x slower at batch 1)
   libopenblas0-pthread
   # tests: GoogleTest, Python's torch/torchvision for the interop tests, real Fashion-MNIST files
-  libgtest-dev libgmock-dev python3 python3-torch python3-torchvision dataset-fashion-mnist
+  libgtest-dev libgmock-dev python3 python3-torch python3-torchvision python3-pil python3-numpy dataset-fashion-mnist
   # reports: training-curve plots
   gnuplot-nox
   # tests: a single-node Slurm for the job-array test (scripts/slurm-local.sh)

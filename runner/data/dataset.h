@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,9 +36,47 @@ const DatasetInfo& cifar10_info();
 /// Fashion-MNIST: 1×28×28, 10 classes ("T-shirt/top", "Trouser", ...), mean 0.2860, std 0.3530.
 const DatasetInfo& fashion_mnist_info();
 
-/// One split of a data set, entirely in memory on one device.
+/// torchvision's RandomResizedCrop(size, scale, ratio): a random window of `scale` × the area and an aspect ratio
+/// in `ratio` (log-uniform), resized to the output size. A training augmentation.
+struct RandomResizedCrop {
+  bool enabled = false;
+  double scale_lo = 0.08, scale_hi = 1.0;
+  double ratio_lo = 3.0 / 4.0, ratio_hi = 4.0 / 3.0;
+};
+
+/// Images that are decoded when they are needed instead of being held in memory (image folders): a split then
+/// keeps only labels and indices into its source. Thread-safe: load() runs on several worker threads at once.
+class ImageSource {
+ public:
+  virtual ~ImageSource() = default;
+  /// Images in the source.
+  virtual int64_t size() const = 0;
+  /// The shape load() produces: [channels, height, width].
+  virtual int64_t channels() const = 0;
+  virtual int64_t height() const = 0;
+  virtual int64_t width() const = 0;
+  /// Writes image `i` as uint8 [C, H, W] (C*H*W bytes) to `out`: with `crop` (enabled), a random resized crop of
+  /// the whole decoded image drawn from `seed`; otherwise the evaluation transforms (resize, centre crop).
+  /// Throws expctl::DataError naming the file when it cannot be decoded.
+  virtual void load(int64_t i, uint8_t* out, const RandomResizedCrop* crop, uint64_t seed) const = 0;
+  /// The file image `i` comes from.
+  virtual std::string path(int64_t i) const = 0;
+  /// Threads that decode a batch together.
+  virtual int64_t workers() const = 0;
+};
+
+/// Images `indices` (into `source`) decoded on source.workers() threads: uint8 [K, C, H, W] on the CPU.
+/// `seeds` (one per image) are used with an enabled `crop`; the first decoding error is rethrown.
+torch::Tensor decode_images(const ImageSource& source, const std::vector<int64_t>& indices,
+                            const RandomResizedCrop* crop = nullptr, const std::vector<uint64_t>& seeds = {});
+
+/// CIFAR-100: 3×32×32, 100 fine classes (or 20 coarse superclasses), mean (0.5071, 0.4865, 0.4409),
+/// std (0.2673, 0.2564, 0.2762).
+DatasetInfo cifar100_info(bool coarse);
+
+/// One split of a data set, in memory on one device, or (`stream` set) decoded from files when asked for.
 struct Split {
-  torch::Tensor images;                  ///< uint8 [N, C, H, W], contiguous
+  torch::Tensor images;                  ///< uint8 [N, C, H, W], contiguous; undefined when streamed
   torch::Tensor labels;                  ///< int64 [N], values in [0, num_classes)
   int64_t num_classes = 0;               ///< number of classes of the data set (not only those present)
   std::vector<std::string> class_names;  ///< index = label
@@ -45,8 +84,25 @@ struct Split {
   std::string source;                    ///< where the samples came from, for reports, e.g.
                                          ///< "CIFAR-10 test split (/d/cifar-10-batches-bin), first 128 of ..."
 
+  std::shared_ptr<const ImageSource> stream;  ///< set when images are decoded on demand (images undefined)
+  torch::Tensor stream_index;                  ///< int64 [N] on the CPU: sample → image of `stream`
+
   /// Number of samples N.
   int64_t size() const { return labels.defined() ? labels.size(0) : 0; }
+  /// True when images are decoded on demand from `stream`.
+  bool streamed() const { return stream != nullptr; }
+  /// C, H, W of every image.
+  int64_t channels() const;
+  int64_t height() const;
+  int64_t width() const;
+  /// The device the split's tensors (and the images it hands out) are on.
+  torch::Device device() const { return labels.defined() ? labels.device() : torch::Device(torch::kCPU); }
+  /// uint8 images [K, C, H, W] of samples [begin, end) or of `indices`, on device(): a view or gather of `images`,
+  /// or decoded with the evaluation transforms when streamed.
+  torch::Tensor pixels(int64_t begin, int64_t end) const;
+  torch::Tensor pixels(const torch::Tensor& indices) const;
+  /// Samples [begin, end) as a split of their own (views when in memory).
+  Split slice(int64_t begin, int64_t end) const;
   /// The same split with images and labels on `device` (a copy only when the device differs).
   Split to(const torch::Device& device) const;
 };
@@ -63,6 +119,12 @@ Split read_cifar10(const std::filesystem::path& batches_dir, bool train);
 /// present, whole records, labels in range; batches.meta.txt), without keeping the data. Throws the same
 /// expctl::DataError. For an archive's content before it is marked unpacked.
 void check_cifar10(const std::filesystem::path& batches_dir);
+
+/// Reads the CIFAR-100 binary format from `dir` (the unpacked `cifar-100-binary/` folder): train.bin or test.bin,
+/// records of 1 coarse label byte, 1 fine label byte and 3072 pixel bytes (R, G, B planes). `coarse` picks the
+/// 20 superclasses as labels. Class names from fine_label_names.txt / coarse_label_names.txt when present.
+/// Throws expctl::DataError "<file>: <what is wrong>" as read_cifar10() does (both labels are range-checked).
+Split read_cifar100(const std::filesystem::path& dir, bool train, bool coarse);
 
 /// Reads Fashion-MNIST IDX files from `dir`: train-images-idx3-ubyte / train-labels-idx1-ubyte when `train`,
 /// else t10k-*; each either gzip-compressed (name + ".gz", preferred when both exist) or plain.

@@ -1,4 +1,5 @@
-// Built-in data sets: CIFAR-10 (binary tarball) and Fashion-MNIST (four gz IDX files).
+// The data-set registry's shared part: common keys, normalisation choice, and reading a scenario's split.
+// Each data set has one file of its own (cifar10.cpp, fashion_mnist.cpp, ...) with its entry and reader.
 #include "runner/data/datasets.h"
 
 #include "runner/core/error.h"
@@ -9,95 +10,69 @@
 namespace expctl::data {
 namespace fs = std::filesystem;
 
-namespace {
-
-void add_common(ParamTable& t, int64_t crop_padding, bool hflip) {
+void add_common_params(ParamTable& t, int64_t crop_padding, bool hflip) {
   t.add_int("train_subset", 0, "use only this many training images (class-balanced; 0: all)").min(0);
   t.add_int("test_subset", 0, "use only this many test images (class-balanced; 0: all)").min(0);
   t.add_int("augment.crop_padding", crop_padding, "random crop after zero padding by this many pixels (0: off)")
       .min(0)
       .max(64);
-  t.add_bool("augment.hflip", hflip, "random horizontal flip");
+  t.add_bool("augment.hflip", hflip, "random horizontal flip (torchvision's RandomHorizontalFlip)");
+  t.add_enum("normalize", "auto", {"auto", "dataset", "imagenet", "none"},
+             "per-channel normalisation: the data set's statistics, ImageNet's, none (x / 255), or auto (ImageNet's "
+             "when the model starts from pretrained weights, else the data set's)");
 }
 
-// What the reader needs is missing: say which command fetches it.
-void require_dir(const fs::path& dir, const std::string& what) {
+void require_downloaded(const fs::path& dir, const std::string& what) {
   if (!fs::is_directory(dir))
     throw DataError(dir.string() + ": " + what +
                     " not found; the download stage fetches it (expctl run SCENARIO.yaml --only download)");
 }
 
-DatasetEntry cifar10() {
-  DatasetEntry e;
-  e.info.name = "CIFAR10";
-  e.info.summary = "CIFAR-10, binary version: 50,000 train / 10,000 test 32x32 colour images, 10 classes";
-  ParamTable& t = e.info.params;
-  t.add_url("url", "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "the binary tarball");
-  t.add_string("md5", "c32a1d4ab5d03f1284b67883e8d87530", "expected MD5 of the tarball ('' = do not check)");
-  add_common(t, 4, true);
-  e.describe = cifar10_info;
-  e.train_size = 50000;
-  e.test_size = 10000;
-  e.files = [](const Params& p, const fs::path& dir) {
-    const std::string& url = p.get_string("url");
-    return std::vector<io::RemoteFile>{{url, dir / io::url_basename(url), "", p.get_string("md5"), dir / "CIFAR10",
-                                        "CIFAR-10 binary tarball", "dataset.url",
-                                        [](const fs::path& root) { check_cifar10(root / "cifar-10-batches-bin"); }}};
-  };
-  e.read = [](const Params&, const fs::path& dir, bool train) {
-    fs::path batches = dir / "CIFAR10" / "cifar-10-batches-bin";
-    require_dir(batches, "CIFAR-10");
-    return read_cifar10(batches, train);
-  };
-  return e;
+Normalization imagenet_normalization(int64_t channels) {
+  if (channels == 1) return {{0.449f}, {0.226f}};
+  return {{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};
 }
 
-const std::vector<std::string> kFashionFiles{"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-                                             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"};
+Augmentation augmentation_of(const Params& dataset) {
+  Augmentation a;
+  a.crop_padding = dataset.get_int("augment.crop_padding");
+  a.horizontal_flip = dataset.get_bool("augment.hflip");
+  if (dataset.has("augment.random_resized_crop")) {
+    auto& c = a.resized_crop;
+    c.enabled = dataset.get_bool("augment.random_resized_crop");
+    const auto& scale = dataset.get_list("augment.scale");
+    const auto& ratio = dataset.get_list("augment.ratio");
+    c.scale_lo = std::stod(scale.at(0));
+    c.scale_hi = std::stod(scale.at(1));
+    c.ratio_lo = std::stod(ratio.at(0));
+    c.ratio_hi = std::stod(ratio.at(1));
+  }
+  return a;
+}
 
-DatasetEntry fashion_mnist() {
-  DatasetEntry e;
-  e.info.name = "FashionMNIST";
-  e.info.summary = "Fashion-MNIST: 60,000 train / 10,000 test 28x28 grey images, 10 classes (gz IDX files)";
-  ParamTable& t = e.info.params;
-  t.add_url("url", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-            "folder URL of the four .gz IDX files (Debian's copy: file:///usr/share/datasets/fashion-mnist/)");
-  // The official MD5s of the .gz files; Debian recompressed its copy, so its files have other MD5s.
-  t.add_list("md5",
-             {"8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-              "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"},
-             "MD5 of train-images, train-labels, t10k-images, t10k-labels (.gz); [] = do not check");
-  add_common(t, 2, false);
-  e.info.check = [](const Params& p, const std::string& prefix, std::vector<Diagnostic>& diags) {
-    const auto& md5 = p.get_list("md5");
-    if (!md5.empty() && md5.size() != kFashionFiles.size())
-      diags.push_back({p.at("md5").mark, prefix + ".md5",
-                       "expected 4 checksums (train-images, train-labels, t10k-images, t10k-labels) or [], got " +
-                           std::to_string(md5.size())});
-  };
-  e.describe = fashion_mnist_info;
-  e.train_size = 60000;
-  e.test_size = 10000;
-  e.files = [](const Params& p, const fs::path& dir) {
-    std::string base = p.get_string("url");
-    if (!base.empty() && base.back() != '/') base += '/';
-    const auto& md5 = p.get_list("md5");
-    std::vector<io::RemoteFile> out;
-    for (size_t i = 0; i < kFashionFiles.size(); ++i)
-      out.push_back({base + kFashionFiles[i], dir / "FashionMNIST" / kFashionFiles[i], "", md5.empty() ? "" : md5[i],
-                     "", "Fashion-MNIST " + kFashionFiles[i], "dataset.url"});
-    return out;
-  };
-  e.read = [](const Params&, const fs::path& dir, bool train) {
-    require_dir(dir / "FashionMNIST", "Fashion-MNIST");
-    return read_fashion_mnist(dir / "FashionMNIST", train);
-  };
-  return e;
+int64_t prefetch_of(const Params& dataset) { return dataset.has("prefetch") ? dataset.get_int("prefetch") : 0; }
+
+namespace {
+
+// The statistics `normalize` chooses for a data set whose own are `own`.
+Normalization chosen_normalization(const ScenarioConfig& cfg, const Normalization& own, int64_t channels) {
+  const std::string& how = cfg.dataset.get_string("normalize");
+  if (how == "none") return {};
+  if (how == "imagenet") return imagenet_normalization(channels);
+  if (how == "dataset") return own;
+  const bool pretrained = cfg.model.has("pretrained") && cfg.model.get_bool("pretrained");
+  return pretrained ? imagenet_normalization(channels) : own;
 }
 
 }  // namespace
 
 const DatasetEntry& dataset_entry(const ScenarioConfig& cfg) { return *DatasetRegistry::find(cfg.dataset_name()); }
+
+DatasetInfo dataset_info(const ScenarioConfig& cfg) {
+  DatasetInfo info = dataset_entry(cfg).describe(cfg.dataset, Naming(cfg).datasets_dir());
+  info.norm = chosen_normalization(cfg, info.norm, info.channels);
+  return info;
+}
 
 int64_t expected_split_size(const ScenarioConfig& cfg, bool train) {
   const DatasetEntry& e = dataset_entry(cfg);
@@ -118,12 +93,10 @@ Split load_dataset(const ScenarioConfig& cfg, bool train) {
       io::check_extracted(f.extract_to);
   }
   Split split = e.read(cfg.dataset, dir, train);
+  split.norm = chosen_normalization(cfg, split.norm, split.channels());
   int64_t n = cfg.dataset.get_int(train ? "train_subset" : "test_subset");
   if (n > 0 && n < split.size()) split = subset(split, n, static_cast<uint64_t>(cfg.runtime.get_int("seed")));
   return split;
 }
-
-EXPCTL_REGISTER(DatasetRegistry, cifar10());
-EXPCTL_REGISTER(DatasetRegistry, fashion_mnist());
 
 }  // namespace expctl::data

@@ -5,7 +5,13 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <chrono>
+#include <future>
+#include <map>
+#include <mutex>
+
 #include "runner/core/error.h"
+#include "runner/data/image.h"
 
 namespace expctl::data {
 
@@ -14,6 +20,7 @@ namespace {
 // Stream numbers passed to derive_seed, so that the permutation and the augmentation never share a seed.
 constexpr uint64_t kPermutationStream = 1;
 constexpr uint64_t kAugmentStream = 2;
+constexpr uint64_t kResizedCropStream = 3;
 
 uint64_t splitmix64(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
@@ -58,14 +65,31 @@ torch::Tensor crop_flip(const torch::Tensor& images, const torch::Tensor& top, c
   return padded.reshape({b, c, hp * wp}).gather(2, index).view({b, c, h, w});
 }
 
-Loader::Loader(const Split& split, LoaderOptions options) : split_(split), options_(std::move(options)) {
+struct Loader::Prefetch {
+  std::mutex mutex;
+  std::map<std::pair<int64_t, int64_t>, std::shared_future<torch::Tensor>> pending;  // (epoch, batch) → images
+  StreamStats stats;
+};
+
+Loader::Loader(const Split& split, LoaderOptions options)
+    : split_(split), options_(std::move(options)), prefetch_(std::make_shared<Prefetch>()) {
   const auto& o = options_;
-  if (!split_.images.defined() || split_.images.dim() != 4)
-    invalid(split_.source + ": images must be a [N, C, H, W] tensor");
-  if (!split_.labels.defined() || split_.labels.dim() != 1 || split_.labels.size(0) != split_.images.size(0))
-    invalid(split_.source + ": labels must be [N] with N = " + std::to_string(split_.images.size(0)));
-  if (split_.labels.device() != split_.images.device())
-    invalid(split_.source + ": images and labels are on different devices");
+  if (split_.streamed()) {
+    if (!split_.stream_index.defined() || split_.stream_index.dim() != 1 ||
+        split_.stream_index.size(0) != split_.size())
+      invalid(split_.source + ": a streamed split needs one stream index per label");
+  } else {
+    if (!split_.images.defined() || split_.images.dim() != 4)
+      invalid(split_.source + ": images must be a [N, C, H, W] tensor");
+    if (!split_.labels.defined() || split_.labels.dim() != 1 || split_.labels.size(0) != split_.images.size(0))
+      invalid(split_.source + ": labels must be [N] with N = " + std::to_string(split_.images.size(0)));
+    if (split_.labels.device() != split_.images.device())
+      invalid(split_.source + ": images and labels are on different devices");
+  }
+  if (o.prefetch < 0) invalid("prefetch must be >= 0, got " + std::to_string(o.prefetch));
+  const auto& rc = o.augment.resized_crop;
+  if (rc.enabled && !(rc.scale_lo > 0 && rc.scale_lo <= rc.scale_hi && rc.ratio_lo > 0 && rc.ratio_lo <= rc.ratio_hi))
+    invalid("random resized crop needs 0 < scale_lo <= scale_hi and 0 < ratio_lo <= ratio_hi");
   if (o.batch_size < 1) invalid("batch_size must be >= 1, got " + std::to_string(o.batch_size));
   if (o.world_size < 1) invalid("world_size must be >= 1, got " + std::to_string(o.world_size));
   if (o.rank < 0 || o.rank >= o.world_size)
@@ -74,7 +98,7 @@ Loader::Loader(const Split& split, LoaderOptions options) : split_(split), optio
     invalid("augment.crop_padding must be >= 0, got " + std::to_string(o.augment.crop_padding));
   if (!options_.norm) options_.norm = split_.norm;
   const auto& norm = *options_.norm;
-  const int64_t channels = split_.images.size(1);
+  const int64_t channels = split_.channels();
   if (norm.mean.size() != norm.std.size() || (!norm.mean.empty() && int64_t(norm.mean.size()) != channels))
     invalid("normalisation needs one mean and one std per channel (" + std::to_string(channels) + "), got " +
             std::to_string(norm.mean.size()) + " and " + std::to_string(norm.std.size()));
@@ -88,7 +112,7 @@ Loader::Loader(const Split& split, LoaderOptions options) : split_(split), optio
     mean[i] = double(norm.mean[i]);
     stdv[i] = double(norm.std[i]);
   }
-  const auto fopts = torch::dtype(torch::kFloat).device(split_.images.device());
+  const auto fopts = torch::dtype(torch::kFloat).device(split_.device());
   scale_ = (1.0 / (255.0 * stdv)).to(fopts).view({1, channels, 1, 1});
   shift_ = (-mean / stdv).to(fopts).view({1, channels, 1, 1});
 
@@ -108,7 +132,14 @@ void Loader::set_epoch(int64_t epoch) {
   } else {
     perm = torch::arange(n, torch::kLong);
   }
-  permutation_ = perm.to(split_.images.device());
+  permutation_ = perm.to(split_.device());
+  // Batches decoded ahead for another epoch are of no use. They are dropped outside the lock: dropping waits for
+  // a running decode, which takes the lock to add its figures.
+  std::map<std::pair<int64_t, int64_t>, std::shared_future<torch::Tensor>> stale;
+  {
+    std::lock_guard<std::mutex> lock(prefetch_->mutex);
+    stale.swap(prefetch_->pending);
+  }
 }
 
 Loader::Range Loader::range(int64_t j) const {
@@ -147,7 +178,7 @@ Batch Loader::batch(int64_t j) const {
   const int64_t size = r.end - r.begin;
   Batch out;
   out.indices = permutation_.narrow(0, r.begin, size);
-  auto images = split_.images.index_select(0, out.indices);
+  auto images = images_of(j, r);
   out.labels = split_.labels.index_select(0, out.indices);
 
   const auto& aug = options_.augment;
@@ -166,6 +197,95 @@ Batch Loader::batch(int64_t j) const {
   }
   out.images = images.to(torch::kFloat) * scale_ + shift_;
   return out;
+}
+
+namespace {
+
+// One held uint8 image [C, H, W] (CPU) through RandomResizedCrop back to its own size.
+torch::Tensor resized_crop_held(const torch::Tensor& chw, const RandomResizedCrop& rc, uint64_t seed) {
+  const int64_t c = chw.size(0), h = chw.size(1), w = chw.size(2);
+  Image img;
+  img.channels = c;
+  img.height = h;
+  img.width = w;
+  auto hwc = chw.permute({1, 2, 0}).contiguous();
+  img.pixels.assign(hwc.data_ptr<uint8_t>(), hwc.data_ptr<uint8_t>() + hwc.numel());
+  const CropWindow win = random_resized_crop_window(h, w, rc.scale_lo, rc.scale_hi, rc.ratio_lo, rc.ratio_hi, seed);
+  Image out = resize(crop(img, win.top, win.left, win.height, win.width), h, w);
+  return torch::from_blob(out.pixels.data(), {h, w, c}, torch::kUInt8).permute({2, 0, 1}).contiguous();
+}
+
+}  // namespace
+
+torch::Tensor Loader::images_of(int64_t j, const Range& r) const {
+  const int64_t size = r.end - r.begin;
+  const RandomResizedCrop& rc = options_.augment.resized_crop;
+  // A sample's crop depends on its place in the epoch's permutation, not on the rank that draws it.
+  std::vector<uint64_t> seeds;
+  if (rc.enabled)
+    for (int64_t k = 0; k < size; ++k)
+      seeds.push_back(derive_seed(options_.seed, kResizedCropStream, uint64_t(epoch_), uint64_t(r.begin + k)));
+  const auto positions = permutation_.narrow(0, r.begin, size);
+
+  if (!split_.streamed()) {
+    auto images = split_.images.index_select(0, positions);
+    if (!rc.enabled) return images;
+    auto cpu = images.to(torch::kCPU).contiguous();
+    std::vector<torch::Tensor> out;
+    for (int64_t k = 0; k < size; ++k) out.push_back(resized_crop_held(cpu[k], rc, seeds[size_t(k)]));
+    return torch::stack(out).to(images.device());
+  }
+
+  // Streamed: take batch j if it was decoded ahead, else decode it now; then start the next ones.
+  auto source_rows = [&](const Range& rr) {
+    auto rows = split_.stream_index.index_select(0, permutation_.narrow(0, rr.begin, rr.end - rr.begin).to(torch::kCPU));
+    rows = rows.contiguous();
+    return std::vector<int64_t>(rows.data_ptr<int64_t>(), rows.data_ptr<int64_t>() + rows.numel());
+  };
+  // Weak: a pending task must not keep the loader's state alive (the state owns the task's future).
+  auto task = [source = split_.stream, rc, weak = std::weak_ptr<Prefetch>(prefetch_)](std::vector<int64_t> rows,
+                                                                                      std::vector<uint64_t> sd) {
+    const auto t0 = std::chrono::steady_clock::now();
+    auto images = decode_images(*source, rows, rc.enabled ? &rc : nullptr, sd);
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (auto prefetch = weak.lock()) {
+      std::lock_guard<std::mutex> lock(prefetch->mutex);
+      prefetch->stats.images += int64_t(rows.size());
+      prefetch->stats.decode_seconds += secs;
+    }
+    return images;
+  };
+  const auto t0 = std::chrono::steady_clock::now();
+  std::shared_future<torch::Tensor> ready;
+  {
+    std::lock_guard<std::mutex> lock(prefetch_->mutex);
+    auto it = prefetch_->pending.find({epoch_, j});
+    if (it != prefetch_->pending.end()) {
+      ready = it->second;
+      prefetch_->pending.erase(it);
+    }
+  }
+  torch::Tensor images = ready.valid() ? ready.get() : task(source_rows(r), seeds);
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  {
+    std::lock_guard<std::mutex> lock(prefetch_->mutex);
+    prefetch_->stats.wait_seconds += waited;
+    for (int64_t k = j + 1; k <= std::min(j + options_.prefetch, num_batches_ - 1); ++k) {
+      if (prefetch_->pending.count({epoch_, k})) continue;
+      const Range rk = range(k);
+      std::vector<uint64_t> sk;
+      if (rc.enabled)
+        for (int64_t i = 0; i < rk.end - rk.begin; ++i)
+          sk.push_back(derive_seed(options_.seed, kResizedCropStream, uint64_t(epoch_), uint64_t(rk.begin + i)));
+      prefetch_->pending[{epoch_, k}] = std::async(std::launch::async, task, source_rows(rk), std::move(sk)).share();
+    }
+  }
+  return images.to(split_.device());
+}
+
+StreamStats Loader::stream_stats() const {
+  std::lock_guard<std::mutex> lock(prefetch_->mutex);
+  return prefetch_->stats;
 }
 
 torch::Tensor normalize(const torch::Tensor& images, const Normalization& norm) {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <iterator>
+#include <memory>
 #include <optional>
 
 #include "runner/data/dataset.h"
@@ -16,6 +17,16 @@ namespace expctl::data {
 struct Augmentation {
   int64_t crop_padding = 0;      ///< pad each side with zeros (black), then crop back to H×W at a random offset
   bool horizontal_flip = false;  ///< mirror each sample left-right with probability 1/2
+  /// Applied first: to the whole decoded image of a streamed split, to the held image otherwise.
+  RandomResizedCrop resized_crop;
+};
+
+/// What a loader of a streamed split did: images decoded, the decoding threads' time, and how long batch()
+/// waited for images that were not decoded yet (0 when decoding keeps ahead of training).
+struct StreamStats {
+  int64_t images = 0;
+  double decode_seconds = 0;  ///< wall time of the decoding calls (they run on `workers` threads each)
+  double wait_seconds = 0;    ///< time batch() blocked on decoding
 };
 
 /// Options of a Loader; plain data with defaults, validated by the Loader's constructor.
@@ -27,6 +38,7 @@ struct LoaderOptions {
   Augmentation augment;      ///< none by default
   /// Per-channel mean/std; unset: the split's own `norm`. An empty Normalization scales to [0, 1] only.
   std::optional<Normalization> norm;
+  int64_t prefetch = 0;    ///< streamed splits: batches decoded ahead on background threads (0: on demand)
   int64_t rank = 0;        ///< this process's rank in [0, world_size)
   int64_t world_size = 1;  ///< number of data-parallel ranks sharing each epoch
 };
@@ -70,7 +82,10 @@ class Loader {
   const LoaderOptions& options() const { return options_; }
 
   /// Batch `j` (0 <= j < num_batches()) of the current epoch on this rank; random access, deterministic.
+  /// On a streamed split it also starts decoding the next `prefetch` batches.
   Batch batch(int64_t j) const;
+  /// Decoding figures so far (streamed splits; zeros otherwise).
+  StreamStats stream_stats() const;
   /// This rank's sample indices of the current epoch, in the order its batches yield them (int64, CPU).
   torch::Tensor epoch_indices() const;
 
@@ -105,8 +120,13 @@ class Loader {
   };
   Range range(int64_t j) const;
 
+  // The uint8 images of batch j (before crop_padding / flip), decoded or gathered; and the seeds of its samples.
+  torch::Tensor images_of(int64_t j, const Range& r) const;
+  struct Prefetch;  // decodes ahead on background threads; shared so that the loader stays copyable
+
   Split split_;
   LoaderOptions options_;
+  std::shared_ptr<Prefetch> prefetch_;
   int64_t epoch_ = 0;
   int64_t num_batches_ = 0;
   int64_t used_samples_ = 0;     // samples of the permutation used per epoch (all ranks together)

@@ -44,7 +44,8 @@ Split select(const Split& split, const torch::Tensor& indices, const std::string
                   std::to_string(split.size()) + ")");
   }
   Split out = split;
-  out.images = split.images.index_select(0, idx);
+  if (split.images.defined()) out.images = split.images.index_select(0, idx);
+  if (split.stream_index.defined()) out.stream_index = split.stream_index.index_select(0, idx.to(torch::kCPU));
   out.labels = split.labels.index_select(0, idx);
   if (!note.empty()) out.source += ", " + note;
   return out;

@@ -136,7 +136,7 @@ EvalResult evaluate(models::ResNet& model, const data::Split& split, int64_t bat
   for (int64_t begin = 0; begin < n; begin += batch_size) {
     const int64_t end = std::min(n, begin + batch_size);
     // uint8 travels to the device (4× less than float), and is converted there.
-    auto images = data::normalize(split.images.slice(0, begin, end).to(device), split.norm);
+    auto images = data::normalize(split.pixels(begin, end).to(device), split.norm);
     auto labels = split.labels.slice(0, begin, end).to(device);
     auto logits = model->forward(images);
     loss_sum += torch::nn::functional::cross_entropy(

@@ -49,7 +49,7 @@ ModelEntry resnet(int depth, const std::string& weights_url) {
 
 ResNet build_model(const ScenarioConfig& cfg) {
   const ModelEntry& e = *ModelRegistry::find(cfg.model_name());
-  const data::DatasetInfo& d = data::dataset_entry(cfg).describe();
+  const data::DatasetInfo d = data::dataset_info(cfg);
   ResNetSpec spec = e.spec(cfg.model, d.num_classes, d.channels);
   torch::manual_seed(static_cast<uint64_t>(cfg.runtime.get_int("seed")));
   auto files = e.files(cfg.model, Naming(cfg).models_dir());

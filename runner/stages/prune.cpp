@@ -128,7 +128,7 @@ class PruneStage : public Stage {
     PruneRequest req;
     req.model = model;
     req.groups = models::channel_groups(model);
-    req.calibration = data::normalize(calibration.images, calibration.norm);
+    req.calibration = data::normalize(calibration.pixels(0, calibration.size()), calibration.norm);
     req.batch_size = eval_batch;
     req.params = &p;
     req.device = device;

@@ -390,7 +390,7 @@ class ReportStage : public Stage {
     const ScenarioConfig& cfg = ctx.config;
     const Params& p = ctx.params;
     torch::Device device = prepare_runtime(cfg, *ctx.log);
-    const data::DatasetInfo& info = data::dataset_entry(cfg).describe();
+    const data::DatasetInfo info = data::dataset_info(cfg);
     const Metrics stages = stage_metrics(cfg, ctx.naming);
     const Evaluation ev = evaluation_of(cfg, stages);
 

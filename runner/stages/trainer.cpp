@@ -18,6 +18,7 @@
 #include "runner/core/error.h"
 #include "runner/core/naming.h"
 #include "runner/core/pipeline.h"
+#include "runner/data/datasets.h"
 #include "runner/dist/coordinator.h"
 #include "runner/metrics/environment.h"
 #include "runner/metrics/metrics.h"
@@ -28,7 +29,7 @@ namespace fs = std::filesystem;
 namespace F = torch::nn::functional;
 
 nlohmann::json EpochRecord::to_json() const {
-  return {{"epoch", epoch},
+  nlohmann::json j = {{"epoch", epoch},
           {"lr", lr},
           {"train_loss", train_loss},
           {"train_accuracy", train_accuracy},
@@ -37,6 +38,12 @@ nlohmann::json EpochRecord::to_json() const {
           {"seconds", seconds},
           {"images_per_second", images_per_second},
           {"eval_images_per_second", eval_images_per_second}};
+  if (decoded_images > 0) {
+    j["decoded_images"] = decoded_images;
+    j["decode_images_per_second"] = decode_images_per_second;
+    j["data_wait_seconds"] = data_wait_seconds;
+  }
+  return j;
 }
 
 EpochRecord EpochRecord::from_json(const nlohmann::json& j) {
@@ -50,6 +57,9 @@ EpochRecord EpochRecord::from_json(const nlohmann::json& j) {
   r.seconds = j.at("seconds");
   r.images_per_second = j.at("images_per_second");
   r.eval_images_per_second = j.value("eval_images_per_second", 0.0);
+  r.decoded_images = j.value("decoded_images", int64_t(0));
+  r.decode_images_per_second = j.value("decode_images_per_second", 0.0);
+  r.data_wait_seconds = j.value("data_wait_seconds", 0.0);
   return r;
 }
 
@@ -87,9 +97,7 @@ metrics::EvalResult evaluate_all_ranks(models::ResNet& model, const data::Split&
   const int64_t begin = r * n / w, end = (r + 1) * n / w;
   metrics::EvalResult part;
   if (end > begin) {
-    data::Split shard = split;
-    shard.images = split.images.slice(0, begin, end);
-    shard.labels = split.labels.slice(0, begin, end);
+    const data::Split shard = split.slice(begin, end);
     part = metrics::evaluate(model, shard, batch_size, device);
   }
   std::vector<torch::Tensor> sums{
@@ -283,7 +291,8 @@ TrainJob make_train_job(const StageContext& ctx, const std::string& stage, model
   job.train = &train;
   job.test = &test;
   job.params = &ctx.params;
-  job.augment = {cfg.dataset.get_int("augment.crop_padding"), cfg.dataset.get_bool("augment.hflip")};
+  job.augment = data::augmentation_of(cfg.dataset);
+  job.prefetch = data::prefetch_of(cfg.dataset);
   job.seed = static_cast<uint64_t>(cfg.runtime.get_int("seed"));
   job.device = device;
   job.checkpoint_path = std::move(checkpoint_path);
@@ -446,6 +455,7 @@ class Trainer {
     lo.drop_last = true;
     lo.seed = job_.seed;
     lo.augment = job_.augment;
+    lo.prefetch = job_.prefetch;
     lo.rank = coord_->rank();
     lo.world_size = coord_->ranks();
     loader_.emplace(*job_.train, lo);
@@ -549,10 +559,21 @@ class Trainer {
     rec.test_accuracy = ev.accuracy;
     rec.seconds = train_secs;
     rec.images_per_second = double(t.seen) / train_secs;
+    if (job_.train->streamed()) {
+      const data::StreamStats now = loader_->stream_stats();
+      rec.decoded_images = now.images - stream_seen_.images;
+      const double decode = now.decode_seconds - stream_seen_.decode_seconds;
+      rec.decode_images_per_second = decode > 0 ? double(rec.decoded_images) / decode : 0.0;
+      rec.data_wait_seconds = now.wait_seconds - stream_seen_.wait_seconds;
+      stream_seen_ = now;
+    }
     result_.history.push_back(rec);
     job_.log->info("epoch {}/{}  lr {:.5f}  loss {:.4f}  train {:.2f}%  test {:.2f}%  {:.0f} img/s  {:.1f} s", epoch,
                    epochs_, rec.lr, rec.train_loss, rec.train_accuracy, rec.test_accuracy, rec.images_per_second,
                    rec.seconds);
+    if (rec.decoded_images > 0)
+      job_.log->info("epoch {}: data: {} images decoded at {:.0f} img/s; training waited {:.1f} s of {:.1f} s for data",
+                     epoch, rec.decoded_images, rec.decode_images_per_second, rec.data_wait_seconds, rec.seconds);
     return rec;
   }
 
@@ -604,6 +625,7 @@ class Trainer {
   std::map<std::string, torch::Tensor> masks_;
   torch::OrderedDict<std::string, torch::Tensor> params_;
   std::optional<data::Loader> loader_;
+  data::StreamStats stream_seen_;  // the loader's figures at the end of the previous epoch
   int64_t steps_ = 0, warmup_ = 0;
   F::CrossEntropyFuncOptions ce_;
 };

@@ -37,6 +37,10 @@ struct EpochRecord {
   double lr = 0, train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0;
   double seconds = 0, images_per_second = 0;  ///< training time of the epoch (evaluation excluded)
   double eval_images_per_second = 0;          ///< test-split evaluation throughput
+  /// Streamed training split only: images decoded this epoch, their decoding rate (per decoding call's wall
+  /// time, all worker threads together) and how long training waited for them.
+  int64_t decoded_images = 0;
+  double decode_images_per_second = 0, data_wait_seconds = 0;
   nlohmann::json to_json() const;
   static EpochRecord from_json(const nlohmann::json& j);
 };
@@ -48,6 +52,7 @@ struct TrainJob {
   const data::Split* test = nullptr;   ///< evaluated after every epoch
   const Params* params = nullptr;      ///< the stage block (see add_training_params)
   data::Augmentation augment;          ///< from the data set's parameters
+  int64_t prefetch = 0;                ///< batches decoded ahead on a streamed split
   uint64_t seed = 0;
   torch::Device device = torch::kCPU;
   /// Checkpoint file of an epoch ({...}_FT_{e}.pt or {...}_FTAP_{code}_{e}.pt).

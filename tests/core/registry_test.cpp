@@ -18,7 +18,7 @@ using namespace expctl;
 TEST(Registry, EveryBuiltInNameIsRegistered) {
   const Catalog& c = Catalog::instance();
   EXPECT_EQ(c.names("model"), (std::vector<std::string>{"ResNet18", "ResNet34"}));
-  EXPECT_EQ(c.names("dataset"), (std::vector<std::string>{"CIFAR10", "FashionMNIST"}));
+  EXPECT_EQ(c.names("dataset"), (std::vector<std::string>{"CIFAR10", "CIFAR100", "FashionMNIST", "ImageFolder"}));
   EXPECT_EQ(c.names("pruner"), (std::vector<std::string>{"neuron_coverage", "wanda"}));
   EXPECT_EQ(c.names("stage"), (std::vector<std::string>{"download", "finetune", "prune", "recover", "report"}));
   EXPECT_EQ(c.names("section"), (std::vector<std::string>{"paths", "runtime", "scenario"}));
@@ -69,8 +69,10 @@ TEST(Registry, EveryCombinationValidatesFromAMinimalConfig) {
     for (const auto& dataset : c.names("dataset"))
       for (const auto& pruner : c.names("pruner")) {
         SCOPED_TRACE(model + " " + dataset + " " + pruner);
+        // An image folder needs its folder; the rest run from their defaults.
+        const std::string folder = dataset == "ImageFolder" ? ", path: images" : "";
         test::write_file(tmp / "s.yaml", "schema: 1\nscenario: {test_scenario: TS0, method: M}\nmodel: {name: " +
-                                             model + "}\ndataset: {name: " + dataset +
+                                             model + "}\ndataset: {name: " + dataset + folder +
                                              "}\nstages: [download, finetune, prune, recover, report]\n"
                                              "prune: {pruner: " +
                                              pruner + "}\n");
@@ -88,11 +90,15 @@ TEST(Registry, EveryModelBuildsForEveryDataSet) {
   for (const auto& model : c.names("model"))
     for (const auto& dataset : c.names("dataset")) {
       SCOPED_TRACE(model + " " + dataset);
+      // An image folder's classes are its training folder's sub-folders: three here.
+      for (const char* cls : {"a", "b", "c"}) std::filesystem::create_directories(tmp.path() / "images/train" / cls);
+      const std::string folder =
+          dataset == "ImageFolder" ? ", path: " + (tmp.path() / "images").string() + ", image_size: 32" : "";
       test::write_file(tmp / "s.yaml", "schema: 1\nscenario: {test_scenario: TS0, method: M}\nmodel: {name: " + model +
-                                           ", pretrained: false}\ndataset: {name: " + dataset +
+                                           ", pretrained: false}\ndataset: {name: " + dataset + folder +
                                            "}\nstages: [download]\n");
       ScenarioConfig cfg = load_scenario(tmp / "s.yaml");
-      const data::DatasetInfo& d = data::dataset_entry(cfg).describe();
+      const data::DatasetInfo d = data::dataset_info(cfg);
       models::ResNet net = models::build_model(cfg);
       auto logits = net->forward(torch::zeros({2, d.channels, d.height, d.width}));
       EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{2, d.num_classes}));

@@ -1,0 +1,126 @@
+// CIFAR-10, binary version: the registry entry and the reader. Files are read straight into tensors and
+// reshaped, so there is no per-sample loop; every check names the file so that a broken download is easy to find.
+#include "runner/core/error.h"
+#include "runner/data/datasets.h"
+#include "runner/data/file_checks.h"
+#include "runner/io/archive.h"
+#include "runner/io/checksum.h"
+
+namespace expctl::data {
+namespace fs = std::filesystem;
+using detail::check_labels;
+using detail::fail;
+using detail::require_dir;
+using detail::require_file;
+
+namespace {
+
+constexpr int64_t kCifarPixels = 3 * 32 * 32;
+constexpr int64_t kCifarRecord = 1 + kCifarPixels;
+
+std::vector<std::string> read_cifar_names(const fs::path& dir) {
+  const fs::path file = dir / "batches.meta.txt";
+  if (!fs::exists(file)) return cifar10_info().class_names;
+  return detail::read_name_lines(file, 10);
+}
+
+}  // namespace
+
+
+// The statistics are the commonly published ones for each training split; compute_normalization() reproduces them
+// (a test checks Fashion-MNIST's against the real files).
+const DatasetInfo& cifar10_info() {
+  static const DatasetInfo info{
+      /*name=*/"CIFAR-10",
+      /*channels=*/3,
+      /*height=*/32,
+      /*width=*/32,
+      /*num_classes=*/10,
+      {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"},
+      {/*mean=*/{0.4914f, 0.4822f, 0.4465f}, /*std=*/{0.2470f, 0.2435f, 0.2616f}}};
+  return info;
+}
+
+namespace {
+
+// The batch files of a split; every one is checked to exist before any is read, so a half-unpacked folder
+// fails fast with the missing name.
+std::vector<fs::path> cifar_files(const fs::path& batches_dir, bool train) {
+  require_dir(batches_dir, "the CIFAR-10 binary folder cifar-10-batches-bin/");
+  std::vector<fs::path> files;
+  if (train) {
+    for (int i = 1; i <= 5; ++i) files.push_back(batches_dir / ("data_batch_" + std::to_string(i) + ".bin"));
+  } else {
+    files.push_back(batches_dir / "test_batch.bin");
+  }
+  for (const auto& f : files) require_file(f);
+  return files;
+}
+
+// One batch file, checked: whole records, labels in range. Returns {images [N, 3, 32, 32], labels [N]}.
+std::pair<torch::Tensor, torch::Tensor> read_cifar_batch(const fs::path& file) {
+  auto records = detail::read_records(file, kCifarRecord, "CIFAR-10 binary");
+  auto labels = records.select(1, 0).to(torch::kLong);
+  check_labels(labels, cifar10_info().num_classes, file);
+  // The 3072 bytes are already the R, G, B planes in row-major order, i.e. [C, H, W].
+  return {records.narrow(1, 1, kCifarPixels).reshape({-1, 3, 32, 32}), labels};
+}
+
+}  // namespace
+
+void check_cifar10(const fs::path& batches_dir) {
+  for (bool train : {true, false})
+    for (const auto& f : cifar_files(batches_dir, train)) read_cifar_batch(f);
+  read_cifar_names(batches_dir);
+}
+
+Split read_cifar10(const fs::path& batches_dir, bool train) {
+  const auto& info = cifar10_info();
+  std::vector<torch::Tensor> images, labels;
+  for (const auto& f : cifar_files(batches_dir, train)) {
+    auto [i, l] = read_cifar_batch(f);
+    images.push_back(i);
+    labels.push_back(l);
+  }
+  Split split;
+  split.images = torch::cat(images).contiguous();
+  split.labels = torch::cat(labels);
+  split.num_classes = info.num_classes;
+  split.class_names = read_cifar_names(batches_dir);
+  split.norm = info.norm;
+  split.source = "CIFAR-10 " + std::string(train ? "train" : "test") + " split (" + batches_dir.string() + ")";
+  return split;
+}
+
+namespace {
+
+DatasetEntry cifar10() {
+  DatasetEntry e;
+  e.info.name = "CIFAR10";
+  e.info.summary = "CIFAR-10, binary version: 50,000 train / 10,000 test 32x32 colour images, 10 classes";
+  ParamTable& t = e.info.params;
+  t.add_url("url", "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "the binary tarball");
+  t.add_string("md5", "c32a1d4ab5d03f1284b67883e8d87530", "expected MD5 of the tarball ('' = do not check)");
+  add_common_params(t, 4, true);
+  e.describe = [](const Params&, const fs::path&) { return cifar10_info(); };
+  e.train_size = 50000;
+  e.test_size = 10000;
+  e.files = [](const Params& p, const fs::path& dir) {
+    const std::string& url = p.get_string("url");
+    return std::vector<io::RemoteFile>{{url, dir / io::url_basename(url), "", p.get_string("md5"), dir / "CIFAR10",
+                                        "CIFAR-10 binary tarball", "dataset.url",
+                                        [](const fs::path& root) { check_cifar10(root / "cifar-10-batches-bin"); }}};
+  };
+  e.read = [](const Params&, const fs::path& dir, bool train) {
+    fs::path batches = dir / "CIFAR10" / "cifar-10-batches-bin";
+    require_downloaded(batches, "CIFAR-10");
+    return read_cifar10(batches, train);
+  };
+  return e;
+}
+
+}  // namespace
+
+EXPCTL_REGISTER(DatasetRegistry, cifar10());
+
+}  // namespace expctl::data
