@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <future>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -133,10 +134,17 @@ EvalResult evaluate(models::ResNet& model, const data::Split& split, int64_t bat
   auto loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
   auto correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kLong).device(device));
   const int64_t n = split.size();
+  // A streamed split decodes the next batch on its worker threads while the model runs on this one. The
+  // decoding threads take no InferenceMode with them: they only read files and write uint8 pixels.
+  std::future<torch::Tensor> next;
+  auto decode = [&split, n, batch_size](int64_t begin) { return split.pixels(begin, std::min(n, begin + batch_size)); };
+  if (split.streamed()) next = std::async(std::launch::async, decode, int64_t(0));
   for (int64_t begin = 0; begin < n; begin += batch_size) {
     const int64_t end = std::min(n, begin + batch_size);
+    torch::Tensor pixels = split.streamed() ? next.get() : split.pixels(begin, end);
+    if (split.streamed() && end < n) next = std::async(std::launch::async, decode, end);
     // uint8 travels to the device (4× less than float), and is converted there.
-    auto images = data::normalize(split.pixels(begin, end).to(device), split.norm);
+    auto images = data::normalize(pixels.to(device), split.norm);
     auto labels = split.labels.slice(0, begin, end).to(device);
     auto logits = model->forward(images);
     loss_sum += torch::nn::functional::cross_entropy(

@@ -379,3 +379,43 @@ TEST(DownloadStage, StaleTemporaryFilesOfDeadProcessesAreRemoved) {
             std::string::npos)
       << r.output;
 }
+
+TEST(DownloadStage, AnImageFolderArchiveIsFetchedCheckedUnpackedAndRead) {
+  test::TempDir tmp;
+  const fs::path www = tmp / "www";
+  fs::create_directories(www);
+  // Fashion-MNIST as PNGs (3 per class and split), packed like Imagenette: one top folder in the archive.
+  auto made = test::run_shell("/usr/bin/python3 " + std::string(EXPCTL_SOURCE_DIR) + "/scripts/fashion_mnist_png.py " +
+                              (tmp / "src/fmnist-png").string() + " --per-class 3");
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  auto tar = test::run_shell("tar czf " + (www / "fmnist-png.tgz").string() + " -C " + (tmp / "src").string() +
+                             " fmnist-png");
+  ASSERT_EQ(tar.exit_code, 0) << tar.output;
+  io::test::HttpServer server(www, tmp / "server.log");
+  const std::string data = "{name: ImageFolder, url: '" + server.url("/fmnist-png.tgz") + "', md5: " +
+                           io::md5_file(www / "fmnist-png.tgz") + ", subdir: fmnist-png, channels: 1, image_size: 32}";
+  test::write_file(tmp / "s.yaml", scenario("{name: ResNet18, pretrained: false}", data));
+  auto r = test::run_expctl("run s.yaml", tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::is_directory(tmp / "downloaded_datasets/ImageFolder/fmnist-png/fmnist-png/val/Trouser"));
+
+  test::Cwd cwd(tmp.path());
+  const ScenarioConfig cfg = load_scenario("s.yaml");
+  const data::Split train = data::load_dataset(cfg, true), test_split = data::load_dataset(cfg, false);
+  EXPECT_EQ(train.size(), 30);
+  EXPECT_EQ(test_split.size(), 30);
+  EXPECT_EQ(train.class_names.front(), "Ankle_boot") << "sorted folder names";
+  EXPECT_EQ(train.pixels(0, 2).sizes(), (std::vector<int64_t>{2, 1, 32, 32}));
+  EXPECT_EQ(models::build_model(cfg)->spec().num_classes, 10);
+
+  // A file changed after the extraction is refused when the split is read again.
+  const fs::path one = tmp / "downloaded_datasets/ImageFolder/fmnist-png/fmnist-png/train/Bag";
+  fs::path first = fs::directory_iterator(one)->path();
+  test::write_file(first, "changed");
+  try {
+    data::load_dataset(cfg, true);
+    ADD_FAILURE() << "no DataError";
+  } catch (const DataError& e) {
+    EXPECT_NE(std::string(e.what()).find(first.filename().string()), std::string::npos) << e.what();
+  }
+}
