@@ -17,7 +17,14 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <fstream>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
 #include "runner/core/error.h"
+#include "runner/core/files.h"
+#include "runner/core/hash.h"
 #include "runner/data/datasets.h"
 #include "runner/data/image.h"
 #include "runner/io/archive.h"
@@ -110,7 +117,15 @@ struct ScanResult {
   int64_t ignored = 0;                  // files without an image extension
   std::vector<std::string> bad;         // unreadable images (skipped under on_bad_image: skip)
   std::vector<std::string> loops;       // symlinks that lead back to a folder above them
+  std::map<std::string, int64_t> folders;  // every folder walked → its modification time (for the scan cache)
+  std::string cached_from;              // the cache file the result was read from ("" = scanned now)
 };
+
+int64_t mtime_of(const fs::path& dir) {
+  std::error_code ec;
+  const auto t = fs::last_write_time(dir, ec);
+  return ec ? -1 : int64_t(t.time_since_epoch().count());
+}
 
 void record_bad(ScanResult& r, const FolderOptions& o, const std::string& what) {
   if (!o.skip_bad) throw DataError(what + " (on_bad_image: skip leaves such files out)");
@@ -130,6 +145,7 @@ void walk(const fs::path& dir, std::vector<fs::path>& ancestors, std::map<std::s
     return;
   }
   ancestors.push_back(real);
+  r.folders[dir.string()] = mtime_of(dir);
   auto& here = files[dir.string()];
   std::vector<fs::path> subdirs;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
@@ -201,6 +217,55 @@ ScanResult scan(const fs::path& dir, const std::vector<std::string>& classes, co
   return r;
 }
 
+// ---- scan cache ----
+// Listing and checking every file of a large folder (ImageNet: 1.3 M files) takes minutes, and every stage reads
+// both splits. The result is kept in <paths.datasets>/ImageFolder/.scans/<key>.json and reused while no folder
+// that was walked has changed (adding, removing or renaming a file or folder changes its folder's time). A file
+// rewritten in place is not noticed by this check; decoding it then names it.
+
+fs::path cache_file(const fs::path& datasets_dir, const fs::path& dir, const std::vector<std::string>& classes,
+                    const FolderOptions& o) {
+  std::string key = fs::absolute(dir).lexically_normal().string() + "\n" + (o.verify_decode ? "decode" : "header") +
+                    "\n" + (o.skip_bad ? "skip" : "fail");
+  for (const auto& c : classes) key += "\n" + c;
+  return datasets_dir / "ImageFolder" / ".scans" / (sha256_hex(key).substr(0, 24) + ".json");
+}
+
+std::optional<ScanResult> load_cached_scan(const fs::path& file) {
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) return std::nullopt;
+  try {
+    std::ifstream in(file);
+    const auto j = nlohmann::json::parse(in);
+    if (j.value("version", 0) != 1) return std::nullopt;
+    ScanResult r;
+    for (const auto& [folder, time] : j.at("folders").items()) {
+      if (mtime_of(folder) != time.get<int64_t>()) return std::nullopt;
+      r.folders[folder] = time.get<int64_t>();
+    }
+    r.paths = j.at("paths").get<std::vector<std::string>>();
+    r.labels = j.at("labels").get<std::vector<int64_t>>();
+    r.bad = j.at("bad").get<std::vector<std::string>>();
+    r.ignored = j.at("ignored").get<int64_t>();
+    if (r.paths.size() != r.labels.size()) return std::nullopt;
+    r.cached_from = file.string();
+    return r;
+  } catch (const std::exception&) {
+    return std::nullopt;  // a damaged cache is only a slower read: scan again
+  }
+}
+
+void save_scan(const fs::path& file, const ScanResult& r) {
+  nlohmann::json j = {{"version", 1},     {"folders", r.folders}, {"paths", r.paths},
+                      {"labels", r.labels}, {"bad", r.bad},       {"ignored", r.ignored}};
+  try {
+    fs::create_directories(file.parent_path());
+    write_file_atomic(file, j.dump(), "image folder scan");
+  } catch (const std::exception&) {
+    // A read-only data-set folder: every read scans.
+  }
+}
+
 // Decodes the folder's files on demand: the evaluation transforms (Resize(resize) + CenterCrop(image_size)), or a
 // RandomResizedCrop(image_size) of the whole image for training.
 class FolderSource : public ImageSource {
@@ -269,7 +334,10 @@ Split read_folder(const Params& p, const fs::path& datasets_dir, bool train) {
       if (!std::binary_search(here.begin(), here.end(), name))
         throw DataError(dir.string() + ": class folder '" + name + "' of the training folder is missing");
   }
-  ScanResult r = scan(dir, classes, o);
+  const fs::path cache = cache_file(datasets_dir, dir, classes, o);
+  std::optional<ScanResult> cached = load_cached_scan(cache);
+  ScanResult r = cached ? std::move(*cached) : scan(dir, classes, o);
+  if (!cached) save_scan(cache, r);
   std::vector<int64_t> keep(r.paths.size());
   for (size_t i = 0; i < keep.size(); ++i) keep[i] = int64_t(i);
   if (!o.by_folders) keep = fraction_split(r.labels, int64_t(classes.size()), o.test_fraction, o.split_seed, train);
@@ -295,6 +363,7 @@ Split read_folder(const Params& p, const fs::path& datasets_dir, bool train) {
   what << "): " << paths.size() << " images, " << classes.size() << " classes";
   if (!r.bad.empty()) what << ", " << r.bad.size() << " unreadable skipped (first: " << r.bad.front() << ")";
   if (r.ignored) what << ", " << r.ignored << " non-image files ignored";
+  if (!r.cached_from.empty()) what << ", file list from " << r.cached_from;
 
   const double bytes = double(paths.size()) * double(o.channels * o.image_size * o.image_size);
   const bool memory = o.load == "memory" || (o.load == "auto" && bytes <= double(o.memory_limit_mb) * 1048576.0);

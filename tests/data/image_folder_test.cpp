@@ -51,7 +51,8 @@ class ImageReference : public ::testing::Test {
   static ScenarioConfig folder_scenario(const fs::path& root, const std::string& extra = "") {
     const fs::path yaml = root.parent_path() / "scenario.yaml";
     test::write_file(yaml, "schema: 1\nscenario: {test_scenario: TS9, method: FineTuning}\n"
-                           "model: {name: ResNet18, pretrained: false}\ndataset:\n  name: ImageFolder\n  path: " + root.string() +
+                           "model: {name: ResNet18, pretrained: false}\npaths: {datasets: " +
+                               (root.parent_path() / "data").string() + "}\ndataset:\n  name: ImageFolder\n  path: " + root.string() +
                                "\n  image_size: 16\n  resize: 18\n" + extra + "\nstages: [finetune]\n");
     return load_scenario(yaml);
   }
@@ -227,6 +228,29 @@ TEST_F(ImageReference, BadImagesEmptyClassesAndSymlinkLoopsAreNamed) {
   fs::copy_file(root / "train/dog/img 0.png", root / "train/emu/a.png");
   e = data_error([&] { load_dataset(folder_scenario(root), false); });
   EXPECT_NE(e.find("class folder 'emu' of the training folder is missing"), std::string::npos) << e;
+}
+
+TEST_F(ImageReference, TheFolderScanIsReusedUntilAFolderChanges) {
+  test::TempDir t;
+  const fs::path root = t.path() / "f";
+  copy_folder(dir() / "folder", root);
+  const Split first = load_dataset(folder_scenario(root, "  load: stream"), true);
+  EXPECT_EQ(first.source.find("file list from"), std::string::npos) << first.source;
+  ASSERT_EQ(test::count_entries(t.path() / "data/ImageFolder/.scans"), 1u);
+  // Nothing changed: the listing (and its header checks) come from the cache, in the same order.
+  const Split second = load_dataset(folder_scenario(root, "  load: stream"), true);
+  EXPECT_NE(second.source.find("file list from"), std::string::npos) << second.source;
+  ASSERT_EQ(second.size(), first.size());
+  for (int64_t i = 0; i < first.size(); ++i) EXPECT_EQ(second.stream->path(i), first.stream->path(i));
+  EXPECT_TRUE(torch::equal(second.labels, first.labels));
+  // A new file changes its folder's time: the folder is scanned again and the file is found and checked.
+  test::write_file(root / "train/cat/nested/new.png", "not a png");
+  const std::string e = data_error([&] { load_dataset(folder_scenario(root, "  load: stream"), true); });
+  EXPECT_NE(e.find("train/cat/nested/new.png: not a PNG or JPEG image"), std::string::npos) << e;
+  fs::remove(root / "train/cat/nested/new.png");
+  const Split third = load_dataset(folder_scenario(root, "  load: stream"), true);
+  EXPECT_EQ(third.source.find("file list from"), std::string::npos) << third.source;
+  EXPECT_EQ(third.size(), first.size());
 }
 
 TEST_F(ImageReference, ConfigErrorsNameTheFileLineAndKey) {
