@@ -7,8 +7,6 @@
 #include "runner/core/error.h"
 #include "runner/data/datasets.h"
 #include "runner/data/file_checks.h"
-#include "runner/io/archive.h"
-#include "runner/io/checksum.h"
 
 namespace expctl::data {
 namespace fs = std::filesystem;

@@ -13,7 +13,10 @@
 #include <cmath>
 #include <csetjmp>
 #include <cstring>
+#include <exception>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "runner/core/error.h"
 
@@ -373,6 +376,46 @@ Image center_crop(const Image& in, int64_t height, int64_t width) {
   };
   const int64_t top = offset(in.height, height), left = offset(in.width, width);
   return crop(in, top, left, height, width);
+}
+
+void to_planes(const Image& img, uint8_t* out) {
+  const int64_t plane = img.height * img.width, c = img.channels;
+  for (int64_t p = 0; p < plane; ++p)
+    for (int64_t ch = 0; ch < c; ++ch) out[ch * plane + p] = img.pixels[size_t(p * c + ch)];
+}
+
+Image from_planes(const uint8_t* planes, int64_t channels, int64_t height, int64_t width) {
+  Image img;
+  img.channels = channels;
+  img.height = height;
+  img.width = width;
+  img.pixels.resize(size_t(channels * height * width));
+  const int64_t plane = height * width;
+  for (int64_t p = 0; p < plane; ++p)
+    for (int64_t ch = 0; ch < channels; ++ch) img.pixels[size_t(p * channels + ch)] = planes[ch * plane + p];
+  return img;
+}
+
+void parallel_for_each(int64_t n, int64_t threads, const std::function<void(int64_t)>& fn) {
+  threads = std::max<int64_t>(1, std::min(threads, n));
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto work = [&](int64_t t) {
+    for (int64_t i = t; i < n; i += threads) {
+      try {
+        fn(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) error = std::current_exception();
+        return;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work, t);
+  work(0);
+  for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
 }
 
 Image hflip(const Image& in) {

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,6 +57,14 @@ Image center_crop(const Image& in, int64_t height, int64_t width);
 
 /// Mirrors left-right.
 Image hflip(const Image& in);
+
+/// The image as channel planes ([C, H, W], C*H*W bytes) written to `out`, and back.
+void to_planes(const Image& img, uint8_t* out);
+Image from_planes(const uint8_t* planes, int64_t channels, int64_t height, int64_t width);
+
+/// Runs fn(0) .. fn(n - 1) on min(threads, n) threads (this one included), dealt out round-robin; after all have
+/// stopped, rethrows the first exception any call threw (a thread stops at its first one).
+void parallel_for_each(int64_t n, int64_t threads, const std::function<void(int64_t)>& fn);
 
 /// The crop window of torchvision's RandomResizedCrop.get_params for an h × w image: up to 10 draws of an area
 /// fraction in `scale` and a log-uniform aspect ratio in `ratio`, then the centred fallback. The draws come from a

@@ -13,7 +13,6 @@
 #include <map>
 #include <set>
 #include <sstream>
-#include <thread>
 
 #include <ATen/CPUGeneratorImpl.h>
 
@@ -27,8 +26,6 @@
 #include "runner/core/hash.h"
 #include "runner/data/datasets.h"
 #include "runner/data/image.h"
-#include "runner/io/archive.h"
-#include "runner/io/checksum.h"
 
 namespace expctl::data {
 namespace fs = std::filesystem;
@@ -196,16 +193,8 @@ ScanResult scan(const fs::path& dir, const std::vector<std::string>& classes, co
   }
   // The checks read files: spread them over the worker threads.
   std::vector<std::string> problems(candidates.size());
-  {
-    const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(o.workers, int64_t(candidates.size())));
-    std::vector<std::thread> pool;
-    auto work = [&](int64_t t) {
-      for (size_t i = size_t(t); i < candidates.size(); i += size_t(threads)) problems[i] = check_image(candidates[i], o);
-    };
-    for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work, t);
-    work(0);
-    for (auto& t : pool) t.join();
-  }
+  parallel_for_each(int64_t(candidates.size()), o.workers,
+                    [&](int64_t i) { problems[size_t(i)] = check_image(candidates[size_t(i)], o); });
   for (size_t i = 0; i < candidates.size(); ++i) {
     if (!problems[i].empty()) {
       record_bad(r, o, problems[i]);
@@ -289,10 +278,7 @@ class FolderSource : public ImageSource {
       const auto [h, w] = resized_shape(img.height, img.width, resize_);
       img = center_crop(resize(img, h, w), size_, size_);
     }
-    // Interleaved rows → channel planes.
-    const int64_t plane = size_ * size_;
-    for (int64_t p = 0; p < plane; ++p)
-      for (int64_t c = 0; c < channels_; ++c) out[c * plane + p] = img.pixels[size_t(p * channels_ + c)];
+    to_planes(img, out);
   }
 
  private:

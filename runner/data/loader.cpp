@@ -204,12 +204,7 @@ namespace {
 // One held uint8 image [C, H, W] (CPU) through RandomResizedCrop back to its own size.
 torch::Tensor resized_crop_held(const torch::Tensor& chw, const RandomResizedCrop& rc, uint64_t seed) {
   const int64_t c = chw.size(0), h = chw.size(1), w = chw.size(2);
-  Image img;
-  img.channels = c;
-  img.height = h;
-  img.width = w;
-  auto hwc = chw.permute({1, 2, 0}).contiguous();
-  img.pixels.assign(hwc.data_ptr<uint8_t>(), hwc.data_ptr<uint8_t>() + hwc.numel());
+  const Image img = from_planes(chw.contiguous().data_ptr<uint8_t>(), c, h, w);
   const CropWindow win = random_resized_crop_window(h, w, rc.scale_lo, rc.scale_hi, rc.ratio_lo, rc.ratio_hi, seed);
   Image out = resize(crop(img, win.top, win.left, win.height, win.width), h, w);
   return torch::from_blob(out.pixels.data(), {h, w, c}, torch::kUInt8).permute({2, 0, 1}).contiguous();
@@ -221,10 +216,14 @@ torch::Tensor Loader::images_of(int64_t j, const Range& r) const {
   const int64_t size = r.end - r.begin;
   const RandomResizedCrop& rc = options_.augment.resized_crop;
   // A sample's crop depends on its place in the epoch's permutation, not on the rank that draws it.
-  std::vector<uint64_t> seeds;
-  if (rc.enabled)
-    for (int64_t k = 0; k < size; ++k)
-      seeds.push_back(derive_seed(options_.seed, kResizedCropStream, uint64_t(epoch_), uint64_t(r.begin + k)));
+  auto crop_seeds = [&](const Range& rr) {
+    std::vector<uint64_t> out;
+    if (rc.enabled)
+      for (int64_t k = rr.begin; k < rr.end; ++k)
+        out.push_back(derive_seed(options_.seed, kResizedCropStream, uint64_t(epoch_), uint64_t(k)));
+    return out;
+  };
+  const std::vector<uint64_t> seeds = crop_seeds(r);
   const auto positions = permutation_.narrow(0, r.begin, size);
 
   if (!split_.streamed()) {
@@ -273,11 +272,7 @@ torch::Tensor Loader::images_of(int64_t j, const Range& r) const {
     for (int64_t k = j + 1; k <= std::min(j + options_.prefetch, num_batches_ - 1); ++k) {
       if (prefetch_->pending.count({epoch_, k})) continue;
       const Range rk = range(k);
-      std::vector<uint64_t> sk;
-      if (rc.enabled)
-        for (int64_t i = 0; i < rk.end - rk.begin; ++i)
-          sk.push_back(derive_seed(options_.seed, kResizedCropStream, uint64_t(epoch_), uint64_t(rk.begin + i)));
-      prefetch_->pending[{epoch_, k}] = std::async(std::launch::async, task, source_rows(rk), std::move(sk)).share();
+      prefetch_->pending[{epoch_, k}] = std::async(std::launch::async, task, source_rows(rk), crop_seeds(rk)).share();
     }
   }
   return images.to(split_.device());

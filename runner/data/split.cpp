@@ -1,11 +1,8 @@
 // Split methods shared by every data set: device moves, slices and gathers (decoded on demand when streamed),
 // parallel decoding of streamed images, and normalisation statistics.
-#include <exception>
-#include <mutex>
-#include <thread>
-
 #include "runner/core/error.h"
 #include "runner/data/dataset.h"
+#include "runner/data/image.h"
 
 namespace expctl::data {
 
@@ -48,26 +45,10 @@ torch::Tensor decode_images(const ImageSource& source, const std::vector<int64_t
   auto out = torch::empty({k, c, h, w}, torch::kUInt8);
   uint8_t* base = out.data_ptr<uint8_t>();
   const int64_t bytes = c * h * w;
-  const int64_t threads = std::max<int64_t>(1, std::min(source.workers(), k));
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  // Images are dealt out round-robin; each thread writes its own slots, so only the error needs a lock.
-  auto work = [&](int64_t t) {
-    for (int64_t i = t; i < k; i += threads) {
-      try {
-        source.load(indices[size_t(i)], base + i * bytes, random ? crop : nullptr, random ? seeds[size_t(i)] : 0);
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!error) error = std::current_exception();
-        return;
-      }
-    }
-  };
-  std::vector<std::thread> pool;
-  for (int64_t t = 1; t < threads; ++t) pool.emplace_back(work, t);
-  work(0);
-  for (auto& t : pool) t.join();
-  if (error) std::rethrow_exception(error);
+  // Each image has its own slot of `out`, so the threads share nothing else.
+  parallel_for_each(k, source.workers(), [&](int64_t i) {
+    source.load(indices[size_t(i)], base + i * bytes, random ? crop : nullptr, random ? seeds[size_t(i)] : 0);
+  });
   return out;
 }
 Normalization compute_normalization(const Split& split) {

@@ -68,9 +68,7 @@ std::string ImageReference::skip_;
 // Interleaved rows → [C, H, W] bytes, to compare with torchvision's tensors.
 std::vector<uint8_t> planes(const Image& img) {
   std::vector<uint8_t> out(img.pixels.size());
-  const int64_t plane = img.height * img.width;
-  for (int64_t p = 0; p < plane; ++p)
-    for (int64_t c = 0; c < img.channels; ++c) out[size_t(c * plane + p)] = img.pixels[size_t(p * img.channels + c)];
+  to_planes(img, out.data());
   return out;
 }
 
