@@ -31,6 +31,7 @@ struct PruneRequest {
   int64_t batch_size = 128;                  ///< forward calibration in batches of this size
   const Params* params = nullptr;            ///< the prune block (the pruner's own keys included)
   torch::Device device = torch::kCPU;
+  torch::Tensor calibration_labels;  ///< the calibration images' labels, int64 [N] on `device` (gradient-based scores)
 };
 
 /// A pruner's plan.
@@ -59,5 +60,10 @@ struct PrunerEntry {
   std::function<std::string(const Params& params)> label;
 };
 using PrunerRegistry = TypedRegistry<PrunerEntry>;
+
+/// Declares calibration.split (default test), calibration.samples and calibration.batch_size in a pruner's table.
+/// The prune stage reads them: it takes the images, holds them out of the held-out accuracy, and hands them to the
+/// pruner. `use` says in `expctl describe` what this pruner does with them.
+void add_calibration_params(ParamTable& table, int64_t samples, int64_t batch_size, const std::string& use);
 
 }  // namespace expctl

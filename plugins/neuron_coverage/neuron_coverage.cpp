@@ -7,6 +7,7 @@
 #include <set>
 #include <utility>
 
+#include "plugins/channel_selection.h"
 #include "runner/core/error.h"
 #include "runner/core/registry.h"
 
@@ -30,7 +31,7 @@ PluginInfo info() {
       "reads may still shrink, as with Torch-Pruning's ignored_layers: `fc` keeps its classes and lets the layer4 "
       "stream shrink; `conv1` keeps the layer1 stream whole. A listed group name (`layer4`) keeps that group whole.";
   ParamTable& t = p.params;
-  t.add_float("sparsity", 0.5, "fraction of channels removed").min(0).below(1);
+  selection::add_params(t);
   // Default t = 0.1, not 0.5. DeepXplore, with this per-input min-max scaling, reported t in {0, 0.25, 0.5, 0.75},
   // but the scaling divides by the largest value of the whole layer output (one hot spot over all channels and
   // positions), so the *spatial mean* of a channel's map rarely reaches half of it. Measured on 256 Fashion-MNIST
@@ -42,14 +43,8 @@ PluginInfo info() {
   t.add_float("threshold", 0.1, "coverage threshold t on the [0,1]-scaled mean activation of a channel")
       .min(0)
       .below(1);
-  t.add_enum("scope", "local", {"local", "global"}, "local: sparsity per group; global: ranked across the network");
   t.add_enum("aggregate", "mean", {"mean", "max", "min"}, "how coverage of coupled layers (residual groups) combines");
-  t.add_int("min_channels", 8, "never keep fewer channels in a group").min(1);
-  t.add_int("round_to", 8, "kept channel counts are rounded to a multiple of this").min(1).max(1024);
-  t.add_list("exclude", {"conv1", "fc"}, "layers whose outputs are never pruned (their inputs may shrink); a group name keeps that group whole");
-  t.add_enum("calibration.split", "test", {"test", "train"}, "split the calibration images come from");
-  t.add_int("calibration.samples", 512, "number of calibration images").min(1).max(1000000);
-  t.add_int("calibration.batch_size", 128, "batch size for calibration forward passes").min(1).max(65536);
+  add_calibration_params(t, 512, 128, "coverage is measured on them");
   return p;
 }
 
@@ -63,8 +58,6 @@ std::string aggregate_name(Aggregate a) {
       return "mean";
   }
 }
-
-int64_t round_up(int64_t k, int64_t multiple) { return (k + multiple - 1) / multiple * multiple; }
 
 // Puts the model back into training mode on every exit path, exceptions included.
 class EvalModeGuard {
@@ -93,25 +86,27 @@ Aggregate parse_aggregate(const std::string& name) {
 Options Options::from_params(const Params& params) {
   // Defaults for absent keys, so hand-built Params (tests, other callers) need only the keys they change.
   Options o;
-  if (params.has("sparsity")) o.sparsity = params.get_float("sparsity");
+  const selection::Options rules = selection::Options::from_params(params, kWho, o.rules());
+  o.sparsity = rules.sparsity;
+  o.scope_global = rules.scope_global;
+  o.min_channels = rules.min_channels;
+  o.round_to = rules.round_to;
+  o.exclude = rules.exclude;
   if (params.has("threshold")) o.threshold = params.get_float("threshold");
-  if (params.has("scope")) {
-    const std::string& scope = params.get_string("scope");
-    if (scope != "local" && scope != "global")
-      throw Error(kWho + ": scope: unknown value '" + scope + "' (valid: local, global)");
-    o.scope_global = scope == "global";
-  }
   if (params.has("aggregate")) o.aggregate = parse_aggregate(params.get_string("aggregate"));
-  if (params.has("min_channels")) o.min_channels = params.get_int("min_channels");
-  if (params.has("round_to")) o.round_to = params.get_int("round_to");
-  if (params.has("exclude")) o.exclude = params.get_list("exclude");
-  if (!(o.sparsity >= 0 && o.sparsity < 1))
-    throw Error(kWho + ": sparsity must lie in [0, 1), got " + std::to_string(o.sparsity));
   if (!(o.threshold >= 0 && o.threshold < 1))
     throw Error(kWho + ": threshold must lie in [0, 1), got " + std::to_string(o.threshold));
-  if (o.min_channels < 1) throw Error(kWho + ": min_channels must be at least 1");
-  if (o.round_to < 1) throw Error(kWho + ": round_to must be at least 1");
   return o;
+}
+
+selection::Options Options::rules() const {
+  selection::Options r;
+  r.sparsity = sparsity;
+  r.scope_global = scope_global;
+  r.min_channels = min_channels;
+  r.round_to = round_to;
+  r.exclude = exclude;
+  return r;
 }
 
 torch::Tensor PointCoverage::coverage() const {
@@ -245,154 +240,36 @@ GroupScore score_group(const models::ChannelGroup& group, const std::map<std::st
 }
 
 torch::Tensor rank_channels(const GroupScore& score) {
-  const int64_t channels = score.coverage.size(0);
-  const auto cov = score.coverage.accessor<double, 1>();
-  const auto act = score.mean_activation.accessor<double, 1>();
-  std::vector<int64_t> order(channels);
-  for (int64_t c = 0; c < channels; ++c) order[c] = c;
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
-    if (cov[a] != cov[b]) return cov[a] > cov[b];
-    if (act[a] != act[b]) return act[a] > act[b];
-    return a < b;
-  });
-  return torch::tensor(order, torch::kLong);
-}
-
-int64_t local_keep_count(int64_t size, double sparsity, int64_t min_channels, int64_t round_to) {
-  // The epsilon absorbs representation error ((1 - 0.3) * 10 = 7.000000000000001 must keep 7, not 8).
-  auto keep = static_cast<int64_t>(std::ceil((1.0 - sparsity) * static_cast<double>(size) - 1e-9));
-  keep = round_up(std::max<int64_t>(keep, 0), std::max<int64_t>(round_to, 1));
-  keep = std::max(keep, min_channels);
-  return std::max<int64_t>(1, std::min(keep, size));
-}
-
-bool is_excluded(const models::ChannelGroup& group, const std::vector<std::string>& exclude) {
-  auto listed = [&](const std::string& name) {
-    return std::find(exclude.begin(), exclude.end(), name) != exclude.end();
-  };
-  // Excluding a layer protects its outputs (a classifier's classes, a conv's feature maps); the channels it
-  // reads may still shrink, as with Torch-Pruning's ignored_layers. A group name protects the whole group.
-  if (listed(group.name)) return true;
-  for (const auto& l : group.producers)
-    if (listed(l)) return true;
-  return false;
+  return selection::rank({nullptr, score.coverage, score.mean_activation});
 }
 
 PrunePlan make_plan(const std::vector<models::ChannelGroup>& groups,
                     const std::map<std::string, PointCoverage>& coverage, const Options& options,
                     const std::vector<std::string>& layer_names) {
-  // A misspelt exclude entry would silently prune a layer the user meant to protect.
-  for (const auto& name : options.exclude) {
-    bool known = std::find(layer_names.begin(), layer_names.end(), name) != layer_names.end();
-    for (const auto& g : groups) known = known || g.name == name;
-    if (!known) {
-      std::vector<std::string> groups_names;
-      for (const auto& g : groups) groups_names.push_back(g.name);
-      throw Error(kWho + ": exclude: no layer or channel group named '" + name + "' (layers: " + join(layer_names) +
-                  "; groups: " + join(groups_names) + ")");
-    }
-  }
-
-  struct Entry {
-    const models::ChannelGroup* group;
-    GroupScore score;
-    torch::Tensor order;  // channels, best first
-    bool excluded;
-    int64_t keep;
-  };
-  std::vector<Entry> entries;
+  const selection::Options rules = options.rules();
+  selection::check_exclude(rules.exclude, groups, layer_names, kWho);
+  // Coverage is a fraction of inputs in every group, so global scope compares it across groups as it is.
+  std::vector<GroupScore> scores;
+  scores.reserve(groups.size());
+  std::vector<selection::GroupScores> ranked;
   for (const auto& g : groups) {
-    GroupScore s = score_group(g, coverage, options.aggregate);
-    torch::Tensor order = rank_channels(s);
-    entries.push_back(Entry{&g, std::move(s), std::move(order), is_excluded(g, options.exclude), g.size});
+    scores.push_back(score_group(g, coverage, options.aggregate));
+    ranked.push_back({&g, scores.back().coverage, scores.back().mean_activation});
   }
-
-  int64_t prunable = 0;
-  for (const auto& e : entries)
-    if (!e.excluded) prunable += e.group->size;
-
-  if (!options.scope_global) {
-    for (auto& e : entries)
-      if (!e.excluded)
-        e.keep = local_keep_count(e.group->size, options.sparsity, options.min_channels, options.round_to);
-  } else {
-    struct Candidate {
-      double coverage, activation;
-      size_t entry;
-      int64_t channel;
-    };
-    std::vector<Candidate> candidates;
-    for (size_t i = 0; i < entries.size(); ++i) {
-      if (entries[i].excluded) continue;
-      const auto cov = entries[i].score.coverage.accessor<double, 1>();
-      const auto act = entries[i].score.mean_activation.accessor<double, 1>();
-      for (int64_t c = 0; c < entries[i].group->size; ++c) candidates.push_back({cov[c], act[c], i, c});
-    }
-    // Worst first. Restricted to one group this is exactly the reverse of rank_channels(), so the channels a group
-    // loses here are the last ones of its own ranking and keeping a prefix of that ranking below is consistent.
-    std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
-      if (a.coverage != b.coverage) return a.coverage < b.coverage;
-      if (a.activation != b.activation) return a.activation < b.activation;
-      if (a.entry != b.entry) return a.entry > b.entry;
-      return a.channel > b.channel;
-    });
-    const auto target = static_cast<int64_t>(std::floor(options.sparsity * static_cast<double>(prunable) + 1e-9));
-    std::vector<int64_t> removed(entries.size(), 0);
-    int64_t done = 0;
-    for (const auto& cand : candidates) {
-      if (done >= target) break;
-      const Entry& e = entries[cand.entry];
-      const int64_t floor_keep = std::min(e.group->size, options.min_channels);
-      if (e.group->size - removed[cand.entry] > floor_keep) {
-        ++removed[cand.entry];
-        ++done;
-      }
-    }
-    // Rounding up (never down) keeps the removed total at or below the target: global sparsity is a budget.
-    for (size_t i = 0; i < entries.size(); ++i) {
-      Entry& e = entries[i];
-      if (e.excluded) continue;
-      const int64_t size = e.group->size;
-      int64_t keep = std::min(size, round_up(size - removed[i], options.round_to));
-      e.keep = std::max(keep, std::min(size, options.min_channels));
-    }
-  }
-
-  PrunePlan plan;
+  PrunePlan plan = selection::make_plan(selection::choose(ranked, rules, kWho), rules, kWho);
   auto& st = plan.stats;
-  st["pruner"] = "neuron_coverage";
   st["threshold"] = options.threshold;
   st["aggregate"] = aggregate_name(options.aggregate);
-  st["scope"] = options.scope_global ? "global" : "local";
-  st["sparsity"] = options.sparsity;
-  st["min_channels"] = options.min_channels;
-  st["round_to"] = options.round_to;
-  st["exclude"] = options.exclude;
   st["calibration_inputs"] = coverage.empty() ? 0 : coverage.begin()->second.inputs;
-  int64_t total = 0, kept_total = 0, kept_prunable = 0;
-  auto& gs = st["groups"] = nlohmann::ordered_json::object();
-  for (const auto& e : entries) {
-    const models::ChannelGroup& g = *e.group;
-    total += g.size;
-    kept_total += e.keep;
-    if (!e.excluded) kept_prunable += e.keep;
-    if (e.keep < g.size) plan.keep[g.name] = std::get<0>(e.order.slice(0, 0, e.keep).sort());
-    nlohmann::ordered_json j;
-    j["size"] = g.size;
-    j["kept"] = e.keep;
-    j["excluded"] = e.excluded;
-    j["mean_coverage"] = e.score.coverage.mean().item<double>();
-    j["covered_fraction"] = (e.score.coverage > 0).to(torch::kDouble).mean().item<double>();
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const models::ChannelGroup& g = groups[i];
+    auto& j = st["groups"][g.name];
+    j["mean_coverage"] = scores[i].coverage.mean().item<double>();
+    j["covered_fraction"] = (scores[i].coverage > 0).to(torch::kDouble).mean().item<double>();
     j["threshold"] = options.threshold;
     auto& pts = j["points"] = nlohmann::ordered_json::object();
     for (const auto& p : g.activation_points) pts[p] = coverage.at(p).coverage().mean().item<double>();
-    gs[g.name] = std::move(j);
   }
-  st["channels_before"] = total;
-  st["channels_after"] = kept_total;
-  st["prunable_channels"] = prunable;
-  st["removed_channels"] = prunable - kept_prunable;
-  st["removed_fraction"] = prunable > 0 ? static_cast<double>(prunable - kept_prunable) / prunable : 0.0;
   return plan;
 }
 

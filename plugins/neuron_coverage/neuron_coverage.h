@@ -28,8 +28,10 @@
 // spatial means above 0.25 are rare and above 0.5 almost absent (see the measurements beside the parameter table
 // in neuron_coverage.cpp), so 0.1 is the default.
 //
-// With the default exclude, the groups touching conv1 (the "layer1" stream) and fc (the "layer4" stream) keep all
-// their channels; every block's inner width and the layer2/layer3 streams are pruned.
+// With the default exclude, the group conv1 produces (the "layer1" stream) keeps all its channels and fc keeps its
+// classes; every block's inner width and the layer2..layer4 streams are pruned (fc loses the layer4 inputs). The
+// budget rules (scope, min_channels, round_to, exclude) are the ones every structured pruner shares
+// (plugins/channel_selection.h).
 #pragma once
 #include <torch/torch.h>
 
@@ -38,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "plugins/channel_selection.h"
 #include "plugins/pruner.h"
 #include "runner/core/params.h"
 #include "runner/models/channel_groups.h"
@@ -68,6 +71,8 @@ struct Options {
   /// The options of a validated `prune` block (the keys of the table above); throws expctl::Error when a value
   /// is out of range (validation normally catches that first).
   static Options from_params(const Params& params);
+  /// The budget rules (sparsity, scope, min_channels, round_to, exclude) as the shared channel selection takes them.
+  selection::Options rules() const;
 };
 
 /// Coverage counts of one activation point, accumulated over calibration inputs.
@@ -130,21 +135,10 @@ GroupScore score_group(const models::ChannelGroup& group, const std::map<std::st
 /// activation descending, then index ascending.
 torch::Tensor rank_channels(const GroupScore& score);
 
-/// The channels a group of `size` keeps in local scope: ceil((1 - sparsity) × size) rounded up to a multiple of
-/// `round_to`, at least `min_channels`, at most `size`.
-int64_t local_keep_count(int64_t size, double sparsity, int64_t min_channels, int64_t round_to);
-
-/// True when `group` must be kept whole: one of its producers or consumers, or its own name, is in `exclude`.
-bool is_excluded(const models::ChannelGroup& group, const std::vector<std::string>& exclude);
-
-/// The plan for `groups` given the measured coverage (see the header comment for the rules). Local scope: each
-/// prunable group keeps its local_keep_count() best channels. Global scope: all channels of prunable groups are
-/// ranked together (coverage, then mean activation; remaining ties remove the later group's, higher-index channel
-/// first) and the lowest are removed until floor(sparsity × prunable channels) are gone, skipping a group once it
-/// is down to min_channels; then each group's kept count is rounded UP to a multiple of round_to (at most its
-/// size), so the removed total may fall short of the target by less than round_to per group. Kept indices are
-/// sorted. Throws expctl::Error when a name in options.exclude is
-/// neither a layer nor a group of `layer_names`/`groups`.
+/// The plan for `groups` given the measured coverage: each group's channels ranked by rank_channels() (coverage
+/// is a fraction of inputs in every group, so global scope compares it across groups as it is), the budget spent
+/// by selection::choose() (local or global scope, min_channels, round_to, exclude; see channel_selection.h), kept
+/// indices sorted. Throws expctl::Error when a name in options.exclude is neither a layer nor a group.
 PrunePlan make_plan(const std::vector<models::ChannelGroup>& groups,
                     const std::map<std::string, PointCoverage>& coverage, const Options& options,
                     const std::vector<std::string>& layer_names);

@@ -553,9 +553,7 @@ PrunerEntry entry() {
   t.add_list("exclude", {"conv1"},
              "layers never pruned (structured mode: their outputs are kept, their inputs may shrink; a group "
              "name keeps that group whole)");
-  t.add_enum("calibration.split", "test", {"test", "train"}, "split the calibration images come from");
-  t.add_int("calibration.samples", 128, "number of calibration images").min(1).max(1000000);
-  t.add_int("calibration.batch_size", 64, "batch size for calibration forward passes").min(1).max(65536);
+  add_calibration_params(t, 128, 64, "their activation norms weight the scores; unused by score: magnitude");
   p.check = [](const Params& params, const std::string& prefix, std::vector<Diagnostic>& diags) {
     if (params.get_string("mode") != "n:m") return;
     const int64_t n = params.get_int("n"), m = params.get_int("m");

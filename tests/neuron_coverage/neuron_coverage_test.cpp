@@ -283,14 +283,14 @@ TEST(NeuronCoverage, BadCalibrationInputsAreErrors) {
 // ---- plan --------------------------------------------------------------------------------------
 
 TEST(NeuronCoveragePlan, LocalKeepCount) {
-  EXPECT_EQ(nc::local_keep_count(64, 0.5, 8, 8), 32);
-  EXPECT_EQ(nc::local_keep_count(10, 0.3, 1, 1), 7);    // 0.7 * 10 is 7.000000000000001 in doubles
-  EXPECT_EQ(nc::local_keep_count(16, 0.7, 1, 4), 8);    // ceil(4.8) = 5, rounded up to 8
-  EXPECT_EQ(nc::local_keep_count(16, 0.9, 3, 1), 3);    // ceil(1.6) = 2 < min_channels
-  EXPECT_EQ(nc::local_keep_count(16, 0.5, 32, 1), 16);  // never more than the group
-  EXPECT_EQ(nc::local_keep_count(12, 0.5, 1, 8), 8);
-  EXPECT_EQ(nc::local_keep_count(12, 0.2, 1, 8), 12);  // 16 capped at the size
-  EXPECT_EQ(nc::local_keep_count(16, 0.0, 1, 1), 16);
+  EXPECT_EQ(expctl::selection::local_keep_count(64, 0.5, 8, 8), 32);
+  EXPECT_EQ(expctl::selection::local_keep_count(10, 0.3, 1, 1), 7);    // 0.7 * 10 is 7.000000000000001 in doubles
+  EXPECT_EQ(expctl::selection::local_keep_count(16, 0.7, 1, 4), 8);    // ceil(4.8) = 5, rounded up to 8
+  EXPECT_EQ(expctl::selection::local_keep_count(16, 0.9, 3, 1), 3);    // ceil(1.6) = 2 < min_channels
+  EXPECT_EQ(expctl::selection::local_keep_count(16, 0.5, 32, 1), 16);  // never more than the group
+  EXPECT_EQ(expctl::selection::local_keep_count(12, 0.5, 1, 8), 8);
+  EXPECT_EQ(expctl::selection::local_keep_count(12, 0.2, 1, 8), 12);  // 16 capped at the size
+  EXPECT_EQ(expctl::selection::local_keep_count(16, 0.0, 1, 1), 16);
 }
 
 TEST(NeuronCoveragePlan, LocalScopeKeepsTheBestChannelsOfEachPrunableGroup) {
@@ -310,7 +310,7 @@ TEST(NeuronCoveragePlan, LocalScopeKeepsTheBestChannelsOfEachPrunableGroup) {
     for (const auto& g : groups) {
       SCOPED_TRACE(g.name);
       const bool excluded = g.name == "layer1";
-      const int64_t k = excluded ? g.size : nc::local_keep_count(g.size, 0.6, 3, 2);
+      const int64_t k = excluded ? g.size : expctl::selection::local_keep_count(g.size, 0.6, 3, 2);
       EXPECT_EQ(plan.stats["groups"][g.name]["kept"].get<int64_t>(), k);
       EXPECT_EQ(plan.stats["groups"][g.name]["excluded"].get<bool>(), excluded);
       if (excluded) continue;
@@ -322,8 +322,8 @@ TEST(NeuronCoveragePlan, LocalScopeKeepsTheBestChannelsOfEachPrunableGroup) {
     }
   }
   // 8 channels at 0.6 → ceil(3.2) = 4; 16 → ceil(6.4) = 7 → 8 with round_to 2.
-  EXPECT_EQ(nc::local_keep_count(8, 0.6, 3, 2), 4);
-  EXPECT_EQ(nc::local_keep_count(16, 0.6, 3, 2), 8);
+  EXPECT_EQ(expctl::selection::local_keep_count(8, 0.6, 3, 2), 4);
+  EXPECT_EQ(expctl::selection::local_keep_count(16, 0.6, 3, 2), 8);
 }
 
 TEST(NeuronCoveragePlan, MinChannelsAndRoundToBind) {
@@ -594,12 +594,12 @@ TEST(NeuronCoveragePlan, ANeverActiveChannelHasCoverageZeroAndGoesFirst) {
   gl.threshold = 0.0;
   int64_t zeros = 0;
   for (const auto& g : groups)
-    if (!nc::is_excluded(g, gl.exclude)) zeros += int64_t(zero_set(g).size());
+    if (!expctl::selection::is_excluded(g, gl.exclude)) zeros += int64_t(zero_set(g).size());
   gl.sparsity = (double(zeros) + 0.5) / 160.0;  // 160 prunable channels: all but layer1's 8
   const PrunePlan b = plan_for(model, x, gl);
   EXPECT_EQ(b.stats["removed_channels"].get<int64_t>(), zeros);
   for (const auto& g : groups) {
-    if (nc::is_excluded(g, gl.exclude)) continue;
+    if (expctl::selection::is_excluded(g, gl.exclude)) continue;
     const std::set<int64_t> got = b.keep.count(g.name) ? removed(b.keep.at(g.name), g.size) : std::set<int64_t>{};
     EXPECT_EQ(got, zero_set(g)) << g.name;
   }
