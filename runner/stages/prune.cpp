@@ -129,6 +129,7 @@ class PruneStage : public Stage {
     req.model = model;
     req.groups = models::channel_groups(model);
     req.calibration = data::normalize(calibration.pixels(0, calibration.size()), calibration.norm);
+    req.calibration_labels = calibration.labels.to(device);
     req.batch_size = eval_batch;
     req.params = &p;
     req.device = device;

@@ -200,7 +200,7 @@ TEST(Fuzz, MutatedScenariosAndHostileSetsLoadOrGiveAConfigError) {
   test::TempDir tmp;
   test::Cwd cwd(tmp.path());  // a relative file written by mistake would land here
   Corpus corpus = make_corpus(tmp.path());
-  ASSERT_EQ(corpus.scenarios.size(), 6u);
+  ASSERT_EQ(corpus.scenarios.size(), 7u);  // TS0: finetune, nc, wanda, group_l2; TS1: three
   const size_t entries_before = test::count_entries(tmp.path());
   const long rss_before = peak_rss_mib();
   std::mt19937 rng(20240612);

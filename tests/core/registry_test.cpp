@@ -19,7 +19,8 @@ TEST(Registry, EveryBuiltInNameIsRegistered) {
   const Catalog& c = Catalog::instance();
   EXPECT_EQ(c.names("model"), (std::vector<std::string>{"ResNet18", "ResNet34"}));
   EXPECT_EQ(c.names("dataset"), (std::vector<std::string>{"CIFAR10", "CIFAR100", "FashionMNIST", "ImageFolder"}));
-  EXPECT_EQ(c.names("pruner"), (std::vector<std::string>{"neuron_coverage", "wanda"}));
+  EXPECT_EQ(c.names("pruner"), (std::vector<std::string>{"bn_scale", "group_magnitude", "neuron_coverage", "random",
+                                                         "taylor", "wanda"}));
   EXPECT_EQ(c.names("stage"), (std::vector<std::string>{"download", "finetune", "prune", "recover", "report"}));
   EXPECT_EQ(c.names("section"), (std::vector<std::string>{"paths", "runtime", "scenario"}));
   for (const auto& s : c.names("stage")) EXPECT_NE(StageRegistry::find(s), nullptr) << s;
@@ -31,6 +32,9 @@ TEST(Registry, EveryBuiltInNameIsRegistered) {
   for (const auto& p : c.names("pruner")) EXPECT_NE(PrunerRegistry::find(p)->create(), nullptr) << p;
   EXPECT_EQ(c.find("pruner", "neuron_coverage")->code, "NC");
   EXPECT_EQ(c.find("pruner", "wanda")->code, "W");
+  // Codes name checkpoints (..._FTAP_{code}_{epoch}.pt): no two pruners share one.
+  std::set<std::string> codes;
+  for (const auto& p : c.names("pruner")) EXPECT_TRUE(codes.insert(c.find("pruner", p)->code).second) << p;
 }
 
 TEST(Registry, PluginTablesAreWellFormed) {

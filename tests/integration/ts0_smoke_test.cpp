@@ -109,6 +109,21 @@ TEST_F(Ts0Smoke, FineTuningThenBothPrunersThenReruns) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const char* stage : {"download", "prune", "recover", "report"})
     EXPECT_NE(r.output.find(std::string("stage ") + stage + ": up to date"), std::string::npos) << stage << r.output;
+
+  // Scenario 4 and a gradient-based baseline: the prune stage hands Taylor the calibration labels; both shrink the
+  // model like Neuron Coverage and name their checkpoints by their codes.
+  r = run("group_l2.yaml", " --set prune.calibration.samples=32");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(ckpt("ResNet18_FashionMNIST_FTAP_GM_1.pt")));
+  r = run("nc.yaml", " --set prune.pruner=taylor --set scenario.method=Taylor --set prune.calibration.samples=32");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(ckpt("ResNet18_FashionMNIST_FTAP_TY_1.pt")));
+  for (const char* scenario : {"TS0_GroupL2_ResNet18_FashionMNIST", "TS0_Taylor_ResNet18_FashionMNIST"}) {
+    rep = report(scenario);
+    ASSERT_EQ(rep["rows"].size(), 3u) << scenario;
+    EXPECT_LT(rep["rows"][1]["macs"].get<double>(), 0.8 * rep["rows"][0]["macs"].get<double>()) << scenario;
+    EXPECT_EQ(rep["rows"][1]["macs"], rep["rows"][2]["macs"]) << scenario;
+  }
 }
 
 TEST_F(Ts0Smoke, PruningWithoutTheFineTunedModelSaysWhichCommandMakesIt) {

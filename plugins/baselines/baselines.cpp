@@ -1,0 +1,59 @@
+// The pruner shared by the structured baselines: score, normalise by the group mean, spend the budget with the
+// shared channel selection. The scores themselves live in one file per pruner (see baselines.h).
+#include "plugins/baselines/baselines.h"
+
+#include "runner/core/error.h"
+
+namespace expctl::baselines {
+
+PrunePlan BaselinePruner::prune(PruneRequest& request) {
+  const selection::Options rules =
+      request.params ? selection::Options::from_params(*request.params, name_) : selection::Options{};
+  const std::vector<models::ChannelGroup> groups =
+      request.groups.empty() ? models::channel_groups(request.model) : request.groups;
+  selection::check_exclude(rules.exclude, groups, request.model->layer_names(), name_);
+  const std::vector<torch::Tensor> raw = scorer_(request, groups);
+  if (raw.size() != groups.size())
+    throw Error(name_ + ": scored " + std::to_string(raw.size()) + " of " + std::to_string(groups.size()) + " groups");
+  std::vector<selection::GroupScores> ranked;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    const torch::Tensor s = raw[i].to(torch::kCPU, torch::kDouble);
+    if (!torch::isfinite(s).all().item<bool>())
+      throw Error(name_ + ": group '" + groups[i].name + "' has scores that are not finite");
+    ranked.push_back({&groups[i], selection::normalize_by_mean(s), {}});
+  }
+  PrunePlan plan = selection::make_plan(selection::choose(ranked, rules, name_), rules, name_);
+  plan.stats["normalizer"] = "mean";
+  for (size_t i = 0; i < groups.size(); ++i) {
+    auto& g = plan.stats["groups"][groups[i].name];
+    const torch::Tensor s = raw[i].to(torch::kCPU, torch::kDouble);
+    g["mean_score"] = s.mean().item<double>();
+    g["min_score"] = s.min().item<double>();
+    g["max_score"] = s.max().item<double>();
+  }
+  return plan;
+}
+
+PrunerEntry baseline_entry(const std::string& name, const std::string& code, const std::string& summary,
+                           int64_t calibration_samples, const std::string& calibration_use, Scorer scorer,
+                           std::function<std::string(const Params&)> label) {
+  PrunerEntry e;
+  e.info.kind = "pruner";
+  e.info.name = name;
+  e.info.code = code;
+  e.info.summary = summary;
+  e.info.details =
+      "Channels are scored per channel group, each group's scores divided by their mean, and the budget spent by "
+      "the rules every structured pruner shares (scope, min_channels, round_to, exclude). exclude: a listed layer "
+      "keeps its outputs (the group it produces stays whole) while the channels it reads may still shrink, as with "
+      "Torch-Pruning's ignored_layers; a listed group name keeps that group whole.";
+  selection::add_params(e.info.params);
+  add_calibration_params(e.info.params, calibration_samples, 64, calibration_use);
+  e.create = [name, scorer] { return std::make_unique<BaselinePruner>(name, scorer); };
+  e.label = [label](const Params& p) {
+    return label(p) + (p.has("scope") && p.get_string("scope") == "global" ? " (global)" : "");
+  };
+  return e;
+}
+
+}  // namespace expctl::baselines

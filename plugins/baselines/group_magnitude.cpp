@@ -1,0 +1,64 @@
+// group_magnitude: Torch-Pruning's group L1/L2 magnitude over a channel group. See baselines.h.
+#include "plugins/baselines/baselines.h"
+#include "runner/core/error.h"
+#include "runner/core/registry.h"
+
+namespace expctl::baselines {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+}  // namespace
+
+torch::Tensor group_magnitude(const models::StateDict& sd, const models::ChannelGroup& group, int p) {
+  const std::string what = "group_magnitude: group '" + group.name + "'";
+  torch::Tensor sum;
+  int64_t contributing = 0;
+  for (const auto& m : group.members) {
+    const torch::Tensor* t = sd.find(m.tensor);
+    if (!t) throw Error(what + ": the model has no tensor '" + m.tensor + "'");
+    if (m.dim >= t->dim() || t->size(m.dim) != group.size)
+      throw Error(what + ": '" + m.tensor + "' does not have " + std::to_string(group.size) + " channels on dim " +
+                  std::to_string(m.dim));
+    if (!ends_with(m.tensor, ".weight")) continue;  // biases and running statistics do not count
+    const std::string prefix = m.tensor.substr(0, m.tensor.size() - 7);
+    const bool batch_norm = sd.contains(prefix + ".running_var");
+    if (!batch_norm && t->dim() < 2) continue;
+    // |w|^p summed over everything but the channel dimension: a filter (dim 0), an input slice (dim 1), or γ_c.
+    const torch::Tensor w = t->detach().to(torch::kCPU, torch::kDouble).movedim(m.dim, 0).reshape({group.size, -1});
+    const torch::Tensor local = (p == 1 ? w.abs() : w.square()).sum(1);
+    sum = sum.defined() ? sum + local : local;
+    ++contributing;
+  }
+  if (contributing == 0) throw Error(what + " has no weight to score");
+  return sum / static_cast<double>(contributing);
+}
+
+namespace {
+
+PrunerEntry entry() {
+  auto norm_of = [](const Params& p) { return p.has("norm") && p.get_string("norm") == "l1" ? 1 : 2; };
+  PrunerEntry e = baseline_entry(
+      "group_magnitude", "GM",
+      "structured: remove the channels whose weights, over every layer of their group, have the smallest L1/L2 "
+      "magnitude (Torch-Pruning's group magnitude)",
+      128, "not used: the score needs no data; the prune stage still holds them out",
+      [norm_of](PruneRequest& r, const std::vector<models::ChannelGroup>& groups) {
+        const int p = r.params ? norm_of(*r.params) : 2;
+        const models::StateDict sd = models::state_dict(*r.model);
+        std::vector<torch::Tensor> out;
+        for (const auto& g : groups) out.push_back(group_magnitude(sd, g, p));
+        return out;
+      },
+      [norm_of](const Params& p) { return std::string("Group L") + std::to_string(norm_of(p)); });
+  e.info.params.add_enum("norm", "l2", {"l1", "l2"}, "l2: sum of squared weights per channel (p = 2); l1: of |w|");
+  return e;
+}
+
+}  // namespace
+
+EXPCTL_REGISTER(PrunerRegistry, entry());
+
+}  // namespace expctl::baselines
