@@ -158,7 +158,87 @@ bool plot_summary(const fs::path& dir, const std::string& title, const std::vect
                     *spdlog::default_logger());
 }
 
+// Two MAC counts within 0.5% of each other are one cost level.
+bool same_cost(double a, double b) { return std::abs(a - b) <= 0.005 * std::max(std::abs(a), std::abs(b)); }
+
+// Points (cost, value) with costs within 0.5% merged into their mean, ascending.
+std::vector<std::pair<double, double>> merge_levels(std::vector<std::pair<double, double>> points) {
+  std::sort(points.begin(), points.end());
+  std::vector<std::pair<double, double>> out;
+  size_t i = 0;
+  while (i < points.size()) {
+    size_t j = i;
+    double cost = 0, value = 0;
+    while (j < points.size() && same_cost(points[i].first, points[j].first)) {
+      cost += points[j].first;
+      value += points[j].second;
+      ++j;
+    }
+    out.emplace_back(cost / double(j - i), value / double(j - i));
+    i = j;
+  }
+  return out;
+}
+
+// The "At equal MACs" section of summary.md; "" with fewer than two methods.
+std::string equal_macs_markdown(const std::vector<EqualMacsRow>& rows, const std::vector<std::string>& labels) {
+  if (labels.size() < 2 || rows.empty()) return "";
+  std::ostringstream md;
+  md << "\n## At equal MACs\n\nTop-1 accuracy (%) after recovery (after pruning for runs without recovery) of each "
+        "method at the non-zero MACs of every run: `~` marks a value interpolated linearly in MACs between the "
+        "method's two runs around that cost, `-` a cost outside the method's runs (never extrapolated); runs of one "
+        "method at one cost (seeds) are averaged.\n\n| MACs (M) |";
+  for (const auto& l : labels) md << " " << l << " |";
+  md << "\n|---:|";
+  for (size_t i = 0; i < labels.size(); ++i) md << "---:|";
+  md << "\n";
+  for (const auto& r : rows) {
+    md << "| " << Table::fixed(r.macs / 1e6, 2) << " |";
+    for (const auto& l : labels) {
+      auto it = r.methods.find(l);
+      if (it == r.methods.end())
+        md << " - |";
+      else
+        md << " " << (it->second.interpolated ? "~" : "") << Table::fixed(it->second.accuracy, 2) << " |";
+    }
+    md << "\n";
+  }
+  return md.str();
+}
+
 }  // namespace
+
+std::vector<EqualMacsRow> equal_macs(const std::vector<RunSummary>& runs) {
+  std::vector<std::pair<double, double>> all;
+  std::map<std::string, std::vector<std::pair<double, double>>> by_method;
+  for (const auto& r : runs) {
+    const double acc = std::isnan(r.acc_recovered) ? r.acc_pruned : r.acc_recovered;
+    all.emplace_back(r.nonzero_macs, 0.0);
+    by_method[r.label].emplace_back(r.nonzero_macs, acc);
+  }
+  for (auto& [label, points] : by_method) points = merge_levels(points);
+  std::vector<EqualMacsRow> rows;
+  for (const auto& level : merge_levels(all)) {
+    EqualMacsRow row;
+    row.macs = level.first;
+    for (const auto& [label, points] : by_method) {
+      for (size_t i = 0; i < points.size(); ++i) {
+        if (same_cost(points[i].first, row.macs)) {
+          row.methods[label] = {points[i].second, false};
+          break;
+        }
+        if (i + 1 < points.size() && points[i].first < row.macs && row.macs < points[i + 1].first &&
+            !same_cost(points[i + 1].first, row.macs)) {
+          const double t = (row.macs - points[i].first) / (points[i + 1].first - points[i].first);
+          row.methods[label] = {points[i].second + t * (points[i + 1].second - points[i].second), true};
+          break;
+        }
+      }
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
 
 std::optional<RunSummary> read_run(const fs::path& report_json, const std::string& run) {
   auto file = JsonFile::open(report_json);
@@ -231,6 +311,11 @@ std::vector<fs::path> write_summary(const fs::path& dir, const std::string& titl
         "of the recovered model's forward passes, at batch 1 and per image at batch "
      << large << " (dense kernels: masked models are not faster).\n- Each run's own report (machine, threads, "
      << "calibration) is in the file listed in summary.csv.\n";
+  std::vector<std::string> labels;
+  for (const auto& r : runs)
+    if (std::find(labels.begin(), labels.end(), r.label) == labels.end()) labels.push_back(r.label);
+  const std::vector<EqualMacsRow> at_equal_macs = equal_macs(runs);
+  md << equal_macs_markdown(at_equal_macs, labels);
   json j;
   j["title"] = title;
   j["baseline"] = {{"accuracy", base.acc_loaded},
@@ -240,8 +325,22 @@ std::vector<fs::path> write_summary(const fs::path& dir, const std::string& titl
                    {"large_batch", large},
                    {"accuracy_measured_on", base.measured_on}};
   j["runs"] = table.json();
+  Table equal_table({{"macs", "macs"}, {"method", "method"}, {"accuracy", "accuracy"}, {"interpolated", "interpolated"}});
+  if (labels.size() >= 2) {
+    json levels = json::array();
+    for (const auto& r : at_equal_macs) {
+      json m = json::object();
+      for (const auto& [label, c] : r.methods) {
+        m[label] = {{"accuracy", c.accuracy}, {"interpolated", c.interpolated}};
+        equal_table.add_row({{"macs", r.macs}, {"method", label}, {"accuracy", c.accuracy}, {"interpolated", c.interpolated}});
+      }
+      levels.push_back({{"macs", r.macs}, {"methods", m}});
+    }
+    j["equal_macs"] = levels;
+  }
 
   std::vector<fs::path> out{dir / "summary.md", dir / "summary.csv", dir / "summary.json"};
+  if (labels.size() >= 2) out.push_back(dir / "equal_macs.csv");
   if (plot && plot_summary(dir, title, runs)) {
     md << "\n![accuracy against MACs](accuracy_vs_macs.png)\n\n![accuracy against latency](accuracy_vs_latency.png)"
        << "\n\n*Top-1 accuracy on " << (on.empty() ? "each run's test images (see the table)" : on)
@@ -252,6 +351,7 @@ std::vector<fs::path> write_summary(const fs::path& dir, const std::string& titl
   write_file_atomic(dir / "summary.md", md.str());
   write_file_atomic(dir / "summary.csv", table.csv());
   write_file_atomic(dir / "summary.json", j.dump(2) + "\n");
+  if (labels.size() >= 2) write_file_atomic(dir / "equal_macs.csv", equal_table.csv());
   return out;
 }
 

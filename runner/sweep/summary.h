@@ -3,6 +3,7 @@
 // `expctl compare` one over several scenarios (Neuron Coverage against the Wanda variants and magnitude).
 #pragma once
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -44,9 +45,27 @@ struct RunSummary {
 /// is not a pruning report (no "pruned" row), and the file and dotted key when a field is missing or not a number.
 std::optional<RunSummary> read_run(const std::filesystem::path& report_json, const std::string& run);
 
+/// One MAC level of the equal-cost comparison: each method's accuracy at these non-zero MACs.
+struct EqualMacsRow {
+  double macs = 0;  ///< non-zero MACs per image
+  struct Cell {
+    double accuracy = 0;        ///< recovered top-1 % (pruned when the run has no recovery)
+    bool interpolated = false;  ///< true: linear in MACs between the method's two runs around this level
+  };
+  std::map<std::string, Cell> methods;  ///< by method label; absent: this level lies outside the method's runs
+};
+
+/// Places methods at equal cost: the levels are the non-zero MACs of every run (levels within 0.5% of each other
+/// are one level, the mean of their MACs). At a level, a method with a run there (within 0.5%) shows that run's
+/// accuracy; otherwise, when its runs lie on both sides, the accuracy interpolated linearly in MACs between its two
+/// nearest runs around the level; never extrapolated. Several runs of a method at one level (seeds) are averaged.
+/// Accuracy is the recovered one, the pruned one for runs without recovery. Levels ascending.
+std::vector<EqualMacsRow> equal_macs(const std::vector<RunSummary>& runs);
+
 /// Writes summary.md, summary.csv, summary.json and (with `plot`, through plot::draw: summary.gp, summary.dat)
 /// accuracy_vs_macs.png and accuracy_vs_latency.png into `dir`; returns the files written. Rows are sorted by method,
-/// then sparsity. Throws Error when `runs` is empty.
+/// then sparsity. With two or more methods, summary.md and summary.json also place them at equal MACs (equal_macs())
+/// and equal_macs.csv holds that table. Throws Error when `runs` is empty.
 std::vector<std::filesystem::path> write_summary(const std::filesystem::path& dir, const std::string& title,
                                                  const std::vector<RunSummary>& runs, bool plot);
 

@@ -84,6 +84,25 @@ TEST(SweepRun, RunsEveryCellOnceSummarisesAndCompares) {
   EXPECT_EQ(c["runs"][3]["method"], "Wanda");
   EXPECT_EQ(c["runs"][3]["run"], "plain");
   EXPECT_LT(c["runs"][3]["nonzero_macs"].get<double>(), c["runs"][3]["macs"].get<double>());
+  EXPECT_TRUE(c.contains("equal_macs")) << "two methods are placed at equal cost";
+
+  // NC against the group-L2 baseline: the same budget rules remove the same channel counts, so at every sparsity
+  // both methods have a run at exactly the same MACs and the equal-cost table compares measured values only.
+  r = test::run_expctl("sweep " + ts0 + "group_l2.yaml" + sets + " --set prune.calibration.samples=32");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = test::run_expctl("compare " + ts0 + "nc.yaml " + ts0 + "group_l2.yaml" + sets +
+                       " --set prune.calibration.samples=32 --no-plot");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path cmp = t / "reports/TS0/compare_NeuronCoverage_vs_GroupL2";
+  c = nlohmann::json::parse(test::read_file(cmp / "summary.json"));
+  ASSERT_EQ(c["runs"].size(), 6u);
+  ASSERT_EQ(c["equal_macs"].size(), 3u) << c["equal_macs"];
+  for (const auto& level : c["equal_macs"]) {
+    ASSERT_EQ(level["methods"].size(), 2u) << level;
+    for (const char* m : {"Group L2", "Neuron Coverage"}) EXPECT_FALSE(level["methods"][m]["interpolated"].get<bool>());
+  }
+  EXPECT_NE(test::read_file(cmp / "summary.md").find("## At equal MACs"), std::string::npos);
+  EXPECT_NE(r.output.find("| MACs (M) | Group L2 | Neuron Coverage |"), std::string::npos) << r.output;
 }
 
 }  // namespace

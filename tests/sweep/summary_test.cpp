@@ -121,3 +121,46 @@ TEST(Summary, ANullAccuracyInAReportNamesTheFileAndKey) {
                                          "values are written as null)");
   }
 }
+
+TEST(Summary, EqualMacsPlacesMethodsAtTheSameCostWithoutExtrapolating) {
+  auto at = [](const std::string& label, double macs, double acc) {
+    sweep::RunSummary r = run(label, 0.5, acc, false);
+    r.macs = r.nonzero_macs = macs;
+    return r;
+  };
+  // Two L2 runs at (almost) 30 M MACs, two seeds: one cost level, their mean accuracy.
+  const std::vector<sweep::RunSummary> runs{at("NC", 10e6, 80), at("NC", 20e6, 85),   at("NC", 30e6, 88),
+                                            at("L2", 15e6, 84), at("L2", 30e6, 89), at("L2", 30.09e6, 87)};
+  const auto rows = sweep::equal_macs(runs);
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_DOUBLE_EQ(rows[0].macs, 10e6);
+  EXPECT_EQ(rows[0].methods.count("L2"), 0u) << "below L2's cheapest run: not extrapolated";
+  EXPECT_DOUBLE_EQ(rows[0].methods.at("NC").accuracy, 80);
+  EXPECT_FALSE(rows[0].methods.at("NC").interpolated);
+  EXPECT_DOUBLE_EQ(rows[1].methods.at("NC").accuracy, 82.5);  // halfway between 10 M and 20 M
+  EXPECT_TRUE(rows[1].methods.at("NC").interpolated);
+  EXPECT_DOUBLE_EQ(rows[1].methods.at("L2").accuracy, 84);
+  const double l2_top = (30e6 + 30.09e6) / 2;
+  EXPECT_NEAR(rows[2].methods.at("L2").accuracy, 84 + (20e6 - 15e6) / (l2_top - 15e6) * (88 - 84), 1e-9);
+  EXPECT_NEAR(rows[3].macs, (30e6 + 30e6 + 30.09e6) / 3, 1);
+  EXPECT_DOUBLE_EQ(rows[3].methods.at("L2").accuracy, 88);
+  EXPECT_FALSE(rows[3].methods.at("L2").interpolated);
+  EXPECT_DOUBLE_EQ(rows[3].methods.at("NC").accuracy, 88);
+
+  test::TempDir tmp;
+  sweep::write_summary(tmp / "s", "TS0: NC vs L2", runs, false);
+  const std::string md = test::read_file(tmp / "s/summary.md");
+  EXPECT_NE(md.find("## At equal MACs"), std::string::npos) << md;
+  EXPECT_NE(md.find("| 15.00 | 84.00 | ~82.50 |"), std::string::npos) << md;  // columns: L2, NC (sorted)
+  EXPECT_NE(md.find("| 10.00 | - | 80.00 |"), std::string::npos) << md;
+  const auto j = nlohmann::json::parse(test::read_file(tmp / "s/summary.json"));
+  EXPECT_EQ(j["equal_macs"].size(), 4u);
+  EXPECT_TRUE(j["equal_macs"][1]["methods"]["NC"]["interpolated"].get<bool>());
+  const std::string csv = test::read_file(tmp / "s/equal_macs.csv");
+  EXPECT_EQ(csv.substr(0, csv.find('\n')), "macs,method,accuracy,interpolated");
+
+  // One method: nothing to place side by side.
+  sweep::write_summary(tmp / "one", "TS0: NC", {at("NC", 10e6, 80), at("NC", 20e6, 85)}, false);
+  EXPECT_EQ(test::read_file(tmp / "one/summary.md").find("At equal MACs"), std::string::npos);
+  EXPECT_FALSE(fs::exists(tmp / "one/equal_macs.csv"));
+}
