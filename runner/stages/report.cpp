@@ -265,30 +265,48 @@ std::string pruning_section(const JsonValue& prune, const fs::path& dir, bool pl
     return v.has(k) ? Table::fixed(v[k].number(), d) : std::string("-");
   };
   if (stats.has("groups")) {
-    Table t({{"group", "", "group", nullptr, Align::Left},
-             {"size", "", "channels", Table::fixed_cell("size", 0)},
-             {"kept", "", "kept", Table::fixed_cell("kept", 0)},
-             {"mean_coverage", "", "mean coverage", Table::fixed_cell("mean_coverage", 3)},
-             {"covered_fraction", "", "covered fraction", Table::fixed_cell("covered_fraction", 3)}});
-    bool coverage = false;
+    // Columns for what the pruner recorded: coverage (Neuron Coverage) or the raw channel scores (baselines).
+    bool coverage = false, scores = false;
+    for (const auto& [name, g] : stats["groups"].members()) {
+      coverage = coverage || g.has("mean_coverage");
+      scores = scores || g.has("mean_score");
+    }
+    std::vector<Column> columns{{"group", "", "group", nullptr, Align::Left},
+                                {"size", "", "channels", Table::fixed_cell("size", 0)},
+                                {"kept", "", "kept", Table::fixed_cell("kept", 0)}};
+    if (coverage) {
+      columns.emplace_back("mean_coverage", "", "mean coverage", Table::fixed_cell("mean_coverage", 3));
+      columns.emplace_back("covered_fraction", "", "covered fraction", Table::fixed_cell("covered_fraction", 3));
+    }
+    if (scores) {
+      columns.emplace_back("min_score", "", "min score", Table::fixed_cell("min_score", 4));
+      columns.emplace_back("mean_score", "", "mean score", Table::fixed_cell("mean_score", 4));
+      columns.emplace_back("max_score", "", "max score", Table::fixed_cell("max_score", 4));
+    }
+    Table t(columns);
     for (const auto& [name, g] : stats["groups"].members()) {
       json row = g.json();
       row["group"] = name;
       t.add_row(row);
       const double size = g.has("size") ? g["size"].number() : 0;
-      coverage = coverage || g.has("mean_coverage");
       dat << plot::data_label(name) << " " << size << " " << (g.has("kept") ? g["kept"].number() : size) << " "
           << (g.has("mean_coverage") ? g["mean_coverage"].number() : 0.0) << "\n";
     }
     md << "\n## Channels per group\n\n" << t.markdown();
     if (coverage) md << "\nCoverage measured on the " << calibration << ".\n";
+    if (scores)
+      md << "\nScores: the channel scores of " << (stats.has("pruner") ? stats["pruner"].string() : "the pruner")
+         << " before each group's are divided by their mean (higher = kept).\n";
+    // The coverage line only for Neuron Coverage; the other structured pruners' groups have no coverage.
     chart = "set title " +
-            plot::quote("channels per group: before, kept (bars); mean coverage on " +
-                        count(prune["calibration.samples"].integer()) + " calibration images (line)") +
+            plot::quote(coverage ? "channels per group: before, kept (bars); mean coverage on " +
+                                       count(prune["calibration.samples"].integer()) + " calibration images (line)"
+                                 : std::string("channels per group: before, kept")) +
             "\nset style data histograms\nset style histogram clustered\nset style fill solid 0.6\n"
-            "set xtics rotate by -60\nset ylabel 'channels'\nset y2label 'coverage'\nset y2range [0:1]\nset y2tics\n"
-            "plot 'pruning_layers.dat' using 2:xtic(1) title 'channels', '' using 3 title 'kept', '' using 0:4 axes "
-            "x1y2 with linespoints lw 2 title 'mean coverage'\n";
+            "set xtics rotate by -60\nset ylabel 'channels'\n" +
+            (coverage ? "set y2label 'coverage'\nset y2range [0:1]\nset y2tics\n" : "") +
+            "plot 'pruning_layers.dat' using 2:xtic(1) title 'channels', '' using 3 title 'kept'" +
+            (coverage ? ", '' using 0:4 axes x1y2 with linespoints lw 2 title 'mean coverage'" : "") + "\n";
     caption = "Channels of each group before pruning and kept" +
               (coverage ? "; the line: mean coverage on the " + calibration : std::string()) + ".";
   } else if (stats.has("layers")) {
