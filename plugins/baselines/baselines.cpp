@@ -15,23 +15,31 @@ PrunePlan BaselinePruner::prune(PruneRequest& request) {
   const std::vector<torch::Tensor> raw = scorer_(request, groups);
   if (raw.size() != groups.size())
     throw Error(name_ + ": scored " + std::to_string(raw.size()) + " of " + std::to_string(groups.size()) + " groups");
+  std::vector<torch::Tensor> scores;
   std::vector<selection::GroupScores> ranked;
   for (size_t i = 0; i < groups.size(); ++i) {
-    const torch::Tensor s = raw[i].to(torch::kCPU, torch::kDouble);
-    if (!torch::isfinite(s).all().item<bool>())
+    scores.push_back(raw[i].to(torch::kCPU, torch::kDouble));
+    if (!torch::isfinite(scores.back()).all().item<bool>())
       throw Error(name_ + ": group '" + groups[i].name + "' has scores that are not finite");
-    ranked.push_back({&groups[i], selection::normalize_by_mean(s), {}});
+    ranked.push_back({&groups[i], selection::normalize_by_mean(scores.back()), {}});
   }
   PrunePlan plan = selection::make_plan(selection::choose(ranked, rules, name_), rules, name_);
   plan.stats["normalizer"] = "mean";
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = plan.stats["groups"][groups[i].name];
-    const torch::Tensor s = raw[i].to(torch::kCPU, torch::kDouble);
+    const torch::Tensor& s = scores[i];
     g["mean_score"] = s.mean().item<double>();
     g["min_score"] = s.min().item<double>();
     g["max_score"] = s.max().item<double>();
   }
   return plan;
+}
+
+bool is_batch_norm_scale(const models::StateDict& sd, const std::string& tensor) {
+  static const std::string kWeight = ".weight";
+  if (tensor.size() <= kWeight.size() || tensor.compare(tensor.size() - kWeight.size(), kWeight.size(), kWeight) != 0)
+    return false;
+  return sd.contains(tensor.substr(0, tensor.size() - kWeight.size()) + ".running_var");
 }
 
 PrunerEntry baseline_entry(const std::string& name, const std::string& code, const std::string& summary,

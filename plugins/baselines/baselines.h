@@ -71,6 +71,9 @@ std::map<std::string, torch::Tensor> taylor_scores(models::ResNet& model, const 
 /// `seed` (53 random bits per value: the same numbers with every standard library).
 std::vector<torch::Tensor> random_scores(const std::vector<models::ChannelGroup>& groups, uint64_t seed);
 
+/// True when `tensor` is a BatchNorm scale γ: a "x.weight" with "x.running_var" beside it in `sd`.
+bool is_batch_norm_scale(const models::StateDict& sd, const std::string& tensor);
+
 /// Scores every group of a request (one double [C] per group, in order), given the request.
 using Scorer = std::function<std::vector<torch::Tensor>(PruneRequest& request,
                                                         const std::vector<models::ChannelGroup>& groups)>;

@@ -10,8 +10,7 @@ torch::Tensor bn_scale(const models::StateDict& sd, const models::ChannelGroup& 
   int64_t norms = 0;
   for (const auto& m : group.members) {
     const std::string& n = m.tensor;
-    if (n.size() < 7 || n.compare(n.size() - 7, 7, ".weight") != 0) continue;
-    if (!sd.contains(n.substr(0, n.size() - 7) + ".running_var")) continue;
+    if (!is_batch_norm_scale(sd, n)) continue;
     const torch::Tensor* gamma = sd.find(n);
     if (!gamma || gamma->dim() != 1 || gamma->size(0) != group.size)
       throw Error("bn_scale: group '" + group.name + "': '" + n + "' is not a BatchNorm scale of " +

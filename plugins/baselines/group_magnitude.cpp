@@ -4,14 +4,6 @@
 #include "runner/core/registry.h"
 
 namespace expctl::baselines {
-namespace {
-
-bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-}  // namespace
-
 torch::Tensor group_magnitude(const models::StateDict& sd, const models::ChannelGroup& group, int p) {
   const std::string what = "group_magnitude: group '" + group.name + "'";
   torch::Tensor sum;
@@ -22,10 +14,9 @@ torch::Tensor group_magnitude(const models::StateDict& sd, const models::Channel
     if (m.dim >= t->dim() || t->size(m.dim) != group.size)
       throw Error(what + ": '" + m.tensor + "' does not have " + std::to_string(group.size) + " channels on dim " +
                   std::to_string(m.dim));
-    if (!ends_with(m.tensor, ".weight")) continue;  // biases and running statistics do not count
-    const std::string prefix = m.tensor.substr(0, m.tensor.size() - 7);
-    const bool batch_norm = sd.contains(prefix + ".running_var");
-    if (!batch_norm && t->dim() < 2) continue;
+    // Conv/linear weights (the only members of 2 or more dimensions) and BN scales count; biases and running
+    // statistics do not.
+    if (t->dim() < 2 && !is_batch_norm_scale(sd, m.tensor)) continue;
     // |w|^p summed over everything but the channel dimension: a filter (dim 0), an input slice (dim 1), or γ_c.
     const torch::Tensor w = t->detach().to(torch::kCPU, torch::kDouble).movedim(m.dim, 0).reshape({group.size, -1});
     const torch::Tensor local = (p == 1 ? w.abs() : w.square()).sum(1);

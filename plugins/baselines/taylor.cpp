@@ -1,5 +1,6 @@
 // taylor: first-order Taylor expansion of the loss around each channel's activation (Molchanov et al., ICLR 2017).
 // See baselines.h.
+#include <algorithm>
 #include <set>
 
 #include "plugins/baselines/baselines.h"
