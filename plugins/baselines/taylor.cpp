@@ -6,6 +6,7 @@
 #include "plugins/baselines/baselines.h"
 #include "runner/core/error.h"
 #include "runner/core/registry.h"
+#include "runner/models/mode_guard.h"
 
 namespace expctl::baselines {
 namespace {
@@ -30,27 +31,24 @@ class KeepActivations : public models::ForwardObserver {
   std::map<std::string, torch::Tensor> kept_;
 };
 
-// Restores requires_grad of every parameter and the train/eval mode on every exit path.
-class ScoringGuard {
+// Switches off requires_grad of every parameter and restores it on every exit path.
+class NoParameterGrads {
  public:
-  explicit ScoringGuard(models::ResNet& model) : model_(model), was_training_(model->is_training()) {
+  explicit NoParameterGrads(models::ResNet& model) : model_(model) {
     for (auto& p : model_->parameters()) {
       flags_.push_back(p.requires_grad());
       p.requires_grad_(false);
     }
-    model_->eval();
   }
-  ~ScoringGuard() {
+  ~NoParameterGrads() {
     size_t i = 0;
     for (auto& p : model_->parameters()) p.requires_grad_(flags_[i++]);
-    if (was_training_) model_->train();
   }
-  ScoringGuard(const ScoringGuard&) = delete;
-  ScoringGuard& operator=(const ScoringGuard&) = delete;
+  NoParameterGrads(const NoParameterGrads&) = delete;
+  NoParameterGrads& operator=(const NoParameterGrads&) = delete;
 
  private:
   models::ResNet& model_;
-  bool was_training_;
   std::vector<bool> flags_;
 };
 
@@ -67,7 +65,8 @@ std::map<std::string, torch::Tensor> taylor_scores(models::ResNet& model, const 
   if (batch_size < 1) throw Error(kWho + ": calibration batch size must be at least 1");
   const std::set<std::string> watched(points.begin(), points.end());
   std::map<std::string, torch::Tensor> sums;  // double [C] on the model's device
-  ScoringGuard guard(model);
+  models::EvalModeGuard eval(*model);
+  NoParameterGrads no_parameter_grads(model);
   torch::AutoGradMode grad(true);
   const torch::Device device = model->conv1->weight.device();
   const int64_t n = images.size(0);

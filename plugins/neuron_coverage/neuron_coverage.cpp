@@ -10,6 +10,7 @@
 #include "plugins/channel_selection.h"
 #include "runner/core/error.h"
 #include "runner/core/registry.h"
+#include "runner/models/mode_guard.h"
 
 namespace expctl::neuron_coverage {
 namespace {
@@ -59,20 +60,6 @@ std::string aggregate_name(Aggregate a) {
   }
 }
 
-// Puts the model back into training mode on every exit path, exceptions included.
-class EvalModeGuard {
- public:
-  explicit EvalModeGuard(models::ResNet& model) : model_(model), was_training_(model->is_training()) { model_->eval(); }
-  ~EvalModeGuard() {
-    if (was_training_) model_->train();
-  }
-  EvalModeGuard(const EvalModeGuard&) = delete;
-  EvalModeGuard& operator=(const EvalModeGuard&) = delete;
-
- private:
-  models::ResNet& model_;
-  bool was_training_;
-};
 
 }  // namespace
 
@@ -177,7 +164,7 @@ std::map<std::string, PointCoverage> measure_coverage(models::ResNet& model, con
   if (batch_size < 1) throw Error(kWho + ": calibration batch size must be at least 1");
   CoverageObserver observer(threshold, points);
   {
-    EvalModeGuard eval(model);
+    models::EvalModeGuard eval(*model);
     torch::InferenceMode inference;
     const torch::Device device = model->conv1->weight.device();
     const int64_t n = calibration.size(0);

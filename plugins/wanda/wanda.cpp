@@ -11,6 +11,7 @@
 
 #include "runner/core/compat.h"
 #include "runner/core/error.h"
+#include "runner/models/mode_guard.h"
 
 namespace expctl::wanda {
 namespace {
@@ -515,12 +516,9 @@ PrunePlan WandaPruner::prune(PruneRequest& request) {
     if (!layers.count(name)) throw Error("wanda: layer '" + name + "' is neither a Conv2d nor a Linear");
 
   torch::NoGradGuard no_grad;  // not InferenceMode: the masks must stay usable in autograd (recovery training)
-  const bool was_training = request.model->is_training();
-  request.model->eval();
-  PrunePlan plan = o.mode == Options::Mode::Structured ? prune_structured(request, o, order, layers)
-                                                       : prune_masks(request, o, order, layers);
-  request.model->train(was_training);
-  return plan;
+  models::EvalModeGuard eval(*request.model);  // restored on exceptions too
+  return o.mode == Options::Mode::Structured ? prune_structured(request, o, order, layers)
+                                             : prune_masks(request, o, order, layers);
 }
 
 PrunerEntry entry() {

@@ -14,25 +14,12 @@
 #include "runner/core/compat.h"
 #include "runner/core/error.h"
 #include "runner/data/loader.h"
+#include "runner/models/mode_guard.h"
 #include "runner/models/torch_file.h"
 
 namespace expctl::metrics {
 namespace {
 
-// Puts the model in eval mode for the guard's lifetime and restores its previous mode, also on exceptions.
-class EvalModeGuard {
- public:
-  explicit EvalModeGuard(torch::nn::Module& module) : module_(module), was_training_(module.is_training()) {
-    module_.eval();
-  }
-  ~EvalModeGuard() { module_.train(was_training_); }
-  EvalModeGuard(const EvalModeGuard&) = delete;
-  EvalModeGuard& operator=(const EvalModeGuard&) = delete;
-
- private:
-  torch::nn::Module& module_;
-  bool was_training_;
-};
 
 // The device of the model's first parameter (CPU for a model without parameters).
 torch::Device model_device(const torch::nn::Module& module) {
@@ -128,7 +115,7 @@ EvalResult evaluate(models::ResNet& model, const data::Split& split, int64_t bat
   if (batch_size < 1) throw Error(what + ": batch_size must be at least 1, got " + std::to_string(batch_size));
   require_on_device(*model, device, what);
 
-  EvalModeGuard mode(*model);
+  models::EvalModeGuard mode(*model);
   torch::InferenceMode inference;
   // Sums stay on the device and are read once at the end: one synchronisation instead of two per batch.
   auto loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
@@ -203,7 +190,7 @@ MacsReport count_macs(models::ResNet& model, int64_t height, int64_t width) {
   const int64_t channels = model->conv1->weight.size(1) * model->conv1->options.groups();
   ShapeRecorder recorder;
   {
-    EvalModeGuard mode(*model);
+    models::EvalModeGuard mode(*model);
     torch::InferenceMode inference;
     auto x = torch::zeros({1, channels, height, width}, torch::TensorOptions().device(model_device(*model)));
     try {
@@ -272,7 +259,7 @@ LatencyStats measure_latency(models::ResNet& model, const LatencyOptions& option
 
   // Denormal arithmetic is up to 100× slower on x86 and appears in trained weights' tails: flush it.
   at::globalContext().setFlushDenormal(true);
-  EvalModeGuard mode(*model);
+  models::EvalModeGuard mode(*model);
   torch::InferenceMode inference;
 
   const int64_t channels = model->conv1->weight.size(1) * model->conv1->options.groups();
