@@ -73,27 +73,12 @@ Aggregate parse_aggregate(const std::string& name) {
 Options Options::from_params(const Params& params) {
   // Defaults for absent keys, so hand-built Params (tests, other callers) need only the keys they change.
   Options o;
-  const selection::Options rules = selection::Options::from_params(params, kWho, o.rules());
-  o.sparsity = rules.sparsity;
-  o.scope_global = rules.scope_global;
-  o.min_channels = rules.min_channels;
-  o.round_to = rules.round_to;
-  o.exclude = rules.exclude;
+  static_cast<selection::Options&>(o) = selection::Options::from_params(params, kWho, o);
   if (params.has("threshold")) o.threshold = params.get_float("threshold");
   if (params.has("aggregate")) o.aggregate = parse_aggregate(params.get_string("aggregate"));
   if (!(o.threshold >= 0 && o.threshold < 1))
     throw Error(kWho + ": threshold must lie in [0, 1), got " + std::to_string(o.threshold));
   return o;
-}
-
-selection::Options Options::rules() const {
-  selection::Options r;
-  r.sparsity = sparsity;
-  r.scope_global = scope_global;
-  r.min_channels = min_channels;
-  r.round_to = round_to;
-  r.exclude = exclude;
-  return r;
 }
 
 torch::Tensor PointCoverage::coverage() const {
@@ -233,8 +218,7 @@ torch::Tensor rank_channels(const GroupScore& score) {
 PrunePlan make_plan(const std::vector<models::ChannelGroup>& groups,
                     const std::map<std::string, PointCoverage>& coverage, const Options& options,
                     const std::vector<std::string>& layer_names) {
-  const selection::Options rules = options.rules();
-  selection::check_exclude(rules.exclude, groups, layer_names, kWho);
+  selection::check_exclude(options.exclude, groups, layer_names, kWho);
   // Coverage is a fraction of inputs in every group, so global scope compares it across groups as it is.
   std::vector<GroupScore> scores;
   scores.reserve(groups.size());
@@ -243,7 +227,7 @@ PrunePlan make_plan(const std::vector<models::ChannelGroup>& groups,
     scores.push_back(score_group(g, coverage, options.aggregate));
     ranked.push_back({&g, scores.back().coverage, scores.back().mean_activation});
   }
-  PrunePlan plan = selection::make_plan(selection::choose(ranked, rules, kWho), rules, kWho);
+  PrunePlan plan = selection::make_plan(selection::choose(ranked, options, kWho), options, kWho);
   auto& st = plan.stats;
   st["threshold"] = options.threshold;
   st["aggregate"] = aggregate_name(options.aggregate);

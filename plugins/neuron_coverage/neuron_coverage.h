@@ -54,25 +54,19 @@ enum class Aggregate { Mean, Max, Min };
 /// Parses "mean" / "max" / "min"; throws expctl::Error naming the valid values otherwise.
 Aggregate parse_aggregate(const std::string& name);
 
-/// The pruner's settings; plain data with the parameter table's defaults.
+/// The pruner's settings; plain data with the parameter table's defaults. The budget rules (sparsity, scope,
+/// min_channels, round_to, exclude) are the shared selection::Options every structured pruner has.
 ///
 ///     Options o;
 ///     o.sparsity = 0.25;
 ///     o.scope_global = true;
-struct Options {
-  double sparsity = 0.5;                            ///< fraction of channels removed, in [0, 1)
-  double threshold = 0.1;                           ///< coverage threshold t on the scaled spatial mean, in [0, 1)
-  bool scope_global = false;                        ///< false: per group; true: ranked across all prunable groups
-  Aggregate aggregate = Aggregate::Mean;            ///< see Aggregate
-  int64_t min_channels = 8;                         ///< lower bound on the channels a group keeps (>= 1)
-  int64_t round_to = 8;                             ///< kept counts are rounded up to a multiple of this (>= 1)
-  std::vector<std::string> exclude{"conv1", "fc"};  ///< layer or group names whose groups are never pruned
+struct Options : selection::Options {
+  double threshold = 0.1;                 ///< coverage threshold t on the scaled spatial mean, in [0, 1)
+  Aggregate aggregate = Aggregate::Mean;  ///< see Aggregate
 
   /// The options of a validated `prune` block (the keys of the table above); throws expctl::Error when a value
   /// is out of range (validation normally catches that first).
   static Options from_params(const Params& params);
-  /// The budget rules (sparsity, scope, min_channels, round_to, exclude) as the shared channel selection takes them.
-  selection::Options rules() const;
 };
 
 /// Coverage counts of one activation point, accumulated over calibration inputs.
