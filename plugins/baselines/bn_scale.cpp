@@ -12,10 +12,11 @@ torch::Tensor bn_scale(const models::StateDict& sd, const models::ChannelGroup& 
     const std::string& n = m.tensor;
     if (!is_batch_norm_scale(sd, n)) continue;
     const torch::Tensor* gamma = sd.find(n);
-    if (!gamma || gamma->dim() != 1 || gamma->size(0) != group.size)
+    if (!gamma || gamma->dim() != 1 || gamma->size(0) < m.offset + group.size)
       throw Error("bn_scale: group '" + group.name + "': '" + n + "' is not a BatchNorm scale of " +
                   std::to_string(group.size) + " channels");
-    const torch::Tensor a = gamma->detach().to(torch::kCPU, torch::kDouble).abs();
+    // A BN after a concatenation holds this group's channels at an offset.
+    const torch::Tensor a = gamma->detach().narrow(0, m.offset, group.size).to(torch::kCPU, torch::kDouble).abs();
     sum = sum.defined() ? sum + a : a;
     ++norms;
   }

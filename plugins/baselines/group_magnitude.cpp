@@ -11,14 +11,17 @@ torch::Tensor group_magnitude(const models::StateDict& sd, const models::Channel
   for (const auto& m : group.members) {
     const torch::Tensor* t = sd.find(m.tensor);
     if (!t) throw Error(what + ": the model has no tensor '" + m.tensor + "'");
-    if (m.dim >= t->dim() || t->size(m.dim) != group.size)
-      throw Error(what + ": '" + m.tensor + "' does not have " + std::to_string(group.size) + " channels on dim " +
-                  std::to_string(m.dim));
     // Conv/linear weights (the only members of 2 or more dimensions) and BN scales count; biases and running
     // statistics do not.
     if (t->dim() < 2 && !is_batch_norm_scale(sd, m.tensor)) continue;
-    // |w|^p summed over everything but the channel dimension: a filter (dim 0), an input slice (dim 1), or γ_c.
-    const torch::Tensor w = t->detach().to(torch::kCPU, torch::kDouble).movedim(m.dim, 0).reshape({group.size, -1});
+    // |w|^p summed over everything the channel owns: a filter (dim 0), an input slice (dim 1; all H×W features
+    // of a flattened channel), or γ_c.
+    torch::Tensor w;
+    try {
+      w = models::member_rows(t->detach(), m, group.size).to(torch::kCPU, torch::kDouble);
+    } catch (const Error& e) {
+      throw Error(what + ": " + e.what());
+    }
     const torch::Tensor local = (p == 1 ? w.abs() : w.square()).sum(1);
     sum = sum.defined() ? sum + local : local;
     ++contributing;

@@ -203,6 +203,32 @@ void ResNetImpl::sync_spec() {
   spec_.in_channels = conv1->weight.size(1);
 }
 
+Graph ResNetImpl::graph() const {
+  Graph g;
+  int x = g.input("input", spec_.in_channels);
+  int64_t width = spec_.stage_widths[0];
+  const bool cifar = spec_.stem == Stem::Cifar;
+  x = g.conv("conv1", x, spec_.in_channels, width, 1, false, cifar ? 1 : 2, cifar ? 1 : 3);
+  x = g.activation("relu", g.batch_norm("bn1", x));
+  if (!cifar) x = g.max_pool("maxpool", x, 3, 2, 1);
+  for (const auto& block : blocks_) {
+    const std::string& b = block->name();
+    const int64_t inner = block->conv1->weight.size(0), out = block->conv2->weight.size(0);
+    const int64_t stride = (*block->conv1->options.stride())[0];
+    int y = g.conv(b + ".conv1", x, width, inner, 1, false, stride, 1);
+    y = g.activation(b + ".relu1", g.batch_norm(b + ".bn1", y));
+    y = g.batch_norm(b + ".bn2", g.conv(b + ".conv2", y, inner, out, 1, false, 1, 1));
+    int identity = x;
+    if (block->downsample_conv)
+      identity = g.batch_norm(b + ".downsample.1", g.conv(b + ".downsample.0", x, width, out, 1, false, stride, 0));
+    x = g.activation(b, g.add(b + ".add", {y, identity}));
+    width = out;
+  }
+  x = g.flatten("flatten", g.adaptive_avg_pool("avgpool", x, 1, 1), 1);
+  g.output(g.linear("fc", x, width, spec_.num_classes));
+  return g;
+}
+
 std::vector<std::string> ResNetImpl::layer_names() const {
   std::vector<std::string> names{"conv1"};
   for (auto& block : blocks_) {

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "runner/models/graph.h"
+
 namespace expctl::models {
 
 /// An ordered name → tensor map, in torchvision's `state_dict()` order (per module: parameters, then buffers).
@@ -92,6 +94,9 @@ class ResNetImpl : public torch::nn::Module {
   const ResNetSpec& spec() const { return spec_; }
   /// Re-reads every width of spec() from the current weight shapes (after in-place surgery).
   void sync_spec();
+  /// The network as a graph (runner/models/graph.h), in torchvision's forward order: activations are named like
+  /// the ForwardObserver points ("relu", "layer1.0.relu1", "layer1.0"), a block's residual add "layer1.0.add".
+  Graph graph() const;
   /// Names of every Conv2d/Linear in forward order ("conv1", "layer1.0.conv1", ..., "fc").
   std::vector<std::string> layer_names() const;
 

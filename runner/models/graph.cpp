@@ -1,0 +1,395 @@
+#include "runner/models/graph.h"
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <numeric>
+#include <set>
+
+#include "runner/core/error.h"
+
+namespace expctl::models {
+namespace {
+
+const char* const kBnTensors[] = {"weight", "bias", "running_mean", "running_var"};
+
+/// Channels as they flow along an edge: the sources (channel sets started by one layer) in channel order, each
+/// whole, and the features each channel occupies (span > 1 after a flatten).
+struct Layout {
+  std::vector<int> sources;
+  int64_t span = 1;
+};
+
+struct Source {
+  int64_t size = 0;
+  bool fixed = false;  ///< the image's or the logits' channels, or a grouped conv's: never pruned
+};
+
+/// What a node contributed to the group of one source, in node order.
+struct Record {
+  enum Kind { Member, Producer, Consumer, Activation, Depthwise, Join } kind = Member;
+  int source = 0;
+  GroupMember member;  ///< Member
+  std::string name;    ///< the others
+};
+
+class Derivation {
+ public:
+  explicit Derivation(const Graph& g) : graph_(g) {}
+
+  std::vector<ChannelGroup> run() {
+    layouts_.resize(graph_.nodes().size());
+    for (size_t i = 0; i < graph_.nodes().size(); ++i) visit(int(i));
+    return collect();
+  }
+
+ private:
+  [[noreturn]] void fail(const Node& n, const std::string& why) const {
+    throw Error("model graph: node '" + n.name + "': " + why);
+  }
+
+  int64_t channels(const Layout& l) const {
+    int64_t c = 0;
+    for (int s : l.sources) c += sources_[size_t(s)].size;
+    return c;
+  }
+
+  const Layout& only_input(const Node& n, int self) const {
+    if (n.inputs.size() != 1) fail(n, "needs exactly one input, has " + std::to_string(n.inputs.size()));
+    return input(n, n.inputs[0], self);
+  }
+
+  const Layout& input(const Node& n, int id, int self) const {
+    if (id < 0 || id >= self) fail(n, "reads node " + std::to_string(id) + ", which does not come before it");
+    if (graph_.nodes()[size_t(id)].op == Op::Output) fail(n, "reads an output marker");
+    return layouts_[size_t(id)];
+  }
+
+  int new_source(int64_t size, bool fixed) {
+    sources_.push_back({size, fixed});
+    parent_.push_back(int(parent_.size()));
+    return int(sources_.size()) - 1;
+  }
+
+  int find(int s) {
+    while (parent_[size_t(s)] != s) s = parent_[size_t(s)] = parent_[size_t(parent_[size_t(s)])];
+    return s;
+  }
+
+  void member(int source, const std::string& tensor, int64_t dim, int64_t offset = 0, int64_t span = 1) {
+    Record& r = records_.emplace_back();
+    r.source = source;
+    r.member = GroupMember{tensor, dim, offset, span};
+  }
+  void note(Record::Kind kind, int source, const std::string& name) {
+    Record& r = records_.emplace_back();
+    r.kind = kind;
+    r.source = source;
+    r.name = name;
+  }
+
+  /// Members of every source of `l` in `tensor`'s dimension `dim`, at their channel offsets.
+  void members_along(const Layout& l, const std::string& tensor, int64_t dim) {
+    int64_t pos = 0;
+    for (int s : l.sources) {
+      member(s, tensor, dim, pos * l.span, l.span);
+      pos += sources_[size_t(s)].size;
+    }
+  }
+
+  /// A conv or linear layer that starts new channels, reading `in`.
+  int layer(const Node& n, const Layout& in) {
+    for (int s : in.sources) note(Record::Consumer, s, n.name);
+    members_along(in, n.name + ".weight", 1);
+    const int out = new_source(n.out_channels, false);
+    note(Record::Producer, out, n.name);
+    member(out, n.name + ".weight", 0);
+    if (n.bias) member(out, n.name + ".bias", 0);
+    return out;
+  }
+
+  void visit(int id) {
+    const Node& n = graph_.nodes()[size_t(id)];
+    Layout& out = layouts_[size_t(id)];
+    switch (n.op) {
+      case Op::Input:
+        if (n.out_channels < 1) fail(n, "an input needs at least one channel");
+        out.sources = {new_source(n.out_channels, true)};
+        break;
+      case Op::Conv: {
+        const Layout in = only_input(n, id);
+        if (in.span != 1) fail(n, "a conv cannot read flattened features");
+        if (channels(in) != n.in_channels)
+          fail(n, "has in_channels " + std::to_string(n.in_channels) + " but " + std::to_string(channels(in)) +
+                      " channels reach it");
+        if (n.groups < 1 || n.in_channels % n.groups != 0 || n.out_channels % n.groups != 0)
+          fail(n, "groups " + std::to_string(n.groups) + " must divide in and out channels");
+        if (n.groups == 1) {
+          out.sources = {layer(n, in)};
+        } else if (n.groups == n.in_channels && n.out_channels == n.in_channels) {
+          // Depthwise: filter c reads channel c only, so the output channels are the input's.
+          out = in;
+          members_along(in, n.name + ".weight", 0);
+          if (n.bias) members_along(in, n.name + ".bias", 0);
+          for (int s : in.sources) note(Record::Depthwise, s, n.name);
+        } else {
+          // Grouped: removing channels would break the equal split into groups; keep both sides whole.
+          for (int s : in.sources) sources_[size_t(s)].fixed = true;
+          out.sources = {new_source(n.out_channels, true)};
+        }
+        break;
+      }
+      case Op::Linear: {
+        const Layout in = only_input(n, id);
+        if (channels(in) * in.span != n.in_channels)
+          fail(n, "has in_features " + std::to_string(n.in_channels) + " but " +
+                      std::to_string(channels(in) * in.span) + " features reach it");
+        out.sources = {layer(n, in)};
+        break;
+      }
+      case Op::BatchNorm:
+        out = only_input(n, id);
+        if (out.span != 1) fail(n, "a batch norm cannot read flattened features");
+        for (const char* t : kBnTensors) members_along(out, n.name + "." + t, 0);
+        break;
+      case Op::Activation:
+        out = only_input(n, id);
+        // A point whose channels are all one group's scores that group (NC, Taylor); a concatenation's output
+        // mixes several groups and is not used as a point.
+        if (out.sources.size() == 1 && out.span == 1) note(Record::Activation, out.sources[0], n.name);
+        break;
+      case Op::Pool:
+      case Op::Dropout:
+        out = only_input(n, id);
+        break;
+      case Op::Add:
+      case Op::Mul: {
+        if (n.inputs.size() < 2) fail(n, "needs at least two inputs");
+        out = input(n, n.inputs[0], id);
+        for (size_t k = 1; k < n.inputs.size(); ++k) {
+          const Layout& other = input(n, n.inputs[k], id);
+          std::vector<int64_t> a, b;
+          for (int s : out.sources) a.push_back(sources_[size_t(s)].size);
+          for (int s : other.sources) b.push_back(sources_[size_t(s)].size);
+          if (a != b || out.span != other.span)
+            fail(n, "its inputs' channels do not line up (" + std::to_string(channels(out)) + " and " +
+                        std::to_string(channels(other)) + " channels" +
+                        (channels(out) == channels(other) ? ", from differently concatenated sources" : "") + ")");
+          for (size_t j = 0; j < a.size(); ++j) {
+            const int ra = find(out.sources[j]), rb = find(other.sources[j]);
+            if (ra != rb) parent_[size_t(rb)] = ra;
+          }
+        }
+        for (int s : out.sources) note(Record::Join, s, n.name);
+        break;
+      }
+      case Op::Concat:
+        if (n.inputs.empty()) fail(n, "needs at least one input");
+        for (int i : n.inputs) {
+          const Layout& in = input(n, i, id);
+          if (in.span != 1) fail(n, "cannot concatenate flattened features");
+          out.sources.insert(out.sources.end(), in.sources.begin(), in.sources.end());
+        }
+        break;
+      case Op::Flatten:
+        out = only_input(n, id);
+        if (out.span != 1) fail(n, "flattens features that are already flat");
+        if (n.span < 1) fail(n, "span must be at least 1");
+        out.span = n.span;
+        break;
+      case Op::Output:
+        for (int s : only_input(n, id).sources) sources_[size_t(s)].fixed = true;
+        break;
+    }
+  }
+
+  std::vector<ChannelGroup> collect() {
+    std::map<int, bool> fixed;  // class root → any source fixed
+    for (size_t s = 0; s < sources_.size(); ++s) {
+      bool& f = fixed[find(int(s))];
+      f = f || sources_[s].fixed;
+    }
+    std::map<int, size_t> index;  // class root → position in `groups`
+    std::vector<ChannelGroup> groups;
+    std::vector<std::vector<std::string>> joins;
+    auto push_unique = [](std::vector<std::string>& v, const std::string& s) {
+      if (std::find(v.begin(), v.end(), s) == v.end()) v.push_back(s);
+    };
+    for (const Record& r : records_) {
+      const int root = find(r.source);
+      if (fixed[root]) continue;
+      auto [it, fresh] = index.emplace(root, groups.size());
+      if (fresh) {
+        groups.emplace_back();
+        groups.back().size = sources_[size_t(r.source)].size;
+        joins.emplace_back();
+      }
+      ChannelGroup& g = groups[it->second];
+      switch (r.kind) {
+        case Record::Member:
+          if (std::find(g.members.begin(), g.members.end(), r.member) == g.members.end()) g.members.push_back(r.member);
+          break;
+        case Record::Producer: push_unique(g.producers, r.name); break;
+        case Record::Consumer: push_unique(g.consumers, r.name); break;
+        case Record::Activation: push_unique(g.activation_points, r.name); break;
+        case Record::Depthwise: push_unique(g.depthwise, r.name); break;
+        case Record::Join: push_unique(joins[it->second], r.name); break;
+      }
+    }
+    std::set<std::string> taken;
+    for (size_t i = 0; i < groups.size(); ++i) {
+      groups[i].name = group_name(groups[i], joins[i], taken);
+      taken.insert(groups[i].name);
+    }
+    std::stable_sort(groups.begin(), groups.end(),
+                     [](const ChannelGroup& a, const ChannelGroup& b) { return path_less(a.name, b.name); });
+    return groups;
+  }
+
+  static std::vector<std::string> split(const std::string& path) {
+    std::vector<std::string> parts;
+    size_t start = 0;
+    for (size_t dot; (dot = path.find('.', start)) != std::string::npos; start = dot + 1)
+      parts.push_back(path.substr(start, dot - start));
+    parts.push_back(path.substr(start));
+    return parts;
+  }
+
+  static bool numeric(const std::string& s) {
+    return !s.empty() && s.size() < 18 && std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(c); });
+  }
+
+  /// Module-path order: component by component, numbers as numbers, a prefix before its extensions.
+  static bool path_less(const std::string& a, const std::string& b) {
+    const auto pa = split(a), pb = split(b);
+    for (size_t i = 0; i < pa.size() && i < pb.size(); ++i) {
+      if (pa[i] == pb[i]) continue;
+      if (numeric(pa[i]) && numeric(pb[i])) return std::stoll(pa[i]) < std::stoll(pb[i]);
+      return pa[i] < pb[i];
+    }
+    return pa.size() < pb.size();
+  }
+
+  static std::string group_name(const ChannelGroup& g, const std::vector<std::string>& joins,
+                                const std::set<std::string>& taken) {
+    // The blocks a residual stream's adds belong to share a prefix: layer2.0.add, layer2.1.add → "layer2".
+    std::vector<std::string> common;
+    for (size_t k = 0; k < joins.size(); ++k) {
+      auto parts = split(joins[k]);
+      parts.pop_back();  // the join's own name within its block
+      if (k == 0) {
+        common = parts;
+        continue;
+      }
+      size_t n = 0;
+      while (n < common.size() && n < parts.size() && common[n] == parts[n]) ++n;
+      common.resize(n);
+    }
+    std::string name;
+    for (const auto& p : common) name += (name.empty() ? "" : ".") + p;
+    if (name.empty() || taken.count(name)) name = g.producers.empty() ? "group" : g.producers.front();
+    const std::string base = name;
+    for (int k = 2; taken.count(name); ++k) name = base + "#" + std::to_string(k);
+    return name;
+  }
+
+  const Graph& graph_;
+  std::vector<Layout> layouts_;
+  std::vector<Source> sources_;
+  std::vector<int> parent_;
+  std::vector<Record> records_;
+};
+
+}  // namespace
+
+int Graph::push(Node node) {
+  nodes_.push_back(std::move(node));
+  return int(nodes_.size()) - 1;
+}
+
+int Graph::input(const std::string& name, int64_t channels) {
+  Node n;
+  n.op = Op::Input;
+  n.name = name;
+  n.out_channels = channels;
+  return push(std::move(n));
+}
+
+int Graph::conv(const std::string& name, int from, int64_t in_channels, int64_t out_channels, int64_t groups,
+                bool bias, int64_t stride, int64_t padding, int64_t dilation) {
+  Node n;
+  n.op = Op::Conv;
+  n.name = name;
+  n.inputs = {from};
+  n.in_channels = in_channels;
+  n.out_channels = out_channels;
+  n.groups = groups;
+  n.bias = bias;
+  n.stride = stride;
+  n.padding = padding;
+  n.dilation = dilation;
+  return push(std::move(n));
+}
+
+int Graph::linear(const std::string& name, int from, int64_t in_features, int64_t out_features, bool bias) {
+  Node n;
+  n.op = Op::Linear;
+  n.name = name;
+  n.inputs = {from};
+  n.in_channels = in_features;
+  n.out_channels = out_features;
+  n.bias = bias;
+  return push(std::move(n));
+}
+
+namespace {
+Node simple(Op op, const std::string& name, std::vector<int> inputs) {
+  Node n;
+  n.op = op;
+  n.name = name;
+  n.inputs = std::move(inputs);
+  return n;
+}
+}  // namespace
+
+int Graph::batch_norm(const std::string& name, int from, double eps) {
+  Node n = simple(Op::BatchNorm, name, {from});
+  n.eps = eps;
+  return push(std::move(n));
+}
+int Graph::activation(const std::string& name, int from, const std::string& kind) {
+  Node n = simple(Op::Activation, name, {from});
+  n.kind = kind;
+  return push(std::move(n));
+}
+int Graph::max_pool(const std::string& name, int from, int64_t kernel, int64_t stride, int64_t padding) {
+  Node n = simple(Op::Pool, name, {from});
+  n.kind = "max";
+  n.kernel = kernel;
+  n.stride = stride;
+  n.padding = padding;
+  return push(std::move(n));
+}
+int Graph::adaptive_avg_pool(const std::string& name, int from, int64_t out_h, int64_t out_w) {
+  Node n = simple(Op::Pool, name, {from});
+  n.kind = "adaptive_avg";
+  n.out_h = out_h;
+  n.out_w = out_w;
+  return push(std::move(n));
+}
+int Graph::dropout(const std::string& name, int from) { return push(simple(Op::Dropout, name, {from})); }
+int Graph::add(const std::string& name, const std::vector<int>& from) { return push(simple(Op::Add, name, from)); }
+int Graph::mul(const std::string& name, int a, int b) { return push(simple(Op::Mul, name, {a, b})); }
+int Graph::concat(const std::string& name, const std::vector<int>& from) {
+  return push(simple(Op::Concat, name, from));
+}
+int Graph::flatten(const std::string& name, int from, int64_t span) {
+  Node n = simple(Op::Flatten, name, {from});
+  n.span = span;
+  return push(std::move(n));
+}
+void Graph::output(int from) { push(simple(Op::Output, "output", {from})); }
+
+std::vector<ChannelGroup> derive_channel_groups(const Graph& graph) { return Derivation(graph).run(); }
+
+}  // namespace expctl::models
