@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   expctl::cli::add_show_config(app, exit_code);
   expctl::cli::add_sweep(app, exit_code);
   expctl::cli::add_compare(app, exit_code);
+  expctl::cli::add_export(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -19,5 +19,6 @@ void add_describe(CLI::App& app, int& exit_code);
 void add_show_config(CLI::App& app, int& exit_code);
 void add_sweep(CLI::App& app, int& exit_code);
 void add_compare(CLI::App& app, int& exit_code);
+void add_export(CLI::App& app, int& exit_code);
 
 }  // namespace expctl::cli

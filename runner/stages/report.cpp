@@ -19,6 +19,7 @@
 #include "runner/data/datasets.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
+#include "runner/models/torchscript_export.h"
 #include "runner/stages/trainer.h"
 #include "runner/sweep/summary.h"
 
@@ -402,6 +403,8 @@ std::string curves_caption(const ScenarioConfig& cfg, const Evaluation& ev) {
          ". Train curves: means over each epoch's training batches (" + train + ").*\n";
 }
 
+const char* const kTorchScriptFile = "model.torchscript.pt";
+
 class ReportStage : public Stage {
  public:
   void run(StageContext& ctx) override {
@@ -430,7 +433,8 @@ class ReportStage : public Stage {
         report["precision"]["training"][stage] = stages.at(stage).root()["precision"].json();
     std::vector<json> rows;
     bool masked = false;
-    for (const Row& r : rows_of(stages, ctx.naming)) {
+    const std::vector<Row> models = rows_of(stages, ctx.naming);
+    for (const Row& r : models) {
       rows.push_back(measure(r, info, p, device));
       masked = masked || rows.back()["masked"].get<bool>();
       ctx.log->info("measured {}: {}", r.label, r.checkpoint.string());
@@ -460,6 +464,15 @@ class ReportStage : public Stage {
     if (stages.count("prune"))
       doc << pruning_section(stages.at("prune").root(), dir, p.get_bool("plot"), *ctx.log, extra_outputs);
 
+    if (p.get_bool("export_torchscript")) {
+      // The scenario's final model (the last row), runnable from Python without expctl.
+      models::ResNet final_model = models::load_checkpoint(models.back().checkpoint);
+      final_model->eval();
+      models::export_torchscript(*final_model, final_model->graph(), dir / kTorchScriptFile);
+      extra_outputs.push_back(dir / kTorchScriptFile);
+      ctx.log->info("exported {} as TorchScript: {}", models.back().label, (dir / kTorchScriptFile).string());
+    }
+
     write_file_atomic(dir / "report.md", doc.str());
     write_file_atomic(dir / "report.csv", table.csv());
     write_file_atomic(dir / "report.json", report.dump(2) + "\n");
@@ -474,6 +487,8 @@ std::vector<PlannedFile> plan(const ScenarioConfig&, const Naming& n, const Para
     out.push_back({PlannedFile::Access::Write, n.report_dir() / f, "report"});
   if (p.get_bool("plot"))
     out.push_back({PlannedFile::Access::Write, n.report_dir() / "training_curves.png", "loss/accuracy plot"});
+  if (p.get_bool("export_torchscript"))
+    out.push_back({PlannedFile::Access::Write, n.report_dir() / kTorchScriptFile, "TorchScript model"});
   return out;
 }
 
@@ -489,6 +504,8 @@ StageEntry entry() {
   t.add_int("latency.large_batch", 128, "the large batch size timed beside batch 1").min(1).max(65536);
   t.add_int("latency.large_batch_repeats", 10, "timed forward passes at the large batch").min(1).max(100000);
   t.add_bool("plot", true, "draw the training curves (gnuplot)");
+  t.add_bool("export_torchscript", true,
+             "write the final model as model.torchscript.pt (Python: torch.jit.load(file)(images), no expctl)");
   e.plan = plan;
   e.create = [] { return std::make_unique<ReportStage>(); };
   return e;

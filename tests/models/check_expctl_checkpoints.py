@@ -4,7 +4,9 @@
 usage: check_expctl_checkpoints.py CHECKPOINT IO_FILE [CHECKPOINT IO_FILE ...]
 For each pair: the checkpoint must be a plain dict (weights_only=True must be enough on torch 2.x), its "arch" must describe a
 torchvision ResNet that, built at the (possibly pruned) widths, loads "state_dict" strictly and reproduces the
-logits expctl wrote into IO_FILE ({"x", "logits"}) within 1e-5. Exit status 0 when every pair passes.
+logits expctl wrote into IO_FILE ({"x", "logits"}) within 1e-5. Beside each CHECKPOINT (X.pt), expctl's TorchScript
+export X.torchscript.pt must load with torch.jit.load alone, hold the same state dict, and give the same logits.
+Exit status 0 when every pair passes.
 """
 import sys
 
@@ -65,7 +67,17 @@ def check(ckpt_path, io_path):
         logits = model(io["x"])
     diff = (logits - io["logits"]).abs().max().item()
     print(f"{ckpt_path}: {arch['name']} widths {arch['stage_widths']} meta {meta} max|diff| {diff:.3g}")
-    return diff <= 1e-5
+
+    ts_path = ckpt_path[: -len(".pt")] + ".torchscript.pt"
+    scripted = torch.jit.load(ts_path)
+    sd = scripted.state_dict()
+    assert list(sd.keys()) == list(ckpt["state_dict"].keys()), f"{ts_path}: state dict keys differ"
+    for k, t in sd.items():
+        assert torch.equal(t, ckpt["state_dict"][k]), f"{ts_path}: {k} differs"
+    with torch.no_grad():
+        ts_diff = (scripted(io["x"]) - io["logits"]).abs().max().item()
+    print(f"{ts_path}: torch.jit.load, max|diff| {ts_diff:.3g}")
+    return diff <= 1e-5 and ts_diff <= 1e-5
 
 
 def main():

@@ -14,6 +14,7 @@
 #include "runner/models/checkpoint.h"
 #include "runner/models/resnet.h"
 #include "runner/models/torch_file.h"
+#include "runner/models/torchscript_export.h"
 
 namespace em = expctl::models;
 namespace fs = std::filesystem;
@@ -234,6 +235,7 @@ TEST_F(Checkpoints, RoundTripAndPythonReproducesTheLogits) {
     const nlohmann::json meta = {{"epoch", 5}, {"accuracy", 91.25}, {"config_hash", "abc123"}, {"pruned", c.prune}};
     const auto ckpt = dir_ / "sub" / (c.name + ".pt");
     em::save_checkpoint(ckpt, model, meta, masks);
+    em::export_torchscript(*model, model->graph(), dir_ / "sub" / (c.name + ".torchscript.pt"));
     auto io = em::PickleValue::dict();
     io.set("x", em::PickleValue::from(x));
     io.set("logits", em::PickleValue::from(logits));
