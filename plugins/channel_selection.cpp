@@ -13,41 +13,16 @@ int64_t round_up(int64_t k, int64_t multiple) { return (k + multiple - 1) / mult
 
 }  // namespace
 
-Options Options::from_params(const Params& params, const std::string& who, const Options& defaults) {
-  // Absent keys keep the defaults, so hand-built Params (tests, other callers) need only the keys they change.
-  Options o = defaults;
-  if (params.has("sparsity")) o.sparsity = params.get_float("sparsity");
-  if (params.has("scope")) {
-    const std::string& scope = params.get_string("scope");
-    if (scope != "local" && scope != "global")
-      throw Error(who + ": scope: unknown value '" + scope + "' (valid: local, global)");
-    o.scope_global = scope == "global";
-  }
-  if (params.has("min_channels")) o.min_channels = params.get_int("min_channels");
-  if (params.has("round_to")) o.round_to = params.get_int("round_to");
-  if (params.has("exclude")) o.exclude = params.get_list("exclude");
-  if (!(o.sparsity >= 0 && o.sparsity < 1))
-    throw Error(who + ": sparsity must lie in [0, 1), got " + std::to_string(o.sparsity));
-  if (o.min_channels < 1) throw Error(who + ": min_channels must be at least 1");
-  if (o.round_to < 1) throw Error(who + ": round_to must be at least 1");
-  return o;
+const OptionBinder<Options>& binder() {
+  static const OptionBinder<Options> b = [] {
+    OptionBinder<Options> b;
+    bind_budget(b);
+    return b;
+  }();
+  return b;
 }
 
-Options Options::from_params(const Params& params, const std::string& who) {
-  return from_params(params, who, Options{});
-}
-
-void add_params(ParamTable& t, const Options& d) {
-  t.add_float("sparsity", d.sparsity, "fraction of channels removed (of each group's, or of all prunable ones)")
-      .min(0)
-      .below(1);
-  t.add_enum("scope", d.scope_global ? "global" : "local", {"local", "global"},
-             "local: sparsity per group; global: channels ranked across the network");
-  t.add_int("min_channels", d.min_channels, "never keep fewer channels in a group").min(1);
-  t.add_int("round_to", d.round_to, "kept channel counts are rounded to a multiple of this").min(1).max(1024);
-  t.add_list("exclude", d.exclude,
-             "layers whose outputs are never pruned (their inputs may shrink); a group name keeps that group whole");
-}
+Options Options::from_params(const Params& params, const std::string& who) { return binder().read(params, who); }
 
 int64_t local_keep_count(int64_t size, double sparsity, int64_t min_channels, int64_t round_to) {
   // The epsilon absorbs representation error ((1 - 0.3) * 10 = 7.000000000000001 must keep 7, not 8).

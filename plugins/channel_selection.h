@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "plugins/pruner.h"
+#include "runner/core/options_binder.h"
 #include "runner/core/params.h"
 #include "runner/models/channel_groups.h"
 
@@ -34,16 +35,29 @@ struct Options {
   int64_t round_to = 8;                             ///< >= 1
   std::vector<std::string> exclude{"conv1", "fc"};  ///< layer or group names
 
-  /// The rules of a validated prune block (sparsity, scope, min_channels, round_to, exclude); absent keys keep the
-  /// values of `defaults`. Throws expctl::Error "<who>: <key>: ..." for a value out of range.
-  static Options from_params(const Params& params, const std::string& who, const Options& defaults);
-  /// from_params() over the defaults above.
+  /// The rules of a prune block (sparsity, scope, min_channels, round_to, exclude); absent keys keep the defaults
+  /// above. Throws expctl::Error "<who>: <key>: ..." for a value out of range.
   static Options from_params(const Params& params, const std::string& who);
 };
 
-/// Declares sparsity, scope, min_channels, round_to and exclude in a pruner's parameter table, with the defaults
-/// of `defaults`. The calibration.* keys are declared by each pruner that reads calibration images.
-void add_params(ParamTable& table, const Options& defaults = Options{});
+/// Binds sparsity, scope, min_channels, round_to and exclude to the fields of `O` (selection::Options or an options
+/// struct deriving from it): every structured pruner declares the budget keys through this one function, with the
+/// defaults of the fields' initializers.
+template <class O>
+void bind_budget(OptionBinder<O>& b) {
+  b.add(&O::sparsity, "sparsity", "fraction of channels removed (of each group's, or of all prunable ones)")
+      .min(0)
+      .below(1);
+  b.template add_enum<bool>(&O::scope_global, "scope", {{"local", false}, {"global", true}},
+                            "local: sparsity per group; global: channels ranked across the network");
+  b.add(&O::min_channels, "min_channels", "never keep fewer channels in a group").min(1);
+  b.add(&O::round_to, "round_to", "kept channel counts are rounded to a multiple of this").min(1).max(1024);
+  b.add(&O::exclude, "exclude",
+        "layers whose outputs are never pruned (their inputs may shrink); a group name keeps that group whole");
+}
+
+/// The budget keys bound to selection::Options (bind_budget()): the table of the baselines' prune block.
+const OptionBinder<Options>& binder();
 
 /// One group's scores; both double [C] on the CPU. Higher `score` = keep; equal scores are ordered by `tie`
 /// (higher = keep; undefined = no tie-break), then the lower channel index is kept.

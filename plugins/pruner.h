@@ -41,7 +41,14 @@ struct PrunePlan {
   std::map<std::string, torch::Tensor> keep;
   /// Unstructured / N:M: for each weight to sparsify (state-dict name), a bool mask of its shape, true = keep.
   std::map<std::string, torch::Tensor> masks;
-  /// Per-layer / per-group statistics for the report (coverage, channels kept, sparsity, ...).
+  /// Statistics for the report; the prune stage saves them in prune_metrics.json ("stats") and the report stage
+  /// draws its per-layer section from them. What the report reads (anything else is kept in the JSON only):
+  /// - "groups" (structured plans): {group name: {"size": channels before, "kept": channels kept, and
+  ///   optionally "mean_coverage" + "covered_fraction" (coverage columns and the coverage line of the chart) or
+  ///   "min_score" / "mean_score" / "max_score" (score columns)}}, in group order; "pruner" names the scores.
+  /// - else "layers" (mask plans): {weight layer name: {"weights", "zeros", "sparsity"} or {"skipped": why}},
+  ///   in forward order; and "overall": {"pruned_layers" | "all_layers": {"weights", "zeros", "sparsity"}}.
+  /// A plan with neither gets no per-layer section. selection::make_plan() fills "groups" for structured pruners.
   nlohmann::ordered_json stats = nlohmann::ordered_json::object();
 };
 
@@ -61,9 +68,10 @@ struct PrunerEntry {
 };
 using PrunerRegistry = TypedRegistry<PrunerEntry>;
 
-/// Declares calibration.split (default test), calibration.samples and calibration.batch_size in a pruner's table.
-/// The prune stage reads them: it takes the images, holds them out of the held-out accuracy, and hands them to the
-/// pruner. `use` says in `expctl describe` what this pruner does with them.
-void add_calibration_params(ParamTable& table, int64_t samples, int64_t batch_size, const std::string& use);
+/// The prune stage owns calibration.split (default test), calibration.samples and calibration.batch_size: it takes
+/// the images, holds them out of the held-out accuracy and hands them to the pruner. A pruner gives its own
+/// defaults for the count and the batch size here (PluginInfo::overrides); `use` says in `expctl describe` what it
+/// does with the images.
+void set_calibration_defaults(PluginInfo& info, int64_t samples, int64_t batch_size, const std::string& use);
 
 }  // namespace expctl

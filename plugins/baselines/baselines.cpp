@@ -55,8 +55,8 @@ PrunerEntry baseline_entry(const std::string& name, const std::string& code, con
       "the rules every structured pruner shares (scope, min_channels, round_to, exclude). exclude: a listed layer "
       "keeps its outputs (the group it produces stays whole) while the channels it reads may still shrink, as with "
       "Torch-Pruning's ignored_layers; a listed group name keeps that group whole.";
-  selection::add_params(e.info.params);
-  add_calibration_params(e.info.params, calibration_samples, 64, calibration_use);
+  e.info.params = selection::binder().table();
+  set_calibration_defaults(e.info, calibration_samples, 64, calibration_use);
   e.create = [name, scorer] { return std::make_unique<BaselinePruner>(name, scorer); };
   e.label = [label](const Params& p) {
     return label(p) + (p.has("scope") && p.get_string("scope") == "global" ? " (global)" : "");

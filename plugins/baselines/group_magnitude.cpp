@@ -1,6 +1,7 @@
 // group_magnitude: Torch-Pruning's group L1/L2 magnitude over a channel group. See baselines.h.
 #include "plugins/baselines/baselines.h"
 #include "runner/core/error.h"
+#include "runner/core/options_binder.h"
 #include "runner/core/registry.h"
 
 namespace expctl::baselines {
@@ -32,22 +33,37 @@ torch::Tensor group_magnitude(const models::StateDict& sd, const models::Channel
 
 namespace {
 
+struct Options {
+  int64_t p = 2;  ///< the norm's power: 2 (L2, Torch-Pruning's default) or 1
+};
+
+const OptionBinder<Options>& binder() {
+  static const OptionBinder<Options> b = [] {
+    OptionBinder<Options> b;
+    b.add_enum(&Options::p, "norm", {{"l1", int64_t{1}}, {"l2", int64_t{2}}},
+               "l2: sum of squared weights per channel (p = 2); l1: of |w|");
+    return b;
+  }();
+  return b;
+}
+
+Options options_of(const Params* params) { return params ? binder().read(*params, "group_magnitude") : Options{}; }
+
 PrunerEntry entry() {
-  auto norm_of = [](const Params& p) { return p.has("norm") && p.get_string("norm") == "l1" ? 1 : 2; };
   PrunerEntry e = baseline_entry(
       "group_magnitude", "GM",
       "structured: remove the channels whose weights, over every layer of their group, have the smallest L1/L2 "
       "magnitude (Torch-Pruning's group magnitude)",
       128, "not used: the score needs no data; the prune stage still holds them out",
-      [norm_of](PruneRequest& r, const std::vector<models::ChannelGroup>& groups) {
-        const int p = r.params ? norm_of(*r.params) : 2;
+      [](PruneRequest& r, const std::vector<models::ChannelGroup>& groups) {
+        const int p = int(options_of(r.params).p);
         const models::StateDict sd = models::state_dict(*r.model);
         std::vector<torch::Tensor> out;
         for (const auto& g : groups) out.push_back(group_magnitude(sd, g, p));
         return out;
       },
-      [norm_of](const Params& p) { return std::string("Group L") + std::to_string(norm_of(p)); });
-  e.info.params.add_enum("norm", "l2", {"l1", "l2"}, "l2: sum of squared weights per channel (p = 2); l1: of |w|");
+      [](const Params& p) { return std::string("Group L") + std::to_string(options_of(&p).p); });
+  e.info.params.append(binder().table());
   return e;
 }
 

@@ -2,6 +2,7 @@
 #include <random>
 
 #include "plugins/baselines/baselines.h"
+#include "runner/core/options_binder.h"
 #include "runner/core/registry.h"
 
 namespace expctl::baselines {
@@ -22,16 +23,29 @@ std::vector<torch::Tensor> random_scores(const std::vector<models::ChannelGroup>
 
 namespace {
 
+struct Options {
+  int64_t seed = 0;  ///< seeds the channel scores
+};
+
+const OptionBinder<Options>& binder() {
+  static const OptionBinder<Options> b = [] {
+    OptionBinder<Options> b;
+    b.add(&Options::seed, "seed", "seed of the random channel scores").min(0);
+    return b;
+  }();
+  return b;
+}
+
 PrunerEntry entry() {
   PrunerEntry e = baseline_entry(
       "random", "R", "structured: remove randomly chosen channels (seeded), the baseline every score must beat", 128,
       "not used: the score needs no data; the prune stage still holds them out",
       [](PruneRequest& r, const std::vector<models::ChannelGroup>& groups) {
-        const auto seed = r.params && r.params->has("seed") ? r.params->get_int("seed") : 0;
-        return random_scores(groups, static_cast<uint64_t>(seed));
+        const Options o = r.params ? binder().read(*r.params, "random") : Options{};
+        return random_scores(groups, static_cast<uint64_t>(o.seed));
       },
       [](const Params&) { return std::string("Random"); });
-  e.info.params.add_int("seed", 0, "seed of the random channel scores").min(0);
+  e.info.params.append(binder().table());
   return e;
 }
 

@@ -21,6 +21,29 @@ const std::string kWho = "neuron_coverage";
 // loop; converting a whole ImageNet-stem batch to double would take GBs, so at most this many elements at a time.
 constexpr int64_t kChunkElements = int64_t{1} << 23;
 
+const OptionBinder<Options>& binder() {
+  static const OptionBinder<Options> b = [] {
+    OptionBinder<Options> b;
+    selection::bind_budget(b);
+    // Default t = 0.1, not 0.5. DeepXplore, with this per-input min-max scaling, reported t in {0, 0.25, 0.5, 0.75},
+    // but the scaling divides by the largest value of the whole layer output (one hot spot over all channels and
+    // positions), so the *spatial mean* of a channel's map rarely reaches half of it. Measured on 256 Fashion-MNIST
+    // test images with a ResNet-18 trained to 78.5% (cifar stem, widths 32-256; tests/neuron_coverage/
+    // threshold_survey.py): at t = 0.5, 99.1% of the (channel, activation point) coverages were 0 (the ranking would
+    // be left to the tie-break alone); at 0.25, 62.9%; at 0.1, 1.2% were 0, none were 1, mean 0.29; at 0, 72.8% were
+    // 1. Wider layers push the scaled means lower still: the full-width ResNet-18 of the tests gives all zeros at 0.5.
+    // So 0.1 is the value of this scale that separates channels often active from rarely active ones.
+    b.add(&Options::threshold, "threshold", "coverage threshold t on the [0,1]-scaled mean activation of a channel")
+        .min(0)
+        .below(1);
+    b.add_enum(&Options::aggregate, "aggregate",
+               {{"mean", Aggregate::Mean}, {"max", Aggregate::Max}, {"min", Aggregate::Min}},
+               "how coverage of coupled layers (residual groups) combines");
+    return b;
+  }();
+  return b;
+}
+
 PluginInfo info() {
   PluginInfo p;
   p.kind = "pruner";
@@ -31,21 +54,8 @@ PluginInfo info() {
       "exclude: a listed layer keeps its outputs (the channel group it produces stays whole) while the channels it "
       "reads may still shrink, as with Torch-Pruning's ignored_layers: `fc` keeps its classes and lets the layer4 "
       "stream shrink; `conv1` keeps the layer1 stream whole. A listed group name (`layer4`) keeps that group whole.";
-  ParamTable& t = p.params;
-  selection::add_params(t);
-  // Default t = 0.1, not 0.5. DeepXplore, with this per-input min-max scaling, reported t in {0, 0.25, 0.5, 0.75},
-  // but the scaling divides by the largest value of the whole layer output (one hot spot over all channels and
-  // positions), so the *spatial mean* of a channel's map rarely reaches half of it. Measured on 256 Fashion-MNIST
-  // test images with a ResNet-18 trained to 78.5% (cifar stem, widths 32-256; tests/neuron_coverage/
-  // threshold_survey.py): at t = 0.5, 99.1% of the (channel, activation point) coverages were 0 (the ranking would
-  // be left to the tie-break alone); at 0.25, 62.9%; at 0.1, 1.2% were 0, none were 1, mean 0.29; at 0, 72.8% were
-  // 1. Wider layers push the scaled means lower still: the full-width ResNet-18 of the tests gives all zeros at 0.5.
-  // So 0.1 is the value of this scale that separates channels often active from rarely active ones.
-  t.add_float("threshold", 0.1, "coverage threshold t on the [0,1]-scaled mean activation of a channel")
-      .min(0)
-      .below(1);
-  t.add_enum("aggregate", "mean", {"mean", "max", "min"}, "how coverage of coupled layers (residual groups) combines");
-  add_calibration_params(t, 512, 128, "coverage is measured on them");
+  p.params = binder().table();
+  set_calibration_defaults(p, 512, 128, "coverage is measured on them");
   return p;
 }
 
@@ -63,23 +73,7 @@ std::string aggregate_name(Aggregate a) {
 
 }  // namespace
 
-Aggregate parse_aggregate(const std::string& name) {
-  if (name == "mean") return Aggregate::Mean;
-  if (name == "max") return Aggregate::Max;
-  if (name == "min") return Aggregate::Min;
-  throw Error(kWho + ": aggregate: unknown value '" + name + "' (valid: mean, max, min)");
-}
-
-Options Options::from_params(const Params& params) {
-  // Defaults for absent keys, so hand-built Params (tests, other callers) need only the keys they change.
-  Options o;
-  static_cast<selection::Options&>(o) = selection::Options::from_params(params, kWho, o);
-  if (params.has("threshold")) o.threshold = params.get_float("threshold");
-  if (params.has("aggregate")) o.aggregate = parse_aggregate(params.get_string("aggregate"));
-  if (!(o.threshold >= 0 && o.threshold < 1))
-    throw Error(kWho + ": threshold must lie in [0, 1), got " + std::to_string(o.threshold));
-  return o;
-}
+Options Options::from_params(const Params& params) { return binder().read(params, kWho); }
 
 torch::Tensor PointCoverage::coverage() const {
   if (inputs == 0) return torch::zeros_like(covered, torch::kDouble);

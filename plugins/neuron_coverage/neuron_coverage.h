@@ -51,9 +51,6 @@ namespace expctl::neuron_coverage {
 /// How the coverage of a group's activation points combines into one value per channel.
 enum class Aggregate { Mean, Max, Min };
 
-/// Parses "mean" / "max" / "min"; throws expctl::Error naming the valid values otherwise.
-Aggregate parse_aggregate(const std::string& name);
-
 /// The pruner's settings; plain data with the parameter table's defaults. The budget rules (sparsity, scope,
 /// min_channels, round_to, exclude) are the shared selection::Options every structured pruner has.
 ///
@@ -64,8 +61,9 @@ struct Options : selection::Options {
   double threshold = 0.1;                 ///< coverage threshold t on the scaled spatial mean, in [0, 1)
   Aggregate aggregate = Aggregate::Mean;  ///< see Aggregate
 
-  /// The options of a validated `prune` block (the keys of the table above); throws expctl::Error when a value
-  /// is out of range (validation normally catches that first).
+  /// The options of a `prune` block: each key of the table above is bound to its field (one declaration gives
+  /// the key, the default and the range); absent keys keep the defaults. Throws expctl::Error
+  /// "neuron_coverage: <key>: ..." for a value out of range or an unknown name.
   static Options from_params(const Params& params);
 };
 

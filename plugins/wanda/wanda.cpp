@@ -11,6 +11,7 @@
 
 #include "runner/core/compat.h"
 #include "runner/core/error.h"
+#include "runner/core/options_binder.h"
 #include "runner/models/mode_guard.h"
 
 namespace expctl::wanda {
@@ -473,24 +474,39 @@ torch::Tensor nm_mask(const torch::Tensor& scores, int64_t n, int64_t m) {
   return remove_lowest(moved.view({-1, m}), n).view(moved.sizes()).movedim(-1, 1).contiguous();
 }
 
+namespace {
+
+const OptionBinder<Options>& binder() {
+  using Mode = Options::Mode;
+  static const OptionBinder<Options> b = [] {
+    OptionBinder<Options> b;
+    b.add(&Options::sparsity, "sparsity",
+          "fraction of each row's weights removed (of each group's channels, in structured mode); "
+          "ignored in n:m mode")
+        .min(0)
+        .below(1);
+    b.add_enum(&Options::mode, "mode",
+               {{"unstructured", Mode::Unstructured}, {"n:m", Mode::NM}, {"structured", Mode::Structured}},
+               "sparsity pattern");
+    b.add(&Options::n, "n", "N of N:M: weights zeroed in each group of m consecutive inputs (2:4 zeroes 2 of every 4)")
+        .min(1);
+    b.add(&Options::m, "m", "M of N:M: group size along the input dimension").min(2).max(64);
+    b.add_enum(&Options::magnitude, "score", {{"wanda", false}, {"magnitude", true}},
+               "wanda: |W|*||X||_2; magnitude: |W| only (baseline)");
+    b.add(&Options::exclude, "exclude",
+          "layers never pruned (structured mode: their outputs are kept, their inputs may shrink; a group "
+          "name keeps that group whole)");
+    return b;
+  }();
+  return b;
+}
+
+}  // namespace
+
 Options Options::from_params(const Params& p) {
-  Options o;
-  o.sparsity = p.get_float("sparsity");
-  const std::string& mode = p.get_string("mode");
-  if (mode == "unstructured")
-    o.mode = Mode::Unstructured;
-  else if (mode == "n:m")
-    o.mode = Mode::NM;
-  else if (mode == "structured")
-    o.mode = Mode::Structured;
-  else
-    throw Error("wanda: unknown mode '" + mode + "' (valid: unstructured, n:m, structured)");
-  o.n = p.get_int("n");
-  o.m = p.get_int("m");
+  Options o = binder().read(p, "wanda");
   if (o.mode == Mode::NM && !(o.n >= 0 && o.n < o.m))
     throw Error("wanda: n:m needs 0 <= n < m, got " + std::to_string(o.n) + ":" + std::to_string(o.m));
-  o.magnitude = p.get_string("score") == "magnitude";
-  o.exclude = p.get_list("exclude");
   return o;
 }
 
@@ -538,20 +554,8 @@ PrunerEntry entry() {
       "keeps all its weights; in structured mode it keeps its outputs (the group it produces stays whole) while "
       "its inputs may shrink, as with Torch-Pruning's ignored_layers (`fc` keeps its classes, the layer4 stream "
       "shrinks); a group name (`layer4`) keeps that group whole.";
-  ParamTable& t = p.params;
-  t.add_float("sparsity", 0.5,
-              "fraction of each row's weights removed (of each group's channels, in structured mode); "
-              "ignored in n:m mode")
-      .min(0)
-      .below(1);
-  t.add_enum("mode", "unstructured", {"unstructured", "n:m", "structured"}, "sparsity pattern");
-  t.add_int("n", 2, "N of N:M: weights zeroed in each group of m consecutive inputs (2:4 zeroes 2 of every 4)").min(1);
-  t.add_int("m", 4, "M of N:M: group size along the input dimension").min(2).max(64);
-  t.add_enum("score", "wanda", {"wanda", "magnitude"}, "wanda: |W|*||X||_2; magnitude: |W| only (baseline)");
-  t.add_list("exclude", {"conv1"},
-             "layers never pruned (structured mode: their outputs are kept, their inputs may shrink; a group "
-             "name keeps that group whole)");
-  add_calibration_params(t, 128, 64, "their activation norms weight the scores; unused by score: magnitude");
+  p.params = binder().table();
+  set_calibration_defaults(p, 128, 64, "their activation norms weight the scores; unused by score: magnitude");
   p.check = [](const Params& params, const std::string& prefix, std::vector<Diagnostic>& diags) {
     if (params.get_string("mode") != "n:m") return;
     const int64_t n = params.get_int("n"), m = params.get_int("m");

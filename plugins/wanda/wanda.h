@@ -102,7 +102,9 @@ struct Options {
   bool magnitude = false;  ///< score: magnitude
   std::vector<std::string> exclude{"conv1"};
 
-  /// Reads the keys of the parameter table (validated already).
+  /// The options of a prune block: each key of the table is bound to its field (key, default and range are
+  /// declared once); absent keys keep the defaults. Throws expctl::Error "wanda: <key>: ..." for a value out of
+  /// range, an unknown name, or n >= m in n:m mode.
   static Options from_params(const Params& params);
   /// "unstructured", "n:m" or "structured".
   std::string mode_name() const;

@@ -11,12 +11,15 @@
 namespace expctl::cli {
 namespace {
 
+/// The block a plugin's keys join: a pruner's join the prune stage's.
+std::string joined_block(const PluginInfo& p) { return p.kind == "pruner" ? "prune" : p.kind; }
+
 std::string text_table(const PluginInfo& p) {
   std::ostringstream out;
   out << p.name << " (" << p.kind << "): " << p.summary << "\n";
   if (!p.code.empty()) out << "checkpoint code: " << p.code << "\n";
   if (!p.details.empty()) out << p.details << "\n";
-  if (p.params.empty()) {
+  if (p.params.empty() && p.overrides.empty()) {
     out << "  (no parameters)\n";
     return out.str();
   }
@@ -31,6 +34,8 @@ std::string text_table(const PluginInfo& p) {
     for (size_t i = 0; i < 4; ++i) out << r[i] << std::string(w[i] - r[i].size() + 2, ' ');
     out << r[4] << "\n";
   }
+  if (!p.overrides.empty()) out << "defaults it gives to keys of the " << joined_block(p) << " block:\n";
+  for (const auto& o : p.overrides) out << "  " << o.key << " = " << o.value.to_text() << "  (" << o.note << ")\n";
   return out.str();
 }
 
@@ -50,6 +55,11 @@ std::string markdown_table(const PluginInfo& p) {
   for (const auto& s : p.params.specs())
     out << "| `" << s.key << "` | " << s.type_name() << " | `" << esc(s.default_text()) << "` | " << esc(s.range_text())
         << " | " << esc(s.help) << " |\n";
+  if (!p.overrides.empty()) {
+    out << "\nDefaults it gives to keys of the `" << joined_block(p) << "` block:\n\n";
+    for (const auto& o : p.overrides)
+      out << "- `" << o.key << "`: `" << esc(o.value.to_text()) << "` (" << esc(o.note) << ")\n";
+  }
   return out.str() + "\n";
 }
 

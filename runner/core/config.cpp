@@ -213,6 +213,16 @@ Params validate_with_plugins(const YNodePtr& block, const Mark& where, const std
       }
     }
     table.append(p->params);
+    for (const auto& o : p->overrides) {
+      ParamSpec* s = table.find(o.key);
+      if (!s) {
+        diags.push_back({sel->mark, full, "plugin '" + p->name + "' sets a default for '" + o.key +
+                                              "', a key this block does not have"});
+        return {};
+      }
+      s->default_value = o.value;
+      s->default_value.is_default = true;
+    }
     if (p->check) checkers.push_back(p);
   }
   size_t before = diags.size();

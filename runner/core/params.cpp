@@ -248,6 +248,10 @@ const ParamSpec* ParamTable::find(const std::string& key) const {
   return nullptr;
 }
 
+ParamSpec* ParamTable::find(const std::string& key) {
+  return const_cast<ParamSpec*>(static_cast<const ParamTable&>(*this).find(key));
+}
+
 bool ParamTable::has_group(const std::string& prefix) const {
   std::string p = prefix + ".";
   for (const auto& s : specs_)
@@ -348,6 +352,15 @@ bool parse_float(const std::string& s, double& out) {
   return true;
 }
 
+}  // namespace
+
+std::string choice_reason(const std::string& got, const std::vector<std::string>& choices) {
+  std::string r = "expected one of " + join(choices) + "; got '" + got + "'";
+  std::string dym = did_you_mean(got, choices);
+  if (!dym.empty()) r += " (did you mean '" + dym + "'?)";
+  return r;
+}
+
 bool in_range(const ParamSpec& s, double v) {
   if (s.lo_open ? !(v > s.lo) : !(v >= s.lo)) return false;
   if (s.hi_open ? !(v < s.hi) : !(v <= s.hi)) return false;
@@ -366,14 +379,7 @@ std::string range_reason(const ParamSpec& s, const std::string& got) {
   return r + ", got " + got;
 }
 
-std::string choice_reason(const std::string& got, const std::vector<std::string>& choices) {
-  std::string r = "expected one of " + join(choices) + "; got '" + got + "'";
-  std::string dym = did_you_mean(got, choices);
-  if (!dym.empty()) r += " (did you mean '" + dym + "'?)";
-  return r;
-}
 
-}  // namespace
 
 bool parse_value(const YNodePtr& node, const ParamSpec& spec, const std::string& full_key, Value& out,
                  std::vector<Diagnostic>& diags) {

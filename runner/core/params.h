@@ -100,6 +100,7 @@ class ParamTable {
   void append(const ParamTable& other);
 
   const ParamSpec* find(const std::string& key) const;
+  ParamSpec* find(const std::string& key);
   /// True when some key starts with `prefix` + "." (so `prefix` is a nested mapping).
   bool has_group(const std::string& prefix) const;
   /// The direct child names under `prefix` ("" for the top): keys and group names.
@@ -149,6 +150,14 @@ Params validate_block(const YNodePtr& block, const Mark& where, const std::strin
 /// Parses and checks a single value against a spec; false (with a diagnostic) when it does not fit.
 bool parse_value(const YNodePtr& node, const ParamSpec& spec, const std::string& full_key, Value& out,
                  std::vector<Diagnostic>& diags);
+
+/// True when `v` lies in the spec's range (lo, hi, open or closed ends).
+bool in_range(const ParamSpec& spec, double v);
+/// The one wording of a range error: "must be in [0, 1), got 1.5", "must be >= 1, got 0".
+std::string range_reason(const ParamSpec& spec, const std::string& got);
+
+/// The one wording of an unknown name: "expected one of a, b; got 'x' (did you mean 'a'?)".
+std::string choice_reason(const std::string& got, const std::vector<std::string>& choices);
 
 /// True for a safe file-name component (letters, digits, '.', '_', '-'; not "." or ".."; at most 64 chars).
 bool is_safe_name(const std::string& s);

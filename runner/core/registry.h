@@ -34,6 +34,16 @@ struct PluginInfo {
   /// Optional checks across several keys (e.g. n < m), run after the table's own; they add diagnostics for
   /// keys under `prefix` (the block's dotted name).
   std::function<void(const Params& params, const std::string& prefix, std::vector<Diagnostic>& diags)> check;
+
+  /// A default this plugin gives to a key of the block it joins (a pruner's calibration.samples for the prune
+  /// stage's key), with what the plugin does with the value, for `expctl describe`.
+  struct DefaultOverride {
+    std::string key;
+    Value value;
+    std::string note;
+  };
+  /// Applied to the block's table when the plugin is selected.
+  std::vector<DefaultOverride> overrides;
 };
 
 /// All registered plugins' metadata, by kind and name.

@@ -200,6 +200,13 @@ StageEntry entry() {
             "the fine-tuned statistics")
       .min(0)
       .max(100000);
+  // The calibration images are the stage's: it takes them, holds them out of the held-out accuracy and hands them
+  // to the pruner; each pruner sets its own defaults for the count and batch size (set_calibration_defaults).
+  t.add_enum("calibration.split", "test", {"test", "train"}, "split the calibration images come from");
+  t.add_int("calibration.samples", 128, "number of calibration images (default: the pruner's)").min(1).max(1000000);
+  t.add_int("calibration.batch_size", 64, "batch size for calibration forward passes (default: the pruner's)")
+      .min(1)
+      .max(65536);
   e.plan = plan;
   e.create = [] { return std::make_unique<PruneStage>(); };
   return e;

@@ -42,6 +42,23 @@ TEST(Config, DefaultsAreFilledIn) {
   EXPECT_FALSE(c.has_stage("report"));
 }
 
+TEST(Config, ThePruneStageOwnsTheCalibrationKeysAndThePrunerGivesTheirDefaults) {
+  test::TempDir tmp;
+  std::string base = test::kMinimalScenario;
+  base.replace(base.find("stages: [download]"), 18, "stages: [download, prune]");
+  base += "prune: {pruner: ";
+  test::write_file(tmp / "nc.yaml", base + "neuron_coverage}\n");
+  test::write_file(tmp / "w.yaml", base + "wanda}\n");
+  test::write_file(tmp / "set.yaml", base + "neuron_coverage, calibration: {samples: 64}}\n");
+  const ScenarioConfig nc = load_scenario(tmp / "nc.yaml");
+  EXPECT_EQ(nc.stage("prune").get_int("calibration.samples"), 512);
+  EXPECT_EQ(nc.stage("prune").get_int("calibration.batch_size"), 128);
+  EXPECT_TRUE(nc.stage("prune").at("calibration.samples").is_default);
+  EXPECT_EQ(nc.stage("prune").get_string("calibration.split"), "test");
+  EXPECT_EQ(load_scenario(tmp / "w.yaml").stage("prune").get_int("calibration.samples"), 128);
+  EXPECT_EQ(load_scenario(tmp / "set.yaml").stage("prune").get_int("calibration.samples"), 64);
+}
+
 TEST(Config, IncludeIsOverriddenByTheIncludingFile) {
   test::TempDir tmp;
   test::write_file(tmp / "inc/base.yaml",

@@ -248,8 +248,6 @@ TEST(NeuronCoverage, GroupCoverageEqualsBruteForceForEachAggregate) {
     // The residual streams span several points whose coverage differs, so the modes really disagree somewhere.
     EXPECT_TRUE(modes_disagree);
   }
-  EXPECT_EQ(nc::parse_aggregate("max"), nc::Aggregate::Max);
-  EXPECT_THROW(nc::parse_aggregate("median"), expctl::Error);
 }
 
 TEST(NeuronCoverage, MeasuringRestoresTrainModeAndLeavesTheModelUntouched) {
@@ -620,9 +618,14 @@ TEST(NeuronCoverageRegistry, EntryCreatesThePrunerAndReadsTheParams) {
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->info.code, "NC");
   ASSERT_TRUE(e->create);
-  for (const char* key : {"sparsity", "threshold", "scope", "aggregate", "min_channels", "round_to", "exclude",
-                          "calibration.split", "calibration.samples", "calibration.batch_size"})
+  for (const char* key : {"sparsity", "threshold", "scope", "aggregate", "min_channels", "round_to", "exclude"})
     EXPECT_NE(e->info.params.find(key), nullptr) << key;
+  // The calibration keys are the prune stage's; the pruner gives its defaults.
+  EXPECT_EQ(e->info.params.find("calibration.samples"), nullptr);
+  ASSERT_EQ(e->info.overrides.size(), 2u);
+  EXPECT_EQ(e->info.overrides[0].key, "calibration.samples");
+  EXPECT_EQ(e->info.overrides[0].value.to_text(), "512");
+  EXPECT_EQ(e->info.overrides[1].value.to_text(), "128");
 
   expctl::Params params;
   params.set("sparsity", value(0.25));
@@ -653,9 +656,29 @@ TEST(NeuronCoverageRegistry, EntryCreatesThePrunerAndReadsTheParams) {
   EXPECT_EQ(from_registry.stats["aggregate"].get<std::string>(), "min");
   EXPECT_EQ(from_registry.keep.count("layer4"), 1u);  // fc is not excluded
 
+  auto message = [](const expctl::Params& p) {
+    try {
+      nc::Options::from_params(p);
+    } catch (const expctl::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
   expctl::Params bad;
   bad.set("aggregate", value(std::string("median")));
-  EXPECT_THROW(nc::Options::from_params(bad), expctl::Error);
+  EXPECT_EQ(message(bad), "neuron_coverage: aggregate: expected one of mean, max, min; got 'median' (did you mean 'mean'?)");
+  expctl::Params out_of_range;
+  out_of_range.set("threshold", value(1.0));
+  EXPECT_EQ(message(out_of_range), "neuron_coverage: threshold: must be in [0, 1), got 1");
+  expctl::Params min_channels;
+  min_channels.set("min_channels", value(int64_t{0}));
+  EXPECT_EQ(message(min_channels), "neuron_coverage: min_channels: must be >= 1, got 0");
+  // The defaults of the table are the fields' initializers: one declaration.
+  const nc::Options defaults;
+  EXPECT_EQ(e->info.params.find("threshold")->default_value.to_text(), "0.1");
+  EXPECT_EQ(e->info.params.find("scope")->default_value.to_text(), defaults.scope_global ? "global" : "local");
+  EXPECT_EQ(e->info.params.find("min_channels")->default_value.to_text(), std::to_string(defaults.min_channels));
+  EXPECT_EQ(nc::Options::from_params(expctl::Params{}).threshold, defaults.threshold);
 }
 
 // ---- a real model on real images ---------------------------------------------------------------

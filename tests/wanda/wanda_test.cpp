@@ -328,9 +328,10 @@ TEST(WandaPruner, IsRegisteredWithTheSameTable) {
   const PrunerEntry* e = PrunerRegistry::find("wanda");
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(e->info.code, "W");
-  for (const char* key : {"sparsity", "mode", "n", "m", "score", "exclude", "calibration.split", "calibration.samples",
-                          "calibration.batch_size"})
+  for (const char* key : {"sparsity", "mode", "n", "m", "score", "exclude"})
     EXPECT_NE(e->info.params.find(key), nullptr) << key;
+  ASSERT_EQ(e->info.overrides.size(), 2u);  // calibration defaults for the prune stage's keys
+  EXPECT_EQ(e->info.overrides[0].value.to_text(), "128");
   EXPECT_NE(e->create(), nullptr);
   ASSERT_TRUE(e->info.check);
   std::vector<Diagnostic> diags;
