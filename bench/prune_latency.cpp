@@ -1,7 +1,7 @@
-// Dense against Neuron-Coverage-pruned ResNet-18 (cifar stem, 10 classes, 32x32) in one run: MACs, size and
-// latency at batch 1 and a large batch on this machine's CPU. Prints a table; asserts nothing.
+// Dense against Neuron-Coverage-pruned ResNet-18 or -34 (cifar stem, 10 classes, 32x32) in one run: MACs, size
+// and latency at batch 1 and a large batch on this machine's CPU. Prints a table; asserts nothing.
 //
-//   build/expctl_bench_prune_latency [sparsity=0.5] [threads=0] [large_batch=128] [repeats=20]
+//   build/expctl_bench_prune_latency [sparsity=0.5] [threads=0] [large_batch=128] [repeats=20] [depth=18]
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -21,9 +21,11 @@ int main(int argc, char** argv) {
   const int threads = metrics::configure_threads(argc > 2 ? std::atoll(argv[2]) : 0);
   const int64_t large = argc > 3 ? std::atoll(argv[3]) : 128;
   const int repeats = argc > 4 ? std::atoi(argv[4]) : 20;
+  const int depth = argc > 5 ? std::atoi(argv[5]) : 18;
 
   torch::manual_seed(0);
   models::ResNetSpec spec;
+  spec.depth = depth;
   spec.num_classes = 10;
   spec.stem = models::Stem::Cifar;
   models::ResNet dense = models::make_resnet(spec);
@@ -47,9 +49,9 @@ int main(int argc, char** argv) {
   models::prune_groups(pruned, plan.keep);
 
   std::printf(
-      "ResNet-18, cifar stem, 10 classes, 32x32; Neuron Coverage sparsity %.2f (default exclude: conv1, fc); "
+      "ResNet-%d, cifar stem, 10 classes, 32x32; Neuron Coverage sparsity %.2f (default exclude: conv1, fc); "
       "%d threads; %d timed runs after warm-up\n\n",
-      sparsity, threads, repeats);
+      depth, sparsity, threads, repeats);
   std::printf("%-8s %10s %10s %9s %16s %22s\n", "model", "params(M)", "MACs(M)", "size(MB)", "b1 median (ms)",
               ("b" + std::to_string(large) + " median (ms/img)").c_str());
   double macs[2], lat1[2], latn[2];

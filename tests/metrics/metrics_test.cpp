@@ -120,6 +120,12 @@ TEST(Macs, ResNet18At224MatchesTheFormulaAndThePublishedFigure) {
       EXPECT_EQ(l.macs, 64LL * 128 * 28 * 28);
     }
   }
+  // ResNet-34 too: torchvision's "3.66 GFLOPS"; the exact count is that of forward hooks on torchvision's
+  // resnet34 Conv2d/Linear modules at 224x224 (3,663,761,408).
+  auto spec34 = spec;
+  spec34.depth = 34;
+  auto model34 = em::make_resnet(spec34);
+  EXPECT_EQ(ex::count_macs(model34, 224, 224).macs, 3'663'761'408);
   const ex::LayerMacs& fc = m.layers.back();
   EXPECT_EQ(fc.kind, "linear");
   EXPECT_EQ(fc.input_shape, (std::vector<int64_t>{1, 512}));
