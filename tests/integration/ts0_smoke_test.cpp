@@ -1,6 +1,7 @@
 // Every shipped scenario in a tiny smoke configuration: the TS0 demo (Fashion-MNIST from Debian's package) run
 // through the expctl binary: fine-tuning, Neuron Coverage and Wanda with recovery, and the reports.
 #include <gtest/gtest.h>
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
@@ -87,6 +88,26 @@ TEST_F(Ts0Smoke, FineTuningThenBothPrunersThenReruns) {
   EXPECT_EQ(rep["rows"][1]["macs"], rep["rows"][2]["macs"]);
   EXPECT_TRUE(rep["rows"][0].contains("accuracy_held_out")) << "calibration used test images";
   EXPECT_NE(rep["calibration"]["source"].get<std::string>().find("64"), std::string::npos) << rep["calibration"];
+  // The report exports the final model (pruned + recovered) as TorchScript: same weights and logits without
+  // expctl's model code; `expctl export` writes the same for any checkpoint.
+  {
+    torch::NoGradGuard no_grad;
+    const fs::path exported = tmp_->path() / "ckpt/TS0_NeuronCoverage_ResNet18_FashionMNIST/model.torchscript.pt";
+    ASSERT_TRUE(fs::exists(exported));
+    models::ResNet final_model = models::load_checkpoint(ckpt("ResNet18_FashionMNIST_FTAP_NC_1.pt"));
+    final_model->eval();
+    const auto x = torch::randn({3, 1, 28, 28});
+    const auto want = final_model->forward(x);
+    torch::jit::Module scripted = torch::jit::load(exported.string());
+    EXPECT_LT((scripted.forward({x}).toTensor() - want).abs().max().item<double>(), 1e-5);
+    const fs::path out = tmp_->path() / "exported.pt";
+    auto e = test::run_expctl("export " + ckpt("ResNet18_FashionMNIST_FTAP_NC_1.pt").string() + " -o " + out.string());
+    ASSERT_EQ(e.exit_code, 0) << e.output;
+    EXPECT_LT((torch::jit::load(out.string()).forward({x}).toTensor() - want).abs().max().item<double>(), 1e-5);
+    e = test::run_expctl("export " + (tmp_->path() / "missing.pt").string());
+    EXPECT_EQ(e.exit_code, 1);
+    EXPECT_NE(e.output.find("missing.pt"), std::string::npos) << e.output;
+  }
 
   // Scenario 3: Wanda keeps its masks through recovery.
   r = run("wanda.yaml", " --set prune.calibration.samples=32");
