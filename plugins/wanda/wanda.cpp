@@ -349,12 +349,19 @@ PrunePlan prune_structured(PruneRequest& request, const Options& o, const std::v
     for (const auto& consumer : g.consumers) {
       const LayerRef& ref = layers.at(consumer);
       const torch::Tensor s = wanda_scores(ref.weight, o.magnitude ? torch::Tensor() : norms.at(consumer));
-      // Every weight reading channel c, over output rows and kernel positions.
-      const torch::Tensor per_channel = s.movedim(1, 0).reshape({s.size(1), -1}).sum(1);
-      if (channel_scores.defined() && channel_scores.size(0) != per_channel.size(0))
-        throw Error("wanda: channel group '" + g.name + "': consumer '" + consumer + "' reads " +
-                    std::to_string(per_channel.size(0)) + " channels, others " +
-                    std::to_string(channel_scores.size(0)));
+      // Every weight reading channel c, over output rows and kernel positions (and, after a flatten, the H×W
+      // features of the channel; after a concatenation, only this group's slice of the inputs).
+      const auto member = std::find_if(g.members.begin(), g.members.end(), [&](const models::GroupMember& m) {
+        return m.tensor == consumer + ".weight" && m.dim == 1;
+      });
+      if (member == g.members.end())
+        throw Error("wanda: channel group '" + g.name + "' lists consumer '" + consumer + "' but not its weight");
+      torch::Tensor per_channel;
+      try {
+        per_channel = models::member_rows(s, *member, g.size).sum(1);
+      } catch (const Error& e) {
+        throw Error("wanda: channel group '" + g.name + "': consumer " + e.what());
+      }
       channel_scores = channel_scores.defined() ? channel_scores + per_channel : per_channel;
     }
     const int64_t size = channel_scores.size(0);
