@@ -7,6 +7,7 @@
 #include <set>
 
 #include "runner/core/error.h"
+#include "runner/core/params.h"
 
 namespace expctl::models {
 namespace {
@@ -246,22 +247,13 @@ class Derivation {
     return groups;
   }
 
-  static std::vector<std::string> split(const std::string& path) {
-    std::vector<std::string> parts;
-    size_t start = 0;
-    for (size_t dot; (dot = path.find('.', start)) != std::string::npos; start = dot + 1)
-      parts.push_back(path.substr(start, dot - start));
-    parts.push_back(path.substr(start));
-    return parts;
-  }
-
   static bool numeric(const std::string& s) {
     return !s.empty() && s.size() < 18 && std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(c); });
   }
 
   /// Module-path order: component by component, numbers as numbers, a prefix before its extensions.
   static bool path_less(const std::string& a, const std::string& b) {
-    const auto pa = split(a), pb = split(b);
+    const auto pa = split_dotted(a), pb = split_dotted(b);
     for (size_t i = 0; i < pa.size() && i < pb.size(); ++i) {
       if (pa[i] == pb[i]) continue;
       if (numeric(pa[i]) && numeric(pb[i])) return std::stoll(pa[i]) < std::stoll(pb[i]);
@@ -275,8 +267,8 @@ class Derivation {
     // The blocks a residual stream's adds belong to share a prefix: layer2.0.add, layer2.1.add → "layer2".
     std::vector<std::string> common;
     for (size_t k = 0; k < joins.size(); ++k) {
-      auto parts = split(joins[k]);
-      parts.pop_back();  // the join's own name within its block
+      auto parts = split_dotted(joins[k]);
+      if (!parts.empty()) parts.pop_back();  // the join's own name within its block
       if (k == 0) {
         common = parts;
         continue;
@@ -307,20 +299,25 @@ int Graph::push(Node node) {
   return int(nodes_.size()) - 1;
 }
 
-int Graph::input(const std::string& name, int64_t channels) {
+namespace {
+Node simple(Op op, const std::string& name, std::vector<int> inputs) {
   Node n;
-  n.op = Op::Input;
+  n.op = op;
   n.name = name;
+  n.inputs = std::move(inputs);
+  return n;
+}
+}  // namespace
+
+int Graph::input(const std::string& name, int64_t channels) {
+  Node n = simple(Op::Input, name, {});
   n.out_channels = channels;
   return push(std::move(n));
 }
 
 int Graph::conv(const std::string& name, int from, int64_t in_channels, int64_t out_channels, int64_t groups,
                 bool bias, int64_t stride, int64_t padding, int64_t dilation) {
-  Node n;
-  n.op = Op::Conv;
-  n.name = name;
-  n.inputs = {from};
+  Node n = simple(Op::Conv, name, {from});
   n.in_channels = in_channels;
   n.out_channels = out_channels;
   n.groups = groups;
@@ -332,25 +329,12 @@ int Graph::conv(const std::string& name, int from, int64_t in_channels, int64_t 
 }
 
 int Graph::linear(const std::string& name, int from, int64_t in_features, int64_t out_features, bool bias) {
-  Node n;
-  n.op = Op::Linear;
-  n.name = name;
-  n.inputs = {from};
+  Node n = simple(Op::Linear, name, {from});
   n.in_channels = in_features;
   n.out_channels = out_features;
   n.bias = bias;
   return push(std::move(n));
 }
-
-namespace {
-Node simple(Op op, const std::string& name, std::vector<int> inputs) {
-  Node n;
-  n.op = op;
-  n.name = name;
-  n.inputs = std::move(inputs);
-  return n;
-}
-}  // namespace
 
 int Graph::batch_norm(const std::string& name, int from, double eps) {
   Node n = simple(Op::BatchNorm, name, {from});

@@ -8,24 +8,16 @@
 
 #include "runner/core/error.h"
 #include "runner/core/files.h"
+#include "runner/core/params.h"
 
 namespace expctl::models {
 namespace {
-
-std::vector<std::string> split_path(const std::string& path) {
-  std::vector<std::string> parts;
-  size_t start = 0;
-  for (size_t dot; (dot = path.find('.', start)) != std::string::npos; start = dot + 1)
-    parts.push_back(path.substr(start, dot - start));
-  parts.push_back(path.substr(start));
-  return parts;
-}
 
 /// `self.<a>.<b>.<tensor>` for any names, digits included ("layer1.0.conv1.weight"): TorchScript accepts
 /// getattr with a string literal, which plain attribute syntax cannot spell for "0".
 std::string attr(const std::string& tensor) {
   std::string expr = "self";
-  for (const auto& part : split_path(tensor)) expr = "getattr(" + expr + ", \"" + part + "\")";
+  for (const auto& part : split_dotted(tensor)) expr = "getattr(" + expr + ", \"" + part + "\")";
   return expr;
 }
 
@@ -166,7 +158,8 @@ void export_torchscript(const torch::nn::Module& module, const Graph& graph, con
                     "', which the model lacks");
   }
   auto add = [&](const std::string& key, const torch::Tensor& t, bool buffer) {
-    const auto parts = split_path(key);
+    const auto parts = split_dotted(key);
+    if (parts.empty()) throw Error("TorchScript export: the model has a tensor with an empty name part: '" + key + "'");
     module_at(parts, parts.size() - 1).register_parameter(parts.back(), t.detach().to(torch::kCPU).clone(), buffer);
   };
   for (const auto& p : module.named_parameters(/*recurse=*/true)) add(p.key(), p.value(), false);
