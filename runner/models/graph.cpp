@@ -6,6 +6,8 @@
 #include <numeric>
 #include <set>
 
+#include <nlohmann/json.hpp>
+
 #include "runner/core/error.h"
 #include "runner/core/params.h"
 
@@ -32,6 +34,7 @@ struct Record {
   int source = 0;
   GroupMember member;  ///< Member
   std::string name;    ///< the others
+  int64_t offset = 0;  ///< Activation: the channel where the source starts
 };
 
 class Derivation {
@@ -82,11 +85,12 @@ class Derivation {
     r.source = source;
     r.member = GroupMember{tensor, dim, offset, span};
   }
-  void note(Record::Kind kind, int source, const std::string& name) {
+  void note(Record::Kind kind, int source, const std::string& name, int64_t offset = 0) {
     Record& r = records_.emplace_back();
     r.kind = kind;
     r.source = source;
     r.name = name;
+    r.offset = offset;
   }
 
   /// Members of every source of `l` in `tensor`'s dimension `dim`, at their channel offsets.
@@ -153,12 +157,18 @@ class Derivation {
         if (out.span != 1) fail(n, "a batch norm cannot read flattened features");
         for (const char* t : kBnTensors) members_along(out, n.name + "." + t, 0);
         break;
-      case Op::Activation:
+      case Op::Activation: {
         out = only_input(n, id);
-        // A point whose channels are all one group's scores that group (NC, Taylor); a concatenation's output
-        // mixes several groups and is not used as a point.
-        if (out.sources.size() == 1 && out.span == 1) note(Record::Activation, out.sources[0], n.name);
+        // A point scores the groups whose channels it carries (NC, Taylor), each at its offset: after a
+        // concatenation one point carries several groups.
+        if (out.span != 1) break;
+        int64_t pos = 0;
+        for (int s : out.sources) {
+          note(Record::Activation, s, n.name, pos);
+          pos += sources_[size_t(s)].size;
+        }
         break;
+      }
       case Op::Pool:
       case Op::Dropout:
         out = only_input(n, id);
@@ -232,7 +242,12 @@ class Derivation {
           break;
         case Record::Producer: push_unique(g.producers, r.name); break;
         case Record::Consumer: push_unique(g.consumers, r.name); break;
-        case Record::Activation: push_unique(g.activation_points, r.name); break;
+        case Record::Activation:
+          if (std::find(g.activation_points.begin(), g.activation_points.end(), r.name) == g.activation_points.end()) {
+            g.activation_points.push_back(r.name);
+            g.activation_offsets.push_back(r.offset);
+          }
+          break;
         case Record::Depthwise: push_unique(g.depthwise, r.name); break;
         case Record::Join: push_unique(joins[it->second], r.name); break;
       }
@@ -315,9 +330,10 @@ int Graph::input(const std::string& name, int64_t channels) {
   return push(std::move(n));
 }
 
-int Graph::conv(const std::string& name, int from, int64_t in_channels, int64_t out_channels, int64_t groups,
-                bool bias, int64_t stride, int64_t padding, int64_t dilation) {
+int Graph::conv(const std::string& name, int from, int64_t in_channels, int64_t out_channels, int64_t kernel,
+                int64_t stride, int64_t padding, int64_t groups, bool bias, int64_t dilation) {
   Node n = simple(Op::Conv, name, {from});
+  n.kernel = kernel;
   n.in_channels = in_channels;
   n.out_channels = out_channels;
   n.groups = groups;
@@ -354,6 +370,14 @@ int Graph::max_pool(const std::string& name, int from, int64_t kernel, int64_t s
   n.padding = padding;
   return push(std::move(n));
 }
+int Graph::avg_pool(const std::string& name, int from, int64_t kernel, int64_t stride, int64_t padding) {
+  Node n = simple(Op::Pool, name, {from});
+  n.kind = "avg";
+  n.kernel = kernel;
+  n.stride = stride;
+  n.padding = padding;
+  return push(std::move(n));
+}
 int Graph::adaptive_avg_pool(const std::string& name, int from, int64_t out_h, int64_t out_w) {
   Node n = simple(Op::Pool, name, {from});
   n.kind = "adaptive_avg";
@@ -361,7 +385,11 @@ int Graph::adaptive_avg_pool(const std::string& name, int from, int64_t out_h, i
   n.out_w = out_w;
   return push(std::move(n));
 }
-int Graph::dropout(const std::string& name, int from) { return push(simple(Op::Dropout, name, {from})); }
+int Graph::dropout(const std::string& name, int from, double rate) {
+  Node n = simple(Op::Dropout, name, {from});
+  n.rate = rate;
+  return push(std::move(n));
+}
 int Graph::add(const std::string& name, const std::vector<int>& from) { return push(simple(Op::Add, name, from)); }
 int Graph::mul(const std::string& name, int a, int b) { return push(simple(Op::Mul, name, {a, b})); }
 int Graph::concat(const std::string& name, const std::vector<int>& from) {
@@ -375,5 +403,106 @@ int Graph::flatten(const std::string& name, int from, int64_t span) {
 void Graph::output(int from) { push(simple(Op::Output, "output", {from})); }
 
 std::vector<ChannelGroup> derive_channel_groups(const Graph& graph) { return Derivation(graph).run(); }
+
+// ---- JSON ------------------------------------------------------------------------------------------
+
+namespace {
+
+const char* const kOpNames[] = {"input",   "conv", "batch_norm", "activation", "pool",   "dropout",
+                                "add",     "mul",  "concat",     "flatten",    "linear", "output"};
+
+}  // namespace
+
+nlohmann::json Graph::to_json() const {
+  const Node d;
+  nlohmann::json out = nlohmann::json::array();
+  for (const Node& n : nodes_) {
+    nlohmann::json j;
+    j["op"] = kOpNames[int(n.op)];
+    j["name"] = n.name;
+    if (!n.inputs.empty()) j["inputs"] = n.inputs;
+    auto put = [&](const char* key, int64_t v, int64_t def) {
+      if (v != def) j[key] = v;
+    };
+    put("in_channels", n.in_channels, d.in_channels);
+    put("out_channels", n.out_channels, d.out_channels);
+    put("groups", n.groups, d.groups);
+    if (n.bias) j["bias"] = true;
+    put("span", n.span, d.span);
+    put("kernel", n.kernel, d.kernel);
+    put("stride", n.stride, d.stride);
+    put("padding", n.padding, d.padding);
+    put("dilation", n.dilation, d.dilation);
+    put("out_h", n.out_h, d.out_h);
+    put("out_w", n.out_w, d.out_w);
+    if (!n.kind.empty()) j["kind"] = n.kind;
+    if (n.eps != d.eps) j["eps"] = n.eps;
+    if (n.rate != d.rate) j["rate"] = n.rate;
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+Graph Graph::from_json(const nlohmann::json& j, const std::string& source) {
+  if (!j.is_array()) throw DataError(source + ": the graph must be a list of nodes");
+  Graph g;
+  for (size_t i = 0; i < j.size(); ++i) {
+    const nlohmann::json& e = j[i];
+    const std::string where = source + ": node " + std::to_string(i);
+    if (!e.is_object()) throw DataError(where + " is not a mapping");
+    auto text = [&](const char* key, bool required) -> std::string {
+      auto it = e.find(key);
+      if (it == e.end()) {
+        if (required) throw DataError(where + ": '" + key + "' is missing");
+        return "";
+      }
+      if (!it->is_string()) throw DataError(where + ": '" + key + "' must be a string");
+      return it->get<std::string>();
+    };
+    Node n;
+    const std::string op = text("op", true);
+    const auto* found = std::find(std::begin(kOpNames), std::end(kOpNames), op);
+    if (found == std::end(kOpNames)) throw DataError(where + ": unknown op '" + op + "'");
+    n.op = Op(found - std::begin(kOpNames));
+    n.name = text("name", true);
+    n.kind = text("kind", false);
+    auto integer = [&](const char* key, int64_t& field) {
+      auto it = e.find(key);
+      if (it == e.end()) return;
+      if (!it->is_number_integer()) throw DataError(where + " (" + n.name + "): '" + key + "' must be an integer");
+      field = it->get<int64_t>();
+    };
+    integer("in_channels", n.in_channels);
+    integer("out_channels", n.out_channels);
+    integer("groups", n.groups);
+    integer("span", n.span);
+    integer("kernel", n.kernel);
+    integer("stride", n.stride);
+    integer("padding", n.padding);
+    integer("dilation", n.dilation);
+    integer("out_h", n.out_h);
+    integer("out_w", n.out_w);
+    if (auto it = e.find("bias"); it != e.end()) {
+      if (!it->is_boolean()) throw DataError(where + " (" + n.name + "): 'bias' must be true or false");
+      n.bias = it->get<bool>();
+    }
+    for (auto [key, field] : {std::pair<const char*, double*>{"eps", &n.eps}, {"rate", &n.rate}}) {
+      auto it = e.find(key);
+      if (it == e.end()) continue;
+      if (!it->is_number()) throw DataError(where + " (" + n.name + "): '" + key + "' must be a number");
+      *field = it->get<double>();
+    }
+    if (auto it = e.find("inputs"); it != e.end()) {
+      if (!it->is_array()) throw DataError(where + " (" + n.name + "): 'inputs' must be a list of node ids");
+      for (const auto& x : *it) {
+        if (!x.is_number_integer() || x.get<int64_t>() < 0 || x.get<int64_t>() >= int64_t(i))
+          throw DataError(where + " (" + n.name + "): 'inputs' must list ids of earlier nodes");
+        n.inputs.push_back(x.get<int>());
+      }
+    }
+    g.push(std::move(n));
+  }
+  return g;
+}
 
 }  // namespace expctl::models

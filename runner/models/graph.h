@@ -9,7 +9,8 @@
 // - a conv or linear layer starts new channels (its weight's dim 0, its bias);
 // - batch norms, activations, pooling and dropout carry their input's channels (a BN's four tensors follow them);
 // - a residual add or a multiply ties the channels of its inputs position by position (one group);
-// - a concatenation places each input's channels at an offset of its output;
+// - a concatenation places each input's channels at an offset of its output (activations after it carry
+//   several groups, each at its offset);
 // - a depthwise conv (groups = in = out channels) carries its input's channels: its weight's dim 0, its bias and
 //   its `groups` follow them;
 // - a flatten maps channel c to `span` consecutive features (c·span … c·span + span − 1) of the next linear layer;
@@ -20,13 +21,14 @@
 //
 //     Graph g;
 //     int x = g.input("input", 3);
-//     x = g.conv("conv1", x, 3, 64);
+//     x = g.conv("conv1", x, 3, 64, 3, 1, 1);          // 3x3, stride 1, padding 1
 //     x = g.activation("relu", g.batch_norm("bn1", x));
 //     x = g.linear("fc", g.flatten("flatten", g.adaptive_avg_pool("avgpool", x, 1, 1), 1), 64, 10);
 //     g.output(x);
 //     auto groups = derive_channel_groups(g);   // one group: conv1, bn1, fc's inputs
 #pragma once
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -56,10 +58,13 @@ struct ChannelGroup {
   std::string name;  ///< see derive_channel_groups(); ResNet: "layer1".."layer4" (streams), "layer1.0.conv1" (inner)
   int64_t size = 0;  ///< number of channels when the groups were derived
   std::vector<GroupMember> members;            ///< every tensor that loses the channels
-  std::vector<std::string> activation_points;  ///< activations whose every channel is one of these (NC, Taylor)
+  /// Activations that carry these channels (NC, Taylor): channel c of the group is channel
+  /// activation_offsets[k] + c of activation_points[k] (offsets are non-zero after a concatenation).
+  std::vector<std::string> activation_points;
   std::vector<std::string> producers;          ///< conv/linear layers whose output channels these are
   std::vector<std::string> consumers;          ///< conv/linear layers whose input channels include these
   std::vector<std::string> depthwise;          ///< depthwise convs carrying these channels (their groups follow)
+  std::vector<int64_t> activation_offsets;     ///< one per activation point (missing ones count as 0)
 };
 
 /// What a node computes.
@@ -77,27 +82,31 @@ struct Node {
   int64_t groups = 1;        ///< Conv
   bool bias = false;         ///< Conv, Linear: has "<name>.bias"
   int64_t span = 1;          ///< Flatten: features per channel (H×W of its input)
-  int64_t kernel = 1;        ///< Pool (max)
-  int64_t stride = 1;        ///< Conv, Pool (max)
-  int64_t padding = 0;       ///< Conv, Pool (max)
+  int64_t kernel = 1;        ///< Conv, Pool (max, avg): square kernel size
+  int64_t stride = 1;        ///< Conv, Pool (max, avg)
+  int64_t padding = 0;       ///< Conv, Pool (max, avg)
   int64_t dilation = 1;      ///< Conv
   int64_t out_h = 1, out_w = 1;  ///< Pool (adaptive_avg): output size
-  std::string kind;          ///< Activation: relu | relu6 | sigmoid; Pool: max | adaptive_avg
+  std::string kind;          ///< Activation: relu | relu6 | sigmoid; Pool: max | avg | adaptive_avg
   double eps = 1e-5;         ///< BatchNorm
+  double rate = 0.5;         ///< Dropout: probability of zeroing an element in training
 };
 
 /// A network as nodes in a topological order; each builder call returns the new node's id.
 class Graph {
  public:
   int input(const std::string& name, int64_t channels);
-  int conv(const std::string& name, int from, int64_t in_channels, int64_t out_channels, int64_t groups = 1,
-           bool bias = false, int64_t stride = 1, int64_t padding = 0, int64_t dilation = 1);
+  /// Arguments in torch.nn.Conv2d's order.
+  int conv(const std::string& name, int from, int64_t in_channels, int64_t out_channels, int64_t kernel,
+           int64_t stride = 1, int64_t padding = 0, int64_t groups = 1, bool bias = false, int64_t dilation = 1);
   int batch_norm(const std::string& name, int from, double eps = 1e-5);
   /// `kind`: relu, relu6 or sigmoid.
   int activation(const std::string& name, int from, const std::string& kind = "relu");
   int max_pool(const std::string& name, int from, int64_t kernel, int64_t stride, int64_t padding);
+  /// Average pooling (count_include_pad, no ceil mode: torch.nn.AvgPool2d's defaults).
+  int avg_pool(const std::string& name, int from, int64_t kernel, int64_t stride, int64_t padding = 0);
   int adaptive_avg_pool(const std::string& name, int from, int64_t out_h, int64_t out_w);
-  int dropout(const std::string& name, int from);
+  int dropout(const std::string& name, int from, double rate = 0.5);
   int add(const std::string& name, const std::vector<int>& from);
   int mul(const std::string& name, int a, int b);
   int concat(const std::string& name, const std::vector<int>& from);
@@ -108,6 +117,13 @@ class Graph {
   void output(int from);
 
   const std::vector<Node>& nodes() const { return nodes_; }
+  std::vector<Node>& nodes() { return nodes_; }
+
+  /// The graph as JSON (a list of nodes, each with the fields that differ from a default Node), and back:
+  /// what a checkpoint stores to rebuild the network. from_json() throws expctl::DataError "<source>: ..." naming
+  /// the node and field when something is missing or has the wrong type.
+  nlohmann::json to_json() const;
+  static Graph from_json(const nlohmann::json& j, const std::string& source);
 
  private:
   int push(Node node);

@@ -74,9 +74,12 @@ std::string torchscript_source(const Graph& graph) {
         if (n.kind == "max")
           src << out << "torch.max_pool2d(" << in(0) << ", " << ints(n.kernel) << ", " << ints(n.stride) << ", "
               << ints(n.padding) << ", [1, 1], False)\n";
+        else if (n.kind == "avg")
+          src << out << "torch.avg_pool2d(" << in(0) << ", " << ints(n.kernel) << ", " << ints(n.stride) << ", "
+              << ints(n.padding) << ", False, True, None)\n";
         else if (n.kind == "adaptive_avg")
           src << out << "torch.adaptive_avg_pool2d(" << in(0) << ", [" << n.out_h << ", " << n.out_w << "])\n";
-        else fail("pool '" + n.kind + "' is not supported (max, adaptive_avg)");
+        else fail("pool '" + n.kind + "' is not supported (max, avg, adaptive_avg)");
         break;
       case Op::Dropout:
         src << out << in(0) << "\n";  // inference: dropout is the identity
