@@ -19,7 +19,7 @@ void add_export(CLI::App& app, int& exit_code) {
     guarded(exit_code, [&] {
       std::filesystem::path target = *out;
       if (target.empty()) target = std::filesystem::path(*file).replace_extension(".torchscript.pt");
-      models::ResNet model = models::load_checkpoint(*file);
+      models::Network model = models::load_checkpoint(*file);
       model->eval();
       models::export_torchscript(*model, model->graph(), target);
       std::cout << target.string() << "\n";

@@ -109,7 +109,7 @@ LayerMacs linear_macs(const std::string& name, const torch::nn::LinearImpl& line
 
 // ---- accuracy ------------------------------------------------------------------------------------
 
-EvalResult evaluate(models::ResNet& model, const data::Split& split, int64_t batch_size, torch::Device device) {
+EvalResult evaluate(models::Network model, const data::Split& split, int64_t batch_size, torch::Device device) {
   const std::string what = "evaluate(" + (split.source.empty() ? std::string("split") : split.source) + ")";
   if (split.size() == 0) throw Error(what + ": the split is empty; there is nothing to evaluate");
   if (batch_size < 1) throw Error(what + ": batch_size must be at least 1, got " + std::to_string(batch_size));
@@ -180,14 +180,14 @@ ModelSize model_size(const torch::nn::Module& model) {
 
 // ---- MACs ------------------------------------------------------------------------------------------
 
-MacsReport count_macs(models::ResNet& model, int64_t height, int64_t width) {
+MacsReport count_macs(models::Network model, int64_t height, int64_t width) {
   if (height < 1 || width < 1)
     throw Error("count_macs: the image size must be positive, got " + std::to_string(height) + "x" +
                 std::to_string(width));
   std::map<std::string, std::shared_ptr<torch::nn::Module>> by_name;
   for (const auto& item : model->named_modules("", /*include_self=*/false)) by_name[item.key()] = item.value();
 
-  const int64_t channels = model->conv1->weight.size(1) * model->conv1->options.groups();
+  const int64_t channels = model->in_channels();
   ShapeRecorder recorder;
   {
     models::EvalModeGuard mode(*model);
@@ -248,7 +248,7 @@ LatencyStats latency_stats(std::vector<double> times_ms, int64_t batch) {
   return s;
 }
 
-LatencyStats measure_latency(models::ResNet& model, const LatencyOptions& options, torch::Device device) {
+LatencyStats measure_latency(models::Network model, const LatencyOptions& options, torch::Device device) {
   const std::string what = "measure_latency";
   if (options.batch < 1 || options.height < 1 || options.width < 1)
     throw Error(what + ": batch, height and width must be at least 1, got " + std::to_string(options.batch) + ", " +
@@ -262,7 +262,7 @@ LatencyStats measure_latency(models::ResNet& model, const LatencyOptions& option
   models::EvalModeGuard mode(*model);
   torch::InferenceMode inference;
 
-  const int64_t channels = model->conv1->weight.size(1) * model->conv1->options.groups();
+  const int64_t channels = model->in_channels();
   // Drawn on the CPU with its own generator: the same input on every device, global RNG untouched.
   auto gen = at::detail::createCPUGenerator(options.seed);
   auto input = torch::randn({options.batch, channels, options.height, options.width}, gen).to(device);

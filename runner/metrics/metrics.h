@@ -9,7 +9,7 @@
 
 #include "runner/data/dataset.h"
 #include "runner/metrics/environment.h"  // configure_threads, environment_info: one include for every metric
-#include "runner/models/resnet.h"
+#include "runner/models/network.h"
 
 namespace expctl::metrics {
 
@@ -30,7 +30,7 @@ struct EvalResult {
 /// below 1, or a model on another device.
 ///
 ///     EvalResult r = evaluate(model, test_split, 256, torch::kCPU);  // r.accuracy == 93.1, r.loss == 0.24
-EvalResult evaluate(models::ResNet& model, const data::Split& split, int64_t batch_size, torch::Device device);
+EvalResult evaluate(models::Network model, const data::Split& split, int64_t batch_size, torch::Device device);
 
 // ---- parameters and size -------------------------------------------------------------------------
 
@@ -107,7 +107,7 @@ struct MacsReport {
 /// Throws expctl::Error when the image is too small for the network or a layer is of an unknown type.
 ///
 ///     MacsReport m = count_macs(model, 224, 224);  // torchvision ResNet-18: m.macs == 1'814'073'344
-MacsReport count_macs(models::ResNet& model, int64_t height, int64_t width);
+MacsReport count_macs(models::Network model, int64_t height, int64_t width);
 
 // ---- latency ---------------------------------------------------------------------------------------
 
@@ -143,7 +143,7 @@ struct LatencyStats {
 ///     LatencyOptions o;
 ///     o.batch = 1, o.height = o.width = 32, o.repeats = 100;
 ///     LatencyStats t = measure_latency(model, o, torch::kCPU);  // t.median_ms, t.p95_ms, ...
-LatencyStats measure_latency(models::ResNet& model, const LatencyOptions& options, torch::Device device);
+LatencyStats measure_latency(models::Network model, const LatencyOptions& options, torch::Device device);
 
 /// The statistics of `times_ms` (not empty) as LatencyStats defines them; `batch` is copied through.
 LatencyStats latency_stats(std::vector<double> times_ms, int64_t batch);

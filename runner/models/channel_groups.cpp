@@ -7,7 +7,7 @@
 
 namespace expctl::models {
 
-std::vector<ChannelGroup> channel_groups(const ResNet& model) { return derive_channel_groups(model->graph()); }
+std::vector<ChannelGroup> channel_groups(const Network& model) { return derive_channel_groups(model->graph()); }
 
 torch::Tensor member_rows(const torch::Tensor& t, const GroupMember& m, int64_t size) {
   if (m.dim < 0 || m.dim >= t.dim()) throw Error(m.tensor + ": has no dimension " + std::to_string(m.dim));
@@ -103,12 +103,12 @@ void prune_channels(torch::nn::Module& module,
   }
 }
 
-void prune_group(ResNet& model, const ChannelGroup& group, const torch::Tensor& keep) {
+void prune_group(Network model, const ChannelGroup& group, const torch::Tensor& keep) {
   prune_channels(*model, {{&group, keep}});
   model->sync_spec();
 }
 
-void prune_groups(ResNet& model, const std::map<std::string, torch::Tensor>& keep_by_group) {
+void prune_groups(Network model, const std::map<std::string, torch::Tensor>& keep_by_group) {
   const auto groups = channel_groups(model);
   std::vector<std::pair<const ChannelGroup*, torch::Tensor>> plan;
   for (const auto& [name, keep] : keep_by_group) {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "runner/models/graph.h"
-#include "runner/models/resnet.h"
+#include "runner/models/network.h"
 
 namespace expctl::models {
 
@@ -18,7 +18,7 @@ namespace expctl::models {
 /// output of stage 1, the inputs of the blocks reading it, layer2.0's conv1/downsample inputs), "layer1.0.conv1",
 /// "layer1.1.conv1", "layer2", ... "layer4" (whose last consumer is fc). Every prunable channel is in exactly one
 /// group.
-std::vector<ChannelGroup> channel_groups(const ResNet& model);
+std::vector<ChannelGroup> channel_groups(const Network& model);
 
 /// Member `m`'s part of tensor `t` as rows: [size, everything else], row c = all that channel c of a group of
 /// `size` channels owns (its `span` indices on m.dim, every index of the other dims). A view when it can be.
@@ -33,11 +33,11 @@ torch::Tensor member_rows(const torch::Tensor& t, const GroupMember& m, int64_t 
 /// Throws expctl::Error naming the group when a `keep` or the module does not fit; nothing is modified then.
 void prune_channels(torch::nn::Module& module, const std::vector<std::pair<const ChannelGroup*, torch::Tensor>>& plan);
 
-/// prune_channels() for one group of a ResNet, and the spec follows the new widths.
-void prune_group(ResNet& model, const ChannelGroup& group, const torch::Tensor& keep);
+/// prune_channels() for one group of a network, and its architecture follows the new widths (sync_spec()).
+void prune_group(Network model, const ChannelGroup& group, const torch::Tensor& keep);
 
-/// prune_channels() for several groups of a ResNet at once: group name → channels to keep (groups derived from the
+/// prune_channels() for several groups of a network at once: group name → channels to keep (groups derived from the
 /// model as it is). Unknown names are errors.
-void prune_groups(ResNet& model, const std::map<std::string, torch::Tensor>& keep_by_group);
+void prune_groups(Network model, const std::map<std::string, torch::Tensor>& keep_by_group);
 
 }  // namespace expctl::models

@@ -9,6 +9,7 @@
 
 #include "runner/core/error.h"
 #include "runner/core/files.h"
+#include "runner/models/graph_net.h"
 #include "runner/models/torch_file.h"
 
 namespace expctl::models {
@@ -133,7 +134,7 @@ void check_masks(const StateDict& masks, const StateDict& params, const std::str
 
 }  // namespace
 
-void save_checkpoint(const fs::path& file, const ResNet& model, const nlohmann::json& meta, const StateDict& masks) {
+void save_checkpoint(const fs::path& file, const Network& model, const nlohmann::json& meta, const StateDict& masks) {
   const std::string where = file.string();
   const bool existed = fs::exists(file);
   const std::string intact = existed ? "; the previous checkpoint is intact" : "";
@@ -142,17 +143,24 @@ void save_checkpoint(const fs::path& file, const ResNet& model, const nlohmann::
     if (!meta.is_object()) throw Error("meta must be a JSON object");
     const StateDict sd = state_dict(*model);
     check_masks(masks, sd, where);
-    const ResNetSpec& spec = model->spec();
-
     auto arch = PickleValue::dict();
-    arch.set("family", PickleValue::from("resnet"));
-    arch.set("name", PickleValue::from(spec.name()));
-    arch.set("depth", PickleValue::from(spec.depth));
-    arch.set("num_classes", PickleValue::from(spec.num_classes));
-    arch.set("stem", PickleValue::from(to_string(spec.stem)));
-    arch.set("in_channels", PickleValue::from(spec.in_channels));
-    arch.set("stage_widths", int_list(spec.stage_widths));
-    arch.set("block_widths", int_list(spec.block_widths));
+    if (const auto* resnet = dynamic_cast<const ResNetImpl*>(model.get())) {
+      const ResNetSpec& spec = resnet->spec();
+      arch.set("family", PickleValue::from("resnet"));
+      arch.set("name", PickleValue::from(spec.name()));
+      arch.set("depth", PickleValue::from(spec.depth));
+      arch.set("num_classes", PickleValue::from(spec.num_classes));
+      arch.set("stem", PickleValue::from(to_string(spec.stem)));
+      arch.set("in_channels", PickleValue::from(spec.in_channels));
+      arch.set("stage_widths", int_list(spec.stage_widths));
+      arch.set("block_widths", int_list(spec.block_widths));
+    } else if (dynamic_cast<const GraphNetImpl*>(model.get())) {
+      arch.set("family", PickleValue::from("graph"));
+      arch.set("name", PickleValue::from(model->arch_name()));
+      arch.set("graph", to_pickle(model->graph().to_json(), "arch.graph"));
+    } else {
+      throw Error("a " + model->arch_name() + " cannot be saved (neither a ResNet nor a graph network)");
+    }
 
     StateDict bool_masks;
     for (const auto& m : masks) bool_masks.insert(m.key(), m.value().to(torch::kBool));
@@ -203,22 +211,35 @@ Checkpoint read_checkpoint(const fs::path& path) {
     throw DataError(file + ": arch is a " + arch->kind_name() + ", not a dict");
 
   Checkpoint ckpt;
-  if (const PickleValue* family = arch->find("family");
-      family && (family->kind != PickleValue::Kind::String || family->text != "resnet"))
-    throw DataError(file + ": arch.family is not 'resnet'");
-  ckpt.arch.depth = static_cast<int>(arch_int(*arch, "depth", file));
-  ckpt.arch.num_classes = arch_int(*arch, "num_classes", file);
-  ckpt.arch.in_channels = arch_int(*arch, "in_channels", file);
-  const PickleValue* stem = arch->find("stem");
-  if (!stem || stem->kind != PickleValue::Kind::String)
-    throw DataError(file + ": arch.stem is missing or not a string");
-  ckpt.arch.stage_widths = arch_ints(*arch, "stage_widths", file);
-  ckpt.arch.block_widths = arch_ints(*arch, "block_widths", file);
-  try {
-    ckpt.arch.stem = parse_stem(stem->text);
-    ckpt.arch = ckpt.arch.resolved();
-  } catch (const Error& e) {
-    throw DataError(file + ": arch: " + e.what());
+  const PickleValue* family = arch->find("family");
+  if (family && family->kind != PickleValue::Kind::String)
+    throw DataError(file + ": arch.family is a " + family->kind_name() + ", not a string");
+  ckpt.family = family ? family->text : "resnet";
+  if (ckpt.family == "graph") {
+    const PickleValue* name = arch->find("name");
+    const PickleValue* graph = arch->find("graph");
+    if (!name || name->kind != PickleValue::Kind::String) throw DataError(file + ": arch.name is missing or not a string");
+    if (!graph) throw DataError(file + ": arch.graph is missing");
+    ckpt.name = name->text;
+    ckpt.graph = Graph::from_json(to_json(*graph, file + ": arch.graph"), file + ": arch.graph");
+  } else if (ckpt.family == "resnet") {
+    ckpt.arch.depth = static_cast<int>(arch_int(*arch, "depth", file));
+    ckpt.arch.num_classes = arch_int(*arch, "num_classes", file);
+    ckpt.arch.in_channels = arch_int(*arch, "in_channels", file);
+    const PickleValue* stem = arch->find("stem");
+    if (!stem || stem->kind != PickleValue::Kind::String)
+      throw DataError(file + ": arch.stem is missing or not a string");
+    ckpt.arch.stage_widths = arch_ints(*arch, "stage_widths", file);
+    ckpt.arch.block_widths = arch_ints(*arch, "block_widths", file);
+    try {
+      ckpt.arch.stem = parse_stem(stem->text);
+      ckpt.arch = ckpt.arch.resolved();
+    } catch (const Error& e) {
+      throw DataError(file + ": arch: " + e.what());
+    }
+    ckpt.name = ckpt.arch.name();
+  } else {
+    throw DataError(file + ": arch.family '" + ckpt.family + "' is unknown (resnet, graph)");
   }
   ckpt.state_dict = to_state_dict(*sd, file + ": state_dict");
   if (const PickleValue* masks = root.find("masks")) ckpt.masks = to_state_dict(*masks, file + ": masks");
@@ -236,10 +257,11 @@ Checkpoint read_checkpoint(const fs::path& path) {
   return ckpt;
 }
 
-ResNet build_model(const Checkpoint& ckpt, const std::string& source) {
-  ResNet model{nullptr};
+Network build_model(const Checkpoint& ckpt, const std::string& source) {
+  Network model{nullptr};
   try {
-    model = ResNet(ckpt.arch);
+    if (ckpt.family == "graph") model = GraphNet(ckpt.graph, ckpt.name);
+    else model = ResNet(ckpt.arch);
   } catch (const Error& e) {
     throw DataError(source + ": arch: " + e.what());
   }
@@ -247,9 +269,9 @@ ResNet build_model(const Checkpoint& ckpt, const std::string& source) {
   return model;
 }
 
-ResNet load_checkpoint(const fs::path& file, Checkpoint* contents) {
+Network load_checkpoint(const fs::path& file, Checkpoint* contents) {
   Checkpoint ckpt = read_checkpoint(file);
-  ResNet model = build_model(ckpt, file.string());
+  Network model = build_model(ckpt, file.string());
   if (contents) *contents = std::move(ckpt);
   return model;
 }

@@ -1,7 +1,8 @@
 // Checkpoints: one zip-format torch file per model that Python's torch.load opens as a plain dict
 //   {"format": "expctl.checkpoint", "version": 1,
 //    "arch": {"family": "resnet", "name": "resnet18", "depth", "num_classes", "stem", "in_channels",
-//             "stage_widths", "block_widths"},
+//             "stage_widths", "block_widths"}
+//         or {"family": "graph", "name": "vgg16_bn", "graph": [{"op": "conv", "name": "features.0", ...}, ...]},
 //    "state_dict": {name: tensor}, "masks": {name: bool tensor}, "meta": {free-form entries}}
 // and from which the exact (possibly pruned) model is rebuilt. Training state for resuming (optimizer, epoch,
 // RNG) lives beside it in "<stem>.train.pt" (a LibTorch archive, C++ only).
@@ -20,17 +21,20 @@ namespace expctl::models {
 
 /// The contents of a checkpoint file.
 struct Checkpoint {
-  ResNetSpec arch;                                 ///< resolved architecture, pruned widths included
+  std::string family = "resnet";                   ///< "resnet" (arch) or "graph" (graph)
+  std::string name;                                ///< "resnet18", "vgg16_bn", ...
+  ResNetSpec arch;                                 ///< resnet: resolved architecture, pruned widths included
+  Graph graph;                                     ///< graph: the network's graph, pruned widths included
   StateDict state_dict;                            ///< every parameter and buffer, torchvision names
   StateDict masks;                                 ///< optional: parameter name → bool mask (unstructured pruning)
   nlohmann::json meta = nlohmann::json::object();  ///< free-form: epoch, accuracy, config_hash, ...
 };
 
-/// Writes `model` (its spec and state dict), `meta` (a JSON object of strings, numbers, bools, nulls, arrays and
+/// Writes `model` (its architecture and state dict), `meta` (a JSON object of strings, numbers, bools, nulls, arrays and
 /// objects) and `masks` (names of the model's parameters → bool/uint8 tensors of the same shape) to `file`,
 /// atomically: a temporary file in the same folder, then rename. Creates missing parent folders.
 /// Throws expctl::Error "<file>: ..." (saying the previous file is intact) when anything fails.
-void save_checkpoint(const std::filesystem::path& file, const ResNet& model,
+void save_checkpoint(const std::filesystem::path& file, const Network& model,
                      const nlohmann::json& meta = nlohmann::json::object(), const StateDict& masks = StateDict());
 
 /// Reads a checkpoint written by save_checkpoint(). Throws expctl::DataError "<file>: ..." for a missing,
@@ -38,10 +42,10 @@ void save_checkpoint(const std::filesystem::path& file, const ResNet& model,
 Checkpoint read_checkpoint(const std::filesystem::path& file);
 
 /// Builds the model `ckpt` describes and loads its weights (strict); `source` names it in errors.
-ResNet build_model(const Checkpoint& ckpt, const std::string& source = "checkpoint");
+Network build_model(const Checkpoint& ckpt, const std::string& source = "checkpoint");
 
 /// read_checkpoint() + build_model(); the file's contents go to `*contents` when it is not null.
-ResNet load_checkpoint(const std::filesystem::path& file, Checkpoint* contents = nullptr);
+Network load_checkpoint(const std::filesystem::path& file, Checkpoint* contents = nullptr);
 
 /// The training-state file beside a checkpoint: "X.pt" → "X.train.pt".
 std::filesystem::path training_state_path(const std::filesystem::path& checkpoint);

@@ -1,4 +1,5 @@
-// Built-in models: torchvision's ResNet-18 and ResNet-34 with their ImageNet weights.
+// Built-in models: torchvision's ResNet-18/34/50, VGG-11/16 with batch norm, MobileNetV2 and DenseNet-121, with the
+// ImageNet weights torchvision 0.14 names (IMAGENET1K_V1).
 #include "runner/models/models.h"
 
 #include <torch/torch.h>
@@ -7,62 +8,147 @@
 #include "runner/core/naming.h"
 #include "runner/data/datasets.h"
 #include "runner/io/checksum.h"
+#include "runner/models/graph_net.h"
+#include "runner/models/resnet.h"
 #include "runner/models/torch_file.h"
+#include "runner/models/zoo.h"
 
 namespace expctl::models {
 namespace fs = std::filesystem;
 
 namespace {
 
-ModelEntry resnet(int depth, const std::string& weights_url) {
+ModelEntry entry(const std::string& name, const std::string& summary, const std::string& weights_url,
+                 const std::string& small_input) {
   ModelEntry e;
-  e.info.name = "ResNet" + std::to_string(depth);
-  e.info.summary = "torchvision's ResNet-" + std::to_string(depth) + " (same parameter names), ImageNet-pretrained";
+  e.info.name = name;
+  e.info.summary = summary;
   ParamTable& t = e.info.params;
   t.add_bool("pretrained", true, "start from torchvision's ImageNet weights (else random initialisation)");
   t.add_url("weights_url", weights_url, "where the pretrained weights come from (a mirror or file:// works)");
   t.add_string("weights_sha256", "", "expected SHA-256 prefix of the weights ('' = taken from the file name)");
-  t.add_enum("stem", "imagenet", {"imagenet", "cifar"},
-             "imagenet: 7x7/2 conv + max-pool; cifar: 3x3/1 conv, no max-pool (for 32x32 inputs)");
+  t.add_enum("stem", "imagenet", {"imagenet", "cifar"}, "imagenet: torchvision's network; cifar: " + small_input);
   e.files = [](const Params& p, const fs::path& dir) {
     std::vector<io::RemoteFile> out;
     if (!p.get_bool("pretrained")) return out;
     const std::string& url = p.get_string("weights_url");
-    std::string name = io::url_basename(url);
+    std::string file = io::url_basename(url);
     std::string sha = p.get_string("weights_sha256");
-    if (sha.empty()) sha = io::sha256_prefix_from_name(name);
-    out.push_back({url, dir / name, sha, "", "", "pretrained weights", "model.weights_url"});
+    if (sha.empty()) sha = io::sha256_prefix_from_name(file);
+    out.push_back({url, dir / file, sha, "", "", "pretrained weights", "model.weights_url"});
     return out;
   };
-  e.spec = [depth](const Params& p, int64_t num_classes, int64_t in_channels) {
+  return e;
+}
+
+bool small(const Params& p) { return parse_stem(p.get_string("stem")) == Stem::Cifar; }
+
+ModelEntry resnet(int depth, const std::string& weights_url) {
+  ModelEntry e = entry("ResNet" + std::to_string(depth),
+                       "torchvision's ResNet-" + std::to_string(depth) + " (same parameter names), ImageNet-pretrained",
+                       weights_url, "3x3/1 conv, no max-pool (for 32x32 inputs)");
+  e.create = [depth](const Params& p, int64_t num_classes, int64_t in_channels) -> Network {
+    if (depth == 50) return GraphNet(zoo::resnet50(num_classes, in_channels, small(p)), "resnet50");
     ResNetSpec s;
     s.depth = depth;
     s.num_classes = num_classes;
     s.stem = parse_stem(p.get_string("stem"));
     s.in_channels = in_channels;
-    return s;
+    return make_resnet(s);
+  };
+  return e;
+}
+
+ModelEntry vgg(int depth, const std::string& weights_url) {
+  const std::string arch = "vgg" + std::to_string(depth) + "_bn";
+  ModelEntry e = entry("VGG" + std::to_string(depth) + "_BN",
+                       "torchvision's VGG-" + std::to_string(depth) + " with batch norm, ImageNet-pretrained",
+                       weights_url,
+                       "no last max-pool, global average pool and one linear classifier 512 -> classes (28x28 and "
+                       "32x32 inputs)");
+  e.create = [depth, arch](const Params& p, int64_t num_classes, int64_t in_channels) -> Network {
+    return GraphNet(zoo::vgg_bn(depth, num_classes, in_channels, small(p)), arch);
+  };
+  e.prepare_pretrained = [](const Params& p, const StateDict& pretrained, const Network& fresh) {
+    if (!small(p)) return pretrained;
+    // The small-input head is one new linear layer: ImageNet's three classifier layers have no place in it.
+    StateDict out;
+    for (const auto& item : pretrained)
+      if (item.key().rfind("classifier.", 0) != 0) out.insert(item.key(), item.value());
+    const StateDict own = state_dict(*fresh);
+    for (const char* k : {"classifier.weight", "classifier.bias"}) out.insert(k, own[k].detach().clone());
+    return out;
+  };
+  return e;
+}
+
+ModelEntry mobilenet_v2() {
+  ModelEntry e = entry("MobileNetV2", "torchvision's MobileNetV2 (width 1.0), ImageNet-pretrained",
+                       "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth",
+                       "stride 1 in the stem and in features.2 (for 28x28 and 32x32 inputs)");
+  e.create = [](const Params& p, int64_t num_classes, int64_t in_channels) -> Network {
+    return GraphNet(zoo::mobilenet_v2(num_classes, in_channels, small(p)), "mobilenet_v2");
+  };
+  return e;
+}
+
+ModelEntry densenet121() {
+  ModelEntry e = entry("DenseNet121", "torchvision's DenseNet-121, ImageNet-pretrained",
+                       "https://download.pytorch.org/models/densenet121-a639ec97.pth",
+                       "3x3/1 conv0, no max-pool (for 28x28 and 32x32 inputs)");
+  e.create = [](const Params& p, int64_t num_classes, int64_t in_channels) -> Network {
+    return GraphNet(zoo::densenet121(num_classes, in_channels, small(p)), "densenet121");
+  };
+  e.prepare_pretrained = [](const Params&, const StateDict& pretrained, const Network&) {
+    // The published file predates torchvision's module names: "denselayer1.norm.1.weight" is now
+    // "denselayer1.norm1.weight" (torchvision's densenet._load_state_dict renames them the same way).
+    StateDict out;
+    for (const auto& item : pretrained) {
+      std::string key = item.key();
+      if (key.find(".denselayer") != std::string::npos)
+        for (const char* part : {".norm.1.", ".norm.2.", ".conv.1.", ".conv.2."}) {
+          const auto pos = key.find(part);
+          if (pos != std::string::npos) key.erase(pos + 5, 1);  // ".norm.1." → ".norm1."
+        }
+      out.insert(key, item.value());
+    }
+    return out;
   };
   return e;
 }
 
 }  // namespace
 
-ResNet build_model(const ScenarioConfig& cfg) {
+Network make_model(const ModelEntry& e, const Params& params, int64_t num_classes, int64_t in_channels,
+                   const StateDict* pretrained, const std::string& source) {
+  Network net = e.create(params, num_classes, in_channels);
+  if (!pretrained) return net;
+  const StateDict prepared = e.prepare_pretrained ? e.prepare_pretrained(params, *pretrained, net) : *pretrained;
+  load_state_dict(*net, adapt_pretrained(prepared, net), source);
+  return net;
+}
+
+Network build_model(const ScenarioConfig& cfg) {
   const ModelEntry& e = *ModelRegistry::find(cfg.model_name());
   const data::DatasetInfo d = data::dataset_info(cfg);
-  ResNetSpec spec = e.spec(cfg.model, d.num_classes, d.channels);
   torch::manual_seed(static_cast<uint64_t>(cfg.runtime.get_int("seed")));
   auto files = e.files(cfg.model, Naming(cfg).models_dir());
-  if (files.empty()) return make_resnet(spec);
+  if (files.empty()) return make_model(e, cfg.model, d.num_classes, d.channels, nullptr);
   const fs::path& weights = files.front().destination;
   if (!fs::is_regular_file(weights))
     throw DataError(weights.string() +
                     ": pretrained weights not found; the download stage fetches them (expctl run SCENARIO.yaml "
                     "--only download)");
-  return make_pretrained_resnet(spec, read_state_dict_file(weights), weights.string());
+  const StateDict pretrained = read_state_dict_file(weights);
+  return make_model(e, cfg.model, d.num_classes, d.channels, &pretrained, weights.string());
 }
 
 EXPCTL_REGISTER(ModelRegistry, resnet(18, "https://download.pytorch.org/models/resnet18-f37072fd.pth"));
 EXPCTL_REGISTER(ModelRegistry, resnet(34, "https://download.pytorch.org/models/resnet34-b627a593.pth"));
+EXPCTL_REGISTER(ModelRegistry, resnet(50, "https://download.pytorch.org/models/resnet50-0676ba61.pth"));
+EXPCTL_REGISTER(ModelRegistry, vgg(11, "https://download.pytorch.org/models/vgg11_bn-6002323d.pth"));
+EXPCTL_REGISTER(ModelRegistry, vgg(16, "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"));
+EXPCTL_REGISTER(ModelRegistry, mobilenet_v2());
+EXPCTL_REGISTER(ModelRegistry, densenet121());
 
 }  // namespace expctl::models

@@ -21,13 +21,6 @@ torch::nn::Conv2d make_conv(int64_t in, int64_t out, int64_t kernel, int64_t str
   return torch::nn::Conv2d(torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding(padding).bias(false));
 }
 
-std::string join(const std::vector<std::string>& names, size_t max_shown = 12) {
-  std::string out;
-  for (size_t i = 0; i < names.size() && i < max_shown; ++i) out += (i ? ", " : "") + names[i];
-  if (names.size() > max_shown) out += ", ... (" + std::to_string(names.size()) + " in all)";
-  return out;
-}
-
 }  // namespace
 
 std::string to_string(Stem stem) { return stem == Stem::Cifar ? "cifar" : "imagenet"; }
@@ -208,19 +201,19 @@ Graph ResNetImpl::graph() const {
   int x = g.input("input", spec_.in_channels);
   int64_t width = spec_.stage_widths[0];
   const bool cifar = spec_.stem == Stem::Cifar;
-  x = g.conv("conv1", x, spec_.in_channels, width, 1, false, cifar ? 1 : 2, cifar ? 1 : 3);
+  x = g.conv("conv1", x, spec_.in_channels, width, cifar ? 3 : 7, cifar ? 1 : 2, cifar ? 1 : 3);
   x = g.activation("relu", g.batch_norm("bn1", x));
   if (!cifar) x = g.max_pool("maxpool", x, 3, 2, 1);
   for (const auto& block : blocks_) {
     const std::string& b = block->name();
     const int64_t inner = block->conv1->weight.size(0), out = block->conv2->weight.size(0);
     const int64_t stride = (*block->conv1->options.stride())[0];
-    int y = g.conv(b + ".conv1", x, width, inner, 1, false, stride, 1);
+    int y = g.conv(b + ".conv1", x, width, inner, 3, stride, 1);
     y = g.activation(b + ".relu1", g.batch_norm(b + ".bn1", y));
-    y = g.batch_norm(b + ".bn2", g.conv(b + ".conv2", y, inner, out, 1, false, 1, 1));
+    y = g.batch_norm(b + ".bn2", g.conv(b + ".conv2", y, inner, out, 3, 1, 1));
     int identity = x;
     if (block->downsample_conv)
-      identity = g.batch_norm(b + ".downsample.1", g.conv(b + ".downsample.0", x, width, out, 1, false, stride, 0));
+      identity = g.batch_norm(b + ".downsample.1", g.conv(b + ".downsample.0", x, width, out, 1, stride));
     x = g.activation(b, g.add(b + ".add", {y, identity}));
     width = out;
   }
@@ -251,60 +244,10 @@ std::vector<std::string> ResNetImpl::activation_points() const {
 
 ResNet make_resnet(const ResNetSpec& spec) { return ResNet(spec); }
 
-ResNet copy_model(const ResNet& model) {
-  ResNet copy(model->spec());
-  const torch::Tensor& w = model->conv1->weight;
-  copy->to(w.device(), w.scalar_type());
-  load_state_dict(*copy, state_dict(*model), "copy_model");
-  copy->train(model->is_training());
-  return copy;
-}
+std::shared_ptr<NetworkImpl> ResNetImpl::same_architecture() const { return std::make_shared<ResNetImpl>(spec_); }
 
-// ---- state dicts -------------------------------------------------------------------------------
-
-StateDict state_dict(const torch::nn::Module& module) {
-  StateDict sd;
-  // Python's Module.state_dict() walks modules depth-first and lists each one's own parameters and then its
-  // own buffers; named_parameters() would group all parameters before all buffers instead.
-  for (const auto& item : module.named_modules("", /*include_self=*/true)) {
-    const std::string prefix = item.key().empty() ? "" : item.key() + ".";
-    for (const auto& p : item.value()->named_parameters(/*recurse=*/false)) sd.insert(prefix + p.key(), p.value());
-    for (const auto& b : item.value()->named_buffers(/*recurse=*/false)) sd.insert(prefix + b.key(), b.value());
-  }
-  return sd;
-}
-
-void load_state_dict(torch::nn::Module& module, const StateDict& sd, const std::string& source,
-                     const LoadOptions& options) {
-  const StateDict own = state_dict(module);
-  std::vector<std::string> missing, unexpected, mismatched;
-  for (const auto& item : own) {
-    if (sd.contains(item.key())) continue;
-    const bool counter =
-        item.key().size() >= 20 && item.key().compare(item.key().size() - 20, 20, ".num_batches_tracked") == 0;
-    if (!(counter && options.allow_missing_num_batches_tracked)) missing.push_back(item.key());
-  }
-  for (const auto& item : sd) {
-    const auto* mine = own.find(item.key());
-    if (!mine) {
-      unexpected.push_back(item.key());
-    } else if (!item.value().defined() || item.value().sizes() != mine->sizes()) {
-      mismatched.push_back(item.key() + ": file has " +
-                           (item.value().defined() ? shape_str(item.value()) : std::string("no tensor")) +
-                           ", model has " + shape_str(*mine));
-    }
-  }
-  std::string problems;
-  if (!missing.empty()) problems += "\n  missing keys: " + join(missing);
-  if (!unexpected.empty()) problems += "\n  unexpected keys: " + join(unexpected);
-  if (!mismatched.empty()) problems += "\n  shape mismatch: " + join(mismatched, 6);
-  if (!problems.empty()) throw DataError(source + ": state dict does not fit the model:" + problems);
-
-  torch::NoGradGuard no_grad;
-  for (const auto& item : sd) {
-    torch::Tensor dst = own[item.key()];
-    dst.copy_(item.value());
-  }
+ResNet::ResNet(const Network& network) : ModuleHolder(std::dynamic_pointer_cast<ResNetImpl>(network.ptr())) {
+  if (network && !ptr()) throw Error("the model is a " + network->arch_name() + ", not a ResNet");
 }
 
 ResNetSpec infer_spec(const StateDict& sd, const std::string& source) {
@@ -349,37 +292,6 @@ ResNetSpec infer_spec(const StateDict& sd, const std::string& source) {
     spec.stage_widths.push_back(need(stage + ".0.conv2.weight", 4).size(0));
   }
   return spec.resolved();
-}
-
-StateDict adapt_pretrained(const StateDict& pretrained, const ResNet& fresh) {
-  const ResNetSpec& spec = fresh->spec();
-  const StateDict own = state_dict(*fresh);
-  StateDict out;
-  for (const auto& item : pretrained) {
-    torch::Tensor t = item.value();
-    if (item.key() == "conv1.weight" && t.dim() == 4) {
-      if (spec.in_channels == 1 && t.size(1) == 3) {
-        // A gray image is an RGB image with R = G = B, and conv(w, [g, g, g]) = conv(w_r + w_g + w_b, g):
-        // summing over the input channels gives exactly the response the RGB filter had to the gray image.
-        t = t.sum(1, /*keepdim=*/true);
-      }
-      if (spec.stem == Stem::Cifar && t.size(2) == 7 && t.size(3) == 7) {
-        // The cifar stem runs conv1 at stride 1 on 32x32 images. ImageNet's 7x7 filters are smooth, roughly
-        // centred edge/colour detectors with most of their weight in the middle; their centre 3x3 is the part
-        // that looks at a pixel's immediate neighbourhood, i.e. the same kind of feature at the scale a 32x32
-        // image has after dropping the 4x stem down-sampling. Resizing the whole kernel would change its
-        // frequency response instead. Everything after conv1 keeps its pretrained weights.
-        t = t.slice(2, 2, 5).slice(3, 2, 5);
-      }
-      t = t.contiguous();
-    } else if ((item.key() == "fc.weight" || item.key() == "fc.bias") && own.contains(item.key()) &&
-               own[item.key()].sizes() != t.sizes()) {
-      // A different class count: the ImageNet classifier means nothing for the new classes; start fresh.
-      t = own[item.key()].detach().clone();
-    }
-    out.insert(item.key(), t);
-  }
-  return out;
 }
 
 ResNet make_pretrained_resnet(const ResNetSpec& spec, const StateDict& pretrained, const std::string& source) {

@@ -1,5 +1,4 @@
-// ResNet-18/34 (BasicBlock) with torchvision's parameter and buffer names, observation points, and the
-// generic state-dict helpers every model file uses.
+// ResNet-18/34 (BasicBlock) with torchvision's parameter and buffer names and observation points.
 #pragma once
 #include <torch/torch.h>
 
@@ -7,12 +6,9 @@
 #include <string>
 #include <vector>
 
-#include "runner/models/graph.h"
+#include "runner/models/network.h"
 
 namespace expctl::models {
-
-/// An ordered name → tensor map, in torchvision's `state_dict()` order (per module: parameters, then buffers).
-using StateDict = torch::OrderedDict<std::string, torch::Tensor>;
 
 /// The network's entry: `ImageNet` = 7×7 stride-2 conv1 + 3×3 stride-2 max-pool (torchvision);
 /// `Cifar` = 3×3 stride-1 conv1 with padding 1 and no max-pool, for 32×32 inputs.
@@ -43,21 +39,6 @@ struct ResNetSpec {
   bool operator!=(const ResNetSpec& other) const { return !(*this == other); }
 };
 
-/// Receives the tensors flowing through a forward pass (C++ modules have no forward hooks).
-/// Names are torchvision's module paths: layer inputs use the layer's parameter prefix ("conv1",
-/// "layer1.0.conv2", "layer2.0.downsample.0", "fc"); activations are ReLU outputs: "relu" (stem, before the
-/// max-pool),
-/// "layer1.0.relu1" (inside a block, between conv1 and conv2) and "layer1.0" (block output after add + ReLU).
-/// The tensors are the live ones: copy what you keep; never modify them.
-class ForwardObserver {
- public:
-  virtual ~ForwardObserver() = default;
-  /// Called with the input of every Conv2d / Linear right before it runs.
-  virtual void on_layer_input(const std::string& layer, const torch::Tensor& x) {}
-  /// Called with the output of every ReLU.
-  virtual void on_activation(const std::string& point, const torch::Tensor& y) {}
-};
-
 /// torchvision's BasicBlock: conv1-bn1-relu-conv2-bn2, + identity or downsample (conv 1×1 + bn), relu.
 class BasicBlockImpl : public torch::nn::Module {
  public:
@@ -83,33 +64,36 @@ class BasicBlockImpl : public torch::nn::Module {
 TORCH_MODULE(BasicBlock);
 
 /// A BasicBlock ResNet whose state dict keys equal torchvision's resnet18/resnet34.
-class ResNetImpl : public torch::nn::Module {
+class ResNetImpl : public NetworkImpl {
  public:
   /// Builds and initialises the network like torchvision (kaiming-normal fan-out convs, BN 1/0, default fc).
   explicit ResNetImpl(const ResNetSpec& spec = ResNetSpec{});
   /// Logits [N, num_classes]; reports to `observer` when it is not null (no cost otherwise).
-  torch::Tensor forward(const torch::Tensor& x, ForwardObserver* observer = nullptr);
+  torch::Tensor forward(const torch::Tensor& x, ForwardObserver* observer = nullptr) override;
 
   /// The architecture, widths resolved; kept in step with the weights by prune_group().
   const ResNetSpec& spec() const { return spec_; }
   /// Re-reads every width of spec() from the current weight shapes (after in-place surgery).
-  void sync_spec();
+  void sync_spec() override;
   /// The network as a graph (runner/models/graph.h), in torchvision's forward order: activations are named like
   /// the ForwardObserver points ("relu", "layer1.0.relu1", "layer1.0"), a block's residual add "layer1.0.add".
-  Graph graph() const;
+  Graph graph() const override;
   /// Names of every Conv2d/Linear in forward order ("conv1", "layer1.0.conv1", ..., "fc").
-  std::vector<std::string> layer_names() const;
+  std::vector<std::string> layer_names() const override;
 
   /// The network as a chain of segments, for work that goes layer by layer and keeps the activations between
   /// them (Wanda's sequential calibration): 0 = the stem (conv1, bn1, relu, max-pool), 1..blocks = the blocks,
   /// last = the head (average pool, flatten, fc). forward(x) runs them in order.
-  int64_t num_segments() const { return int64_t(blocks_.size()) + 2; }
+  int64_t num_segments() const override { return int64_t(blocks_.size()) + 2; }
   /// Runs segment `i` on its input (the previous segment's output); reports to `observer` as forward() does.
-  torch::Tensor forward_segment(int64_t i, const torch::Tensor& x, ForwardObserver* observer = nullptr);
+  torch::Tensor forward_segment(int64_t i, const torch::Tensor& x, ForwardObserver* observer = nullptr) override;
   /// The Conv2d/Linear names of segment `i` in forward order; all segments together give layer_names().
-  std::vector<std::string> segment_layers(int64_t i) const;
+  std::vector<std::string> segment_layers(int64_t i) const override;
   /// Names of every activation point in forward order ("relu", "layer1.0.relu1", "layer1.0", ...).
-  std::vector<std::string> activation_points() const;
+  std::vector<std::string> activation_points() const override;
+  std::string arch_name() const override { return spec_.name(); }
+  int64_t in_channels() const override { return spec_.in_channels; }
+  std::shared_ptr<NetworkImpl> same_architecture() const override;
   /// All blocks in forward order.
   const std::vector<BasicBlock>& blocks() const { return blocks_; }
 
@@ -122,37 +106,21 @@ class ResNetImpl : public torch::nn::Module {
   ResNetSpec spec_;
   std::vector<BasicBlock> blocks_;
 };
-TORCH_MODULE(ResNet);
+/// A shared handle to a ResNetImpl (like TORCH_MODULE(ResNet)), which also converts from a Network that holds a
+/// ResNet: `models::ResNet r = models::load_checkpoint(file);` (throws expctl::Error when it holds another model).
+class ResNet : public torch::nn::ModuleHolder<ResNetImpl> {
+ public:
+  using torch::nn::ModuleHolder<ResNetImpl>::ModuleHolder;
+  ResNet(const Network& network);  // NOLINT: implicit on purpose
+};
 
 /// Builds a ResNet for `spec` (validated; throws expctl::Error when invalid).
 ResNet make_resnet(const ResNetSpec& spec);
-
-/// A deep copy (same spec, weights, buffers, device, dtype and train/eval mode) sharing no storage with `model`.
-ResNet copy_model(const ResNet& model);
-
-/// The module's state dict in torchvision's order. Tensors alias the module's: clone them to keep a snapshot.
-StateDict state_dict(const torch::nn::Module& module);
-
-/// Options of load_state_dict().
-struct LoadOptions {
-  bool allow_missing_num_batches_tracked = true;  ///< older files lack BN `num_batches_tracked`
-};
-
-/// Copies `sd` into the module's parameters and buffers, key by key. Throws expctl::DataError
-/// "<source>: ..." naming every missing and unexpected key, or the key and both shapes on a shape mismatch;
-/// nothing is modified when it throws.
-void load_state_dict(torch::nn::Module& module, const StateDict& sd, const std::string& source = "state dict",
-                     const LoadOptions& options = LoadOptions{});
 
 /// The architecture a torchvision-style ResNet state dict describes (depth from the block keys, widths from the
 /// shapes, stem from conv1's kernel). Throws expctl::DataError "<source>: ..." when it is not a BasicBlock ResNet.
 ResNetSpec infer_spec(const StateDict& sd, const std::string& source = "state dict");
 
-/// Adapts a pretrained torchvision state dict (ImageNet stem, RGB, 1000 classes) to the architecture of `fresh`,
-/// a freshly initialised model: cifar stem → centre 3×3 of conv1's 7×7 kernel; gray input → conv1 summed over
-/// its input channels; a different class count → fc taken from `fresh` (new classifier). All other tensors are
-/// reused as they are. The result loads into `fresh` with load_state_dict().
-StateDict adapt_pretrained(const StateDict& pretrained, const ResNet& fresh);
 
 /// make_resnet(spec) with the adapted `pretrained` weights loaded (see adapt_pretrained()).
 ResNet make_pretrained_resnet(const ResNetSpec& spec, const StateDict& pretrained,

@@ -11,7 +11,7 @@
 #include <utility>
 #include <vector>
 
-#include "runner/models/resnet.h"
+#include "runner/models/network.h"
 
 namespace expctl::models {
 

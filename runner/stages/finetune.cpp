@@ -47,7 +47,7 @@ class FinetuneStage : public Stage {
       auto ck = models::read_checkpoint(initial);
       if (ck.meta.value("fingerprint", "") == ctx.fingerprint) before = ck.meta.at("evaluation");
     }
-    models::ResNet model = models::build_model(cfg);
+    models::Network model = models::build_model(cfg);
     // Data parallel, the evaluation is shared: every rank takes part when any lacks the result.
     bool measure = before.is_null();
     for (double missing : dist::all_gather(measure ? 1.0 : 0.0)) measure = measure || missing > 0;

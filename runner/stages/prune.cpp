@@ -50,7 +50,7 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
   return out;
 }
 
-nlohmann::json eval_json(models::ResNet& m, const data::Split& s, int64_t batch, torch::Device d) {
+nlohmann::json eval_json(models::Network m, const data::Split& s, int64_t batch, torch::Device d) {
   metrics::EvalResult r = metrics::evaluate(m, s, batch, d);
   return {{"accuracy", r.accuracy}, {"loss", r.loss}, {"images", r.count}};
 }
@@ -58,7 +58,7 @@ nlohmann::json eval_json(models::ResNet& m, const data::Split& s, int64_t batch,
 // Adaptive BN (EagleEye, Li et al. 2020): removing channels shifts the inputs of the layers after them, so the
 // fine-tuned BatchNorm statistics no longer fit; re-estimating them on a few training batches (no weight changes)
 // shows what the pruned structure can do before any fine-tuning.
-void recalibrate_batchnorm(models::ResNet& model, const data::Split& train, int64_t batches, int64_t batch_size,
+void recalibrate_batchnorm(models::Network model, const data::Split& train, int64_t batches, int64_t batch_size,
                            uint64_t seed) {
   std::vector<torch::nn::BatchNorm2dImpl*> bns;
   for (auto& m : model->modules(/*include_self=*/false))
@@ -91,7 +91,7 @@ class PruneStage : public Stage {
                                      : "the finetune stage of this test scenario (set scenario.starts_from)";
       throw Error(source.string() + ": the fine-tuned model is missing; make it with: " + how);
     }
-    models::ResNet model = models::load_checkpoint(source);
+    models::Network model = models::load_checkpoint(source);
     model->to(device);
     model->eval();
     ctx.log->info("loaded {}", source.string());

@@ -45,7 +45,7 @@ class RecoverStage : public Stage {
       throw Error(pruned.string() + ": the pruned model is missing; the prune stage makes it (expctl run " +
                   cfg.file.string() + " --only prune)");
     models::Checkpoint ck;
-    models::ResNet model = models::load_checkpoint(pruned, &ck);
+    models::Network model = models::load_checkpoint(pruned, &ck);
     data::Split train_split = data::load_dataset(cfg, true).to(device);
     data::Split test = data::load_dataset(cfg, false).to(device);
 

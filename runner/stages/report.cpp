@@ -137,7 +137,7 @@ Evaluation evaluation_of(const ScenarioConfig& cfg, const Metrics& metrics) {
 // The measurements of one model, as a row of report.json.
 json measure(const Row& r, const data::DatasetInfo& info, const Params& p, torch::Device device) {
   models::Checkpoint ck;
-  models::ResNet model = models::load_checkpoint(r.checkpoint, &ck);
+  models::Network model = models::load_checkpoint(r.checkpoint, &ck);
   model->to(device);
   metrics::ParamCount params = metrics::count_parameters(*model);
   metrics::ModelSize size = metrics::model_size(*model);
@@ -466,7 +466,7 @@ class ReportStage : public Stage {
 
     if (p.get_bool("export_torchscript")) {
       // The scenario's final model (the last row), runnable from Python without expctl.
-      models::ResNet final_model = models::load_checkpoint(models.back().checkpoint);
+      models::Network final_model = models::load_checkpoint(models.back().checkpoint);
       final_model->eval();
       models::export_torchscript(*final_model, final_model->graph(), dir / kTorchScriptFile);
       extra_outputs.push_back(dir / kTorchScriptFile);

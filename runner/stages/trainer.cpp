@@ -90,7 +90,7 @@ torch::Device prepare_runtime(const ScenarioConfig& cfg, spdlog::logger& log) {
   return device;
 }
 
-metrics::EvalResult evaluate_all_ranks(models::ResNet& model, const data::Split& split, int64_t batch_size,
+metrics::EvalResult evaluate_all_ranks(models::Network model, const data::Split& split, int64_t batch_size,
                                        torch::Device device) {
   if (!dist::active() || split.size() == 0) return metrics::evaluate(model, split, batch_size, device);
   const int64_t n = split.size(), w = dist::world_size(), r = dist::rank();
@@ -114,7 +114,7 @@ metrics::EvalResult evaluate_all_ranks(models::ResNet& model, const data::Split&
   return out;
 }
 
-void apply_masks(models::ResNet& model, const std::map<std::string, torch::Tensor>& masks) {
+void apply_masks(models::Network model, const std::map<std::string, torch::Tensor>& masks) {
   if (masks.empty()) return;
   torch::NoGradGuard no_grad;
   auto params = model->named_parameters();
@@ -128,7 +128,7 @@ void apply_masks(models::ResNet& model, const std::map<std::string, torch::Tenso
 namespace {
 
 // Weight decay on conv/linear weights only: decaying BN scales and biases hurts accuracy and does not regularise.
-std::unique_ptr<torch::optim::SGD> make_optimizer(models::ResNet& model, const Params& p) {
+std::unique_ptr<torch::optim::SGD> make_optimizer(models::Network model, const Params& p) {
   std::vector<torch::Tensor> decay, no_decay;
   for (auto& kv : model->named_parameters()) (kv.value().dim() > 1 ? decay : no_decay).push_back(kv.value());
   auto opts = torch::optim::SGDOptions(p.get_float("optimizer.lr"))
@@ -156,7 +156,7 @@ double lr_at(const Params& p, int64_t t, int64_t total, int64_t warmup) {
 
 // freeze_bn: BatchNorm layers normalise with their running statistics and leave them as they are, while their
 // affine weights still learn.
-void freeze_batchnorm(models::ResNet& model) {
+void freeze_batchnorm(models::Network model) {
   for (auto& m : model->modules(/*include_self=*/false))
     if (dynamic_cast<torch::nn::BatchNorm2dImpl*>(m.get()) != nullptr) m->eval();
 }
@@ -166,7 +166,7 @@ void set_lr(torch::optim::SGD& opt, double lr) {
 }
 
 // Moves 4-D weights to channels_last: cuDNN's and oneDNN's fastest convolution kernels want NHWC.
-void to_channels_last(models::ResNet& model) {
+void to_channels_last(models::Network model) {
   torch::NoGradGuard no_grad;
   for (auto& p : model->parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
@@ -282,7 +282,7 @@ class ProgressBar {
 
 }  // namespace
 
-TrainJob make_train_job(const StageContext& ctx, const std::string& stage, models::ResNet model,
+TrainJob make_train_job(const StageContext& ctx, const std::string& stage, models::Network model,
                         const data::Split& train, const data::Split& test, torch::Device device,
                         std::function<fs::path(int64_t)> checkpoint_path) {
   const ScenarioConfig& cfg = ctx.config;

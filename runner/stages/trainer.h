@@ -23,7 +23,7 @@
 #include "runner/data/loader.h"
 #include "runner/dist/dist.h"
 #include "runner/metrics/metrics.h"
-#include "runner/models/resnet.h"
+#include "runner/models/network.h"
 
 namespace spdlog {
 class logger;
@@ -47,7 +47,7 @@ struct EpochRecord {
 
 /// What to train and where its checkpoints go.
 struct TrainJob {
-  models::ResNet model;                ///< trained in place (replaced by the resumed model when resuming)
+  models::Network model{nullptr};                ///< trained in place (replaced by the resumed model when resuming)
   const data::Split* train = nullptr;  ///< on `device`
   const data::Split* test = nullptr;   ///< evaluated after every epoch
   const Params* params = nullptr;      ///< the stage block (see add_training_params)
@@ -103,7 +103,7 @@ struct StageContext;
 /// A TrainJob filled in from a training stage's context: its block as params, the data set's augmentation, the
 /// seed, fingerprint and log, meta {"stage", "scenario"}, interrupt state in {report dir}/{stage}_interrupted.pt,
 /// and `fresh` from --force.
-TrainJob make_train_job(const StageContext& ctx, const std::string& stage, models::ResNet model,
+TrainJob make_train_job(const StageContext& ctx, const std::string& stage, models::Network model,
                         const data::Split& train, const data::Split& test, torch::Device device,
                         std::function<std::filesystem::path(int64_t epoch)> checkpoint_path);
 
@@ -123,7 +123,7 @@ inline constexpr double kDivergedLoss = 1e4;
 TrainResult train(TrainJob& job);
 
 /// Sets every masked weight to zero (mask false) in place.
-void apply_masks(models::ResNet& model, const std::map<std::string, torch::Tensor>& masks);
+void apply_masks(models::Network model, const std::map<std::string, torch::Tensor>& masks);
 
 /// "auto" -> CUDA when available, else CPU; "cpu", "cuda", "cuda:N".
 torch::Device resolve_device(const std::string& spec);
@@ -133,7 +133,7 @@ torch::Device resolve_device(const std::string& spec, const dist::WorldInfo& wor
 
 /// metrics::evaluate() over all data-parallel ranks: each evaluates its contiguous shard of `split` and the sums
 /// are combined, so every rank returns the result for the whole split. A single process calls metrics::evaluate().
-metrics::EvalResult evaluate_all_ranks(models::ResNet& model, const data::Split& split, int64_t batch_size,
+metrics::EvalResult evaluate_all_ranks(models::Network model, const data::Split& split, int64_t batch_size,
                                        torch::Device device);
 
 struct ScenarioConfig;
