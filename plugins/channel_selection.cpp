@@ -32,6 +32,19 @@ int64_t local_keep_count(int64_t size, double sparsity, int64_t min_channels, in
   return std::max<int64_t>(1, std::min(keep, size));
 }
 
+std::vector<std::string> resolve_exclude(const std::vector<std::string>& exclude,
+                                         const std::vector<std::string>& layer_names) {
+  std::vector<std::string> out;
+  for (const auto& name : exclude) {
+    const bool first = name == "first", last = name == "last";
+    const std::string resolved = (first || last) && !layer_names.empty()
+                                     ? (first ? layer_names.front() : layer_names.back())
+                                     : name;
+    if (std::find(out.begin(), out.end(), resolved) == out.end()) out.push_back(resolved);
+  }
+  return out;
+}
+
 bool is_excluded(const models::ChannelGroup& group, const std::vector<std::string>& exclude) {
   auto listed = [&](const std::string& name) {
     return std::find(exclude.begin(), exclude.end(), name) != exclude.end();

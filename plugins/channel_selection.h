@@ -33,7 +33,7 @@ struct Options {
   bool scope_global = false;                        ///< false: per group; true: ranked across prunable groups
   int64_t min_channels = 8;                         ///< >= 1
   int64_t round_to = 8;                             ///< >= 1
-  std::vector<std::string> exclude{"conv1", "fc"};  ///< layer or group names
+  std::vector<std::string> exclude{"first", "last"};  ///< layer or group names, or first / last (resolve_exclude)
 
   /// The rules of a prune block (sparsity, scope, min_channels, round_to, exclude); absent keys keep the defaults
   /// above. Throws expctl::Error "<who>: <key>: ..." for a value out of range.
@@ -53,7 +53,8 @@ void bind_budget(OptionBinder<O>& b) {
   b.add(&O::min_channels, "min_channels", "never keep fewer channels in a group").min(1);
   b.add(&O::round_to, "round_to", "kept channel counts are rounded to a multiple of this").min(1).max(1024);
   b.add(&O::exclude, "exclude",
-        "layers whose outputs are never pruned (their inputs may shrink); a group name keeps that group whole");
+        "layers whose outputs are never pruned (their inputs may shrink); a group name keeps that group whole; "
+        "first / last = the model's first and last conv/linear layer (ResNet: conv1, fc)");
 }
 
 /// The budget keys bound to selection::Options (bind_budget()): the table of the baselines' prune block.
@@ -78,6 +79,12 @@ struct Choice {
 /// The channels a group of `size` keeps in local scope: ceil((1 - sparsity) × size) rounded up to a multiple of
 /// `round_to`, at least `min_channels`, at most `size`.
 int64_t local_keep_count(int64_t size, double sparsity, int64_t min_channels, int64_t round_to);
+
+/// `exclude` with the words "first" and "last" replaced by the model's first and last conv/linear layer
+/// (`layer_names` in forward order): ResNet's conv1 and fc, VGG's features.0 and classifier.6, ... Other names are
+/// kept as they are.
+std::vector<std::string> resolve_exclude(const std::vector<std::string>& exclude,
+                                         const std::vector<std::string>& layer_names);
 
 /// True when `group` must be kept whole: its own name, or one of its producers, is in `exclude`.
 bool is_excluded(const models::ChannelGroup& group, const std::vector<std::string>& exclude);

@@ -19,13 +19,13 @@
 #include "runner/core/params.h"
 #include "runner/core/registry.h"
 #include "runner/models/channel_groups.h"
-#include "runner/models/resnet.h"
+#include "runner/models/network.h"
 
 namespace expctl {
 
 /// What a pruner gets.
 struct PruneRequest {
-  models::ResNet model;  ///< the fine-tuned model, in eval mode, on `device`; a pruner may zero weights in place
+  models::Network model{nullptr};  ///< the fine-tuned model, in eval mode, on `device`; a pruner may zero weights in place
   std::vector<models::ChannelGroup> groups;  ///< channel_groups(model)
   torch::Tensor calibration;                 ///< normalised calibration images, float [N, C, H, W] on `device`
   int64_t batch_size = 128;                  ///< forward calibration in batches of this size
@@ -49,6 +49,7 @@ struct PrunePlan {
   /// - else "layers" (mask plans): {weight layer name: {"weights", "zeros", "sparsity"} or {"skipped": why}},
   ///   in forward order; and "overall": {"pruned_layers" | "all_layers": {"weights", "zeros", "sparsity"}}.
   /// A plan with neither gets no per-layer section. selection::make_plan() fills "groups" for structured pruners.
+  /// Structured pruners also list "unmeasured": groups their score cannot measure, kept whole (JSON only).
   nlohmann::ordered_json stats = nlohmann::ordered_json::object();
 };
 

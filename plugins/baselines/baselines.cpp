@@ -7,23 +7,38 @@
 namespace expctl::baselines {
 
 PrunePlan BaselinePruner::prune(PruneRequest& request) {
-  const selection::Options rules =
+  selection::Options rules =
       request.params ? selection::Options::from_params(*request.params, name_) : selection::Options{};
   const std::vector<models::ChannelGroup> groups =
       request.groups.empty() ? models::channel_groups(request.model) : request.groups;
-  selection::check_exclude(rules.exclude, groups, request.model->layer_names(), name_);
+  const std::vector<std::string> layers = request.model->layer_names();
+  rules.exclude = selection::resolve_exclude(rules.exclude, layers);
+  selection::check_exclude(rules.exclude, groups, layers, name_);
   const std::vector<torch::Tensor> raw = scorer_(request, groups);
   if (raw.size() != groups.size())
     throw Error(name_ + ": scored " + std::to_string(raw.size()) + " of " + std::to_string(groups.size()) + " groups");
   std::vector<torch::Tensor> scores;
   std::vector<selection::GroupScores> ranked;
+  // A scorer leaves a group's scores undefined when it cannot measure it (Taylor: no activation carries it); the
+  // group is then kept whole, as if excluded, and listed as unmeasured.
+  const std::vector<std::string> user_exclude = rules.exclude;
+  std::vector<std::string> unmeasured;
   for (size_t i = 0; i < groups.size(); ++i) {
+    if (!raw[i].defined()) {
+      unmeasured.push_back(groups[i].name);
+      rules.exclude.push_back(groups[i].name);
+      scores.push_back(torch::ones({groups[i].size}, torch::kDouble));
+      ranked.push_back({&groups[i], scores.back(), {}});
+      continue;
+    }
     scores.push_back(raw[i].to(torch::kCPU, torch::kDouble));
     if (!torch::isfinite(scores.back()).all().item<bool>())
       throw Error(name_ + ": group '" + groups[i].name + "' has scores that are not finite");
     ranked.push_back({&groups[i], selection::normalize_by_mean(scores.back()), {}});
   }
   PrunePlan plan = selection::make_plan(selection::choose(ranked, rules, name_), rules, name_);
+  plan.stats["exclude"] = user_exclude;
+  plan.stats["unmeasured"] = unmeasured;
   plan.stats["normalizer"] = "mean";
   for (size_t i = 0; i < groups.size(); ++i) {
     auto& g = plan.stats["groups"][groups[i].name];

@@ -23,7 +23,7 @@
 //
 // | key                    | default     | meaning                                                         |
 // |------------------------|-------------|-----------------------------------------------------------------|
-// | sparsity, scope, min_channels, round_to, exclude | 0.5, local, 8, 8, [conv1, fc] | see channel_selection.h |
+// | sparsity, scope, min_channels, round_to, exclude | 0.5, local, 8, 8, [first, last] | see channel_selection.h |
 // | norm                   | l2          | group_magnitude only: l1 or l2                                  |
 // | seed                   | 0           | random only                                                     |
 // | calibration.split      | test        | split the calibration images come from (read by the prune stage) |
@@ -45,7 +45,7 @@
 #include "plugins/channel_selection.h"
 #include "plugins/pruner.h"
 #include "runner/models/channel_groups.h"
-#include "runner/models/resnet.h"
+#include "runner/models/network.h"
 
 namespace expctl::baselines {
 
@@ -63,7 +63,7 @@ torch::Tensor bn_scale(const models::StateDict& sd, const models::ChannelGroup& 
 /// [N, C, H, W]) with `labels` (int64 [N]) in batches of `batch_size`, in eval mode (BatchNorm uses its running
 /// statistics, so an image's score does not depend on the rest of its batch); the parameters get no gradients and
 /// the model's mode is restored. Throws expctl::Error when the inputs do not fit or a point is never reached.
-std::map<std::string, torch::Tensor> taylor_scores(models::ResNet& model, const torch::Tensor& images,
+std::map<std::string, torch::Tensor> taylor_scores(models::Network model, const torch::Tensor& images,
                                                    const torch::Tensor& labels, int64_t batch_size,
                                                    const std::vector<std::string>& points);
 
@@ -74,7 +74,9 @@ std::vector<torch::Tensor> random_scores(const std::vector<models::ChannelGroup>
 /// True when `tensor` is a BatchNorm scale γ: a "x.weight" with "x.running_var" beside it in `sd`.
 bool is_batch_norm_scale(const models::StateDict& sd, const std::string& tensor);
 
-/// Scores every group of a request (one double [C] per group, in order), given the request.
+/// Scores every group of a request (one double [C] per group, in order), given the request. An undefined tensor
+/// marks a group the score cannot measure (no activation carries it, no BatchNorm normalises it): it is kept whole
+/// and listed in the plan's stats as "unmeasured".
 using Scorer = std::function<std::vector<torch::Tensor>(PruneRequest& request,
                                                         const std::vector<models::ChannelGroup>& groups)>;
 

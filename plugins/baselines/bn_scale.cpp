@@ -1,5 +1,8 @@
 // bn_scale: network slimming's |γ| of the BatchNorms of a channel group. See baselines.h.
 #include "plugins/baselines/baselines.h"
+
+#include <algorithm>
+
 #include "runner/core/error.h"
 #include "runner/core/registry.h"
 
@@ -34,7 +37,13 @@ PrunerEntry entry() {
       [](PruneRequest& r, const std::vector<models::ChannelGroup>& groups) {
         const models::StateDict sd = models::state_dict(*r.model);
         std::vector<torch::Tensor> out;
-        for (const auto& g : groups) out.push_back(bn_scale(sd, g));
+        for (const auto& g : groups) {
+          // A group no BatchNorm normalises (VGG's hidden classifier features) is unmeasured: kept whole.
+          const bool normalised = std::any_of(g.members.begin(), g.members.end(), [&](const models::GroupMember& m) {
+            return is_batch_norm_scale(sd, m.tensor);
+          });
+          out.push_back(normalised ? bn_scale(sd, g) : torch::Tensor());
+        }
         return out;
       },
       [](const Params&) { return std::string("BN scale"); });

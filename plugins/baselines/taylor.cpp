@@ -34,7 +34,7 @@ class KeepActivations : public models::ForwardObserver {
 // Switches off requires_grad of every parameter and restores it on every exit path.
 class NoParameterGrads {
  public:
-  explicit NoParameterGrads(models::ResNet& model) : model_(model) {
+  explicit NoParameterGrads(models::Network model) : model_(model) {
     for (auto& p : model_->parameters()) {
       flags_.push_back(p.requires_grad());
       p.requires_grad_(false);
@@ -48,13 +48,13 @@ class NoParameterGrads {
   NoParameterGrads& operator=(const NoParameterGrads&) = delete;
 
  private:
-  models::ResNet& model_;
+  models::Network model_;
   std::vector<bool> flags_;
 };
 
 }  // namespace
 
-std::map<std::string, torch::Tensor> taylor_scores(models::ResNet& model, const torch::Tensor& images,
+std::map<std::string, torch::Tensor> taylor_scores(models::Network model, const torch::Tensor& images,
                                                    const torch::Tensor& labels, int64_t batch_size,
                                                    const std::vector<std::string>& points) {
   if (!images.defined() || images.dim() != 4 || images.size(0) == 0 || !images.is_floating_point())
@@ -68,7 +68,7 @@ std::map<std::string, torch::Tensor> taylor_scores(models::ResNet& model, const 
   models::EvalModeGuard eval(*model);
   NoParameterGrads no_parameter_grads(model);
   torch::AutoGradMode grad(true);
-  const torch::Device device = model->conv1->weight.device();
+  const torch::Device device = model->device();
   const int64_t n = images.size(0);
   for (int64_t b0 = 0; b0 < n; b0 += batch_size) {
     const int64_t b1 = std::min(n, b0 + batch_size);
@@ -117,23 +117,24 @@ PrunerEntry entry() {
       [](PruneRequest& r, const std::vector<models::ChannelGroup>& groups) {
         std::vector<std::string> points;
         for (const auto& g : groups) {
-          if (g.activation_points.empty())
-            throw Error(kWho + ": channel group '" + g.name + "' has no activation point to measure");
           for (const auto& p : g.activation_points)
             if (std::find(points.begin(), points.end(), p) == points.end()) points.push_back(p);
         }
         const auto per_point = taylor_scores(r.model, r.calibration, r.calibration_labels, r.batch_size, points);
         std::vector<torch::Tensor> out;
         for (const auto& g : groups) {
-          torch::Tensor s;
-          for (const auto& p : g.activation_points) {
-            const torch::Tensor& v = per_point.at(p);
-            if (v.size(0) != g.size)
-              throw Error(kWho + ": group '" + g.name + "' has " + std::to_string(g.size) + " channels but '" + p +
-                          "' has " + std::to_string(v.size(0)));
+          torch::Tensor s;  // stays undefined (unmeasured: kept whole) when no activation carries the group
+          for (size_t k = 0; k < g.activation_points.size(); ++k) {
+            const std::string& p = g.activation_points[k];
+            const int64_t offset = k < g.activation_offsets.size() ? g.activation_offsets[k] : 0;
+            const torch::Tensor& all = per_point.at(p);
+            if (all.size(0) < offset + g.size)
+              throw Error(kWho + ": group '" + g.name + "' has " + std::to_string(g.size) + " channels at offset " +
+                          std::to_string(offset) + " but '" + p + "' has " + std::to_string(all.size(0)));
+            const torch::Tensor v = all.slice(0, offset, offset + g.size);
             s = s.defined() ? s + v : v.clone();
           }
-          out.push_back(s / static_cast<double>(g.activation_points.size()));
+          out.push_back(s.defined() ? s / static_cast<double>(g.activation_points.size()) : s);
         }
         return out;
       },

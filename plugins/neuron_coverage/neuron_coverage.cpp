@@ -132,7 +132,7 @@ std::map<std::string, PointCoverage> CoverageObserver::result() const {
   return out;
 }
 
-std::map<std::string, PointCoverage> measure_coverage(models::ResNet& model, const torch::Tensor& calibration,
+std::map<std::string, PointCoverage> measure_coverage(models::Network model, const torch::Tensor& calibration,
                                                       int64_t batch_size, double threshold,
                                                       const std::vector<std::string>& points) {
   if (!calibration.defined() || calibration.dim() != 4 || calibration.size(0) == 0)
@@ -145,7 +145,7 @@ std::map<std::string, PointCoverage> measure_coverage(models::ResNet& model, con
   {
     models::EvalModeGuard eval(*model);
     torch::InferenceMode inference;
-    const torch::Device device = model->conv1->weight.device();
+    const torch::Device device = model->device();
     const int64_t n = calibration.size(0);
     for (int64_t b0 = 0; b0 < n; b0 += batch_size)
       model->forward(calibration.slice(0, b0, std::min(n, b0 + batch_size)).to(device), &observer);
@@ -162,28 +162,33 @@ GroupScore score_group(const models::ChannelGroup& group, const std::map<std::st
                        Aggregate aggregate) {
   const std::string what = kWho + ": group '" + group.name + "'";
   if (group.activation_points.empty()) throw Error(what + " has no activation points to measure");
-  std::vector<const PointCoverage*> pcs;
-  for (const auto& p : group.activation_points) {
+  // The group's channels at each point: [offset, offset + size) of the point's channels (offset > 0 after a
+  // concatenation).
+  std::vector<PointCoverage> pcs;
+  for (size_t k = 0; k < group.activation_points.size(); ++k) {
+    const std::string& p = group.activation_points[k];
+    const int64_t offset = k < group.activation_offsets.size() ? group.activation_offsets[k] : 0;
     auto it = coverage.find(p);
     if (it == coverage.end()) throw Error(what + ": no coverage measured at activation point '" + p + "'");
     const PointCoverage& pc = it->second;
-    if (pc.covered.size(0) != group.size)
-      throw Error(what + " has " + std::to_string(group.size) + " channels but activation point '" + p + "' has " +
-                  std::to_string(pc.covered.size(0)));
+    if (offset < 0 || pc.covered.size(0) < offset + group.size)
+      throw Error(what + " has " + std::to_string(group.size) + " channels at offset " + std::to_string(offset) +
+                  " but activation point '" + p + "' has " + std::to_string(pc.covered.size(0)));
     if (pc.inputs == 0) throw Error(what + ": no inputs were measured at activation point '" + p + "'");
-    pcs.push_back(&pc);
+    pcs.push_back(PointCoverage{pc.inputs, pc.covered.slice(0, offset, offset + group.size).contiguous(),
+                                pc.scaled_sum.slice(0, offset, offset + group.size).contiguous()});
   }
-  const int64_t channels = group.size, points = static_cast<int64_t>(pcs.size()), inputs = pcs[0]->inputs;
-  for (const auto* pc : pcs)
-    if (pc->inputs != inputs) throw Error(what + ": its activation points saw different numbers of inputs");
+  const int64_t channels = group.size, points = static_cast<int64_t>(pcs.size()), inputs = pcs[0].inputs;
+  for (const auto& pc : pcs)
+    if (pc.inputs != inputs) throw Error(what + ": its activation points saw different numbers of inputs");
 
   // Integer counts first and one division last: equal coverages are then equal doubles, so ties (also between
   // groups with different numbers of points, in global scope) are exact rather than rounding noise.
   std::vector<int64_t> agg(channels, 0);
   std::vector<double> act(channels, 0.0);
   for (int64_t i = 0; i < points; ++i) {
-    const auto counts = pcs[i]->covered.accessor<int64_t, 1>();
-    const auto sums = pcs[i]->scaled_sum.accessor<double, 1>();
+    const auto counts = pcs[size_t(i)].covered.accessor<int64_t, 1>();
+    const auto sums = pcs[size_t(i)].scaled_sum.accessor<double, 1>();
     for (int64_t c = 0; c < channels; ++c) {
       if (aggregate == Aggregate::Mean || i == 0)
         agg[c] = (aggregate == Aggregate::Mean ? agg[c] : 0) + counts[c];
@@ -210,19 +215,34 @@ torch::Tensor rank_channels(const GroupScore& score) {
 }
 
 PrunePlan make_plan(const std::vector<models::ChannelGroup>& groups,
-                    const std::map<std::string, PointCoverage>& coverage, const Options& options,
+                    const std::map<std::string, PointCoverage>& coverage, const Options& given,
                     const std::vector<std::string>& layer_names) {
+  Options options = given;
+  options.exclude = selection::resolve_exclude(given.exclude, layer_names);
   selection::check_exclude(options.exclude, groups, layer_names, kWho);
   // Coverage is a fraction of inputs in every group, so global scope compares it across groups as it is.
   std::vector<GroupScore> scores;
   scores.reserve(groups.size());
   std::vector<selection::GroupScores> ranked;
+  // A group no activation carries (MobileNetV2's linear bottlenecks: BN output straight into the next conv and the
+  // residual add) has no neuron outputs to cover: it is kept whole, as if excluded, and listed as unmeasured.
+  Options choosing = options;
+  std::vector<std::string> unmeasured;
   for (const auto& g : groups) {
-    scores.push_back(score_group(g, coverage, options.aggregate));
+    if (g.activation_points.empty()) {
+      unmeasured.push_back(g.name);
+      choosing.exclude.push_back(g.name);
+      const torch::Tensor zeros = torch::zeros({g.size}, torch::kDouble);
+      scores.push_back({zeros, zeros});
+    } else {
+      scores.push_back(score_group(g, coverage, options.aggregate));
+    }
     ranked.push_back({&g, scores.back().coverage, scores.back().mean_activation});
   }
-  PrunePlan plan = selection::make_plan(selection::choose(ranked, options, kWho), options, kWho);
+  PrunePlan plan = selection::make_plan(selection::choose(ranked, choosing, kWho), choosing, kWho);
   auto& st = plan.stats;
+  st["exclude"] = options.exclude;
+  st["unmeasured"] = unmeasured;
   st["threshold"] = options.threshold;
   st["aggregate"] = aggregate_name(options.aggregate);
   st["calibration_inputs"] = coverage.empty() ? 0 : coverage.begin()->second.inputs;
@@ -233,7 +253,11 @@ PrunePlan make_plan(const std::vector<models::ChannelGroup>& groups,
     j["covered_fraction"] = (scores[i].coverage > 0).to(torch::kDouble).mean().item<double>();
     j["threshold"] = options.threshold;
     auto& pts = j["points"] = nlohmann::ordered_json::object();
-    for (const auto& p : g.activation_points) pts[p] = coverage.at(p).coverage().mean().item<double>();
+    for (size_t k = 0; k < g.activation_points.size(); ++k) {
+      const int64_t offset = k < g.activation_offsets.size() ? g.activation_offsets[k] : 0;
+      pts[g.activation_points[k]] =
+          coverage.at(g.activation_points[k]).coverage().slice(0, offset, offset + g.size).mean().item<double>();
+    }
   }
   return plan;
 }

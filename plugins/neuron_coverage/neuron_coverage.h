@@ -17,7 +17,8 @@
 // | aggregate              | mean         | how the coverage of a group's activation points combines         |
 // | min_channels           | 8            | never keep fewer channels in a group                             |
 // | round_to               | 8            | kept channel counts are multiples of this (rounded up)           |
-// | exclude                | [conv1, fc]  | layers (or group names) whose groups are kept whole              |
+// | exclude                | [first, last]| layers (or group names) whose groups are kept whole (first/last: |
+// |                        |              | the first and last conv/linear layer, ResNet: conv1, fc)          |
 // | calibration.split      | test         | split the calibration images come from (read by the prune stage) |
 // | calibration.samples    | 512          | number of calibration images (read by the prune stage)           |
 // | calibration.batch_size | 128          | batch size of the calibration forward passes                     |
@@ -44,7 +45,7 @@
 #include "plugins/pruner.h"
 #include "runner/core/params.h"
 #include "runner/models/channel_groups.h"
-#include "runner/models/resnet.h"
+#include "runner/models/network.h"
 
 namespace expctl::neuron_coverage {
 
@@ -107,7 +108,7 @@ class CoverageObserver : public models::ForwardObserver {
 ///
 ///     auto cov = measure_coverage(model, images, 128, 0.1, model->activation_points());
 ///     torch::Tensor c = cov.at("layer2.1").coverage();   // fraction of inputs covering each channel
-std::map<std::string, PointCoverage> measure_coverage(models::ResNet& model, const torch::Tensor& calibration,
+std::map<std::string, PointCoverage> measure_coverage(models::Network model, const torch::Tensor& calibration,
                                                       int64_t batch_size, double threshold,
                                                       const std::vector<std::string>& points);
 

@@ -1,5 +1,6 @@
 // Wanda pruner: |W| * ||X||_2 scores, unstructured / N:M masks or structured channel plans. See wanda.h.
 #include "plugins/wanda/wanda.h"
+#include "plugins/channel_selection.h"
 
 #include <algorithm>
 #include <cmath>
@@ -33,7 +34,7 @@ struct StopForward {};
 int64_t pair_first(const torch::ExpandingArray<2>& a) { return (*a)[0]; }
 int64_t pair_second(const torch::ExpandingArray<2>& a) { return (*a)[1]; }
 
-std::map<std::string, LayerRef> find_layers(models::ResNet& model) {
+std::map<std::string, LayerRef> find_layers(models::Network model) {
   std::map<std::string, LayerRef> out;
   for (const auto& item : model->named_modules("", /*include_self=*/false)) {
     const std::string& name = item.key();
@@ -41,8 +42,8 @@ std::map<std::string, LayerRef> find_layers(models::ResNet& model) {
       const auto& o = conv->options;
       // The norms below assume a plain zero-padded, dense convolution; anything else would silently get wrong
       // scores, so refuse it by name.
-      if (pair_first(o.dilation()) != 1 || pair_second(o.dilation()) != 1 || o.groups() != 1)
-        throw Error("wanda: layer '" + name + "': only dilation 1 and groups 1 are supported");
+      if (pair_first(o.dilation()) != 1 || pair_second(o.dilation()) != 1)
+        throw Error("wanda: layer '" + name + "': only dilation 1 is supported");
       if (!compat::variant_get_if<torch::enumtype::kZeros>(o.padding_mode()))
         throw Error("wanda: layer '" + name + "': only zero padding is supported");
       ConvGeometry g;
@@ -50,6 +51,7 @@ std::map<std::string, LayerRef> find_layers(models::ResNet& model) {
       g.kernel_w = pair_second(o.kernel_size());
       g.stride_h = pair_first(o.stride());
       g.stride_w = pair_second(o.stride());
+      g.groups = o.groups();
       if (const auto* pad = compat::variant_get_if<torch::ExpandingArray<2>>(o.padding())) {
         g.pad_h = pair_first(*pad);
         g.pad_w = pair_second(*pad);
@@ -93,12 +95,12 @@ class NormObserver : public models::ForwardObserver {
 int64_t g_cache_limit = int64_t(1) << 30;
 
 /// The calibration images in batches of request.batch_size, on the model's device.
-std::vector<torch::Tensor> calibration_batches(models::ResNet& model, const PruneRequest& request) {
+std::vector<torch::Tensor> calibration_batches(models::Network model, const PruneRequest& request) {
   std::vector<torch::Tensor> out;
   const int64_t n = request.calibration.size(0);
   const int64_t batch = std::max<int64_t>(1, request.batch_size);
   for (int64_t begin = 0; begin < n; begin += batch)
-    out.push_back(request.calibration.slice(0, begin, std::min(n, begin + batch)).to(model->conv1->weight.device()));
+    out.push_back(request.calibration.slice(0, begin, std::min(n, begin + batch)).to(model->device()));
   return out;
 }
 
@@ -121,7 +123,7 @@ std::map<std::string, torch::Tensor> observe_norms(
 }
 
 /// observe_norms() through the whole model, from the calibration images.
-std::map<std::string, torch::Tensor> calibrate(models::ResNet& model, const PruneRequest& request,
+std::map<std::string, torch::Tensor> calibrate(models::Network model, const PruneRequest& request,
                                                const std::map<std::string, LayerRef>& layers,
                                                const std::set<std::string>& wanted, const std::string& stop_after) {
   return observe_norms(calibration_batches(model, request), layers, wanted, stop_after,
@@ -138,7 +140,7 @@ std::map<std::string, torch::Tensor> calibrate(models::ResNet& model, const Prun
 class SequentialCalibration {
  public:
 
-  SequentialCalibration(models::ResNet& model, const PruneRequest& request,
+  SequentialCalibration(models::Network model, const PruneRequest& request,
                         const std::map<std::string, LayerRef>& layers)
       : model_(model), request_(request), layers_(layers) {
     acts_ = calibration_batches(model, request);
@@ -172,7 +174,7 @@ class SequentialCalibration {
   }
 
  private:
-  models::ResNet& model_;
+  models::Network model_;
   const PruneRequest& request_;
   const std::map<std::string, LayerRef>& layers_;
   std::vector<torch::Tensor> acts_;
@@ -271,7 +273,7 @@ PrunePlan prune_masks(PruneRequest& request, const Options& o, const std::vector
       // Sequential rule: this layer's norms come from a forward pass through the already-zeroed earlier layers.
       torch::Tensor sq;
       if (calibration) sq = calibration->norms(name);
-      const torch::Tensor scores = wanda_scores(ref.weight, sq);
+      const torch::Tensor scores = wanda_scores(ref.weight, sq, ref.conv ? ref.geometry.groups : 1);
       const torch::Tensor mask = nm ? nm_mask(scores, o.n, o.m) : row_mask(scores, o.sparsity);
       ref.weight.masked_fill_(mask.logical_not(), 0);
       plan.masks[name + ".weight"] = mask;
@@ -348,7 +350,8 @@ PrunePlan prune_structured(PruneRequest& request, const Options& o, const std::v
     torch::Tensor channel_scores;
     for (const auto& consumer : g.consumers) {
       const LayerRef& ref = layers.at(consumer);
-      const torch::Tensor s = wanda_scores(ref.weight, o.magnitude ? torch::Tensor() : norms.at(consumer));
+      const torch::Tensor s = wanda_scores(ref.weight, o.magnitude ? torch::Tensor() : norms.at(consumer),
+                                           ref.conv ? ref.geometry.groups : 1);
       // Every weight reading channel c, over output rows and kernel positions (and, after a flatten, the H×W
       // features of the channel; after a concatenation, only this group's slice of the inputs).
       const auto member = std::find_if(g.members.begin(), g.members.end(), [&](const models::GroupMember& m) {
@@ -442,15 +445,19 @@ torch::Tensor linear_input_sq_norms(const torch::Tensor& x) {
   return x.detach().to(torch::kDouble).square().reshape({-1, x.size(-1)}).sum(0);
 }
 
-torch::Tensor wanda_scores(const torch::Tensor& weight, const torch::Tensor& sq_norms) {
+torch::Tensor wanda_scores(const torch::Tensor& weight, const torch::Tensor& sq_norms, int64_t groups) {
   torch::Tensor s = weight.detach().to(torch::kDouble).abs();
   if (!sq_norms.defined()) return s;
   const int64_t rows = s.size(0), cols = s.numel() / std::max<int64_t>(1, rows);
-  if (sq_norms.numel() != cols)
+  if (groups < 1 || rows % groups != 0)
+    throw Error("wanda: " + std::to_string(groups) + " groups do not divide " + std::to_string(rows) + " rows");
+  if (sq_norms.numel() != cols * groups)
     throw Error("wanda: " + std::to_string(sq_norms.numel()) + " input norms for a weight with " +
-                std::to_string(cols) + " inputs per row");
-  return (s.reshape({rows, cols}) * sq_norms.to(s.device(), torch::kDouble).sqrt().reshape({1, cols}))
-      .reshape(weight.sizes());
+                std::to_string(cols) + " inputs per row" +
+                (groups > 1 ? " in each of " + std::to_string(groups) + " groups" : std::string()));
+  // [groups, cols] norms; every row of group k reads row k.
+  const torch::Tensor norms = sq_norms.to(s.device(), torch::kDouble).sqrt().reshape({groups, 1, cols});
+  return (s.reshape({groups, rows / groups, cols}) * norms).reshape(weight.sizes());
 }
 
 int64_t set_calibration_cache_limit(int64_t bytes) {
@@ -502,7 +509,7 @@ const OptionBinder<Options>& binder() {
                "wanda: |W|*||X||_2; magnitude: |W| only (baseline)");
     b.add(&Options::exclude, "exclude",
           "layers never pruned (structured mode: their outputs are kept, their inputs may shrink; a group "
-          "name keeps that group whole)");
+          "name keeps that group whole); first / last = the model's first and last conv/linear layer");
     return b;
   }();
   return b;
@@ -530,9 +537,10 @@ std::string Options::mode_name() const {
 
 PrunePlan WandaPruner::prune(PruneRequest& request) {
   if (!request.params) throw Error("wanda: the prune request carries no parameters");
-  const Options o = Options::from_params(*request.params);
+  Options o = Options::from_params(*request.params);
   if (!request.model) throw Error("wanda: the prune request carries no model");
   const std::vector<std::string> order = request.model->layer_names();
+  o.exclude = selection::resolve_exclude(o.exclude, order);
   check_exclude(o, order, request);
   std::map<std::string, LayerRef> layers = find_layers(request.model);
   for (const auto& name : order)

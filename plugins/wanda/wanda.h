@@ -10,13 +10,13 @@
 // | mode                   | unstructured  | unstructured, n:m, structured (Wanda-sp / FLAP flavour)         |
 // | n, m                   | 2, 4          | n:m: zero the n lowest of every m consecutive inputs (n < m)    |
 // | score                  | wanda         | wanda: |W|*||X||_2; magnitude: |W| only (baseline, no forward)  |
-// | exclude                | [conv1]       | layers never pruned (structured: groups touching them stay)     |
+// | exclude                | [first]       | layers never pruned (first/last: the first/last conv or linear) |
 // | calibration.split      | test          | split the calibration images come from (read by the prune stage)|
 // | calibration.samples    | 128           | number of calibration images (read by the prune stage)          |
 // | calibration.batch_size | 64            | batch size of the calibration forwards (PruneRequest.batch_size)|
 //
 //     prune: {pruner: wanda, sparsity: 0.5, mode: unstructured}
-//     prune: {pruner: wanda, mode: "n:m", n: 2, m: 4, exclude: [conv1, fc]}
+//     prune: {pruner: wanda, mode: "n:m", n: 2, m: 4, exclude: [first, last]}
 //     prune: {pruner: wanda, mode: structured, sparsity: 0.3}
 //
 // Modes:
@@ -47,6 +47,7 @@ struct ConvGeometry {
   int64_t kernel_h = 1, kernel_w = 1;
   int64_t stride_h = 1, stride_w = 1;
   int64_t pad_h = 0, pad_w = 0;
+  int64_t groups = 1;  ///< a grouped conv's groups (a depthwise conv: one per channel)
 };
 
 /// Squared L2 norms of a Conv2d's input features over one batch: for every patch element (c, kh, kw), the sum over
@@ -68,7 +69,9 @@ torch::Tensor linear_input_sq_norms(const torch::Tensor& x);
 /// weight.view({O, -1}). Without `sq_norms` (undefined tensor): |W| (the magnitude baseline).
 ///
 ///     torch::Tensor s = wanda_scores(conv->weight, conv_input_sq_norms(x, g));
-torch::Tensor wanda_scores(const torch::Tensor& weight, const torch::Tensor& sq_norms = {});
+/// A grouped conv (`groups` > 1, weight [O, C/groups, KH, KW]) takes `sq_norms` of all C input channels: row o
+/// reads the slice of its group, o / (O / groups).
+torch::Tensor wanda_scores(const torch::Tensor& weight, const torch::Tensor& sq_norms = {}, int64_t groups = 1);
 
 /// The most bytes of calibration activations the sequential (unstructured, n:m) pass keeps between segments
 /// (default 1 GiB); above it every layer's norms come from a forward pass from the images (same result, slower).
@@ -100,7 +103,7 @@ struct Options {
   Mode mode = Mode::Unstructured;
   int64_t n = 2, m = 4;
   bool magnitude = false;  ///< score: magnitude
-  std::vector<std::string> exclude{"conv1"};
+  std::vector<std::string> exclude{"first"};
 
   /// The options of a prune block: each key of the table is bound to its field (key, default and range are
   /// declared once); absent keys keep the defaults. Throws expctl::Error "wanda: <key>: ..." for a value out of
