@@ -11,6 +11,7 @@
 #include "runner/io/checksum.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/models.h"
+#include "runner/models/resnet.h"
 #include "runner/models/torch_file.h"
 #include "tests/core/test_util.h"
 #include "tests/integration/fakes.h"
@@ -406,7 +407,8 @@ TEST(DownloadStage, AnImageFolderArchiveIsFetchedCheckedUnpackedAndRead) {
   EXPECT_EQ(test_split.size(), 30);
   EXPECT_EQ(train.class_names.front(), "Ankle_boot") << "sorted folder names";
   EXPECT_EQ(train.pixels(0, 2).sizes(), (std::vector<int64_t>{2, 1, 32, 32}));
-  EXPECT_EQ(models::build_model(cfg)->spec().num_classes, 10);
+  const models::ResNet built = models::build_model(cfg);
+  EXPECT_EQ(built->spec().num_classes, 10);
 
   // A file changed after the extraction is refused when the split is read again.
   const fs::path one = tmp / "downloaded_datasets/ImageFolder/fmnist-png/fmnist-png/train/Bag";

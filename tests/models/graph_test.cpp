@@ -147,31 +147,34 @@ TEST(DerivedGroups, ConcatenationPlacesEachInputAtItsOffset) {
   // A DenseNet-style block: b reads a; c reads BN+ReLU of concat(a, b).
   em::Graph g;
   int x = g.input("input", 3);
-  const int a = g.conv("a", x, 3, 4);
-  const int b = g.conv("b", g.activation("b_in", a), 4, 5);
+  const int a = g.conv("a", x, 3, 4, 1);
+  const int b = g.conv("b", g.activation("b_in", a), 4, 5, 1);
   x = g.activation("relu", g.batch_norm("norm", g.concat("cat", {a, b})));
-  g.output(g.conv("c", x, 9, 6, 1, /*bias=*/true));
+  g.output(g.conv("c", x, 9, 6, 1, 1, 0, 1, true));
   const auto groups = em::derive_channel_groups(g);
   ASSERT_EQ(groups.size(), 2u);  // c's outputs are the logits
   const auto& ga = group(groups, "a");
   EXPECT_EQ(ga.size, 4);
   EXPECT_EQ(members(ga), (Members{{"a.weight", 0, 0, 1}, {"b.weight", 1, 0, 1}, {"c.weight", 1, 0, 1}} + bn("norm", 0)));
   EXPECT_EQ(ga.consumers, (std::vector<std::string>{"b", "c"}));
-  EXPECT_EQ(ga.activation_points, std::vector<std::string>{"b_in"});  // "relu" mixes a and b
+  // "relu" carries a's channels at 0 and b's at 4.
+  EXPECT_EQ(ga.activation_points, (std::vector<std::string>{"b_in", "relu"}));
+  EXPECT_EQ(ga.activation_offsets, (std::vector<int64_t>{0, 0}));
   const auto& gb = group(groups, "b");
   EXPECT_EQ(gb.size, 5);
   EXPECT_EQ(members(gb), (Members{{"b.weight", 0, 0, 1}, {"c.weight", 1, 4, 1}} + bn("norm", 4)));
-  EXPECT_TRUE(gb.activation_points.empty());
+  EXPECT_EQ(gb.activation_points, std::vector<std::string>{"relu"});
+  EXPECT_EQ(gb.activation_offsets, std::vector<int64_t>{4});
 }
 
 TEST(DerivedGroups, DepthwiseConvCarriesItsInputChannels) {
   // MobileNetV2's inverted residual: expand 1x1, depthwise 3x3, project 1x1, residual add.
   em::Graph g;
   int x = g.input("input", 3);
-  x = g.activation("stem.relu", g.batch_norm("stem.bn", g.conv("stem.conv", x, 3, 8)));
-  int y = g.activation("b.relu1", g.batch_norm("b.bn1", g.conv("b.expand", x, 8, 24)));
-  y = g.activation("b.relu2", g.batch_norm("b.bn2", g.conv("b.dw", y, 24, 24, /*groups=*/24)));
-  y = g.batch_norm("b.bn3", g.conv("b.project", y, 24, 8));
+  x = g.activation("stem.relu", g.batch_norm("stem.bn", g.conv("stem.conv", x, 3, 8, 1)));
+  int y = g.activation("b.relu1", g.batch_norm("b.bn1", g.conv("b.expand", x, 8, 24, 1)));
+  y = g.activation("b.relu2", g.batch_norm("b.bn2", g.conv("b.dw", y, 24, 24, 1, 1, 0, 24)));
+  y = g.batch_norm("b.bn3", g.conv("b.project", y, 24, 8, 1));
   x = g.add("b.add", {x, y});
   g.output(g.linear("fc", g.flatten("flatten", g.adaptive_avg_pool("pool", x, 1, 1), 1), 8, 2));
   const auto groups = em::derive_channel_groups(g);
@@ -196,7 +199,7 @@ TEST(DerivedGroups, FlattenGivesEachChannelSpanFeatures) {
   // VGG's head: 4 channels pooled to 3x3, flattened to 36 features.
   em::Graph g;
   int x = g.input("input", 1);
-  x = g.activation("relu", g.conv("features.0", x, 1, 4, 1, true));
+  x = g.activation("relu", g.conv("features.0", x, 1, 4, 1, 1, 0, 1, true));
   x = g.flatten("flatten", g.adaptive_avg_pool("avgpool", x, 3, 3), 9);
   x = g.dropout("drop", g.activation("classifier.1", g.linear("classifier.0", x, 36, 16)));
   g.output(g.linear("classifier.3", x, 16, 10));
@@ -210,7 +213,7 @@ TEST(DerivedGroups, FlattenGivesEachChannelSpanFeatures) {
   EXPECT_EQ(group(groups, "classifier.0").activation_points, std::vector<std::string>{"classifier.1"});
   // Wrong span: the linear layer's in_features no longer match.
   em::Graph bad;
-  int y = bad.flatten("flatten", bad.conv("c", bad.input("input", 1), 1, 4), 8);
+  int y = bad.flatten("flatten", bad.conv("c", bad.input("input", 1), 1, 4, 1), 8);
   bad.output(bad.linear("fc", y, 36, 10));
   EXPECT_THROW(em::derive_channel_groups(bad), expctl::Error);
 }
@@ -218,11 +221,11 @@ TEST(DerivedGroups, FlattenGivesEachChannelSpanFeatures) {
 TEST(DerivedGroups, SqueezeExcitationMultiplyTiesTheScaleToTheFeatures) {
   em::Graph g;
   int x = g.input("input", 3);
-  x = g.activation("relu", g.batch_norm("bn", g.conv("conv", x, 3, 8)));
-  int s = g.activation("se.relu", g.conv("se.fc1", g.adaptive_avg_pool("se.pool", x, 1, 1), 8, 2, 1, true));
-  s = g.activation("se.sigmoid", g.conv("se.fc2", s, 2, 8, 1, true), "sigmoid");
+  x = g.activation("relu", g.batch_norm("bn", g.conv("conv", x, 3, 8, 1)));
+  int s = g.activation("se.relu", g.conv("se.fc1", g.adaptive_avg_pool("se.pool", x, 1, 1), 8, 2, 1, 1, 0, 1, true));
+  s = g.activation("se.sigmoid", g.conv("se.fc2", s, 2, 8, 1, 1, 0, 1, true), "sigmoid");
   x = g.mul("se.mul", x, s);
-  g.output(g.conv("head", x, 8, 4));
+  g.output(g.conv("head", x, 8, 4, 1));
   const auto groups = em::derive_channel_groups(g);
   ASSERT_EQ(groups.size(), 2u);
   const auto& features = group(groups, "se");
@@ -237,10 +240,10 @@ TEST(DerivedGroups, SqueezeExcitationMultiplyTiesTheScaleToTheFeatures) {
 TEST(DerivedGroups, GroupedConvsAndTheImageAndLogitsStayWhole) {
   em::Graph g;
   int x = g.input("input", 4);
-  x = g.conv("grouped", x, 4, 8, /*groups=*/2);  // neither its input (the image) nor its output can shrink
-  x = g.conv("a", x, 8, 6);
-  x = g.conv("multiplier", x, 6, 12, /*groups=*/6);  // depthwise with 2 filters per channel: not channel-wise
-  g.output(g.conv("b", x, 12, 3));
+  x = g.conv("grouped", x, 4, 8, 1, 1, 0, 2);  // neither its input (the image) nor its output can shrink
+  x = g.conv("a", x, 8, 6, 1);
+  x = g.conv("multiplier", x, 6, 12, 1, 1, 0, 6);  // depthwise with 2 filters per channel: not channel-wise
+  g.output(g.conv("b", x, 12, 3, 1));
   EXPECT_TRUE(em::derive_channel_groups(g).empty());
 }
 
@@ -254,15 +257,15 @@ TEST(DerivedGroups, InconsistentGraphsNameTheNode) {
     return std::string("no error");
   };
   em::Graph widths;
-  widths.conv("c2", widths.conv("c1", widths.input("input", 3), 3, 8), 6, 4);
+  widths.conv("c2", widths.conv("c1", widths.input("input", 3), 3, 8, 1), 6, 4, 1);
   EXPECT_EQ(message(widths), "model graph: node 'c2': has in_channels 6 but 8 channels reach it");
   em::Graph add;
   int x = add.input("input", 3);
-  add.add("blk.add", {add.conv("a", x, 3, 8), add.conv("b", x, 3, 6)});
+  add.add("blk.add", {add.conv("a", x, 3, 8, 1), add.conv("b", x, 3, 6, 1)});
   EXPECT_NE(message(add).find("node 'blk.add': its inputs' channels do not line up (8 and 6 channels)"),
             std::string::npos);
   em::Graph forward;
-  forward.conv("c", 3, 3, 8);
+  forward.conv("c", 3, 3, 8, 1);
   EXPECT_NE(message(forward).find("node 'c': reads node 3, which does not come before it"), std::string::npos);
 }
 
@@ -313,9 +316,9 @@ TEST(DerivedGroups, SurgeryOnConcatDepthwiseAndFlattenRemovesExactlyTheZeroedCha
   EXPECT_LT((pruned - zeroed).abs().max().item<double>(), 1e-12);
   // The graph of the pruned net derives groups of the new sizes.
   em::Graph g;
-  const int a = g.conv("a", g.input("input", 3), 3, 2);
-  const int b = g.conv("b", g.activation("a.relu", a), 2, 3);
-  int y = g.activation("relu2", g.batch_norm("bn2", g.conv("dw", g.batch_norm("norm", g.concat("cat", {a, b})), 5, 5, 5, true)));
+  const int a = g.conv("a", g.input("input", 3), 3, 2, 1);
+  const int b = g.conv("b", g.activation("a.relu", a), 2, 3, 1);
+  int y = g.activation("relu2", g.batch_norm("bn2", g.conv("dw", g.batch_norm("norm", g.concat("cat", {a, b})), 5, 5, 1, 1, 0, 5, true)));
   g.output(g.linear("fc", g.flatten("flatten", g.adaptive_avg_pool("pool", y, 2, 2), 4), 20, 3));
   EXPECT_EQ(em::derive_channel_groups(g).size(), 2u);
 }
@@ -331,10 +334,10 @@ TEST(DerivedGroups, SurgeryChecksEverythingBeforeItCuts) {
   EXPECT_EQ(net->a->weight.size(0), 4);
   // Groups of another model: too wide for a tensor, or narrower than a producer's filters.
   em::Graph wide;
-  wide.output(wide.linear("fc", wide.flatten("f", wide.conv("a", wide.input("input", 3), 3, 6), 6), 36, 3));
+  wide.output(wide.linear("fc", wide.flatten("f", wide.conv("a", wide.input("input", 3), 3, 6, 1), 6), 36, 3));
   EXPECT_THROW(em::prune_channels(*net, {{&em::derive_channel_groups(wide)[0], torch::tensor({0})}}), expctl::Error);
   em::Graph narrow;
-  narrow.output(narrow.linear("fc", narrow.flatten("f", narrow.conv("a", narrow.input("input", 3), 3, 2), 4), 8, 3));
+  narrow.output(narrow.linear("fc", narrow.flatten("f", narrow.conv("a", narrow.input("input", 3), 3, 2, 1), 4), 8, 3));
   const auto other = em::derive_channel_groups(narrow);
   try {
     em::prune_channels(*net, {{&other[0], torch::tensor({0})}});

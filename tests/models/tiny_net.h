@@ -31,10 +31,10 @@ struct TinyNet : torch::nn::Module {
   }
   static models::Graph graph() {
     models::Graph g;
-    const int a = g.conv("a", g.input("input", 3), 3, 4, 1, false, 1, 1);
-    const int b = g.conv("b", g.activation("a.relu", a), 4, 5, 1, false, 1, 1);
+    const int a = g.conv("a", g.input("input", 3), 3, 4, 3, 1, 1);
+    const int b = g.conv("b", g.activation("a.relu", a), 4, 5, 3, 1, 1);
     int y = g.activation("relu", g.batch_norm("norm", g.concat("cat", {a, b})));
-    y = g.activation("relu2", g.batch_norm("bn2", g.conv("dw", y, 9, 9, 9, true, 1, 1)));
+    y = g.activation("relu2", g.batch_norm("bn2", g.conv("dw", y, 9, 9, 3, 1, 1, 9, true)));
     g.output(g.linear("fc", g.flatten("flatten", g.adaptive_avg_pool("pool", y, 2, 2), 4), 36, 3));
     return g;
   }

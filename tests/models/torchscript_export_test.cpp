@@ -123,10 +123,10 @@ struct SeNet : torch::nn::Module {
   }
   static em::Graph graph() {
     em::Graph g;
-    int y = g.conv("conv", g.input("input", 2), 2, 6, 1, false, 2, 1);
+    int y = g.conv("conv", g.input("input", 2), 2, 6, 3, 2, 1);
     y = g.max_pool("maxpool", g.activation("relu6", y, "relu6"), 3, 2, 1);
-    int s = g.conv("se.0", g.adaptive_avg_pool("se.pool", y, 1, 1), 6, 3, 1, true);
-    s = g.conv("se.1", g.activation("se.relu", s), 3, 6, 1, true);
+    int s = g.conv("se.0", g.adaptive_avg_pool("se.pool", y, 1, 1), 6, 3, 1, 1, 0, 1, true);
+    s = g.conv("se.1", g.activation("se.relu", s), 3, 6, 1, 1, 0, 1, true);
     y = g.mul("se.mul", y, g.activation("se.sigmoid", s, "sigmoid"));
     g.output(g.linear("head", g.flatten("flatten", g.dropout("drop", y), 4), 24, 5, false));
     return g;
@@ -151,7 +151,7 @@ TEST_F(Export, SqueezeExcitationReLU6MaxPoolDropoutAndABiasFreeLinear) {
 TEST_F(Export, WhatItCannotExpressIsAClearErrorAndNoFile) {
   auto net = std::make_shared<SeNet>();
   em::Graph g;
-  g.output(g.activation("act", g.conv("conv", g.input("input", 2), 2, 6, 1, false, 2, 1), "gelu"));
+  g.output(g.activation("act", g.conv("conv", g.input("input", 2), 2, 6, 3, 2, 1), "gelu"));
   const auto file = dir_ / "bad.pt";
   try {
     em::export_torchscript(*net, g, file);
@@ -161,7 +161,7 @@ TEST_F(Export, WhatItCannotExpressIsAClearErrorAndNoFile) {
               "TorchScript export: node 'act': activation 'gelu' is not supported (relu, relu6, sigmoid)");
   }
   em::Graph missing;
-  missing.output(missing.conv("conv", missing.input("input", 2), 2, 6, 1, /*bias=*/true));
+  missing.output(missing.conv("conv", missing.input("input", 2), 2, 6, 1, 1, 0, 1, true));
   try {
     em::export_torchscript(*net, missing, file);
     FAIL();

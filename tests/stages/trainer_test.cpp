@@ -16,7 +16,7 @@ using namespace expctl::test;
 
 namespace {
 
-bool same_weights(models::ResNet& a, models::ResNet& b) {
+bool same_weights(models::Network a, models::Network b) {
   auto sa = models::state_dict(*a), sb = models::state_dict(*b);
   for (const auto& kv : sa)
     if (!torch::equal(kv.value(), sb[kv.key()])) return false;

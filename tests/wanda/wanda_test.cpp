@@ -249,6 +249,24 @@ TEST(WandaNorms, LinearNormsEqualLoop) {
   EXPECT_TRUE(torch::allclose(linear_input_sq_norms(x), loop_sq_norms(x), 1e-12, 1e-12));
 }
 
+TEST(WandaNorms, GroupedAndDepthwiseConvRowsReadTheirGroupsNorms) {
+  // weight [O=6, C/groups, 3, 3] with groups 3 (2 input channels each) and groups 6 (depthwise): row o's scores
+  // are |W[o]| times the norms of the input channels its group reads.
+  torch::manual_seed(9);
+  const torch::Tensor sq = torch::rand({6 * 9}, torch::kDouble);  // [C=6, 3, 3] flattened
+  for (int64_t groups : {3, 6}) {
+    const int64_t per = 6 / groups;
+    const torch::Tensor w = torch::randn({6, per, 3, 3});
+    const torch::Tensor got = wanda_scores(w, sq, groups);
+    for (int64_t o = 0; o < 6; ++o) {
+      const int64_t g = o / (6 / groups);
+      const torch::Tensor want = w[o].abs().to(torch::kDouble) * sq.slice(0, g * per * 9, (g + 1) * per * 9).sqrt().view({per, 3, 3});
+      EXPECT_TRUE(torch::allclose(got[o], want, 1e-12, 1e-12)) << groups << " " << o;
+    }
+  }
+  EXPECT_THROW(wanda_scores(torch::ones({6, 1, 3, 3}), sq, 4), Error);  // 4 does not divide 6 rows
+}
+
 TEST(WandaNorms, ScoresNeedOneNormPerInput) {
   EXPECT_THROW(wanda_scores(torch::ones({4, 3, 3, 3}), torch::ones({26}, torch::kDouble)), Error);
   EXPECT_THROW(conv_input_sq_norms(torch::ones({2, 3}), ConvGeometry{}), Error);

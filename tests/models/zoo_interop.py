@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""torchvision's side of the built-in model interop tests (tests/models/zoo_test.cpp).
+
+usage: zoo_interop.py make OUT_DIR     for each model: tv_<arch>.pth (a torchvision state dict with randomised
+                                       batch-norm statistics) and io_<arch>.pth ({"x", "logits"}: torchvision's
+                                       logits for a seeded input)
+       zoo_interop.py check DIR        for each expctl checkpoint DIR/<arch>.pt (dense, written by the test):
+                                       loads its state dict into torchvision's model and its TorchScript export
+                                       DIR/<arch>.torchscript.pt with torch.jit.load, and compares both with the
+                                       logits expctl saved in DIR/<arch>.io.pth; prints one line per model
+"""
+import sys
+
+import torch
+import torch.nn as nn
+import torchvision
+
+ARCHS = ["vgg11_bn", "mobilenet_v2", "densenet121", "resnet50"]
+SIZE = 64  # big enough for every network's down-sampling (DenseNet and VGG reach 2x2)
+
+
+def randomise_bn(model, gen):
+    # Default BN statistics (mean 0, var 1, weight 1, bias 0) would hide a mix-up of BN tensors.
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            with torch.no_grad():
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
+                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
+                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.num_batches_tracked.fill_(3)
+
+
+def make(out):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    for arch in ARCHS:
+        model = getattr(torchvision.models, arch)(num_classes=10)
+        randomise_bn(model, gen)
+        model.eval()
+        x = torch.randn(2, 3, SIZE, SIZE, generator=gen)
+        torch.save(model.state_dict(), f"{out}/tv_{arch}.pth")
+        with torch.no_grad():
+            torch.save({"x": x, "logits": model(x)}, f"{out}/io_{arch}.pth")
+
+
+def check(d):
+    worst = 0.0
+    for arch in ARCHS:
+        ckpt = torch.load(f"{d}/{arch}.pt")
+        assert ckpt["arch"]["family"] == "graph" and ckpt["arch"]["name"] == arch, ckpt["arch"]["name"]
+        io = torch.load(f"{d}/{arch}.io.pth")
+        model = getattr(torchvision.models, arch)(num_classes=io["logits"].shape[1])
+        model.load_state_dict(ckpt["state_dict"])
+        model.eval()
+        scripted = torch.jit.load(f"{d}/{arch}.torchscript.pt")
+        # Relative to the logits' size: random weights with random BN statistics give logits in the hundreds for
+        # the deeper networks, where float32 summation order alone moves the 7th significant digit.
+        scale = max(1.0, io["logits"].abs().max().item())
+        with torch.no_grad():
+            a = (model(io["x"]) - io["logits"]).abs().max().item() / scale
+            b = (scripted(io["x"]) - io["logits"]).abs().max().item() / scale
+        print(f"{arch} (logits up to {scale:.3g}): relative difference torchvision {a:.3g}, torchscript {b:.3g}")
+        worst = max(worst, a, b)
+    if worst > 1e-5:
+        sys.exit(f"logits differ by {worst} (relative)")
+
+
+if __name__ == "__main__":
+    {"make": make, "check": check}[sys.argv[1]](sys.argv[2])
