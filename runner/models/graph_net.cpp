@@ -139,10 +139,12 @@ torch::Tensor GraphNetImpl::run(size_t begin, size_t end, const torch::Tensor& x
   for (size_t i = begin; i < end; ++i) {
     const Node& n = nodes[i];
     auto in = [&](size_t k) -> const torch::Tensor& { return v[size_t(n.inputs[k])]; };
-    // An input read by this node only, and computed inside this call, can be overwritten (ReLU in place).
+    // An input read by this node only and computed inside this call can be overwritten (ReLU in place), unless
+    // it is a view (flatten) or an activation's output, which autograd may keep for its backward (sigmoid).
     auto owned = [&](size_t k) {
       const size_t id = size_t(n.inputs[k]);
-      return last_use_[id] == i && id >= begin && nodes[id].op != Op::Input && nodes[id].op != Op::Flatten;
+      const Op op = nodes[id].op;
+      return last_use_[id] == i && id >= begin && op != Op::Input && op != Op::Flatten && op != Op::Activation;
     };
     torch::Tensor y;
     switch (n.op) {
