@@ -4,6 +4,9 @@
 // DenseNet121).
 //
 //   build/expctl_bench_prune_latency [sparsity=0.5] [threads=0] [large_batch=128] [repeats=20] [model=ResNet18]
+//                                    [export_dir]
+// With export_dir, the dense and pruned models are also written there as TorchScript (<model>_dense.pt,
+// <model>_pruned.pt): bench/prune_latency.sh times them in PyTorch, the same models in the same run.
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -15,6 +18,7 @@
 #include "runner/metrics/metrics.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/models.h"
+#include "runner/models/torchscript_export.h"
 
 using namespace expctl;
 
@@ -24,6 +28,7 @@ int main(int argc, char** argv) {
   const int64_t large = argc > 3 ? std::atoll(argv[3]) : 128;
   const int repeats = argc > 4 ? std::atoi(argv[4]) : 20;
   const std::string model = argc > 5 ? argv[5] : "ResNet18";
+  const std::string export_dir = argc > 6 ? argv[6] : "";
 
   torch::manual_seed(0);
   const models::ModelEntry* entry = models::ModelRegistry::find(model);
@@ -54,6 +59,10 @@ int main(int argc, char** argv) {
   req.params = &params;
   PrunePlan plan = nc->create()->prune(req);
   models::prune_groups(pruned, plan.keep);
+  if (!export_dir.empty()) {
+    models::export_torchscript(*dense, dense->graph(), export_dir + "/" + model + "_dense.pt");
+    models::export_torchscript(*pruned, pruned->graph(), export_dir + "/" + model + "_pruned.pt");
+  }
 
   std::printf(
       "%s, cifar stem, 10 classes, 32x32; Neuron Coverage sparsity %.2f (default exclude: first, last); "

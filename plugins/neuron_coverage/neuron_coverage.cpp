@@ -249,6 +249,7 @@ PrunePlan make_plan(const std::vector<models::ChannelGroup>& groups,
   for (size_t i = 0; i < groups.size(); ++i) {
     const models::ChannelGroup& g = groups[i];
     auto& j = st["groups"][g.name];
+    if (g.activation_points.empty()) continue;  // unmeasured: no coverage columns ("-" in the report)
     j["mean_coverage"] = scores[i].coverage.mean().item<double>();
     j["covered_fraction"] = (scores[i].coverage > 0).to(torch::kDouble).mean().item<double>();
     j["threshold"] = options.threshold;

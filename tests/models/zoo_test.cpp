@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <set>
 
 #include "plugins/pruner.h"
@@ -364,6 +365,16 @@ TEST(Zoo, PythonInterop) {
     d.set("x", em::PickleValue::from(xin));
     d.set("logits", em::PickleValue::from(logits));
     expctl::write_file_atomic(dir / (arch + ".io.pth"), em::serialize_torch_file(d), "logits");
+    // Half of every group's channels removed (every other one): checkpoint, export and logits for Python.
+    std::map<std::string, torch::Tensor> keep;
+    for (const auto& g : em::channel_groups(model)) keep[g.name] = torch::arange(0, g.size, 2);
+    em::prune_groups(model, keep);
+    em::save_checkpoint(dir / (arch + "_pruned.pt"), model);
+    em::export_torchscript(*model, model->graph(), dir / (arch + "_pruned.torchscript.pt"));
+    auto p = em::PickleValue::dict();
+    p.set("x", em::PickleValue::from(xin));
+    p.set("logits", em::PickleValue::from(model->forward(xin)));
+    expctl::write_file_atomic(dir / (arch + "_pruned.io.pth"), em::serialize_torch_file(p), "logits");
   }
   out.clear();
   EXPECT_EQ(run(python + " " + script + " check " + dir.string(), &out), 0) << out;
