@@ -21,6 +21,7 @@
 #include "runner/core/params.h"
 #include "runner/data/dataset.h"
 #include "runner/models/channel_groups.h"
+#include "tests/models/block_params.h"
 #include "runner/models/resnet.h"
 
 namespace {
@@ -81,21 +82,6 @@ std::pair<torch::Tensor, torch::Tensor> calibration(int64_t n) {
   return {(x - 0.2860) / 0.3530, test.labels.slice(0, 0, n).clone()};
 }
 
-expctl::Params prune_params(const std::string& pruner, const ordered_json& overrides) {
-  const expctl::PrunerEntry* e = expctl::PrunerRegistry::find(pruner);
-  std::vector<expctl::Diagnostic> diags;
-  expctl::Params p = expctl::validate_block(nullptr, expctl::Mark{}, "prune", e->info.params, diags);
-  EXPECT_TRUE(diags.empty());
-  for (const auto& [k, v] : overrides.items()) {
-    expctl::Value value;
-    if (v.is_number_integer()) value.v = v.get<int64_t>();
-    else if (v.is_number()) value.v = v.get<double>();
-    else value.v = v.get<std::string>();
-    p.set(k, value);
-  }
-  return p;
-}
-
 /// A plan as JSON: kept channel indices per group, and per mask its kept count and SHA-256 of its bytes.
 ordered_json describe(const expctl::PrunePlan& plan) {
   ordered_json out;
@@ -135,7 +121,7 @@ TEST(PlansRegression, Ts0ModelPlansEqualTheSavedOnes) {
   ordered_json got = ordered_json::object();
   for (const Case& c : kCases) {
     em::ResNet model = ts0_model();  // fresh for each: unstructured Wanda zeroes weights in place
-    const expctl::Params params = prune_params(c.pruner, c.params);
+    const expctl::Params params = expctl::test::prune_params(c.pruner, c.params);
     expctl::PruneRequest req;
     req.model = model;
     req.groups = em::channel_groups(model);

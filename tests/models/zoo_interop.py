@@ -14,24 +14,12 @@ usage: zoo_interop.py make OUT_DIR     for each model: tv_<arch>.pth (a torchvis
 import sys
 
 import torch
-import torch.nn as nn
 import torchvision
+
+from make_torchvision_fixtures import randomise_bn  # the same randomised BN statistics
 
 ARCHS = ["vgg11_bn", "mobilenet_v2", "densenet121", "resnet50"]
 SIZE = 64  # big enough for every network's down-sampling (DenseNet and VGG reach 2x2)
-
-
-def randomise_bn(model, gen):
-    # Default BN statistics (mean 0, var 1, weight 1, bias 0) would hide a mix-up of BN tensors.
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            with torch.no_grad():
-                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_mean.copy_(torch.randn(n, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-                m.num_batches_tracked.fill_(3)
 
 
 def make(out):

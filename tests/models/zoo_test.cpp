@@ -6,8 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
-#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -24,6 +22,8 @@
 #include "runner/models/torch_file.h"
 #include "runner/models/torchscript_export.h"
 #include "runner/models/zoo.h"
+#include "tests/core/test_util.h"
+#include "tests/models/block_params.h"
 
 namespace em = expctl::models;
 namespace fs = std::filesystem;
@@ -94,30 +94,6 @@ int64_t count_parameters(torch::nn::Module& m) {
   int64_t n = 0;
   for (const auto& p : m.parameters()) n += p.numel();
   return n;
-}
-
-expctl::Params prune_params(const std::string& pruner, const ordered_json& overrides) {
-  const expctl::PrunerEntry* e = expctl::PrunerRegistry::find(pruner);
-  std::vector<expctl::Diagnostic> diags;
-  expctl::Params p = expctl::validate_block(nullptr, expctl::Mark{}, "prune", e->info.params, diags);
-  EXPECT_TRUE(diags.empty());
-  for (const auto& [k, v] : overrides.items()) {
-    expctl::Value value;
-    if (v.is_number()) value.v = v.get<double>();
-    else value.v = v.get<std::string>();
-    p.set(k, value);
-  }
-  return p;
-}
-
-int run(const std::string& cmd, std::string* output) {
-  FILE* pipe = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (!pipe) return -1;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), pipe)) > 0) output->append(buf.data(), n);
-  const int status = ::pclose(pipe);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 }  // namespace
@@ -288,7 +264,7 @@ TEST(Zoo, NeuronCoverageAndWandaStructuredShrinkEveryModelWhichThenTrainsSavesAn
       model->eval();
       const auto before = expctl::metrics::count_macs(model, 32, 32);
       const int64_t params_before = count_parameters(*model);
-      const expctl::Params params = prune_params(
+      const expctl::Params params = expctl::test::prune_params(
           pruner, pruner == "wanda" ? ordered_json{{"mode", "structured"}, {"sparsity", 0.5}}
                                     : ordered_json{{"sparsity", 0.5}});
       expctl::PruneRequest req;
@@ -341,13 +317,14 @@ TEST(Zoo, NeuronCoverageAndWandaStructuredShrinkEveryModelWhichThenTrainsSavesAn
 TEST(Zoo, PythonInterop) {
   const std::string python = "/usr/bin/python3";
   const std::string script = std::string(EXPCTL_SOURCE_DIR) + "/tests/models/zoo_interop.py";
-  std::string out;
-  if (run(python + " -c 'import torch, torchvision'", &out) != 0)
-    GTEST_FAIL() << "python3 with torch + torchvision unavailable (scripts/install-deps.sh installs it): " << out;
+  const auto probe = expctl::test::run_shell(python + " -c 'import torch, torchvision'");
+  if (probe.exit_code != 0)
+    GTEST_FAIL() << "python3 with torch + torchvision unavailable (scripts/install-deps.sh installs it): "
+                 << probe.output;
   const fs::path dir = fs::temp_directory_path() / ("expctl_zoo_py_" + std::to_string(::getpid()));
   fs::create_directories(dir);
-  out.clear();
-  ASSERT_EQ(run(python + " " + script + " make " + dir.string(), &out), 0) << out;
+  const auto made = expctl::test::run_shell(python + " " + script + " make " + dir.string());
+  ASSERT_EQ(made.exit_code, 0) << made.output;
   for (const std::string arch : {"vgg11_bn", "mobilenet_v2", "densenet121", "resnet50"}) {
     em::GraphNet model = make(arch, 10, 3, false);
     em::load_state_dict(*model, em::read_state_dict_file(dir / ("tv_" + arch + ".pth")), arch);
@@ -376,25 +353,12 @@ TEST(Zoo, PythonInterop) {
     p.set("logits", em::PickleValue::from(model->forward(xin)));
     expctl::write_file_atomic(dir / (arch + "_pruned.io.pth"), em::serialize_torch_file(p), "logits");
   }
-  out.clear();
-  EXPECT_EQ(run(python + " " + script + " check " + dir.string(), &out), 0) << out;
-  std::cout << out;
+  const auto checked = expctl::test::run_shell(python + " " + script + " check " + dir.string());
+  EXPECT_EQ(checked.exit_code, 0) << checked.output;
+  std::cout << checked.output;
   fs::remove_all(dir);
 }
 
-
-namespace {
-
-expctl::Params model_params(const em::ModelEntry& e, const std::string& stem) {
-  std::vector<expctl::Diagnostic> diags;
-  expctl::Params p = expctl::validate_block(nullptr, expctl::Mark{}, "model", e.info.params, diags);
-  expctl::Value v;
-  v.v = stem;
-  p.set("stem", v);
-  return p;
-}
-
-}  // namespace
 
 TEST(Zoo, PretrainedImageNetWeightsAdaptToEachModelsVariants) {
   torch::NoGradGuard ng;
@@ -414,7 +378,7 @@ TEST(Zoo, PretrainedImageNetWeightsAdaptToEachModelsVariants) {
       old_names.insert(key, item.value().clone());
     }
     ASSERT_TRUE(old_names.contains("features.denseblock1.denselayer1.norm.1.weight"));
-    em::Network net = em::make_model(e, model_params(e, "cifar"), 10, 1, &old_names, "densenet121-a639ec97.pth");
+    em::Network net = em::make_model(e, expctl::test::block_params(e.info.params, "model", {{"stem", "cifar"}}), 10, 1, &old_names, "densenet121-a639ec97.pth");
     const auto sd = em::state_dict(*net);
     EXPECT_TRUE(torch::equal(sd["features.conv0.weight"],
                              old_names["features.conv0.weight"].slice(2, 2, 5).slice(3, 2, 5).sum(1, true)));
@@ -427,7 +391,7 @@ TEST(Zoo, PretrainedImageNetWeightsAdaptToEachModelsVariants) {
     const em::ModelEntry& e = *em::ModelRegistry::find("VGG11_BN");
     em::GraphNet imagenet = make("vgg11_bn", 1000, 3, false);
     const em::StateDict pretrained = em::state_dict(*imagenet);
-    em::Network net = em::make_model(e, model_params(e, "cifar"), 10, 3, &pretrained);
+    em::Network net = em::make_model(e, expctl::test::block_params(e.info.params, "model", {{"stem", "cifar"}}), 10, 3, &pretrained);
     const auto sd = em::state_dict(*net);
     EXPECT_TRUE(torch::equal(sd["features.25.weight"], pretrained["features.25.weight"]));
     EXPECT_FALSE(sd.contains("classifier.0.weight"));
@@ -440,7 +404,7 @@ TEST(Zoo, PretrainedImageNetWeightsAdaptToEachModelsVariants) {
     randomise_bn(*rgb);
     rgb->eval();
     const em::StateDict pretrained = em::state_dict(*rgb);
-    em::Network gray = em::make_model(e, model_params(e, "imagenet"), 1000, 1, &pretrained);
+    em::Network gray = em::make_model(e, expctl::test::block_params(e.info.params, "model", {{"stem", "imagenet"}}), 1000, 1, &pretrained);
     gray->eval();
     const auto x = torch::randn({2, 1, 64, 64});
     const auto want = rgb->forward(x.repeat({1, 3, 1, 1}));
