@@ -93,12 +93,18 @@ std::vector<Choice> choose(const std::vector<GroupScores>& scores, const Options
   for (size_t i = 0; i < scores.size(); ++i) {
     const GroupScores& s = scores[i];
     const models::ChannelGroup& g = *s.group;
-    if (!s.score.defined() || s.score.dim() != 1 || s.score.size(0) != g.size)
+    if (!s.score.defined()) {  // unmeasured: kept whole
+      score[i] = tie[i] = torch::zeros({g.size}, torch::kDouble);
+      Choice c{&g, true, true, g.size, torch::arange(g.size, torch::kLong)};
+      choices.push_back(std::move(c));
+      continue;
+    }
+    if (s.score.dim() != 1 || s.score.size(0) != g.size)
       throw Error(who + ": group '" + g.name + "' has " + std::to_string(g.size) + " channels but " +
                   (s.score.defined() ? std::to_string(s.score.numel()) : std::string("no")) + " scores");
     score[i] = s.score.to(torch::kCPU, torch::kDouble).contiguous();
     tie[i] = s.tie.defined() ? s.tie.to(torch::kCPU, torch::kDouble).contiguous() : torch::zeros_like(score[i]);
-    Choice c{&g, is_excluded(g, o.exclude), g.size, rank({&g, score[i], tie[i]})};
+    Choice c{&g, is_excluded(g, o.exclude), false, g.size, rank({&g, score[i], tie[i]})};
     if (!c.excluded) prunable += g.size;
     choices.push_back(std::move(c));
   }
@@ -159,6 +165,9 @@ PrunePlan make_plan(const std::vector<Choice>& choices, const Options& o, const 
   st["min_channels"] = o.min_channels;
   st["round_to"] = o.round_to;
   st["exclude"] = o.exclude;
+  auto& unmeasured = st["unmeasured"] = nlohmann::ordered_json::array();
+  for (const auto& c : choices)
+    if (c.unmeasured) unmeasured.push_back(c.group->name);
   int64_t total = 0, kept_total = 0, prunable = 0, kept_prunable = 0;
   auto& gs = st["groups"] = nlohmann::ordered_json::object();
   for (const auto& c : choices) {

@@ -72,6 +72,7 @@ struct GroupScores {
 struct Choice {
   const models::ChannelGroup* group = nullptr;
   bool excluded = false;
+  bool unmeasured = false;  ///< its scores were undefined: kept whole (and counted as excluded)
   int64_t keep = 0;     ///< channels kept (= group size when excluded or untouched)
   torch::Tensor order;  ///< int64 [C]: channel indices, best first
 };
@@ -104,12 +105,15 @@ torch::Tensor rank(const GroupScores& scores);
 /// later group's, higher-index channel first) and the lowest are removed until floor(sparsity × prunable channels)
 /// are gone, skipping a group once it is down to min_channels; then each group's kept count is rounded UP to a
 /// multiple of round_to (at most its size), so the removed total may fall short of the target by less than round_to
-/// per group. Scores must be comparable across groups in global scope (normalise them first). Throws expctl::Error
-/// "<who>: group 'g': ..." when a group's scores do not have its size.
+/// per group. Scores must be comparable across groups in global scope (normalise them first). An undefined score
+/// marks a group the pruner cannot measure (no activation carries it, no BatchNorm normalises it): it is kept whole,
+/// like an excluded one, and make_plan() lists it under "unmeasured". Throws expctl::Error "<who>: group 'g': ..."
+/// when a group's scores do not have its size.
 std::vector<Choice> choose(const std::vector<GroupScores>& scores, const Options& options, const std::string& who);
 
 /// The plan of `choices`: keep[group] = the first `keep` channels of its order, sorted, for every group that
-/// shrinks; stats = {"pruner", "scope", "sparsity", "min_channels", "round_to", "exclude", "groups": {name: {"size",
+/// shrinks; stats = {"pruner", "scope", "sparsity", "min_channels", "round_to", "exclude", "unmeasured",
+/// "groups": {name: {"size",
 /// "kept", "excluded"}}, "channels_before", "channels_after", "prunable_channels", "removed_channels",
 /// "removed_fraction"}. Pruners add their own keys (per group too) afterwards.
 PrunePlan make_plan(const std::vector<Choice>& choices, const Options& options, const std::string& pruner);

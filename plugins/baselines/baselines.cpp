@@ -19,16 +19,10 @@ PrunePlan BaselinePruner::prune(PruneRequest& request) {
     throw Error(name_ + ": scored " + std::to_string(raw.size()) + " of " + std::to_string(groups.size()) + " groups");
   std::vector<torch::Tensor> scores;
   std::vector<selection::GroupScores> ranked;
-  // A scorer leaves a group's scores undefined when it cannot measure it (Taylor: no activation carries it); the
-  // group is then kept whole, as if excluded, and listed as unmeasured.
-  const std::vector<std::string> user_exclude = rules.exclude;
-  std::vector<std::string> unmeasured;
   for (size_t i = 0; i < groups.size(); ++i) {
-    if (!raw[i].defined()) {
-      unmeasured.push_back(groups[i].name);
-      rules.exclude.push_back(groups[i].name);
-      scores.push_back(torch::ones({groups[i].size}, torch::kDouble));
-      ranked.push_back({&groups[i], scores.back(), {}});
+    if (!raw[i].defined()) {  // unmeasured (see Scorer): the selection keeps it whole
+      scores.emplace_back();
+      ranked.push_back({&groups[i], {}, {}});
       continue;
     }
     scores.push_back(raw[i].to(torch::kCPU, torch::kDouble));
@@ -37,12 +31,11 @@ PrunePlan BaselinePruner::prune(PruneRequest& request) {
     ranked.push_back({&groups[i], selection::normalize_by_mean(scores.back()), {}});
   }
   PrunePlan plan = selection::make_plan(selection::choose(ranked, rules, name_), rules, name_);
-  plan.stats["exclude"] = user_exclude;
-  plan.stats["unmeasured"] = unmeasured;
   plan.stats["normalizer"] = "mean";
   for (size_t i = 0; i < groups.size(); ++i) {
-    auto& g = plan.stats["groups"][groups[i].name];
     const torch::Tensor& s = scores[i];
+    if (!s.defined()) continue;  // unmeasured: no score columns ("-" in the report)
+    auto& g = plan.stats["groups"][groups[i].name];
     g["mean_score"] = s.mean().item<double>();
     g["min_score"] = s.min().item<double>();
     g["max_score"] = s.max().item<double>();

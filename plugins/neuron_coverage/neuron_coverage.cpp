@@ -225,31 +225,20 @@ PrunePlan make_plan(const std::vector<models::ChannelGroup>& groups,
   scores.reserve(groups.size());
   std::vector<selection::GroupScores> ranked;
   // A group no activation carries (MobileNetV2's linear bottlenecks: BN output straight into the next conv and the
-  // residual add) has no neuron outputs to cover: it is kept whole, as if excluded, and listed as unmeasured.
-  Options choosing = options;
-  std::vector<std::string> unmeasured;
+  // residual add) has no neuron outputs to cover: undefined scores, which the selection keeps whole ("unmeasured").
   for (const auto& g : groups) {
-    if (g.activation_points.empty()) {
-      unmeasured.push_back(g.name);
-      choosing.exclude.push_back(g.name);
-      const torch::Tensor zeros = torch::zeros({g.size}, torch::kDouble);
-      scores.push_back({zeros, zeros});
-    } else {
-      scores.push_back(score_group(g, coverage, options.aggregate));
-    }
+    scores.push_back(g.activation_points.empty() ? GroupScore{} : score_group(g, coverage, options.aggregate));
     ranked.push_back({&g, scores.back().coverage, scores.back().mean_activation});
   }
-  PrunePlan plan = selection::make_plan(selection::choose(ranked, choosing, kWho), choosing, kWho);
+  PrunePlan plan = selection::make_plan(selection::choose(ranked, options, kWho), options, kWho);
   auto& st = plan.stats;
-  st["exclude"] = options.exclude;
-  st["unmeasured"] = unmeasured;
   st["threshold"] = options.threshold;
   st["aggregate"] = aggregate_name(options.aggregate);
   st["calibration_inputs"] = coverage.empty() ? 0 : coverage.begin()->second.inputs;
   for (size_t i = 0; i < groups.size(); ++i) {
     const models::ChannelGroup& g = groups[i];
     auto& j = st["groups"][g.name];
-    if (g.activation_points.empty()) continue;  // unmeasured: no coverage columns ("-" in the report)
+    if (!scores[i].coverage.defined()) continue;  // unmeasured: no coverage columns ("-" in the report)
     j["mean_coverage"] = scores[i].coverage.mean().item<double>();
     j["covered_fraction"] = (scores[i].coverage > 0).to(torch::kDouble).mean().item<double>();
     j["threshold"] = options.threshold;

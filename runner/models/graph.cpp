@@ -362,21 +362,23 @@ int Graph::activation(const std::string& name, int from, const std::string& kind
   n.kind = kind;
   return push(std::move(n));
 }
-int Graph::max_pool(const std::string& name, int from, int64_t kernel, int64_t stride, int64_t padding) {
+namespace {
+Node window_pool(const char* kind, const std::string& name, int from, int64_t kernel, int64_t stride,
+                 int64_t padding) {
   Node n = simple(Op::Pool, name, {from});
-  n.kind = "max";
+  n.kind = kind;
   n.kernel = kernel;
   n.stride = stride;
   n.padding = padding;
-  return push(std::move(n));
+  return n;
+}
+}  // namespace
+
+int Graph::max_pool(const std::string& name, int from, int64_t kernel, int64_t stride, int64_t padding) {
+  return push(window_pool("max", name, from, kernel, stride, padding));
 }
 int Graph::avg_pool(const std::string& name, int from, int64_t kernel, int64_t stride, int64_t padding) {
-  Node n = simple(Op::Pool, name, {from});
-  n.kind = "avg";
-  n.kernel = kernel;
-  n.stride = stride;
-  n.padding = padding;
-  return push(std::move(n));
+  return push(window_pool("avg", name, from, kernel, stride, padding));
 }
 int Graph::adaptive_avg_pool(const std::string& name, int from, int64_t out_h, int64_t out_w) {
   Node n = simple(Op::Pool, name, {from});

@@ -31,14 +31,8 @@ torch::Device NetworkImpl::device() const {
 
 Network copy_network(const Network& model) {
   Network copy(model->same_architecture());
-  torch::Device device = torch::kCPU;
-  torch::Dtype dtype = torch::kFloat;
-  for (const auto& p : model->parameters()) {
-    device = p.device();
-    dtype = p.scalar_type();
-    break;
-  }
-  copy->to(device, dtype);
+  const auto params = model->parameters();
+  if (!params.empty()) copy->to(params.front().device(), params.front().scalar_type());
   load_state_dict(*copy, state_dict(*model), "copy_model");
   copy->train(model->is_training());
   return copy;
