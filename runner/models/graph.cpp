@@ -182,10 +182,16 @@ class Derivation {
           std::vector<int64_t> a, b;
           for (int s : out.sources) a.push_back(sources_[size_t(s)].size);
           for (int s : other.sources) b.push_back(sources_[size_t(s)].size);
-          if (a != b || out.span != other.span)
+          if (channels(out) != channels(other) || out.span != other.span)
             fail(n, "its inputs' channels do not line up (" + std::to_string(channels(out)) + " and " +
-                        std::to_string(channels(other)) + " channels" +
-                        (channels(out) == channels(other) ? ", from differently concatenated sources" : "") + ")");
+                        std::to_string(channels(other)) + " channels)");
+          if (a != b) {
+            // As many channels, concatenated differently (a squeeze-excitation gate over a concatenation): a
+            // group cannot be split between sources, so every channel on both sides is kept whole.
+            for (const Layout* l : std::initializer_list<const Layout*>{&out, &other})
+              for (int s : l->sources) sources_[size_t(s)].fixed = true;
+            continue;
+          }
           for (size_t j = 0; j < a.size(); ++j) {
             const int ra = find(out.sources[j]), rb = find(other.sources[j]);
             if (ra != rb) parent_[size_t(rb)] = ra;
@@ -357,6 +363,11 @@ int Graph::batch_norm(const std::string& name, int from, double eps) {
   n.eps = eps;
   return push(std::move(n));
 }
+const std::vector<std::string>& activation_kinds() {
+  static const std::vector<std::string> kinds = {"relu", "relu6", "sigmoid", "hardswish", "silu", "hardsigmoid"};
+  return kinds;
+}
+
 int Graph::activation(const std::string& name, int from, const std::string& kind) {
   Node n = simple(Op::Activation, name, {from});
   n.kind = kind;
@@ -372,6 +383,13 @@ Node window_pool(const char* kind, const std::string& name, int from, int64_t ke
   n.padding = padding;
   return n;
 }
+Node adaptive_pool(const char* kind, const std::string& name, int from, int64_t out_h, int64_t out_w) {
+  Node n = simple(Op::Pool, name, {from});
+  n.kind = kind;
+  n.out_h = out_h;
+  n.out_w = out_w;
+  return n;
+}
 }  // namespace
 
 int Graph::max_pool(const std::string& name, int from, int64_t kernel, int64_t stride, int64_t padding) {
@@ -380,12 +398,12 @@ int Graph::max_pool(const std::string& name, int from, int64_t kernel, int64_t s
 int Graph::avg_pool(const std::string& name, int from, int64_t kernel, int64_t stride, int64_t padding) {
   return push(window_pool("avg", name, from, kernel, stride, padding));
 }
+
 int Graph::adaptive_avg_pool(const std::string& name, int from, int64_t out_h, int64_t out_w) {
-  Node n = simple(Op::Pool, name, {from});
-  n.kind = "adaptive_avg";
-  n.out_h = out_h;
-  n.out_w = out_w;
-  return push(std::move(n));
+  return push(adaptive_pool("adaptive_avg", name, from, out_h, out_w));
+}
+int Graph::adaptive_max_pool(const std::string& name, int from, int64_t out_h, int64_t out_w) {
+  return push(adaptive_pool("adaptive_max", name, from, out_h, out_w));
 }
 int Graph::dropout(const std::string& name, int from, double rate) {
   Node n = simple(Op::Dropout, name, {from});

@@ -87,10 +87,13 @@ struct Node {
   int64_t padding = 0;       ///< Conv, Pool (max, avg)
   int64_t dilation = 1;      ///< Conv
   int64_t out_h = 1, out_w = 1;  ///< Pool (adaptive_avg): output size
-  std::string kind;          ///< Activation: relu | relu6 | sigmoid; Pool: max | avg | adaptive_avg
+  std::string kind;          ///< Activation: one of activation_kinds(); Pool: max | avg | adaptive_avg | adaptive_max
   double eps = 1e-5;         ///< BatchNorm
   double rate = 0.5;         ///< Dropout: probability of zeroing an element in training
 };
+
+/// The activations a graph runs: relu, relu6, sigmoid, hardswish, silu, hardsigmoid.
+const std::vector<std::string>& activation_kinds();
 
 /// A network as nodes in a topological order; each builder call returns the new node's id.
 class Graph {
@@ -100,12 +103,13 @@ class Graph {
   int conv(const std::string& name, int from, int64_t in_channels, int64_t out_channels, int64_t kernel,
            int64_t stride = 1, int64_t padding = 0, int64_t groups = 1, bool bias = false, int64_t dilation = 1);
   int batch_norm(const std::string& name, int from, double eps = 1e-5);
-  /// `kind`: relu, relu6 or sigmoid.
+  /// `kind`: one of activation_kinds().
   int activation(const std::string& name, int from, const std::string& kind = "relu");
   int max_pool(const std::string& name, int from, int64_t kernel, int64_t stride, int64_t padding);
   /// Average pooling (count_include_pad, no ceil mode: torch.nn.AvgPool2d's defaults).
   int avg_pool(const std::string& name, int from, int64_t kernel, int64_t stride, int64_t padding = 0);
   int adaptive_avg_pool(const std::string& name, int from, int64_t out_h, int64_t out_w);
+  int adaptive_max_pool(const std::string& name, int from, int64_t out_h, int64_t out_w);
   int dropout(const std::string& name, int from, double rate = 0.5);
   int add(const std::string& name, const std::vector<int>& from);
   int mul(const std::string& name, int a, int b);

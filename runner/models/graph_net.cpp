@@ -84,16 +84,18 @@ GraphNetImpl::GraphNetImpl(Graph graph, std::string name) : graph_(std::move(gra
         channels[i] = n.out_channels;
         break;
       }
-      case Op::Activation:
-        if (n.kind != "relu" && n.kind != "relu6" && n.kind != "sigmoid")
+      case Op::Activation: {
+        const auto& kinds = activation_kinds();
+        if (std::find(kinds.begin(), kinds.end(), n.kind) == kinds.end())
           throw Error("model graph '" + name_ + "': node '" + n.name + "': activation '" + n.kind +
-                      "' is not supported (relu, relu6, sigmoid)");
+                      "' is not supported (" + join(kinds) + ")");
         channels[i] = c_in;
         break;
+      }
       case Op::Pool:
-        if (n.kind != "max" && n.kind != "avg" && n.kind != "adaptive_avg")
+        if (n.kind != "max" && n.kind != "avg" && n.kind != "adaptive_avg" && n.kind != "adaptive_max")
           throw Error("model graph '" + name_ + "': node '" + n.name + "': pool '" + n.kind +
-                      "' is not supported (max, avg, adaptive_avg)");
+                      "' is not supported (max, avg, adaptive_avg, adaptive_max)");
         channels[i] = c_in;
         break;
       case Op::Concat:
@@ -165,12 +167,16 @@ torch::Tensor GraphNetImpl::run(size_t begin, size_t end, const torch::Tensor& x
       case Op::Activation:
         if (n.kind == "sigmoid") y = torch::sigmoid(in(0));
         else if (n.kind == "relu6") y = torch::clamp(in(0), 0.0, 6.0);  // hardtanh has no bf16 backward on CPU
+        else if (n.kind == "hardswish") y = torch::hardswish(in(0));
+        else if (n.kind == "silu") y = torch::silu(in(0));
+        else if (n.kind == "hardsigmoid") y = torch::hardsigmoid(in(0));
         else y = owned(0) ? torch::relu_(v[size_t(n.inputs[0])]) : torch::relu(in(0));
         if (observer) observer->on_activation(n.name, y);
         break;
       case Op::Pool:
         if (n.kind == "max") y = torch::max_pool2d(in(0), n.kernel, n.stride, n.padding);
         else if (n.kind == "avg") y = torch::avg_pool2d(in(0), n.kernel, n.stride, n.padding);
+        else if (n.kind == "adaptive_max") y = std::get<0>(torch::adaptive_max_pool2d(in(0), {n.out_h, n.out_w}));
         else y = torch::adaptive_avg_pool2d(in(0), {n.out_h, n.out_w});
         break;
       case Op::Dropout:

@@ -67,8 +67,9 @@ std::string torchscript_source(const Graph& graph) {
       case Op::Activation:
         if (n.kind == "relu" || n.kind.empty()) src << out << "torch.relu(" << in(0) << ")\n";
         else if (n.kind == "relu6") src << out << "torch.clamp(" << in(0) << ", 0.0, 6.0)\n";
-        else if (n.kind == "sigmoid") src << out << "torch.sigmoid(" << in(0) << ")\n";
-        else fail("activation '" + n.kind + "' is not supported (relu, relu6, sigmoid)");
+        else if (n.kind == "sigmoid" || n.kind == "hardswish" || n.kind == "silu" || n.kind == "hardsigmoid")
+          src << out << "torch." << n.kind << "(" << in(0) << ")\n";
+        else fail("activation '" + n.kind + "' is not supported (" + join(activation_kinds()) + ")");
         break;
       case Op::Pool:
         if (n.kind == "max")
@@ -79,7 +80,9 @@ std::string torchscript_source(const Graph& graph) {
               << ints(n.padding) << ", False, True, None)\n";
         else if (n.kind == "adaptive_avg")
           src << out << "torch.adaptive_avg_pool2d(" << in(0) << ", [" << n.out_h << ", " << n.out_w << "])\n";
-        else fail("pool '" + n.kind + "' is not supported (max, avg, adaptive_avg)");
+        else if (n.kind == "adaptive_max")
+          src << out << "torch.adaptive_max_pool2d(" << in(0) << ", [" << n.out_h << ", " << n.out_w << "])[0]\n";
+        else fail("pool '" + n.kind + "' is not supported (max, avg, adaptive_avg, adaptive_max)");
         break;
       case Op::Dropout:
         src << out << in(0) << "\n";  // inference: dropout is the identity

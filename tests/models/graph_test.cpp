@@ -269,6 +269,21 @@ TEST(DerivedGroups, InconsistentGraphsNameTheNode) {
   EXPECT_NE(message(forward).find("node 'c': reads node 3, which does not come before it"), std::string::npos);
 }
 
+// A gate over a concatenation (squeeze-excitation after a cat): the gate's 8 channels come from one conv, the
+// gated ones from two. No group can be split between sources, so all of them are kept whole; the rest is pruned.
+TEST(DerivedGroups, AMultiplyOfDifferentlyConcatenatedChannelsKeepsThemWhole) {
+  em::Graph g;
+  const int x = g.input("input", 3);
+  const int stem = g.activation("relu", g.conv("stem", x, 3, 6, 3, 1, 1));
+  const int cat = g.concat("cat", {g.conv("a", stem, 6, 4, 1), g.conv("b", stem, 6, 4, 1)});
+  const int gate = g.activation("gate", g.conv("se", g.adaptive_avg_pool("pool", cat, 1, 1), 8, 8, 1), "sigmoid");
+  const int y = g.mul("mul", cat, gate);
+  g.output(g.linear("fc", g.flatten("flatten", g.adaptive_avg_pool("gap", y, 1, 1), 1), 8, 10));
+  const auto groups = em::derive_channel_groups(g);
+  ASSERT_EQ(groups.size(), 1u);
+  EXPECT_EQ(groups[0].producers, std::vector<std::string>{"stem"});
+}
+
 // ---- surgery on derived groups: concatenation offsets, a depthwise conv, a flatten before a linear layer ----------
 
 TEST(DerivedGroups, SurgeryOnConcatDepthwiseAndFlattenRemovesExactlyTheZeroedChannels) {

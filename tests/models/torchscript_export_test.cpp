@@ -158,7 +158,8 @@ TEST_F(Export, WhatItCannotExpressIsAClearErrorAndNoFile) {
     FAIL();
   } catch (const expctl::Error& e) {
     EXPECT_EQ(std::string(e.what()),
-              "TorchScript export: node 'act': activation 'gelu' is not supported (relu, relu6, sigmoid)");
+              "TorchScript export: node 'act': activation 'gelu' is not supported (relu, relu6, sigmoid, hardswish, "
+              "silu, hardsigmoid)");
   }
   em::Graph missing;
   missing.output(missing.conv("conv", missing.input("input", 2), 2, 6, 1, 1, 0, 1, true));
