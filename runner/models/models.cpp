@@ -2,7 +2,10 @@
 // ImageNet weights torchvision 0.14 names (IMAGENET1K_V1).
 #include "runner/models/models.h"
 
+#include <spdlog/spdlog.h>
 #include <torch/torch.h>
+
+#include <cstdlib>
 
 #include "runner/core/error.h"
 #include "runner/core/naming.h"
@@ -11,6 +14,7 @@
 #include "runner/models/graph_net.h"
 #include "runner/models/resnet.h"
 #include "runner/models/torch_file.h"
+#include "runner/models/torchscript_import.h"
 #include "runner/models/zoo.h"
 
 namespace expctl::models {
@@ -117,6 +121,77 @@ ModelEntry densenet121() {
   return e;
 }
 
+// model.input as {C, H, W}; "" and the shape when it is one, else the reason it is not.
+std::string parse_input(const std::vector<std::string>& items, std::vector<int64_t>& shape) {
+  shape.clear();
+  for (const auto& s : items) {
+    char* end = nullptr;
+    const long long v = std::strtoll(s.c_str(), &end, 10);
+    if (s.empty() || *end != '\0' || v <= 0 || v > 65536) return "expected 3 positive integers [channels, height, width]";
+    shape.push_back(v);
+  }
+  if (shape.size() != 3) return "expected 3 positive integers [channels, height, width], got " + std::to_string(shape.size());
+  return "";
+}
+
+ModelEntry torchscript() {
+  ModelEntry e;
+  e.info.name = "TorchScript";
+  e.info.summary =
+      "your own CNN: a file saved by torch.jit.trace(model.eval(), example).save(path), converted to expctl's model "
+      "graph (README, \"Your own model\")";
+  ParamTable& t = e.info.params;
+  t.add_required("file", ParamType::Path, "the TorchScript file (relative to the working directory)");
+  t.add_required("input", ParamType::StringList,
+                 "one image's shape [channels, height, width] as the model reads it: pooling and flatten sizes are "
+                 "computed for it (e.g. [3, 32, 32])");
+  t.add_int("num_classes", 0,
+            "0: keep the file's classifier (its logits must number the data set's classes); N: replace the layer "
+            "producing the logits by a fresh one with N outputs (N = the data set's classes)")
+      .min(0);
+  e.files = [](const Params&, const fs::path&) { return std::vector<io::RemoteFile>{}; };
+  e.create = [](const Params& p, int64_t num_classes, int64_t in_channels) -> Network {
+    std::vector<int64_t> input;
+    if (std::string why = parse_input(p.get_list("input"), input); !why.empty())
+      throw ConfigError("model.input: " + why);
+    const std::string file = p.get_string("file");
+    const ImportedModel m = import_torchscript(file, input);
+    spdlog::info("model {}: converted in {:.2f} s ({} nodes); logits match the TorchScript module's within {:.1e}",
+                 file, m.seconds, m.network->graph().nodes().size(), m.max_difference);
+    const int64_t replace = p.get_int("num_classes");
+    if (replace == 0 && m.num_classes != num_classes)
+      throw DataError(file + ": the model gives " + std::to_string(m.num_classes) + " logits, the data set has " +
+                      std::to_string(num_classes) + " classes; set model.num_classes: " +
+                      std::to_string(num_classes) + " to replace its classifier");
+    return adapt_imported(m, in_channels, replace, file);
+  };
+  return e;
+}
+
+// model.input and model.num_classes against the data set, when the scenario is loaded.
+void check_torchscript(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags) {
+  if (cfg.model_name() != "TorchScript") return;
+  const data::DatasetInfo d = data::dataset_info(cfg);
+  const Value& input = cfg.model.at("input");
+  std::vector<int64_t> shape;
+  if (std::string why = parse_input(cfg.model.get_list("input"), shape); !why.empty()) {
+    diags.push_back({input.mark, "model.input", why});
+  } else if (shape[0] != d.channels && !(shape[0] == 3 && d.channels == 1)) {
+    diags.push_back({input.mark, "model.input",
+                     "the model reads " + std::to_string(shape[0]) + "-channel images, " + d.name + " has " +
+                         std::to_string(d.channels) + " (a 3-channel model adapts to 1-channel images, nothing else)"});
+  }
+  const Value& classes = cfg.model.at("num_classes");
+  const int64_t n = std::get<int64_t>(classes.v);
+  if (n != 0 && n != d.num_classes)
+    diags.push_back({classes.mark, "model.num_classes",
+                     "must be " + std::to_string(d.num_classes) + ", the classes of " + d.name + " (or 0 to keep the "
+                     "file's classifier); got " + std::to_string(n)});
+  const Value& file = cfg.model.at("file");
+  if (std::error_code ec; !fs::is_regular_file(cfg.model.get_string("file"), ec))
+    diags.push_back({file.mark, "model.file", "file not found: " + cfg.model.get_string("file")});
+}
+
 }  // namespace
 
 Network make_model(const ModelEntry& e, const Params& params, int64_t num_classes, int64_t in_channels,
@@ -150,5 +225,7 @@ EXPCTL_REGISTER(ModelRegistry, vgg(11, "https://download.pytorch.org/models/vgg1
 EXPCTL_REGISTER(ModelRegistry, vgg(16, "https://download.pytorch.org/models/vgg16_bn-6c64b313.pth"));
 EXPCTL_REGISTER(ModelRegistry, mobilenet_v2());
 EXPCTL_REGISTER(ModelRegistry, densenet121());
+EXPCTL_REGISTER(ModelRegistry, torchscript());
+static const bool kTorchScriptChecked = add_scenario_check(check_torchscript);
 
 }  // namespace expctl::models
