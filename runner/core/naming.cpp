@@ -1,15 +1,29 @@
 #include "runner/core/naming.h"
 
 #include <algorithm>
+#include <cctype>
 
 #include "runner/core/config.h"
 
 namespace expctl {
+namespace {
+
+// A model read from the user's own file is named after the file ("my_net" for models/my_net.pt), so that two such
+// models in one test scenario keep their checkpoints and report folders apart.
+std::string model_label(const ScenarioConfig& cfg) {
+  if (!cfg.model.has("file")) return cfg.model_name();
+  std::string stem = std::filesystem::path(cfg.model.get_string("file")).stem().string();
+  for (char& c : stem)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') c = '-';
+  return stem.empty() ? cfg.model_name() : stem;
+}
+
+}  // namespace
 
 Naming::Naming(const ScenarioConfig& cfg)
     : ts_(cfg.test_scenario()),
       method_(cfg.method()),
-      model_(cfg.model_name()),
+      model_(model_label(cfg)),
       dataset_(cfg.dataset_name()),
       cell_(cfg.sweep_cell),
       cell_finetunes_(!cfg.sweep_cell.empty() && cfg.has_stage("finetune")),

@@ -17,6 +17,7 @@
 #include "runner/core/lock.h"
 #include "runner/dist/coordinator.h"
 #include "runner/dist/dist.h"
+#include "runner/io/checksum.h"
 
 namespace expctl {
 namespace fs = std::filesystem;
@@ -54,6 +55,10 @@ std::string Pipeline::fingerprint_of(const std::string& stage, const std::string
   scen.erase("description");
   j["scenario"] = scen;
   j["model"] = config_.model.to_json();
+  // A model read from the user's own file (TorchScript) is what that file holds, not its name.
+  if (config_.model.has("file"))
+    if (std::error_code ec; fs::is_regular_file(config_.model.get_string("file"), ec))
+      j["model_file_sha256"] = io::sha256_file(config_.model.get_string("file"));
   j["dataset"] = config_.dataset.to_json();
   j["seed"] = config_.runtime.get_int("seed");
   j["paths"] = config_.paths.to_json();
