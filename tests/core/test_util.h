@@ -8,11 +8,24 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 
+#include "runner/core/error.h"
+
 namespace expctl::test {
+
+/// The message of the expctl::DataError `fn` throws, or "(no DataError)".
+inline std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const expctl::DataError& e) {
+    return e.what();
+  }
+  return "(no DataError)";
+}
 
 /// A fresh folder under the system temp dir (mkdtemp), removed with everything in it at scope exit.
 class TempDir {

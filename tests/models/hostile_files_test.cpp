@@ -17,6 +17,7 @@
 namespace em = expctl::models;
 namespace fs = std::filesystem;
 using expctl::test::TempDir;
+using expctl::test::error_of;
 
 namespace {
 
@@ -30,15 +31,6 @@ void write_torch_zip(const fs::path& file, const std::string& pickle) {
   writer.writeRecord("data.pkl", pickle.data(), pickle.size());
   writer.writeEndOfFile();
   expctl::write_file_atomic(file, out);
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const expctl::DataError& e) {
-    return e.what();
-  }
-  return "(no DataError)";
 }
 
 // Pickle bytes from opcodes and operands (string literals would stop at NUL and merge hex escapes).

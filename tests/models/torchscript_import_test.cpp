@@ -73,15 +73,6 @@ const em::ChannelGroup* group_with_producer(const std::vector<em::ChannelGroup>&
   return nullptr;
 }
 
-std::string message_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
-
 }  // namespace
 
 TEST(TorchScriptImport, TracedModelsGiveTheModulesLogitsPruneWithNcAndWandaAndExportForPython) {
@@ -237,7 +228,7 @@ TEST(TorchScriptImport, GroupsOfTracedTorchvisionModelsEqualTheBuiltInModelsGrou
 
 TEST(TorchScriptImport, UnsupportedOpsAreListedWithTheirSourceLinesAndNothingRuns) {
   const fs::path file = traced() / "ts_lstm.pt";
-  const std::string msg = message_of([&] { em::import_torchscript(file, {3, 32, 32}); });
+  const std::string msg = expctl::test::error_of([&] { em::import_torchscript(file, {3, 32, 32}); });
   EXPECT_NE(msg.find(file.string() + ": cannot convert this TorchScript model"), std::string::npos) << msg;
   EXPECT_NE(msg.find("aten::lstm at "), std::string::npos) << msg;
   EXPECT_NE(msg.find("torch/nn/modules/rnn.py:"), std::string::npos) << msg;
@@ -247,18 +238,18 @@ TEST(TorchScriptImport, UnsupportedOpsAreListedWithTheirSourceLinesAndNothingRun
   EXPECT_NE(msg.find("only flattening to [N, features]"), std::string::npos) << msg;
 
   // A scripted model carries control flow: it is refused with the advice to trace it.
-  const std::string scripted = message_of([&] { em::import_torchscript(traced() / "scripted_hand.pt", {3, 32, 32}); });
+  const std::string scripted = expctl::test::error_of([&] { em::import_torchscript(traced() / "scripted_hand.pt", {3, 32, 32}); });
   EXPECT_NE(scripted.find("prim::If at "), std::string::npos) << scripted;
   EXPECT_NE(scripted.find("control flow is not supported (a scripted model? trace it with torch.jit.trace)"),
             std::string::npos)
       << scripted;
 
   // A state dict is not a TorchScript file; a missing file and a wrong input shape are named too.
-  const std::string sd = message_of([&] { em::import_torchscript(traced() / "io_hand.pth", {3, 32, 32}); });
+  const std::string sd = expctl::test::error_of([&] { em::import_torchscript(traced() / "io_hand.pth", {3, 32, 32}); });
   EXPECT_NE(sd.find("io_hand.pth: not a TorchScript file LibTorch can load"), std::string::npos) << sd;
-  const std::string missing = message_of([&] { em::import_torchscript(traced() / "nope.pt", {3, 32, 32}); });
+  const std::string missing = expctl::test::error_of([&] { em::import_torchscript(traced() / "nope.pt", {3, 32, 32}); });
   EXPECT_NE(missing.find("nope.pt: no such file"), std::string::npos) << missing;
-  const std::string shape = message_of([&] { em::import_torchscript(traced() / "ts_hand.pt", {1, 32, 32}); });
+  const std::string shape = expctl::test::error_of([&] { em::import_torchscript(traced() / "ts_hand.pt", {1, 32, 32}); });
   EXPECT_NE(shape.find("'stem.0' reads 3 channels, gets 1"), std::string::npos) << shape;
 }
 
@@ -285,7 +276,7 @@ TEST(TorchScriptImport, AGrayDataSetAndANewClassCountAdaptTheImportedModel) {
   EXPECT_EQ(a["fc.weight"].sizes(), (std::vector<int64_t>{5, 384}));
 
   // Two channels cannot come from three.
-  const std::string msg = message_of([&] { em::adapt_imported(m, 2, 0, "hand.pt"); });
+  const std::string msg = expctl::test::error_of([&] { em::adapt_imported(m, 2, 0, "hand.pt"); });
   EXPECT_NE(msg.find("hand.pt: the model reads 3-channel images, the data set has 2 channels"), std::string::npos)
       << msg;
 }
