@@ -143,8 +143,8 @@ ModelEntry torchscript() {
   ParamTable& t = e.info.params;
   t.add_required("file", ParamType::Path, "the TorchScript file (relative to the working directory)");
   t.add_required("input", ParamType::StringList,
-                 "one image's shape [channels, height, width] as the model reads it: pooling and flatten sizes are "
-                 "computed for it (e.g. [3, 32, 32])");
+                 "one image's shape [channels, height, width] as the model reads it, e.g. [3, 32, 32]: the data "
+                 "set's height and width, its channels or 3 for gray images; pooling and flatten sizes come from it");
   t.add_int("num_classes", 0,
             "0: keep the file's classifier (its logits must number the data set's classes); N: replace the layer "
             "producing the logits by a fresh one with N outputs (N = the data set's classes)")
@@ -159,6 +159,9 @@ ModelEntry torchscript() {
     spdlog::info("model {}: converted in {:.2f} s ({} nodes); logits match the TorchScript module's within {:.1e}",
                  file, m.seconds, m.network->graph().nodes().size(), m.max_difference);
     const int64_t replace = p.get_int("num_classes");
+    if (replace > 0 && replace != num_classes)
+      throw ConfigError("model.num_classes: must be " + std::to_string(num_classes) +
+                        ", the data set's classes (or 0 to keep the file's classifier); got " + std::to_string(replace));
     if (replace == 0 && m.num_classes != num_classes)
       throw DataError(file + ": the model gives " + std::to_string(m.num_classes) + " logits, the data set has " +
                       std::to_string(num_classes) + " classes; set model.num_classes: " +
@@ -171,15 +174,32 @@ ModelEntry torchscript() {
 // model.input and model.num_classes against the data set, when the scenario is loaded.
 void check_torchscript(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags) {
   if (cfg.model_name() != "TorchScript") return;
-  const data::DatasetInfo d = data::dataset_info(cfg);
+  const Value& file = cfg.model.at("file");
+  if (std::error_code ec; !fs::is_regular_file(cfg.model.get_string("file"), ec))
+    diags.push_back({file.mark, "model.file", "file not found: " + cfg.model.get_string("file")});
   const Value& input = cfg.model.at("input");
   std::vector<int64_t> shape;
   if (std::string why = parse_input(cfg.model.get_list("input"), shape); !why.empty()) {
     diags.push_back({input.mark, "model.input", why});
-  } else if (shape[0] != d.channels && !(shape[0] == 3 && d.channels == 1)) {
+    return;
+  }
+  // An image folder the download stage has yet to fetch has no class list: build_model() checks the fit then.
+  data::DatasetInfo d;
+  try {
+    d = data::dataset_info(cfg);
+  } catch (const Error&) {
+    return;
+  }
+  if (shape[0] != d.channels && !(shape[0] == 3 && d.channels == 1)) {
     diags.push_back({input.mark, "model.input",
                      "the model reads " + std::to_string(shape[0]) + "-channel images, " + d.name + " has " +
                          std::to_string(d.channels) + " (a 3-channel model adapts to 1-channel images, nothing else)"});
+  } else if (d.height > 0 && (shape[1] != d.height || shape[2] != d.width)) {
+    // Pooling and flatten sizes are computed for model.input: the images must be that size.
+    diags.push_back({input.mark, "model.input",
+                     "is " + std::to_string(shape[1]) + "x" + std::to_string(shape[2]) + ", but " + d.name +
+                         " images are " + std::to_string(d.height) + "x" + std::to_string(d.width) +
+                         "; give the size the model sees (trace it for that size)"});
   }
   const Value& classes = cfg.model.at("num_classes");
   const int64_t n = std::get<int64_t>(classes.v);
@@ -187,9 +207,6 @@ void check_torchscript(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags
     diags.push_back({classes.mark, "model.num_classes",
                      "must be " + std::to_string(d.num_classes) + ", the classes of " + d.name + " (or 0 to keep the "
                      "file's classifier); got " + std::to_string(n)});
-  const Value& file = cfg.model.at("file");
-  if (std::error_code ec; !fs::is_regular_file(cfg.model.get_string("file"), ec))
-    diags.push_back({file.mark, "model.file", "file not found: " + cfg.model.get_string("file")});
 }
 
 }  // namespace

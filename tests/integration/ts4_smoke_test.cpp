@@ -89,6 +89,9 @@ TEST(Ts4Smoke, BadModelBlocksNameTheKeyAndTheFile) {
   EXPECT_NE(r.output.find("model.input: expected 3 positive integers [channels, height, width], got 2"),
             std::string::npos)
       << r.output;
+  r = validate(" --set model.input=[1,32,32]");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("model.input: is 32x32, but Fashion-MNIST images are 28x28"), std::string::npos) << r.output;
   r = test::run_expctl("validate configs/test_scenarios/TS4/finetune.yaml --set model.file=/nonexistent/m.pt");
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("model.file: file not found: /nonexistent/m.pt"), std::string::npos) << r.output;
