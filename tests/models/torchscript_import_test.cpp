@@ -2,6 +2,8 @@
 // (tests/models/torchscript_models.py) convert into expctl's graph with the module's own logits, derive groups
 // that follow their couplings, prune with NC and Wanda, and leave as exports Python loads; unsupported ops are
 // refused with their source lines.
+#include "runner/models/torchscript_import.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -10,6 +12,7 @@
 #include <filesystem>
 #include <iostream>
 #include <map>
+#include <set>
 
 #include "plugins/pruner.h"
 #include "runner/core/error.h"
@@ -21,7 +24,6 @@
 #include "runner/models/resnet.h"
 #include "runner/models/torch_file.h"
 #include "runner/models/torchscript_export.h"
-#include "runner/models/torchscript_import.h"
 #include "runner/models/zoo.h"
 #include "tests/core/test_util.h"
 #include "tests/models/block_params.h"
@@ -37,17 +39,23 @@ const char* const kNames[] = {"resnet18", "mobilenet_v2", "vgg11_bn", "densenet1
 const std::string kPython = "/usr/bin/python3";
 std::string script() { return std::string(EXPCTL_SOURCE_DIR) + "/tests/models/torchscript_models.py"; }
 
-/// The traced models, made once for the whole test program.
-const fs::path& traced() {
+/// The folder of traced models, each made once per test program, when a test first asks for it.
+const fs::path& traced(std::initializer_list<const char*> names) {
   static const fs::path dir = [] {
     const fs::path d = fs::temp_directory_path() / ("expctl_ts_import_" + std::to_string(::getpid()));
     fs::create_directories(d);
-    const auto made = expctl::test::run_shell(kPython + " " + script() + " make " + d.string());
-    if (made.exit_code != 0)
-      ADD_FAILURE() << "tracing the models failed (scripts/install-deps.sh installs python3-torch/torchvision): "
-                    << made.output;
     return d;
   }();
+  static std::set<std::string> made;
+  std::string todo;
+  for (const char* n : names)
+    if (made.insert(n).second) todo += std::string(" ") + n;
+  if (!todo.empty()) {
+    const auto r = expctl::test::run_shell(kPython + " " + script() + " make " + dir.string() + todo);
+    if (r.exit_code != 0)
+      ADD_FAILURE() << "tracing" << todo
+                    << " failed (scripts/install-deps.sh installs python3-torch/torchvision): " << r.output;
+  }
   return dir;
 }
 
@@ -60,7 +68,7 @@ struct Cleanup : ::testing::Environment {
 const auto* const kCleanup = ::testing::AddGlobalTestEnvironment(new Cleanup);
 
 em::ImportedModel import(const std::string& name) {
-  return em::import_torchscript(traced() / ("ts_" + name + ".pt"), {3, 32, 32});
+  return em::import_torchscript(traced({name.c_str()}) / ("ts_" + name + ".pt"), {3, 32, 32});
 }
 
 double relative_difference(const torch::Tensor& a, const torch::Tensor& b) {
@@ -76,7 +84,7 @@ const em::ChannelGroup* group_with_producer(const std::vector<em::ChannelGroup>&
 }  // namespace
 
 TEST(TorchScriptImport, TracedModelsGiveTheModulesLogitsPruneWithNcAndWandaAndExportForPython) {
-  const fs::path& dir = traced();
+  const fs::path& dir = traced({"resnet18", "mobilenet_v2", "vgg11_bn", "densenet121", "hand"});
   for (const std::string name : kNames) {
     SCOPED_TRACE(name);
     em::ImportedModel m = import(name);
@@ -227,7 +235,7 @@ TEST(TorchScriptImport, GroupsOfTracedTorchvisionModelsEqualTheBuiltInModelsGrou
 }
 
 TEST(TorchScriptImport, UnsupportedOpsAreListedWithTheirSourceLinesAndNothingRuns) {
-  const fs::path file = traced() / "ts_lstm.pt";
+  const fs::path file = traced({"lstm", "scripted", "hand"}) / "ts_lstm.pt";
   const std::string msg = expctl::test::error_of([&] { em::import_torchscript(file, {3, 32, 32}); });
   EXPECT_NE(msg.find(file.string() + ": cannot convert this TorchScript model"), std::string::npos) << msg;
   EXPECT_NE(msg.find("aten::lstm at "), std::string::npos) << msg;
@@ -238,18 +246,26 @@ TEST(TorchScriptImport, UnsupportedOpsAreListedWithTheirSourceLinesAndNothingRun
   EXPECT_NE(msg.find("only flattening to [N, features]"), std::string::npos) << msg;
 
   // A scripted model carries control flow: it is refused with the advice to trace it.
-  const std::string scripted = expctl::test::error_of([&] { em::import_torchscript(traced() / "scripted_hand.pt", {3, 32, 32}); });
+  const std::string scripted = expctl::test::error_of([&] {
+    em::import_torchscript(traced({}) / "scripted_hand.pt", {3, 32, 32});
+  });
   EXPECT_NE(scripted.find("prim::If at "), std::string::npos) << scripted;
   EXPECT_NE(scripted.find("control flow is not supported (a scripted model? trace it with torch.jit.trace)"),
             std::string::npos)
       << scripted;
 
   // A state dict is not a TorchScript file; a missing file and a wrong input shape are named too.
-  const std::string sd = expctl::test::error_of([&] { em::import_torchscript(traced() / "io_hand.pth", {3, 32, 32}); });
+  const std::string sd = expctl::test::error_of([&] {
+    em::import_torchscript(traced({}) / "io_hand.pth", {3, 32, 32});
+  });
   EXPECT_NE(sd.find("io_hand.pth: not a TorchScript file LibTorch can load"), std::string::npos) << sd;
-  const std::string missing = expctl::test::error_of([&] { em::import_torchscript(traced() / "nope.pt", {3, 32, 32}); });
+  const std::string missing = expctl::test::error_of([&] {
+    em::import_torchscript(traced({}) / "nope.pt", {3, 32, 32});
+  });
   EXPECT_NE(missing.find("nope.pt: no such file"), std::string::npos) << missing;
-  const std::string shape = expctl::test::error_of([&] { em::import_torchscript(traced() / "ts_hand.pt", {1, 32, 32}); });
+  const std::string shape = expctl::test::error_of([&] {
+    em::import_torchscript(traced({}) / "ts_hand.pt", {1, 32, 32});
+  });
   EXPECT_NE(shape.find("'stem.0' reads 3 channels, gets 1"), std::string::npos) << shape;
 }
 

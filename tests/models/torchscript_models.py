@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Python's side of the bring-your-own-model tests (tests/models/torchscript_import_test.cpp).
 
-usage: torchscript_models.py make OUT_DIR    traces each model with torch.jit.trace (eval mode, randomised batch-norm
-                                             statistics, 10 classes, 3x32x32 inputs) into OUT_DIR/ts_<name>.pt, with
-                                             OUT_DIR/io_<name>.pth = {"x", "logits"}: the Python model's logits for a
-                                             seeded batch; and two files expctl must refuse: OUT_DIR/ts_lstm.pt (a
-                                             CNN + LSTM) and OUT_DIR/scripted_hand.pt (torch.jit.script)
+usage: torchscript_models.py make OUT_DIR [NAME...]
+                                             traces each model (default: all) with torch.jit.trace (eval mode,
+                                             randomised batch-norm statistics, 10 classes, 3x32x32 inputs) into
+                                             OUT_DIR/ts_<name>.pt, with OUT_DIR/io_<name>.pth = {"x", "logits"}: the
+                                             Python model's logits for a seeded batch; lstm (a CNN + LSTM) and
+                                             scripted (OUT_DIR/scripted_hand.pt, torch.jit.script) expctl must refuse
        torchscript_models.py check DIR       loads each pruned export DIR/<name>_pruned.torchscript.pt written by the
                                              test with torch.jit.load and compares its logits with the ones expctl
                                              saved in DIR/<name>_pruned.io.pth; prints one line per model
@@ -105,15 +106,18 @@ def trace(name, out, gen):
     return model, channels, size
 
 
-def make(out):
-    torch.manual_seed(0)
-    gen = torch.Generator().manual_seed(1)
-    for name in NAMES + ["lstm"]:
+def make(out, names):
+    for name in names:
+        seed = (NAMES + ["lstm", "scripted"]).index(name)  # each file the same, whichever others are made with it
+        torch.manual_seed(seed)
+        if name == "scripted":
+            torch.jit.script(HandCNN().eval()).save(f"{out}/scripted_hand.pt")  # control flow: expctl asks for a trace
+            continue
+        gen = torch.Generator().manual_seed(seed + 100)
         model, channels, size = trace(name, f"{out}/ts_{name}.pt", gen)
         x = torch.randn(2, channels, size, size, generator=gen)
         with torch.no_grad():
             torch.save({"x": x, "logits": model(x)}, f"{out}/io_{name}.pth")
-    torch.jit.script(HandCNN().eval()).save(f"{out}/scripted_hand.pt")  # control flow: expctl asks for a trace
 
 
 def check(d):
@@ -131,8 +135,8 @@ def check(d):
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "make":
-        make(sys.argv[2])
+    if len(sys.argv) >= 3 and sys.argv[1] == "make":
+        make(sys.argv[2], sys.argv[3:] or NAMES + ["lstm", "scripted"])
     elif len(sys.argv) == 3 and sys.argv[1] == "check":
         check(sys.argv[2])
     elif len(sys.argv) in (4, 5) and sys.argv[1] == "trace":
