@@ -8,6 +8,8 @@
 // Conversion: torch::jit::load alone, then import_torchscript() (load + graph translation + the float64 logit
 // check), each timed `rounds` times. Training: SGD steps (momentum 0.9, cross-entropy) of each model in turn,
 // `steps` per block, `rounds` blocks each, alternating so that drift of the host affects both alike.
+#include "runner/models/torchscript_import.h"
+
 #include <torch/script.h>
 #include <torch/torch.h>
 
@@ -20,7 +22,6 @@
 #include "runner/core/params.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/models.h"
-#include "runner/models/torchscript_import.h"
 
 using namespace expctl;
 using Clock = std::chrono::steady_clock;
@@ -69,10 +70,10 @@ int main(int argc, char** argv) {
     import_s.push_back(imported.seconds);
   }
   std::printf("file %s, %d threads, LibTorch %s\n", file.c_str(), threads, TORCH_VERSION);
-  std::printf("conversion (median of %d): torch::jit::load %.3f s; import_torchscript %.3f s (%zu graph nodes, "
-              "logits within %.1e of the module's)\n",
-              rounds, median(load_s), median(import_s), imported.network->graph().nodes().size(),
-              imported.max_difference);
+  std::printf(
+      "conversion (median of %d): torch::jit::load %.3f s; import_torchscript %.3f s (%zu graph nodes, "
+      "logits within %.1e of the module's)\n",
+      rounds, median(load_s), median(import_s), imported.network->graph().nodes().size(), imported.max_difference);
 
   std::vector<Diagnostic> diags;
   const models::ModelEntry* entry = models::ModelRegistry::find("ResNet18");

@@ -1,5 +1,6 @@
 // Built-in models: torchvision's ResNet-18/34/50, VGG-11/16 with batch norm, MobileNetV2 and DenseNet-121, with the
-// ImageNet weights torchvision 0.14 names (IMAGENET1K_V1).
+// ImageNet weights torchvision 0.14 names (IMAGENET1K_V1); and TorchScript, your own traced CNN
+// (runner/models/torchscript_import.h).
 #include "runner/models/models.h"
 
 #include <spdlog/spdlog.h>

@@ -33,21 +33,22 @@ std::string base_kind(const jit::Node* n) {
 
 // Ops whose first input is the only tensor they read (a cat's first input is its list of tensors).
 const std::set<std::string>& unary_ops() {
+  // clang-format off
   static const std::set<std::string> ops = {
-      "aten::_convolution", "aten::conv2d",      "aten::batch_norm",          "aten::linear",
-      "aten::relu",         "aten::relu6",       "aten::hardtanh",            "aten::sigmoid",
-      "aten::hardswish",    "aten::silu",        "aten::hardsigmoid",         "aten::max_pool2d",
-      "aten::avg_pool2d",   "aten::adaptive_avg_pool2d", "aten::adaptive_max_pool2d", "aten::mean",
-      "aten::dropout",      "aten::flatten",     "aten::view",                "aten::reshape",
-      "aten::contiguous",   "aten::clone",       "aten::cat"};
+      "aten::_convolution", "aten::conv2d", "aten::batch_norm", "aten::linear",
+      "aten::relu", "aten::relu6", "aten::hardtanh", "aten::sigmoid", "aten::hardswish", "aten::silu",
+      "aten::hardsigmoid", "aten::max_pool2d", "aten::avg_pool2d", "aten::adaptive_avg_pool2d",
+      "aten::adaptive_max_pool2d", "aten::mean", "aten::dropout", "aten::flatten", "aten::view", "aten::reshape",
+      "aten::contiguous", "aten::clone", "aten::cat"};
+  // clang-format on
   return ops;
 }
 bool binary_op(const std::string& k) { return k == "aten::add" || k == "aten::mul"; }
 // What computes shapes or holds values rather than images: never reported as an unsupported op themselves (the op
 // reading them is).
 bool plumbing(const std::string& k) {
-  static const std::set<std::string> kinds = {"prim::ListConstruct", "prim::ListUnpack",  "prim::TupleConstruct",
-                                              "prim::TupleUnpack",   "prim::NumToTensor", "aten::size",
+  static const std::set<std::string> kinds = {"prim::ListConstruct", "prim::ListUnpack",    "prim::TupleConstruct",
+                                              "prim::TupleUnpack",   "prim::NumToTensor",   "aten::size",
                                               "aten::Int",           "aten::ScalarImplicit"};
   return kinds.count(k) > 0;
 }
@@ -253,8 +254,10 @@ class Converter {
     if (v->node()->kind() != jit::prim::ListConstruct) throw DataError(std::string(what) + " is computed at run time");
     for (const jit::Value* e : v->node()->inputs()) {
       auto iv = constant(e);
-      if (iv && iv->isInt()) out.emplace_back(iv->toInt());
-      else out.emplace_back(std::nullopt);
+      if (iv && iv->isInt())
+        out.emplace_back(iv->toInt());
+      else
+        out.emplace_back(std::nullopt);
     }
     return out;
   }
@@ -318,7 +321,8 @@ class Converter {
 
   void set(const jit::Node* n, int id, std::vector<int64_t> shape) {
     for (auto d : shape)
-      if (d <= 0) throw DataError("gives an empty output " + shape_text(shape) + " for an input of " + shape_text(input_));
+      if (d <= 0)
+        throw DataError("gives an empty output " + shape_text(shape) + " for an input of " + shape_text(input_));
     vals_[n->output(0)] = {id, std::move(shape)};
   }
   const Val& image(const jit::Node* n) const {
@@ -392,8 +396,7 @@ class Converter {
       throw DataError("batch norm without running statistics (track_running_stats=False) is not supported");
     if (bool_arg(n, 5, "training"))
       throw DataError("batch norm was traced in training mode: call model.eval() before torch.jit.trace");
-    const std::string name =
-        layer_name(n, 1, {2, 3, 4}, {".bias", ".running_mean", ".running_var"});
+    const std::string name = layer_name(n, 1, {2, 3, 4}, {".bias", ".running_mean", ".running_var"});
     if (tensor(name + ".weight").numel() != x.shape[0])
       throw DataError("'" + name + "' normalises " + std::to_string(tensor(name + ".weight").numel()) +
                       " channels, gets " + std::to_string(x.shape[0]));
@@ -505,20 +508,21 @@ class Converter {
 
   void cat(const jit::Node* n) {
     const jit::Value* list = n->input(0);
-    if (list->node()->kind() != jit::prim::ListConstruct) throw DataError("its list of tensors is computed at run time");
+    if (list->node()->kind() != jit::prim::ListConstruct)
+      throw DataError("its list of tensors is computed at run time");
     std::vector<int> ids;
     std::vector<int64_t> shape;
     for (const jit::Value* v : list->node()->inputs()) {
       const Val& x = val(v);
       if (x.shape.size() != 3) throw DataError("concatenates " + shape_text(x.shape) + "; images only");
       if (shape.empty()) shape = {0, x.shape[1], x.shape[2]};
-      if (x.shape[1] != shape[1] || x.shape[2] != shape[2])
-        throw DataError("concatenates images of different sizes");
+      if (x.shape[1] != shape[1] || x.shape[2] != shape[2]) throw DataError("concatenates images of different sizes");
       shape[0] += x.shape[0];
       ids.push_back(x.id);
     }
     const int64_t dim = int_arg(n, 1, "dim");
-    if (dim != 1 && dim != -3) throw DataError("concatenation along dim " + std::to_string(dim) + "; channels only (dim=1)");
+    if (dim != 1 && dim != -3)
+      throw DataError("concatenation along dim " + std::to_string(dim) + "; channels only (dim=1)");
     set(n, graph_.concat(op_name(n, "cat"), ids), shape);
   }
 
@@ -577,8 +581,9 @@ ImportedModel import_torchscript(const std::filesystem::path& path, const std::v
   try {
     module = torch::jit::load(file, torch::kCPU);
   } catch (const c10::Error& e) {
-    throw DataError(file + ": not a TorchScript file LibTorch can load (save one with torch.jit.trace(model, "
-                           "example).save(path); a state dict is not enough): " +
+    throw DataError(file +
+                    ": not a TorchScript file LibTorch can load (save one with torch.jit.trace(model, "
+                    "example).save(path); a state dict is not enough): " +
                     first_line(e.what_without_backtrace()));
   }
   module.eval();
@@ -611,8 +616,8 @@ ImportedModel import_torchscript(const std::filesystem::path& path, const std::v
     const torch::Tensor got = m.network->forward(x);
     m.network->to(torch::kFloat);
     if (got.sizes() != expected.sizes())
-      throw DataError(file + ": the converted model gives logits of shape " + c10::str(got.sizes()) +
-                      ", the module " + c10::str(expected.sizes()));
+      throw DataError(file + ": the converted model gives logits of shape " + c10::str(got.sizes()) + ", the module " +
+                      c10::str(expected.sizes()));
     const double scale = std::max(1.0, expected.abs().max().item<double>());
     m.max_difference = (got - expected).abs().max().item<double>() / scale;
     if (!(m.max_difference <= 1e-5))
@@ -628,15 +633,17 @@ ImportedModel import_torchscript(const std::filesystem::path& path, const std::v
 Network adapt_imported(const ImportedModel& m, int64_t in_channels, int64_t new_classes, const std::string& source) {
   if (in_channels == m.in_channels && new_classes <= 0) return m.network;
   if (in_channels != m.in_channels && !(in_channels == 1 && m.in_channels == 3))
-    throw DataError(source + ": the model reads " + std::to_string(m.in_channels) + "-channel images, the data set has " +
-                    std::to_string(in_channels) + " channels (only a 3-channel model adapts to 1-channel images)");
+    throw DataError(source + ": the model reads " + std::to_string(m.in_channels) +
+                    "-channel images, the data set has " + std::to_string(in_channels) +
+                    " channels (only a 3-channel model adapts to 1-channel images)");
   Graph graph = m.network->graph();
   auto& nodes = graph.nodes();
   nodes.front().out_channels = in_channels;
   std::string head;
   for (Node& n : nodes) {
     if (n.op == Op::Conv && !n.inputs.empty() && n.inputs[0] == 0) {
-      if (n.groups != 1) throw DataError(source + ": '" + n.name + "' reads the image in groups; cannot change its channels");
+      if (n.groups != 1)
+        throw DataError(source + ": '" + n.name + "' reads the image in groups; cannot change its channels");
       n.in_channels = in_channels;
     }
     if (n.op == Op::Output && new_classes > 0) {

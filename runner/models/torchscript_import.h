@@ -29,10 +29,10 @@ namespace expctl::models {
 
 struct ImportedModel {
   Network network{nullptr};     ///< a GraphNet named after the file ("my_net"), in eval mode, float32, on the CPU
-  int64_t in_channels = 0;       ///< the image channels the file's first layers read
-  int64_t num_classes = 0;       ///< the logits it gives
-  double max_difference = 0.0;   ///< max |converted − TorchScript| / max(1, max |logit|), float64, batch of 2
-  double seconds = 0.0;          ///< load + conversion + check
+  int64_t in_channels = 0;      ///< the image channels the file's first layers read
+  int64_t num_classes = 0;      ///< the logits it gives
+  double max_difference = 0.0;  ///< max |converted − TorchScript| / max(1, max |logit|), float64, batch of 2
+  double seconds = 0.0;         ///< load + conversion + check
 };
 
 /// Reads and converts `file` for inputs of shape `input` = {channels, height, width} (the shapes flatten spans

@@ -14,9 +14,9 @@ using namespace expctl;
 namespace {
 
 std::string trace_hand_cnn(const fs::path& out, int seed = 0) {
-  const auto r = test::run_shell("/usr/bin/python3 " + std::string(EXPCTL_SOURCE_DIR) +
-                                 "/tests/models/torchscript_models.py trace hand1 " + out.string() + " " +
-                                 std::to_string(seed));
+  const auto r =
+      test::run_shell("/usr/bin/python3 " + std::string(EXPCTL_SOURCE_DIR) +
+                      "/tests/models/torchscript_models.py trace hand1 " + out.string() + " " + std::to_string(seed));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   return out.string();
 }
@@ -28,8 +28,8 @@ TEST(Ts4Smoke, YourOwnTorchScriptCnnRunsFineTuningAndBothPruners) {
   const std::string model = trace_hand_cnn(tmp.path() / "hand_cnn.pt");
   const std::string sets =
       " --set model.file=" + model + " --set paths.checkpoints=" + (tmp.path() / "ckpt").string() +
-      " --set paths.datasets=" + (tmp.path() / "data").string() + " --set paths.models=" +
-      (tmp.path() / "models").string() +
+      " --set paths.datasets=" + (tmp.path() / "data").string() +
+      " --set paths.models=" + (tmp.path() / "models").string() +
       " --set dataset.train_subset=160 --set dataset.test_subset=80 --set runtime.threads=2"
       " --set finetune.epochs=1 --set finetune.batch_size=32 --set recover.epochs=1 --set recover.batch_size=32"
       " --set report.latency.warmup=1 --set report.latency.repeats=2 --set report.latency.large_batch=8"
@@ -97,9 +97,12 @@ TEST(Ts4Smoke, BadModelBlocksNameTheKeyAndTheFile) {
   EXPECT_NE(r.output.find("model.file: file not found: /nonexistent/m.pt"), std::string::npos) << r.output;
   // In the file itself: the line of the key.
   const fs::path yaml = tmp.path() / "bad.yaml";
-  test::write_file(yaml, "schema: 1\nscenario: {test_scenario: TS4, method: FineTuning}\nmodel:\n  name: TorchScript\n"
-                         "  file: " + model + "\n  input: [2, 28, 28]\ndataset: {name: FashionMNIST}\n"
-                         "stages: [finetune]\n");
+  test::write_file(yaml,
+                   "schema: 1\nscenario: {test_scenario: TS4, method: FineTuning}\nmodel:\n  name: TorchScript\n"
+                   "  file: " +
+                       model +
+                       "\n  input: [2, 28, 28]\ndataset: {name: FashionMNIST}\n"
+                       "stages: [finetune]\n");
   r = test::run_expctl("validate " + yaml.string());
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find(yaml.string() + ":6:10: model.input: the model reads 2-channel images, Fashion-MNIST has 1"),
