@@ -20,6 +20,7 @@
 #include "runner/models/checkpoint.h"
 #include "runner/models/resnet.h"
 #include "tests/core/test_util.h"
+#include "tests/models/block_params.h"
 
 namespace em = expctl::models;
 namespace bl = expctl::baselines;
@@ -121,16 +122,7 @@ void expect_near_all(const std::vector<double>& got, const std::vector<double>& 
 
 PrunePlan run_pruner(const std::string& name, em::ResNet& model, const Params& params, const torch::Tensor& x = {},
                      const torch::Tensor& y = {}) {
-  const expctl::PrunerEntry* e = expctl::PrunerRegistry::find(name);
-  if (!e) throw std::runtime_error("pruner not registered: " + name);
-  PruneRequest req;
-  req.model = model;
-  req.groups = em::channel_groups(model);
-  req.calibration = x;
-  req.calibration_labels = y;
-  req.batch_size = 4;
-  req.params = &params;
-  return e->create()->prune(req);
+  return expctl::test::run_pruner(name, model, params, /*batch_size=*/4, x, y);
 }
 
 template <class T>

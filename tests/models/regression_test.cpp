@@ -122,14 +122,7 @@ TEST(PlansRegression, Ts0ModelPlansEqualTheSavedOnes) {
   for (const Case& c : kCases) {
     em::ResNet model = ts0_model();  // fresh for each: unstructured Wanda zeroes weights in place
     const expctl::Params params = expctl::test::prune_params(c.pruner, c.params);
-    expctl::PruneRequest req;
-    req.model = model;
-    req.groups = em::channel_groups(model);
-    req.calibration = x;
-    req.calibration_labels = y;
-    req.batch_size = 16;
-    req.params = &params;
-    got[c.name] = describe(expctl::PrunerRegistry::find(c.pruner)->create()->prune(req));
+    got[c.name] = describe(expctl::test::run_pruner(c.pruner, model, params, /*batch_size=*/16, x, y));
   }
   if (std::getenv("EXPCTL_WRITE_REGRESSION")) {
     fs::create_directories(kFixture.parent_path());

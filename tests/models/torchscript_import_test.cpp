@@ -113,14 +113,7 @@ TEST(TorchScriptImport, TracedModelsGiveTheModulesLogitsPruneWithNcAndWandaAndEx
       ordered_json overrides{{"sparsity", 0.5}, {"min_channels", 1}, {"round_to", 1}};
       if (pruner == "wanda") overrides["mode"] = "structured";
       const expctl::Params params = expctl::test::prune_params(pruner, overrides);
-      expctl::PruneRequest req;
-      req.model = model;
-      req.groups = em::channel_groups(model);
-      req.calibration = calib;
-      req.calibration_labels = labels;
-      req.batch_size = 8;
-      req.params = &params;
-      const expctl::PrunePlan plan = expctl::PrunerRegistry::find(pruner)->create()->prune(req);
+      const expctl::PrunePlan plan = expctl::test::run_pruner(pruner, model, params, /*batch_size=*/8, calib, labels);
       ASSERT_FALSE(plan.keep.empty());
       em::prune_groups(model, plan.keep);
       const auto pruned = expctl::metrics::count_macs(model, 32, 32);

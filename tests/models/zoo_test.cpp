@@ -267,14 +267,7 @@ TEST(Zoo, NeuronCoverageAndWandaStructuredShrinkEveryModelWhichThenTrainsSavesAn
       const expctl::Params params = expctl::test::prune_params(
           pruner, pruner == "wanda" ? ordered_json{{"mode", "structured"}, {"sparsity", 0.5}}
                                     : ordered_json{{"sparsity", 0.5}});
-      expctl::PruneRequest req;
-      req.model = model;
-      req.groups = em::channel_groups(model);
-      req.calibration = x;
-      req.calibration_labels = y;
-      req.batch_size = 8;
-      req.params = &params;
-      const expctl::PrunePlan plan = expctl::PrunerRegistry::find(pruner)->create()->prune(req);
+      const expctl::PrunePlan plan = expctl::test::run_pruner(pruner, model, params, /*batch_size=*/8, x, y);
       ASSERT_FALSE(plan.keep.empty()) << what;
       em::prune_groups(model, plan.keep);
       const auto after = expctl::metrics::count_macs(model, 32, 32);
