@@ -55,8 +55,9 @@ std::string Pipeline::fingerprint_of(const std::string& stage, const std::string
   scen.erase("description");
   j["scenario"] = scen;
   j["model"] = config_.model.to_json();
-  // A model read from the user's own file (TorchScript) is what that file holds, not its name.
-  if (config_.model.has("file"))
+  // A model read from the user's own file (TorchScript) is what that file holds, not its name. Hashed for the
+  // first stage only: each later fingerprint chains the one before it.
+  if (previous.empty() && config_.model.has("file"))
     if (std::error_code ec; fs::is_regular_file(config_.model.get_string("file"), ec))
       j["model_file_sha256"] = io::sha256_file(config_.model.get_string("file"));
   j["dataset"] = config_.dataset.to_json();
