@@ -9,8 +9,10 @@ namespace expctl {
 
 class ScenarioLock {
  public:
-  /// Takes the lock or throws Error("... is already running (pid N, since T); lock file ...").
-  ScenarioLock(const std::filesystem::path& lock_file, const std::string& scenario_name);
+  /// Takes the lock or throws Error("scenario X is already running (pid N, since T); lock file ..."). With `what`
+  /// (a lock on files rather than on a scenario): Error("<what> are being written by scenario Y (pid N, since T);
+  /// ...") naming the scenario that holds it.
+  ScenarioLock(const std::filesystem::path& lock_file, const std::string& scenario_name, const std::string& what = "");
   ~ScenarioLock();
   ScenarioLock(const ScenarioLock&) = delete;
   ScenarioLock& operator=(const ScenarioLock&) = delete;

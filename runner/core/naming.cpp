@@ -65,6 +65,16 @@ std::vector<int64_t> Naming::existing_finetune_epochs() const {
   return out;
 }
 
+std::filesystem::path Naming::writer_lock(const std::filesystem::path& checkpoint) {
+  // "..._FT_12.pt" -> "..._FT": every epoch of one run shares the lock.
+  std::string stem = checkpoint.stem().string();
+  const auto cut = stem.find_last_of('_');
+  if (cut != std::string::npos && cut + 1 < stem.size() &&
+      stem.find_first_not_of("0123456789", cut + 1) == std::string::npos)
+    stem.erase(cut);
+  return checkpoint.parent_path() / ("." + stem + ".lock");
+}
+
 std::filesystem::path Naming::pruned_checkpoint() const { return report_dir() / "pruned.pt"; }
 
 std::filesystem::path Naming::reports_dir() const { return reports_ / ts_; }

@@ -42,6 +42,9 @@ class Naming {
   std::vector<int64_t> existing_finetune_epochs() const;
   /// The pruned model before recovery: {checkpoints}/{scenario name}/pruned.pt
   std::filesystem::path pruned_checkpoint() const;
+  /// The lock that writers of a shared checkpoint name take: "{dir}/{Model}_{Dataset}_FT_5.pt" ->
+  /// "{dir}/.{Model}_{Dataset}_FT.lock" (one per family of epochs).
+  static std::filesystem::path writer_lock(const std::filesystem::path& checkpoint);
   /// Folder of downloaded model weights and of data sets.
   std::filesystem::path models_dir() const { return models_dir_; }
   std::filesystem::path datasets_dir() const { return datasets_dir_; }

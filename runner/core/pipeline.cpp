@@ -3,11 +3,13 @@
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <random>
 #include <sstream>
@@ -17,7 +19,6 @@
 #include "runner/core/lock.h"
 #include "runner/dist/coordinator.h"
 #include "runner/dist/dist.h"
-#include "runner/io/checksum.h"
 
 namespace expctl {
 namespace fs = std::filesystem;
@@ -47,27 +48,176 @@ std::vector<std::string> Pipeline::selected_stages() const {
   return {options_.only};
 }
 
-std::string Pipeline::fingerprint_of(const std::string& stage, const std::string& previous) const {
-  // What a stage's result depends on: the scenario's identity, model, data set, seed, paths and its own
-  // block, chained with the stages before it. Threads and device do not change what is computed.
-  nlohmann::ordered_json j;
-  auto scen = config_.scenario.to_json();
+namespace {
+using ojson = nlohmann::ordered_json;
+
+// What a stage's result depends on, and the parts a manifest keeps to say which of them changed.
+struct StageState {
+  std::string settings;  ///< the scenario's identity, model, data set, seed, paths and the stage's own block
+  nlohmann::json inputs = nlohmann::json::array();  ///< upstream files read: [{"path", "sha256" (null: missing)}]
+  std::string previous;           ///< the fingerprint of the stage listed before it ("" for the first)
+  std::string fingerprint;        ///< all three together
+};
+
+std::string settings_of(const ScenarioConfig& cfg, const std::string& stage) {
+  // Threads and device do not change what is computed.
+  ojson j;
+  auto scen = cfg.scenario.to_json();
   scen.erase("description");
   j["scenario"] = scen;
-  j["model"] = config_.model.to_json();
-  // A model read from the user's own file (TorchScript) is what that file holds, not its name. Hashed for the
-  // first stage only: each later fingerprint chains the one before it.
-  if (previous.empty() && config_.model.has("file"))
-    if (std::error_code ec; fs::is_regular_file(config_.model.get_string("file"), ec))
-      j["model_file_sha256"] = io::sha256_file(config_.model.get_string("file"));
-  j["dataset"] = config_.dataset.to_json();
-  j["seed"] = config_.runtime.get_int("seed");
-  j["paths"] = config_.paths.to_json();
+  j["model"] = cfg.model.to_json();  // a model file's content is an upstream input of the stage that reads it
+  j["dataset"] = cfg.dataset.to_json();
+  j["seed"] = cfg.runtime.get_int("seed");
+  j["paths"] = cfg.paths.to_json();
   j["stage"] = stage;
-  j["params"] = config_.stage(stage).to_json();
-  j["previous"] = previous;
+  j["params"] = cfg.stage(stage).to_json();
   return sha256_hex(j.dump());
 }
+
+StageState state_of(const ScenarioConfig& cfg, const Naming& naming, const std::string& stage,
+                    const std::string& previous) {
+  StageState s;
+  s.settings = settings_of(cfg, stage);
+  for (const PlannedFile& f : StageRegistry::find(stage)->plan(cfg, naming, cfg.stage(stage))) {
+    if (f.access != PlannedFile::Access::Read || !f.upstream) continue;
+    const std::string id = content_id(f.path);
+    s.inputs.push_back({{"path", f.path.string()}, {"sha256", id.empty() ? nlohmann::json(nullptr) : nlohmann::json(id)}});
+  }
+  s.previous = previous;
+  s.fingerprint = sha256_hex(ojson{{"settings", s.settings}, {"inputs", s.inputs}, {"previous", previous}}.dump());
+  return s;
+}
+
+std::string short_id(const nlohmann::json& id) {
+  return id.is_string() ? id.get<std::string>().substr(0, 12) : std::string("(missing)");
+}
+
+// Why an upstream input differs from the one the manifest recorded ("" when none does).
+std::string changed_input(const nlohmann::json& recorded, const nlohmann::json& current) {
+  for (const auto& now : current) {
+    const std::string path = now["path"].get<std::string>();
+    const nlohmann::json* before = nullptr;
+    for (const auto& r : recorded)
+      if (r.value("path", "") == path) before = &r;
+    if (!before) {
+      std::string was;
+      for (const auto& r : recorded) was += (was.empty() ? "" : ", ") + r.value("path", "");
+      return "it now reads " + path + (was.empty() ? std::string() : " (it read " + was + ")");
+    }
+    if (now["sha256"].is_null()) return "its input " + path + " is missing";
+    if ((*before)["sha256"] != now["sha256"])
+      return "its input " + path + " changed since it last ran (SHA-256 " + short_id((*before)["sha256"]) +
+             "... then, " + short_id(now["sha256"]) + "... now)";
+  }
+  return "";
+}
+
+// Size and modification time (ns) of a regular file; false when it is not one.
+bool stamp_of(const fs::path& p, int64_t* size, int64_t* mtime_ns) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+  *size = st.st_size;
+  *mtime_ns = int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+  return true;
+}
+
+// A stage's output as its manifest records it: the stamp makes an untouched file cheap to recognise, the SHA-256
+// tells a touched file from a replaced one.
+ojson output_record(const fs::path& p) {
+  ojson o{{"path", p.string()}};
+  int64_t size = 0, mtime_ns = 0;
+  if (!stamp_of(p, &size, &mtime_ns)) return o;  // a folder (an unpacked archive)
+  o["size"] = size;
+  o["mtime_ns"] = mtime_ns;
+  o["sha256"] = content_id(p);
+  return o;
+}
+
+// Why an output recorded in a manifest can no longer be trusted ("" when it can).
+std::string changed_output(const nlohmann::json& o) {
+  const std::string path = o.is_string() ? o.get<std::string>() : o.value("path", "");
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return "its output " + path + " is missing";
+  if (!o.is_object() || !o.contains("sha256")) return "";  // a manifest of an earlier expctl, or a folder
+  int64_t size = 0, mtime_ns = 0;
+  if (stamp_of(path, &size, &mtime_ns) && size == o.value("size", int64_t(-1)) &&
+      mtime_ns == o.value("mtime_ns", int64_t(-1)))
+    return "";
+  if (content_id(path) != o["sha256"].get<std::string>())
+    return "its output " + path + " was changed or replaced since the stage wrote it";
+  return "";
+}
+
+// Why `stage` must run again ("" when its manifest says it is up to date).
+std::string why_run(const fs::path& manifest_path, const StageState& st) {
+  std::error_code ec;
+  if (!fs::exists(manifest_path, ec)) return "it has not run yet";
+  nlohmann::json m;
+  try {
+    std::ifstream in(manifest_path);
+    m = nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    return "its manifest " + manifest_path.string() + " is unreadable (" + e.what() + ")";
+  }
+  if (m.value("fingerprint", "") != st.fingerprint) {
+    if (!m.contains("settings")) return "the configuration changed";  // a manifest of an earlier expctl
+    if (m["settings"] != st.settings) return "its settings changed";
+    if (std::string why = changed_input(m.value("inputs", nlohmann::json::array()), st.inputs); !why.empty())
+      return why;
+    return "a stage before it changed";
+  }
+  for (const auto& o : m.value("outputs", nlohmann::json::array()))
+    if (std::string why = changed_output(o); !why.empty()) return why;
+  return "";
+}
+
+}  // namespace
+
+std::string stage_fingerprint(const ScenarioConfig& cfg, const std::string& stage) {
+  const Naming naming(cfg);
+  std::string previous;
+  for (const auto& name : cfg.stages) {
+    previous = state_of(cfg, naming, name, previous).fingerprint;
+    if (name == stage) return previous;
+  }
+  throw Error(cfg.file.string() + ": the scenario has no stage '" + stage + "'");
+}
+
+nlohmann::json lineage(const StageContext& ctx, const std::string& stage, const fs::path& source) {
+  nlohmann::json j{{"scenario", ctx.naming.scenario_name()},
+                   {"scenario_file", fs::weakly_canonical(ctx.config.file).string()},
+                   {"stage", stage},
+                   {"fingerprint", ctx.fingerprint}};
+  if (!source.empty()) j["source"] = {{"path", source.string()}, {"sha256", content_id(source)}};
+  return j;
+}
+
+namespace {
+
+// What every selected stage's preflight check says would make the run refuse.
+std::vector<std::string> refusals(const ScenarioConfig& cfg, const Naming& naming,
+                                  const std::vector<std::string>& stages, bool force) {
+  std::vector<std::string> out;
+  for (const auto& name : stages)
+    if (const StageEntry* e = StageRegistry::find(name); e->preflight)
+      for (std::string& why : e->preflight(cfg, naming, cfg.stage(name), force)) out.push_back(std::move(why));
+  return out;
+}
+
+// The writer locks of the shared names the selected stages write, one per family of epochs.
+std::map<fs::path, std::string> writer_locks(const ScenarioConfig& cfg, const Naming& naming,
+                                             const std::vector<std::string>& stages) {
+  std::map<fs::path, std::string> out;
+  for (const auto& name : stages)
+    for (const PlannedFile& f : StageRegistry::find(name)->plan(cfg, naming, cfg.stage(name)))
+      if (f.access == PlannedFile::Access::Write && f.shared) {
+        const fs::path lock = Naming::writer_lock(f.path);  // {dir}/.{family}.lock
+        out.emplace(lock, "the checkpoints " + (lock.parent_path() / (lock.stem().string().substr(1) + "_*.pt")).string());
+      }
+  return out;
+}
+
+}  // namespace
 
 std::string Pipeline::plan_text() const {
   std::ostringstream out;
@@ -79,13 +229,31 @@ std::string Pipeline::plan_text() const {
     out << "  starts from: " << config_.upstream->file.string() << " (scenario "
         << Naming(*config_.upstream).scenario_name() << ")\n";
   int i = 0;
-  for (const auto& name : selected_stages()) {
-    const StageEntry* e = StageRegistry::find(name);
-    out << "  " << ++i << ". " << name << "\n";
-    for (const auto& f : e->plan(config_, naming_, config_.stage(name)))
+  std::string previous;
+  std::map<fs::path, std::string> rewritten;  // files that stages running before this one write, and by which
+  for (const auto& name : config_.stages) {
+    const StageState st = state_of(config_, naming_, name, previous);
+    previous = st.fingerprint;
+    if (!options_.only.empty() && name != options_.only) continue;
+    const std::vector<PlannedFile> files = StageRegistry::find(name)->plan(config_, naming_, config_.stage(name));
+    std::string why = options_.force ? "--force" : why_run(naming_.report_dir() / "manifests" / (name + ".json"), st);
+    // Its fingerprint covers what the files it reads hold now; a stage before it may rewrite them first.
+    if (why.empty())
+      for (const auto& f : files)
+        if (auto it = rewritten.find(f.path); f.upstream && it != rewritten.end()) {
+          why = "if " + it->second + " writes a different " + f.path.filename().string();
+          break;
+        }
+    if (!why.empty())
+      for (const auto& f : files)
+        if (f.access == PlannedFile::Access::Write) rewritten.emplace(f.path, name);
+    out << "  " << ++i << ". " << name << (why.empty() ? ": up to date" : ": runs, " + why) << "\n";
+    for (const auto& f : files)
       out << "       " << (f.access == PlannedFile::Access::Read ? "reads  " : "writes ") << f.path.string() << "  ("
           << f.what << ")\n";
   }
+  for (const std::string& why : refusals(config_, naming_, selected_stages(), options_.force))
+    out << "  refuses to run: " << why << "\n";
   return out.str();
 }
 
@@ -146,11 +314,18 @@ void Pipeline::run() {
   const bool main = ranks->main();
 
   std::optional<ScenarioLock> lock;
+  std::vector<std::unique_ptr<ScenarioLock>> writer_lock_holders;
   std::shared_ptr<spdlog::logger> log;
   if (main) {
     try {
       fs::create_directories(dir / "manifests");
       lock.emplace(dir / ".lock", naming_.scenario_name());
+      // Names other scenarios write too: held from here to the end, then checked for other owners before any
+      // stage works.
+      for (const auto& [file, what] : writer_locks(config_, naming_, selected_stages()))
+        writer_lock_holders.push_back(std::make_unique<ScenarioLock>(file, naming_.scenario_name(), what));
+      if (auto why = refusals(config_, naming_, selected_stages(), options_.force); !why.empty())
+        throw Error(join(why, "\n"));
       log = make_logger(dir / "run.log", options_.console_log);
       // Temporary files of killed runs (tens of MB each); a live process's are kept (see files.h).
       for (const auto& p :
@@ -186,28 +361,20 @@ void Pipeline::run() {
 
     std::string previous;
     for (const auto& name : config_.stages) {
-      std::string fp = fingerprint_of(name, previous);
+      const StageState st = state_of(config_, naming_, name, previous);
+      const std::string& fp = st.fingerprint;
       previous = fp;
       if (!options_.only.empty() && name != options_.only) continue;
       const fs::path manifest_path = dir / "manifests" / (name + ".json");
 
       bool up_to_date = false;
-      if (main && !options_.force && fs::exists(manifest_path)) {
-        try {
-          std::ifstream in(manifest_path);
-          auto m = nlohmann::json::parse(in);
-          bool outputs_present = true;
-          for (const auto& o : m.at("outputs")) outputs_present = outputs_present && fs::exists(o.get<std::string>());
-          if (m.at("fingerprint") == fp && outputs_present) {
-            log->info("stage {}: up to date (manifest {}); --force redoes it", name, manifest_path.string());
-            up_to_date = true;
-          } else {
-            log->info("stage {}: {} changed since the last run; running it again", name,
-                      outputs_present ? "the configuration" : "an output file");
-          }
-        } catch (const std::exception& e) {
-          log->warn("stage {}: unreadable manifest {} ({}); running the stage again", name, manifest_path.string(),
-                    e.what());
+      if (main && !options_.force) {
+        const std::string why = why_run(manifest_path, st);
+        if (why.empty()) {
+          log->info("stage {}: up to date (manifest {}); --force redoes it", name, manifest_path.string());
+          up_to_date = true;
+        } else if (fs::exists(manifest_path)) {
+          log->info("stage {}: running it again: {}", name, why);
         }
       }
       if (ranks->agree_up_to_date(name, up_to_date)) continue;
@@ -236,12 +403,16 @@ void Pipeline::run() {
       nlohmann::ordered_json m;
       m["stage"] = name;
       m["scenario"] = naming_.scenario_name();
+      m["file"] = fs::weakly_canonical(config_.file).string();
       m["fingerprint"] = fp;
+      m["settings"] = st.settings;
+      m["inputs"] = st.inputs;
+      m["previous"] = st.previous;
       m["started"] = started;
       m["finished"] = now_iso();
       m["seconds"] = seconds;
       m["outputs"] = nlohmann::json::array();
-      for (const auto& o : ctx.outputs) m["outputs"].push_back(o.string());
+      for (const auto& o : ctx.outputs) m["outputs"].push_back(output_record(o));
       write_file_atomic(manifest_path, m.dump(2) + "\n");
       log->info("stage {}: done in {:.1f} s", name, seconds);
       ranks->done(entry->data_parallel);

@@ -23,12 +23,19 @@ class logger;
 
 namespace expctl {
 
-/// A file a stage will read or write, for --dry-run and the manifest.
+/// A file a stage will read or write, for --dry-run, the manifest and the lineage checks.
 struct PlannedFile {
   enum class Access { Read, Write };
   Access access;
   std::filesystem::path path;
   std::string what;  ///< "pretrained weights", "checkpoint (epoch 5)", ...
+  /// Read: a model another scenario or stage made (a fine-tuned or pruned checkpoint). Its content identity
+  /// (SHA-256) joins the stage's fingerprint, so a changed file reruns the stage and every stage after it.
+  bool upstream = false;
+  /// Write: a name that other scenarios of the test scenario also write ({Model}_{Dataset}_FT_{E}.pt, ..._FTAP_..):
+  /// the run holds Naming::writer_lock() for it from before the first stage to the end, and the stage's
+  /// `preflight` refuses to replace a file another scenario wrote.
+  bool shared = false;
 };
 
 /// Options of one `expctl run`.
@@ -46,7 +53,7 @@ struct StageContext {
   const Params& params;  ///< this stage's block
   const RunOptions& options;
   std::shared_ptr<spdlog::logger> log;
-  std::string fingerprint;                     ///< hash of this stage's resolved inputs
+  std::string fingerprint;                     ///< hash of this stage's resolved settings and upstream inputs
   std::vector<std::filesystem::path> outputs;  ///< files the stage wrote (recorded in its manifest)
 };
 
@@ -62,6 +69,10 @@ struct StageEntry {
   static constexpr const char* kKind = "stage";
   PluginInfo info;
   std::function<std::vector<PlannedFile>(const ScenarioConfig&, const Naming&, const Params&)> plan;
+  /// Optional: what would make the run refuse, checked before any stage of the run works (after the locks are
+  /// taken), each a whole sentence naming the files, the scenarios and the way out; --dry-run lists them. Gets
+  /// --force (which lets a run replace another scenario's checkpoints).
+  std::function<std::vector<std::string>(const ScenarioConfig&, const Naming&, const Params&, bool force)> preflight;
   /// Makes the stage (every registered stage has one; tests/core checks it).
   std::function<std::unique_ptr<Stage>()> create;
   /// Runs on every process of a data-parallel run (training); other stages run on rank 0 while the rest wait,
@@ -77,6 +88,15 @@ bool stop_requested();
 /// Sets the stop flag as a signal would: a data-parallel rank that was not signalled stops with the others.
 void request_stop();
 
+/// The fingerprint stage `stage` of `cfg` runs under, as Pipeline::run computes it: the scenario's model, data set,
+/// seed, paths and the stage's block, the content identity of every upstream file it reads, chained with the
+/// stages listed before it. A checkpoint records the fingerprint of the stage that wrote it.
+std::string stage_fingerprint(const ScenarioConfig& cfg, const std::string& stage);
+
+/// The lineage a stage records in the meta of a model it writes: {"scenario", "scenario_file", "stage",
+/// "fingerprint", "source": {"path", "sha256"}} with `source` the model file it started from (omitted when empty).
+nlohmann::json lineage(const StageContext& ctx, const std::string& stage, const std::filesystem::path& source);
+
 /// Runs one scenario.
 class Pipeline {
  public:
@@ -84,7 +104,8 @@ class Pipeline {
 
   /// The stages that will run (respecting --only), in order.
   std::vector<std::string> selected_stages() const;
-  /// Human-readable plan: stages in order and every path read or written.
+  /// Human-readable plan: stages in order, whether each is up to date or why it runs, every path read or written,
+  /// and what the run would refuse (another scenario's checkpoints, a starts_from checkpoint made otherwise).
   std::string plan_text() const;
   /// Runs the stages. Throws Error on failure (the lock is released and the log says which stage failed).
   void run();
@@ -93,8 +114,6 @@ class Pipeline {
   const ScenarioConfig& config() const { return config_; }
 
  private:
-  std::string fingerprint_of(const std::string& stage, const std::string& previous) const;
-
   ScenarioConfig config_;
   RunOptions options_;
   Naming naming_;

@@ -1,6 +1,5 @@
 #include "runner/io/checksum.h"
 
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 #include <sys/stat.h>
 
@@ -16,62 +15,21 @@
 
 #include "runner/core/error.h"
 #include "runner/core/files.h"
+#include "runner/core/hash.h"
 
 namespace expctl::io {
 namespace {
-
-std::string to_hex(const unsigned char* data, unsigned int size) {
-  static const char* digits = "0123456789abcdef";
-  std::string out;
-  out.reserve(size * 2);
-  for (unsigned int i = 0; i < size; ++i) {
-    out.push_back(digits[data[i] >> 4]);
-    out.push_back(digits[data[i] & 0xf]);
-  }
-  return out;
-}
 
 std::string lower(std::string s) {
   for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return s;
 }
 
-// Reads with stdio in 1 MiB chunks: data sets are hundreds of MB, so never load a whole file.
-std::string digest_file(const std::filesystem::path& file, const EVP_MD* md, const char* algorithm) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> in(std::fopen(file.c_str(), "rb"), &std::fclose);
-  if (!in) {
-    throw Error(file.string() + ": cannot open for " + algorithm + ": " + std::strerror(errno));
-  }
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), md, nullptr) != 1) {
-    throw Error(file.string() + ": cannot initialise " + algorithm + " (OpenSSL)");
-  }
-  std::vector<unsigned char> buffer(1 << 20);
-  for (;;) {
-    const std::size_t n = std::fread(buffer.data(), 1, buffer.size(), in.get());
-    if (n > 0 && EVP_DigestUpdate(ctx.get(), buffer.data(), n) != 1) {
-      throw Error(file.string() + ": " + algorithm + " update failed (OpenSSL)");
-    }
-    if (n < buffer.size()) {
-      if (std::ferror(in.get())) {
-        throw Error(file.string() + ": read error while computing " + algorithm + ": " + std::strerror(errno));
-      }
-      break;
-    }
-  }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int size = 0;
-  if (EVP_DigestFinal_ex(ctx.get(), digest, &size) != 1) {
-    throw Error(file.string() + ": " + algorithm + " finalisation failed (OpenSSL)");
-  }
-  return to_hex(digest, size);
-}
-
 }  // namespace
 
-std::string sha256_file(const std::filesystem::path& file) { return digest_file(file, EVP_sha256(), "SHA-256"); }
+std::string sha256_file(const std::filesystem::path& file) { return expctl::sha256_file(file); }
 
-std::string md5_file(const std::filesystem::path& file) { return digest_file(file, EVP_md5(), "MD5"); }
+std::string md5_file(const std::filesystem::path& file) { return expctl::md5_file(file); }
 
 std::string sha256_prefix_from_name(const std::string& file_name) {
   std::string name = file_name;

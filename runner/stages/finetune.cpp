@@ -4,11 +4,13 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "runner/core/hash.h"
 #include "runner/core/pipeline.h"
 #include "runner/data/datasets.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
 #include "runner/models/models.h"
+#include "runner/stages/lineage.h"
 #include "runner/stages/trainer.h"
 #include "runner/stages/training_params.h"
 
@@ -22,12 +24,27 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
   out.push_back({PlannedFile::Access::Read, n.datasets_dir() / cfg.dataset_name(), "data set"});
   for (const auto& f : models::ModelRegistry::find(cfg.model_name())->files(cfg.model, n.models_dir()))
     out.push_back({PlannedFile::Access::Read, f.destination, f.what});
+  // A model read from the user's own file (TorchScript) is what that file holds, not its name.
+  if (cfg.model.has("file")) {
+    out.push_back({PlannedFile::Access::Read, cfg.model.get_string("file"), "the model's TorchScript file"});
+    out.back().upstream = true;
+  }
   out.push_back({PlannedFile::Access::Write, n.report_dir() / "initial.pt", "model before fine-tuning"});
-  for (int64_t e : checkpoint_epochs(p.get_int("epochs"), p.get_int("save_every")))
+  for (int64_t e : checkpoint_epochs(p.get_int("epochs"), p.get_int("save_every"))) {
     out.push_back({PlannedFile::Access::Write, n.finetune_checkpoint(e), "checkpoint, epoch " + std::to_string(e)});
+    out.back().shared = true;  // {Model}_{Dataset}_FT_{E}: every fine-tuning scenario of the test scenario
+  }
   out.push_back(
       {PlannedFile::Access::Write, n.report_dir() / "finetune_metrics.json", "accuracy before/after, curves"});
   return out;
+}
+
+// The file the model starts from, for its lineage: the pretrained weights, the user's TorchScript file, or none
+// (random initialisation).
+fs::path start_file(const ScenarioConfig& cfg, const Naming& n) {
+  for (const auto& f : models::ModelRegistry::find(cfg.model_name())->files(cfg.model, n.models_dir()))
+    return f.destination;
+  return cfg.model.has("file") ? fs::path(cfg.model.get_string("file")) : fs::path();
 }
 
 class FinetuneStage : public Stage {
@@ -55,19 +72,23 @@ class FinetuneStage : public Stage {
       model->to(device);
       metrics::EvalResult ev = evaluate_all_ranks(model, test, p.get_int("eval_batch_size"), device);
       before = {{"accuracy", ev.accuracy}, {"loss", ev.loss}, {"images", ev.count}};
-      if (dist::is_main())
-        models::save_checkpoint(initial, model,
-                                {{"stage", "finetune"},
-                                 {"role", "before fine-tuning"},
-                                 {"fingerprint", ctx.fingerprint},
-                                 {"evaluation", before},
-                                 {"accuracy", ev.accuracy}});
+      if (dist::is_main()) {
+        nlohmann::json meta = lineage(ctx, "finetune", start_file(cfg, ctx.naming));
+        meta["role"] = "before fine-tuning";
+        meta["evaluation"] = before;
+        meta["accuracy"] = ev.accuracy;
+        models::save_checkpoint(initial, model, meta);
+      }
     }
     ctx.log->info("before fine-tuning: test accuracy {:.2f}% (loss {:.4f})", before["accuracy"].get<double>(),
                   before["loss"].get<double>());
 
     TrainJob job = make_train_job(ctx, "finetune", model, train_split, test, device,
                                   [&](int64_t e) { return ctx.naming.finetune_checkpoint(e); });
+    if (fs::path from = start_file(cfg, ctx.naming); !from.empty())
+      job.meta["source"] = {{"path", from.string()}, {"sha256", content_id(from)}};
+    else
+      job.meta["source"] = {{"init", "random, seed " + std::to_string(cfg.runtime.get_int("seed"))}};
     TrainResult r = train(job);
     if (r.interrupted || !dist::is_main()) return;  // rank 0 writes the metrics
 
@@ -75,6 +96,7 @@ class FinetuneStage : public Stage {
     nlohmann::ordered_json out =
         training_summary(r, ctx.naming.scenario_name(), device, before, ctx.naming.finetune_checkpoint(last.epoch));
     out["initial"] = initial.string();
+    out["initial_sha256"] = content_id(initial);
     out["test_images"] = test.size();
     out["test_source"] = test.source;
     const fs::path metrics_file = ctx.naming.report_dir() / "finetune_metrics.json";
@@ -93,6 +115,9 @@ StageEntry entry() {
   e.info.summary = "evaluate the adapted pretrained model, fine-tune it, checkpoint every save_every epochs";
   add_training_params(e.info.params, 30);
   e.plan = plan;
+  e.preflight = [](const ScenarioConfig& cfg, const Naming& n, const Params& p, bool force) {
+    return foreign_checkpoints(cfg, n, plan(cfg, n, p), force);
+  };
   e.create = [] { return std::make_unique<FinetuneStage>(); };
   e.data_parallel = true;
   return e;

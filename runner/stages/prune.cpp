@@ -6,11 +6,13 @@
 
 #include "plugins/pruner.h"
 #include "runner/core/error.h"
+#include "runner/core/hash.h"
 #include "runner/core/pipeline.h"
 #include "runner/data/datasets.h"
 #include "runner/data/loader.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
+#include "runner/stages/lineage.h"
 #include "runner/stages/trainer.h"
 
 namespace expctl {
@@ -37,10 +39,9 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
   std::vector<PlannedFile> out;
   std::string what = "fine-tuned model";
   if (p.get_int("from_epoch") == 0 && cfg.upstream) what += " (last epoch of " + cfg.upstream->file.string() + ")";
-  if (source_epoch(cfg, p) > 0)
-    out.push_back({PlannedFile::Access::Read, n.finetune_checkpoint(source_epoch(cfg, p)), what});
-  else
-    out.push_back({PlannedFile::Access::Read, n.checkpoint_dir(), what + " (newest FT checkpoint)"});
+  if (source_epoch(cfg, p) == 0) what += " (the newest FT checkpoint)";
+  out.push_back({PlannedFile::Access::Read, source_checkpoint(cfg, n, p), what});
+  out.back().upstream = true;  // its content is part of this stage's fingerprint (lineage)
   out.push_back({PlannedFile::Access::Read, n.datasets_dir() / cfg.dataset_name(),
                  "calibration data (" + std::to_string(p.get_int("calibration.samples")) + " images of the " +
                      p.get_string("calibration.split") + " split)"});
@@ -91,6 +92,7 @@ class PruneStage : public Stage {
                                      : "the finetune stage of this test scenario (set scenario.starts_from)";
       throw Error(source.string() + ": the fine-tuned model is missing; make it with: " + how);
     }
+    const std::string source_id = content_id(source);  // what was loaded, for the report and the lineage
     models::Network model = models::load_checkpoint(source);
     model->to(device);
     model->eval();
@@ -114,6 +116,7 @@ class PruneStage : public Stage {
     out["scenario"] = ctx.naming.scenario_name();
     out["pruner"] = p.get_string("pruner");
     out["source_checkpoint"] = source.string();
+    out["source_sha256"] = source_id;
     out["calibration"] = {
         {"split", p.get_string("calibration.split")}, {"samples", calibration.size()}, {"source", calibration.source}};
     if (from_test) out["calibration"]["held_out_images"] = rest.size();
@@ -154,13 +157,12 @@ class PruneStage : public Stage {
 
     models::StateDict masks;
     for (const auto& [name, m] : plan.masks) masks.insert(name, m.to(torch::kCPU, torch::kBool));
-    models::save_checkpoint(ctx.naming.pruned_checkpoint(), model,
-                            {{"stage", "prune"},
-                             {"pruner", p.get_string("pruner")},
-                             {"fingerprint", ctx.fingerprint},
-                             {"accuracy", out["after"]["accuracy"]},
-                             {"source", source.string()}},
-                            masks);
+    nlohmann::json meta = lineage(ctx, "prune", source);
+    meta["source"]["sha256"] = source_id;
+    meta["pruner"] = p.get_string("pruner");
+    meta["accuracy"] = out["after"]["accuracy"];
+    models::save_checkpoint(ctx.naming.pruned_checkpoint(), model, meta, masks);
+    out["pruned_sha256"] = content_id(ctx.naming.pruned_checkpoint());
     const fs::path metrics_file = ctx.naming.report_dir() / "prune_metrics.json";
     write_file_atomic(metrics_file, out.dump(2) + "\n");
     ctx.outputs = {ctx.naming.pruned_checkpoint(), metrics_file};
@@ -208,6 +210,14 @@ StageEntry entry() {
       .min(1)
       .max(65536);
   e.plan = plan;
+  // The fine-tuned model must be the one scenario.starts_from makes now: checked before any stage works.
+  e.preflight = [](const ScenarioConfig& cfg, const Naming& n, const Params& p, bool) {
+    std::vector<std::string> out;
+    if (cfg.upstream && cfg.upstream->has_stage("finetune"))
+      if (std::string why = made_otherwise(cfg, *cfg.upstream, "finetune", source_checkpoint(cfg, n, p)); !why.empty())
+        out.push_back(why);
+    return out;
+  };
   e.create = [] { return std::make_unique<PruneStage>(); };
   return e;
 }

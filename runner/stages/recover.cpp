@@ -5,6 +5,7 @@
 
 #include "runner/core/error.h"
 #include "runner/core/pipeline.h"
+#include "runner/stages/lineage.h"
 #include "runner/data/datasets.h"
 #include "runner/models/checkpoint.h"
 #include "runner/stages/trainer.h"
@@ -26,10 +27,13 @@ std::string pruner_code(const ScenarioConfig& cfg) {
 std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const Params& p) {
   std::vector<PlannedFile> out;
   out.push_back({PlannedFile::Access::Read, n.pruned_checkpoint(), "pruned model"});
+  out.back().upstream = true;
   std::string code = cfg.has_stage("prune") ? pruner_code(cfg) : "?";
-  for (int64_t e : checkpoint_epochs(p.get_int("epochs"), p.get_int("save_every")))
+  for (int64_t e : checkpoint_epochs(p.get_int("epochs"), p.get_int("save_every"))) {
     out.push_back(
         {PlannedFile::Access::Write, n.recover_checkpoint(code, e), "checkpoint, epoch " + std::to_string(e)});
+    out.back().shared = true;  // {Model}_{Dataset}_FTAP_{code}_{E}: every scenario of the test scenario with this pruner
+  }
   out.push_back({PlannedFile::Access::Write, n.report_dir() / "recover_metrics.json", "accuracy and curves"});
   return out;
 }
@@ -53,6 +57,7 @@ class RecoverStage : public Stage {
                                   [&](int64_t e) { return ctx.naming.recover_checkpoint(code, e); });
     for (const auto& kv : ck.masks) job.masks[kv.key()] = kv.value();
     job.meta["pruner"] = code;
+    job.meta["source"] = lineage(ctx, "recover", pruned)["source"];
     ctx.log->info("recovering {} ({} masked tensors)", pruned.string(), job.masks.size());
     TrainResult r = train(job);
     if (r.interrupted || !dist::is_main()) return;  // rank 0 writes the metrics
@@ -76,6 +81,9 @@ StageEntry entry() {
   e.info.summary = "fine-tune the pruned model to regain accuracy (masks kept), checkpoint every save_every epochs";
   add_training_params(e.info.params, 15);
   e.plan = plan;
+  e.preflight = [](const ScenarioConfig& cfg, const Naming& n, const Params& p, bool force) {
+    return foreign_checkpoints(cfg, n, plan(cfg, n, p), force);
+  };
   e.create = [] { return std::make_unique<RecoverStage>(); };
   e.data_parallel = true;
   return e;

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "runner/core/error.h"
+#include "runner/core/hash.h"
 #include "runner/core/json_file.h"
 #include "runner/core/pipeline.h"
 #include "runner/core/plot.h"
@@ -34,7 +35,9 @@ using Metrics = std::map<std::string, JsonFile>;  // the training and pruning st
 struct Row {
   std::string label;
   fs::path checkpoint;
-  JsonValue accuracy;  // {"accuracy": %, "images": N, "held_out": {...}?}
+  JsonValue accuracy;    // {"accuracy": %, "images": N, "held_out": {...}?}
+  std::string sha256;    // the checkpoint's SHA-256 when the stage measured it ("": not recorded)
+  std::string recorded;  // the metrics file that recorded it
 };
 
 // What the accuracies were measured on: the test split, or the subset dataset.test_subset made of it
@@ -66,11 +69,15 @@ std::string count(int64_t n) {  // 10000 -> "10,000"
   return s;
 }
 
+fs::path metrics_file(const Naming& n, const std::string& stage) {
+  return n.report_dir() / (stage + "_metrics.json");
+}
+
 Metrics stage_metrics(const ScenarioConfig& cfg, const Naming& n) {
   Metrics out;
   for (const char* stage : {"finetune", "prune", "recover"}) {
     if (!cfg.has_stage(stage)) continue;
-    const fs::path f = n.report_dir() / (std::string(stage) + "_metrics.json");
+    const fs::path f = metrics_file(n, stage);
     auto file = JsonFile::open(f);
     if (!file) throw Error(f.string() + ": missing; run the stage that writes it first (or the whole scenario)");
     out.emplace(stage, std::move(*file));
@@ -82,21 +89,41 @@ Metrics stage_metrics(const ScenarioConfig& cfg, const Naming& n) {
 
 std::vector<Row> rows_of(const Metrics& metrics, const Naming& n) {
   std::vector<Row> rows;
+  // The SHA-256 each stage recorded of the model it measured ("" from an earlier expctl that recorded none).
+  auto row = [&](const char* stage, const char* label, const fs::path& file, const JsonValue& accuracy,
+                 const char* sha_key) {
+    const JsonValue m = metrics.at(stage).root();
+    rows.push_back({label, file, accuracy, m.has(sha_key) ? m[sha_key].string() : std::string(),
+                    metrics_file(n, stage).string()});
+  };
   if (auto it = metrics.find("finetune"); it != metrics.end()) {
     const JsonValue m = it->second.root();
-    rows.push_back({"before fine-tuning", m["initial"].string(), m["before"]});
-    rows.push_back({"fine-tuned", m["checkpoint"].string(), m["after"]});
+    row("finetune", "before fine-tuning", m["initial"].string(), m["before"], "initial_sha256");
+    row("finetune", "fine-tuned", m["checkpoint"].string(), m["after"], "checkpoint_sha256");
   }
   if (auto it = metrics.find("prune"); it != metrics.end()) {
     const JsonValue m = it->second.root();
-    rows.push_back({"fine-tuned (loaded)", m["source_checkpoint"].string(), m["before"]});
-    rows.push_back({"pruned", n.pruned_checkpoint(), m["after"]});
+    row("prune", "fine-tuned (loaded)", m["source_checkpoint"].string(), m["before"], "source_sha256");
+    row("prune", "pruned", n.pruned_checkpoint(), m["after"], "pruned_sha256");
   }
   if (auto it = metrics.find("recover"); it != metrics.end()) {
     const JsonValue m = it->second.root();
-    rows.push_back({"pruned + fine-tuned", m["checkpoint"].string(), m["after"]});
+    row("recover", "pruned + fine-tuned", m["checkpoint"].string(), m["after"], "checkpoint_sha256");
   }
   return rows;
+}
+
+// Every number of a row must come from the model its accuracy was measured on: the checkpoint file must still be
+// the one the stage measured.
+void check_same_model(const Row& r, const ScenarioConfig& cfg) {
+  if (r.sha256.empty()) return;
+  const std::string now = content_id(r.checkpoint);
+  if (now == r.sha256) return;
+  throw Error(r.checkpoint.string() + ": the model of row '" + r.label + "' " +
+              (now.empty() ? std::string("is missing") : "changed since its accuracy was measured (SHA-256 " +
+                                                             now.substr(0, 12) + "... now, " + r.sha256.substr(0, 12) +
+                                                             "... recorded in " + r.recorded + ")") +
+              "; the report would mix two models. Rerun the scenario (expctl run " + cfg.file.string() + ").");
 }
 
 // Every row of one scenario was evaluated on the same images (the stages load the test split the same way).
@@ -156,6 +183,7 @@ json measure(const Row& r, const data::DatasetInfo& info, const Params& p, torch
   json row;
   row["model"] = r.label;
   row["checkpoint"] = r.checkpoint.string();
+  row["sha256"] = content_id(r.checkpoint);
   row["accuracy"] = r.accuracy["accuracy"].number();
   if (r.accuracy.has("held_out")) row["accuracy_held_out"] = r.accuracy["held_out.accuracy"].number();
   row["params"] = params.total;
@@ -201,6 +229,7 @@ Table report_table(const json& base, bool masked, bool held_out) {
   return Table(
       {{"model", "model", "Model", nullptr, Align::Left},
        {"checkpoint"},
+       {"sha256"},  // of the checkpoint measured (lineage)
        {"accuracy", "accuracy", "Accuracy (%)", accuracy},
        {"accuracy_held_out", "accuracy_held_out", held_out ? "Held-out accuracy (%)" : "",
         Table::fixed_cell("accuracy_held_out", 2)},
@@ -434,6 +463,7 @@ class ReportStage : public Stage {
     std::vector<json> rows;
     bool masked = false;
     const std::vector<Row> models = rows_of(stages, ctx.naming);
+    for (const Row& r : models) check_same_model(r, cfg);  // before any measurement
     for (const Row& r : models) {
       rows.push_back(measure(r, info, p, device));
       masked = masked || rows.back()["masked"].get<bool>();
@@ -481,8 +511,14 @@ class ReportStage : public Stage {
     ctx.outputs.insert(ctx.outputs.end(), extra_outputs.begin(), extra_outputs.end());
   }
 };
-std::vector<PlannedFile> plan(const ScenarioConfig&, const Naming& n, const Params& p) {
+std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const Params& p) {
   std::vector<PlannedFile> out;
+  // The metrics files name (and hash) the models of the rows: a stage that ran again rewrites them.
+  for (const char* stage : {"finetune", "prune", "recover"})
+    if (cfg.has_stage(stage)) {
+      out.push_back({PlannedFile::Access::Read, metrics_file(n, stage), std::string(stage) + " results"});
+      out.back().upstream = true;
+    }
   for (const char* f : {"report.md", "report.csv", "report.json"})
     out.push_back({PlannedFile::Access::Write, n.report_dir() / f, "report"});
   if (p.get_bool("plot"))

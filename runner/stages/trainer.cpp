@@ -16,6 +16,7 @@
 #include "runner/core/compat.h"
 #include "runner/core/config.h"
 #include "runner/core/error.h"
+#include "runner/core/hash.h"
 #include "runner/core/naming.h"
 #include "runner/core/pipeline.h"
 #include "runner/data/datasets.h"
@@ -297,7 +298,7 @@ TrainJob make_train_job(const StageContext& ctx, const std::string& stage, model
   job.device = device;
   job.checkpoint_path = std::move(checkpoint_path);
   job.interrupt_path = ctx.naming.report_dir() / (stage + "_interrupted.pt");
-  job.meta = {{"stage", stage}, {"scenario", ctx.naming.scenario_name()}};
+  job.meta = lineage(ctx, stage, {});  // the stage adds the model it started from
   job.fingerprint = ctx.fingerprint;
   job.fresh = ctx.options.force;
   job.log = ctx.log;
@@ -314,6 +315,7 @@ nlohmann::ordered_json training_summary(const TrainResult& result, const std::st
   out["before"] = before;
   out["after"] = {{"accuracy", last.test_accuracy}, {"loss", last.test_loss}, {"epoch", last.epoch}};
   out["checkpoint"] = last_checkpoint.string();
+  out["checkpoint_sha256"] = content_id(last_checkpoint);  // the report checks it measures this very file
   out["resumed_from_epoch"] = result.resumed_from;
   out["precision"] = result.precision.to_json();
   if (dist::active()) out["processes"] = dist::world_size();  // images_per_second counts all of them

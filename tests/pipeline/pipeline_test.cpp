@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "runner/core/error.h"
+#include "runner/core/hash.h"
 #include "runner/core/lock.h"
 #include "tests/core/test_util.h"
 
@@ -41,6 +42,33 @@ StageEntry touch_entry() {
 }
 EXPCTL_REGISTER(StageRegistry, touch_entry());
 
+// Reads a file another scenario made (an upstream input: its content is part of the fingerprint) and writes one.
+StageEntry read_entry() {
+  StageEntry e;
+  e.info.name = "test_read";
+  e.info.summary = "test stage: reads an upstream file, writes one";
+  e.info.params.add_string("input", "", "the upstream file");
+  e.plan = [](const ScenarioConfig&, const Naming& n, const Params& p) {
+    std::vector<PlannedFile> out{{PlannedFile::Access::Read, p.get_string("input"), "upstream model"},
+                                 {PlannedFile::Access::Write, n.report_dir() / "read.txt", "test output"}};
+    out[0].upstream = true;
+    return out;
+  };
+  e.create = [] {
+    struct Read : Stage {
+      void run(StageContext& ctx) override {
+        ++g_runs;
+        fs::path out = ctx.naming.report_dir() / "read.txt";
+        write_file_atomic(out, "read " + std::to_string(g_runs));
+        ctx.outputs.push_back(out);
+      }
+    };
+    return std::make_unique<Read>();
+  };
+  return e;
+}
+EXPCTL_REGISTER(StageRegistry, read_entry());
+
 struct Fixture : ::testing::Test {
   test::TempDir tmp;
   fs::path file = tmp / "s.yaml";
@@ -67,7 +95,8 @@ TEST_F(Fixture, FirstRunWritesOutputsManifestResolvedConfigAndLog) {
   auto m = nlohmann::json::parse(test::read_file(report() / "manifests/test_touch.json"));
   EXPECT_EQ(m["stage"], "test_touch");
   EXPECT_EQ(m["fingerprint"].get<std::string>().size(), 64u);
-  EXPECT_EQ(m["outputs"][0], (report() / "out.txt").string());
+  EXPECT_EQ(m["outputs"][0]["path"], (report() / "out.txt").string());
+  EXPECT_EQ(m["outputs"][0]["sha256"], sha256_hex("run 1"));
   EXPECT_TRUE(m.contains("seconds"));
   std::string resolved = test::read_file(report() / "resolved.yaml");
   EXPECT_NE(resolved.find("test_touch:\n  file: out.txt"), std::string::npos) << resolved;
@@ -113,4 +142,48 @@ TEST_F(Fixture, AFailedStageWritesNoManifest) {
             std::string::npos);
   run();  // and the lock was released
   EXPECT_EQ(g_runs, 2);
+}
+
+TEST_F(Fixture, AChangedUpstreamFileOrAReplacedOutputRerunsTheStageAndTheDryRunSaysWhy) {
+  const fs::path input = tmp / "upstream.pt";
+  test::write_file(input, "model a");
+  const std::vector<std::string> sets{"stages=[test_read]", "test_read.input=" + input.string()};
+  auto plan = [&] { return Pipeline(load_scenario(file, sets), RunOptions{}).plan_text(); };
+  EXPECT_NE(plan().find("1. test_read: runs, it has not run yet"), std::string::npos) << plan();
+  run(sets);
+  run(sets);
+  EXPECT_EQ(g_runs, 1);
+  EXPECT_NE(plan().find("1. test_read: up to date"), std::string::npos) << plan();
+  auto m = nlohmann::json::parse(test::read_file(report() / "manifests/test_read.json"));
+  EXPECT_EQ(m["inputs"][0]["path"], input.string());
+  EXPECT_EQ(m["inputs"][0]["sha256"], sha256_hex("model a"));
+
+  // Same name, other content: the stage runs again and says which input changed.
+  test::write_file(input, "model b");
+  EXPECT_NE(plan().find("1. test_read: runs, its input " + input.string() + " changed since it last ran (SHA-256 " +
+                        sha256_hex("model a").substr(0, 12) + "... then, " + sha256_hex("model b").substr(0, 12) +
+                        "... now)"),
+            std::string::npos)
+      << plan();
+  run(sets);
+  EXPECT_EQ(g_runs, 2);
+  EXPECT_NE(test::read_file(report() / "run.log").find("stage test_read: running it again: its input"),
+            std::string::npos);
+  // Another upstream file named in the stage's block: its settings changed (the integration test sees a pruning
+  // scenario read another fine-tuning epoch, with the same settings: "it now reads").
+  auto other_sets = sets;
+  other_sets[1] = "test_read.input=" + (tmp / "other.pt").string();
+  EXPECT_NE(Pipeline(load_scenario(file, other_sets), RunOptions{}).plan_text().find("runs, its settings changed"),
+            std::string::npos);
+
+  // An output replaced behind the pipeline's back is not up to date, though its name is.
+  test::write_file(report() / "read.txt", "someone else's");
+  EXPECT_NE(plan().find("its output " + (report() / "read.txt").string() + " was changed or replaced"),
+            std::string::npos)
+      << plan();
+  run(sets);
+  EXPECT_EQ(g_runs, 3);
+  // A missing input is a changed input too.
+  fs::remove(input);
+  EXPECT_NE(plan().find("its input " + input.string() + " is missing"), std::string::npos) << plan();
 }
