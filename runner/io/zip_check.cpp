@@ -36,7 +36,7 @@ class Cursor {
     return le(reinterpret_cast<const unsigned char*>(bytes_.data()) + pos, n);
   }
   [[noreturn]] void fail(const std::string& what) const {
-    throw DataError(file_ + ": not a zip archive, or a damaged one: " + what);
+    throw DataError(file_ + ": not a zip archive, or a truncated or damaged one: " + what);
   }
   std::string_view bytes_;
   const std::string& file_;

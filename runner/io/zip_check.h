@@ -31,7 +31,8 @@ struct ZipRecord {
 /// - only stored and deflated records, none encrypted;
 /// - every record's CRC-32 matches its data (a deflated record is inflated in 64 KiB pieces, never whole, and must
 ///   inflate to exactly its declared size).
-/// Throws expctl::DataError "<file>: not a zip archive (...)" or "<file>: record '<name>': <what is wrong>".
+/// Throws expctl::DataError "<file>: not a zip archive, or a truncated or damaged one: ..." or
+/// "<file>: record '<name>': <what is wrong>".
 ///
 ///     expctl::io::check_zip(bytes, "ck.pt");
 ///     // ck.pt: record 'archive/data/3': CRC-32 is 1f2e3d4c, the archive says 0a1b2c3d: the file is damaged

@@ -190,7 +190,8 @@ TEST(HostileZipFiles, ExportNeverOverwritesACheckpoint) {
   fs::create_symlink(tmp / "ck.pt", tmp / "link.pt");
   fs::create_hard_link(tmp / "ck.pt", tmp / "hard.pt");
   const std::string ck = expctl::test::read_file(tmp / "ck.pt"), other = expctl::test::read_file(tmp / "other.pt");
-  for (const std::string out : {"ck.pt", "./sub/../ck.pt", "link.pt", "hard.pt", (tmp / "ck.pt").string()}) {
+  for (const std::string& out :
+       std::vector<std::string>{"ck.pt", "./sub/../ck.pt", "link.pt", "hard.pt", (tmp / "ck.pt").string()}) {
     auto r = expctl::test::run_expctl("export ck.pt -o " + out, tmp.path());
     EXPECT_EQ(r.exit_code, 2) << out << "\n" << r.output;
     EXPECT_NE(r.output.find(out + ": is the checkpoint being exported; export does not overwrite it: give another -o"),
