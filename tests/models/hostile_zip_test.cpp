@@ -109,7 +109,7 @@ TEST(HostileZipFiles, AFlippedByteInTensorDataIsFoundByItsCrc) {
 
   auto r = expctl::test::run_expctl("export ck.pt -o out.pt", tmp.path());
   EXPECT_EQ(r.exit_code, 1) << r.output;
-  EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("ck.pt: record '" + rec.name + "': CRC-32 is "), std::string::npos) << r.output;
   EXPECT_FALSE(fs::exists(tmp / "out.pt"));
   EXPECT_EQ(expctl::test::read_file(ck), bytes) << "the damaged checkpoint is kept as it was";
 
@@ -229,7 +229,8 @@ TEST(HostileZipFiles, NonFiniteTorchScriptWeightsAreNamedBeforeConversion) {
     model->fc->weight.view(-1)[1] = std::nan("");
   }
   model->eval();
-  em::export_torchscript(*model, model->graph(), tmp / "nan.torchscript.pt");
+  const em::Network net = model;
+  em::export_torchscript(*net, net->graph(), tmp / "nan.torchscript.pt");
   const std::string msg = error_of([&] { em::import_torchscript(tmp / "nan.torchscript.pt", {3, 32, 32}); });
   EXPECT_EQ(msg.rfind((tmp / "nan.torchscript.pt").string() + ": tensor '", 0), 0u) << msg;
   EXPECT_NE(msg.find("fc.weight' holds NaN (element 1 of 12, 1 not finite)"), std::string::npos) << msg;
