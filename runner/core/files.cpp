@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -103,6 +104,67 @@ std::vector<fs::path> remove_stale_temp_files(const std::vector<fs::path>& folde
   std::vector<fs::path> removed;
   for (const auto& f : folders) remove_stale_in(f, 2, removed);
   return removed;
+}
+
+std::string file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+RegularFile::RegularFile(const fs::path& file) : file_(file) {
+  const std::string name = file.string();
+  auto not_regular = [&](mode_t mode) { return DataError(name + ": is " + file_kind(mode) + ", not a regular file"); };
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) {
+    if (errno == ENOENT || errno == ENOTDIR) throw DataError(name + ": no such file");
+    throw DataError(name + ": cannot open: " + errno_text());
+  }
+  if (!S_ISREG(st.st_mode)) throw not_regular(st.st_mode);
+  fd_ = ::open(file.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd_ < 0) throw DataError(name + ": cannot open: " + errno_text());
+  if (::fstat(fd_, &st) != 0 || !S_ISREG(st.st_mode)) {
+    const mode_t mode = st.st_mode;
+    ::close(fd_);
+    fd_ = -1;
+    throw not_regular(mode);
+  }
+  size_ = static_cast<int64_t>(st.st_size);
+  device_ = st.st_dev;
+  inode_ = st.st_ino;
+}
+
+RegularFile::~RegularFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::string RegularFile::read(size_t n) {
+  std::string out(n, '\0');
+  size_t got = 0;
+  while (got < n) {
+    const ssize_t r = ::read(fd_, &out[got], n - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) throw DataError(file_.string() + ": read error: " + errno_text());
+    if (r == 0) break;
+    got += static_cast<size_t>(r);
+  }
+  out.resize(got);
+  return out;
+}
+
+std::string RegularFile::read_all(uint64_t limit) {
+  const off_t pos = ::lseek(fd_, 0, SEEK_CUR);
+  const uint64_t left = static_cast<uint64_t>(size_) - static_cast<uint64_t>(pos < 0 ? 0 : pos);
+  if (left > limit)
+    throw DataError(file_.string() + ": holds more than " + std::to_string(limit) + " bytes, the most expctl reads");
+  // One byte more than stat said: a file that grows while it is read is noticed, not read half.
+  std::string out = read(static_cast<size_t>(left) + 1);
+  if (out.size() != left)
+    throw DataError(file_.string() + ": changed size while it was read (another process writes it?)");
+  return out;
 }
 
 }  // namespace expctl

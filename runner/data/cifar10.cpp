@@ -67,8 +67,23 @@ std::pair<torch::Tensor, torch::Tensor> read_cifar_batch(const fs::path& file) {
 }  // namespace
 
 void check_cifar10(const fs::path& batches_dir) {
+  // The release holds 10,000 records in each of its six batch files. Smaller batches of equal size are accepted
+  // (synthetic stand-ins of the same layout, the tests' fixtures); a larger or uneven one is not CIFAR-10.
+  constexpr int64_t kRecordsPerBatch = 10000;
+  int64_t first = -1;
+  fs::path first_file;
   for (bool train : {true, false})
-    for (const auto& f : cifar_files(batches_dir, train)) read_cifar_batch(f);
+    for (const auto& f : cifar_files(batches_dir, train)) {
+      const int64_t n = read_cifar_batch(f).second.numel();
+      if (n > kRecordsPerBatch)
+        fail(f, std::to_string(n) + " records; a CIFAR-10 batch file holds " + std::to_string(kRecordsPerBatch));
+      if (first >= 0 && n != first)
+        fail(f, std::to_string(n) + " records, but " + first_file.filename().string() + " holds " +
+                    std::to_string(first) + "; the batch files of CIFAR-10 hold equally many");
+      if (first < 0) first = n, first_file = f;
+    }
+  // The reader falls back to the built-in names without it; the release always has it.
+  require_file(batches_dir / "batches.meta.txt");
   read_cifar_names(batches_dir);
 }
 

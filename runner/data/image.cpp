@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "runner/core/error.h"
+#include "runner/core/files.h"
 
 namespace expctl::data {
 namespace fs = std::filesystem;
@@ -51,7 +52,8 @@ void png_on_error(png_structp png, png_const_charp msg) {
 void png_on_warning(png_structp, png_const_charp) {}
 
 // Decodes into `out` (rows of `channels` interleaved bytes); returns false with input.message set on error.
-bool decode_png(PngInput& input, std::vector<uint8_t>& out, int64_t& h, int64_t& w, int64_t& channels) {
+bool decode_png(PngInput& input, std::vector<uint8_t>& out, int64_t& h, int64_t& w, int64_t& channels,
+                int64_t max_pixels) {
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &input, png_on_error, png_on_warning);
   if (!png) return std::snprintf(input.message, sizeof input.message, "out of memory"), false;
   png_infop info = png_create_info_struct(png);
@@ -61,6 +63,13 @@ bool decode_png(PngInput& input, std::vector<uint8_t>& out, int64_t& h, int64_t&
   }
   png_set_read_fn(png, &input, png_read_bytes);
   png_read_info(png, info);
+  // decode_image() checked the header already; this guards the decoder's own reading of it.
+  const int64_t png_h = std::max<int64_t>(1, png_get_image_height(png, info));
+  if (int64_t(png_get_image_width(png, info)) > max_pixels / png_h) {
+    std::snprintf(input.message, sizeof input.message, "more pixels than the limit");
+    png_destroy_read_struct(&png, &info, nullptr);
+    return false;
+  }
   const int color = png_get_color_type(png, info), depth = png_get_bit_depth(png, info);
   if (depth == 16) png_set_strip_16(png);  // the high byte, as PIL's "RGB;16B" unpacking
   if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
@@ -108,7 +117,7 @@ void jpeg_on_message(j_common_ptr c, int level) {
 }
 
 bool decode_jpeg(const std::string& data, JpegError& err, std::vector<uint8_t>& out, int64_t& h, int64_t& w,
-                 int64_t& channels) {
+                 int64_t& channels, int64_t max_pixels) {
   jpeg_decompress_struct cinfo;
   cinfo.err = jpeg_std_error(&err.mgr);
   err.mgr.error_exit = jpeg_on_error;
@@ -120,6 +129,11 @@ bool decode_jpeg(const std::string& data, JpegError& err, std::vector<uint8_t>& 
   jpeg_create_decompress(&cinfo);
   jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(data.data()), static_cast<unsigned long>(data.size()));
   jpeg_read_header(&cinfo, TRUE);
+  if (int64_t(cinfo.image_width) * int64_t(cinfo.image_height) > max_pixels) {  // 16-bit sides: no overflow
+    std::snprintf(err.message, sizeof err.message, "more pixels than the limit");
+    jpeg_destroy_decompress(&cinfo);
+    return false;
+  }
   if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
     std::snprintf(err.message, sizeof err.message, "CMYK JPEG images are not supported (convert to RGB)");
     jpeg_destroy_decompress(&cinfo);
@@ -167,14 +181,44 @@ Image convert_channels(Image img, int64_t channels) {
 
 uint32_t be32(const unsigned char* p) { return (uint32_t(p[0]) << 24) | (p[1] << 16) | (p[2] << 8) | p[3]; }
 
-std::string read_prefix(const fs::path& file, size_t limit) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail(file.string(), std::string("cannot open: ") + std::strerror(errno));
-  std::string bytes(limit, '\0');
-  in.read(bytes.data(), std::streamsize(limit));
-  bytes.resize(size_t(in.gcount()));
-  if (in.bad()) fail(file.string(), "read error");
-  return bytes;
+// Width and height from the first bytes of an image (PNG IHDR, JPEG start of frame), checked against the limit.
+ImageHeader parse_header(const std::string& bytes, const std::string& name, int64_t max_pixels) {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  ImageHeader h;
+  h.format = sniff_image_format(bytes);
+  if (h.format == ImageFormat::Png) {
+    if (bytes.size() < 24 || std::memcmp(p + 12, "IHDR", 4) != 0) fail(name, "PNG header truncated");
+    h.width = be32(p + 16);
+    h.height = be32(p + 20);
+  } else if (h.format == ImageFormat::Jpeg) {
+    size_t i = 2;
+    while (true) {
+      while (i < bytes.size() && p[i] != 0xFF) ++i;  // tolerate fill bytes
+      while (i < bytes.size() && p[i] == 0xFF) ++i;
+      if (i + 3 > bytes.size()) fail(name, "JPEG without a frame header (truncated or corrupt)");
+      const unsigned marker = p[i];
+      const size_t len = (size_t(p[i + 1]) << 8) | p[i + 2];
+      const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
+      if (sof) {
+        if (i + 8 > bytes.size()) fail(name, "JPEG frame header truncated");
+        h.height = (p[i + 4] << 8) | p[i + 5];
+        h.width = (p[i + 6] << 8) | p[i + 7];
+        break;
+      }
+      if (marker == 0xD9 || marker == 0xDA || len < 2) fail(name, "JPEG without a frame header (truncated or corrupt)");
+      i += 1 + len;
+    }
+  } else {
+    fail(name, bytes.empty() ? "empty file" : "not a PNG or JPEG image");
+  }
+  if (h.width <= 0 || h.height <= 0) fail(name, "image has no pixels (width or height 0)");
+  // From the header, before any decoder allocates: the decoded size is width x height x channels bytes.
+  if (h.width > max_pixels / h.height)  // divided: a PNG's 32-bit sides multiply past int64
+    fail(name, std::to_string(h.width) + " x " + std::to_string(h.height) + " = " +
+                   std::to_string(uint64_t(h.width) * uint64_t(h.height)) + " pixels, more than dataset.max_pixels (" +
+                   std::to_string(max_pixels) +
+                   "): a decompression bomb, or an image too large to decode; raise max_pixels if it is real");
+  return h;
 }
 
 // One-dimensional antialiased bilinear taps (PyTorch's _compute_indices_weights_aa with the triangle filter).
@@ -227,57 +271,28 @@ ImageFormat sniff_image_format(const std::string& bytes) {
   return ImageFormat::Unknown;
 }
 
-ImageHeader read_image_header(const fs::path& file) {
+ImageHeader read_image_header(const fs::path& file, int64_t max_pixels) {
   // PNG's IHDR is at a fixed place; a JPEG's start-of-frame follows the APPn segments (EXIF: up to 64 KiB).
-  const std::string bytes = read_prefix(file, 256 * 1024);
-  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
-  ImageHeader h;
-  h.format = sniff_image_format(bytes);
-  if (h.format == ImageFormat::Png) {
-    if (bytes.size() < 24 || std::memcmp(p + 12, "IHDR", 4) != 0) fail(file.string(), "PNG header truncated");
-    h.width = be32(p + 16);
-    h.height = be32(p + 20);
-  } else if (h.format == ImageFormat::Jpeg) {
-    size_t i = 2;
-    while (true) {
-      while (i < bytes.size() && p[i] != 0xFF) ++i;  // tolerate fill bytes
-      while (i < bytes.size() && p[i] == 0xFF) ++i;
-      if (i + 3 > bytes.size()) fail(file.string(), "JPEG without a frame header (truncated or corrupt)");
-      const unsigned marker = p[i];
-      const size_t len = (size_t(p[i + 1]) << 8) | p[i + 2];
-      const bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
-      if (sof) {
-        if (i + 8 > bytes.size()) fail(file.string(), "JPEG frame header truncated");
-        h.height = (p[i + 4] << 8) | p[i + 5];
-        h.width = (p[i + 6] << 8) | p[i + 7];
-        break;
-      }
-      if (marker == 0xD9 || marker == 0xDA || len < 2)
-        fail(file.string(), "JPEG without a frame header (truncated or corrupt)");
-      i += 1 + len;
-    }
-  } else {
-    fail(file.string(), bytes.empty() ? "empty file" : "not a PNG or JPEG image");
-  }
-  if (h.width <= 0 || h.height <= 0) fail(file.string(), "image has no pixels (width or height 0)");
-  return h;
+  RegularFile in(file);
+  return parse_header(in.read(256 * 1024), file.string(), max_pixels);
 }
 
-Image decode_image(const std::string& bytes, int64_t channels, const std::string& name) {
+Image decode_image(const std::string& bytes, int64_t channels, const std::string& name, int64_t max_pixels) {
   if (channels != 1 && channels != 3) throw Error(name + ": can decode to 1 or 3 channels, not " +
                                                   std::to_string(channels));
+  parse_header(bytes, name, max_pixels);
   Image img;
   switch (sniff_image_format(bytes)) {
     case ImageFormat::Png: {
       PngInput input{&bytes, 0, {0}};
-      if (!decode_png(input, img.pixels, img.height, img.width, img.channels))
+      if (!decode_png(input, img.pixels, img.height, img.width, img.channels, max_pixels))
         fail(name, std::string("corrupt PNG: ") + input.message);
       break;
     }
     case ImageFormat::Jpeg: {
       JpegError err;
       err.message[0] = 0;
-      if (!decode_jpeg(bytes, err, img.pixels, img.height, img.width, img.channels))
+      if (!decode_jpeg(bytes, err, img.pixels, img.height, img.width, img.channels, max_pixels))
         fail(name, std::string("corrupt JPEG: ") + err.message);
       break;
     }
@@ -288,12 +303,9 @@ Image decode_image(const std::string& bytes, int64_t channels, const std::string
   return convert_channels(std::move(img), channels);
 }
 
-Image read_image(const fs::path& file, int64_t channels) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) fail(file.string(), std::string("cannot open: ") + std::strerror(errno));
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  if (in.bad()) fail(file.string(), "read error");
-  return decode_image(bytes, channels, file.string());
+Image read_image(const fs::path& file, int64_t channels, int64_t max_pixels) {
+  RegularFile in(file);
+  return decode_image(in.read_all(), channels, file.string(), max_pixels);
 }
 
 std::pair<int64_t, int64_t> resized_shape(int64_t h, int64_t w, int64_t size) {

@@ -23,21 +23,31 @@ struct Image {
 enum class ImageFormat { Unknown, Png, Jpeg };
 ImageFormat sniff_image_format(const std::string& bytes);
 
+/// The largest image decoded by default, in pixels (width × height): PIL's Image.MAX_IMAGE_PIXELS. A 69-byte PNG
+/// can declare 60000 × 60000 pixels (10.8 GB decoded); the limit is checked from the header, before decoding.
+/// A decoded image takes 3 bytes per pixel (RGB), so at this limit about 540 MB per decoding thread.
+inline constexpr int64_t kDefaultMaxPixels = 178956970;
+
 /// Width and height from a file's header only (PNG IHDR, JPEG start of frame), for a cheap check of every file
-/// of a folder. Throws expctl::DataError "<file>: <what is wrong>" (not an image, truncated header, unreadable).
+/// of a folder. Only a regular file is opened, never blocking (a FIFO named x.png cannot hang the scan).
+/// Throws expctl::DataError "<file>: <what is wrong>" (not an image, truncated header, unreadable, not a regular
+/// file, more than `max_pixels` pixels).
 struct ImageHeader {
   ImageFormat format = ImageFormat::Unknown;
   int64_t width = 0, height = 0;
 };
-ImageHeader read_image_header(const std::filesystem::path& file);
+ImageHeader read_image_header(const std::filesystem::path& file, int64_t max_pixels = kDefaultMaxPixels);
 
 /// Decodes PNG or JPEG `bytes` to `channels` (3 = RGB, 1 = grey) as PIL's `Image.open(f).convert("RGB" / "L")`
 /// does: palettes and low bit depths expanded, 16-bit reduced to 8, alpha dropped (not composited), grey
-/// replicated to RGB, RGB to grey as ITU-R 601-2 luma with PIL's rounding. Throws expctl::DataError
+/// replicated to RGB, RGB to grey as ITU-R 601-2 luma with PIL's rounding. An image of more than `max_pixels`
+/// pixels is refused from its header, before anything is allocated for it. Throws expctl::DataError
 /// "<name>: <what is wrong>" for anything else (corrupt or truncated data, CMYK JPEG, unknown format).
-Image decode_image(const std::string& bytes, int64_t channels, const std::string& name);
-/// decode_image() of a file's content; a read error also names the file.
-Image read_image(const std::filesystem::path& file, int64_t channels);
+Image decode_image(const std::string& bytes, int64_t channels, const std::string& name,
+                   int64_t max_pixels = kDefaultMaxPixels);
+/// decode_image() of a file's content (a regular file only, opened without blocking); a read error also names
+/// the file.
+Image read_image(const std::filesystem::path& file, int64_t channels, int64_t max_pixels = kDefaultMaxPixels);
 
 /// torchvision's Resize(size) output for an h × w input: `size` is the shorter side (the longer one keeps the
 /// aspect ratio, truncated as torchvision does); returns {height, width}.

@@ -55,6 +55,7 @@ struct FolderOptions {
   bool skip_bad = false, verify_decode = false;
   std::string load = "auto";
   int64_t memory_limit_mb = 2048, workers = 2;
+  int64_t max_pixels = kDefaultMaxPixels;
 };
 
 fs::path archive_folder(const Params& p, const fs::path& datasets_dir) {
@@ -85,6 +86,7 @@ FolderOptions folder_options(const Params& p, const fs::path& datasets_dir) {
   o.load = p.get_string("load");
   o.memory_limit_mb = p.get_int("memory_limit_mb");
   o.workers = p.get_int("workers");
+  o.max_pixels = p.get_int("max_pixels");
   return o;
 }
 
@@ -163,11 +165,14 @@ void walk(const fs::path& dir, std::vector<fs::path>& ancestors, std::map<std::s
 std::string check_image(const std::string& path, const FolderOptions& o) {
   try {
     if (o.verify_decode)
-      read_image(path, o.channels);
+      read_image(path, o.channels, o.max_pixels);
     else
-      read_image_header(path);
+      read_image_header(path, o.max_pixels);
   } catch (const DataError& e) {
     return e.what();
+  } catch (const std::bad_alloc&) {
+    // Below max_pixels but still more than this machine has: a bad image like any other, so skip can skip it.
+    return path + ": out of memory while decoding (lower dataset.max_pixels or dataset.workers)";
   }
   return "";
 }
@@ -215,7 +220,7 @@ ScanResult scan(const fs::path& dir, const std::vector<std::string>& classes, co
 fs::path cache_file(const fs::path& datasets_dir, const fs::path& dir, const std::vector<std::string>& classes,
                     const FolderOptions& o) {
   std::string key = fs::absolute(dir).lexically_normal().string() + "\n" + (o.verify_decode ? "decode" : "header") +
-                    "\n" + (o.skip_bad ? "skip" : "fail");
+                    "\n" + (o.skip_bad ? "skip" : "fail") + "\n" + std::to_string(o.max_pixels);
   for (const auto& c : classes) key += "\n" + c;
   return datasets_dir / "ImageFolder" / ".scans" / (sha256_hex(key).substr(0, 24) + ".json");
 }
@@ -260,7 +265,12 @@ void save_scan(const fs::path& file, const ScanResult& r) {
 class FolderSource : public ImageSource {
  public:
   FolderSource(std::vector<std::string> paths, const FolderOptions& o)
-      : paths_(std::move(paths)), channels_(o.channels), size_(o.image_size), resize_(o.resize), workers_(o.workers) {}
+      : paths_(std::move(paths)),
+        channels_(o.channels),
+        size_(o.image_size),
+        resize_(o.resize),
+        workers_(o.workers),
+        max_pixels_(o.max_pixels) {}
   int64_t size() const override { return int64_t(paths_.size()); }
   int64_t channels() const override { return channels_; }
   int64_t height() const override { return size_; }
@@ -269,7 +279,7 @@ class FolderSource : public ImageSource {
   std::string path(int64_t i) const override { return paths_.at(size_t(i)); }
 
   void load(int64_t i, uint8_t* out, const RandomResizedCrop* rrc, uint64_t seed) const override {
-    Image img = read_image(paths_.at(size_t(i)), channels_);
+    Image img = read_image(paths_.at(size_t(i)), channels_, max_pixels_);
     if (rrc && rrc->enabled) {
       const CropWindow win = random_resized_crop_window(img.height, img.width, rrc->scale_lo, rrc->scale_hi,
                                                         rrc->ratio_lo, rrc->ratio_hi, seed);
@@ -283,7 +293,7 @@ class FolderSource : public ImageSource {
 
  private:
   std::vector<std::string> paths_;
-  int64_t channels_, size_, resize_, workers_;
+  int64_t channels_, size_, resize_, workers_, max_pixels_;
 };
 
 // A seeded stratified split of one folder: per class, round(fraction × count) samples go to the test split.
@@ -399,7 +409,13 @@ DatasetEntry image_folder() {
   t.add_list("augment.scale", {"0.08", "1.0"}, "RandomResizedCrop area range [lo, hi]");
   t.add_list("augment.ratio", {"0.75", "1.3333333333333333"}, "RandomResizedCrop aspect-ratio range [lo, hi]");
   t.add_enum("on_bad_image", "fail", {"fail", "skip"},
-             "an unreadable image or a symlink loop: stop naming it, or leave it out and count it");
+             "an unreadable image (damaged, over max_pixels, not a regular file: a FIFO, a device) or a symlink "
+             "loop: stop naming it, or leave it out and count it");
+  t.add_int("max_pixels", kDefaultMaxPixels,
+            "largest image decoded, in pixels (width x height), checked from the header before decoding: a few bytes "
+            "can declare gigabytes (decompression bombs). Default PIL's MAX_IMAGE_PIXELS; a decoded image takes 3 "
+            "bytes a pixel on each of `workers` threads. A larger one is a bad image (on_bad_image)")
+      .min(1);
   t.add_enum("verify", "header", {"header", "decode"},
              "check every image when the split is read: its header only (fast), or a full decode");
   t.add_enum("load", "auto", {"auto", "memory", "stream"},

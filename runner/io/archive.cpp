@@ -167,8 +167,9 @@ std::size_t unpack(const fs::path& archive, const fs::path& root) {
 
     const char* raw_name = archive_entry_pathname(entry);
     const std::string name = raw_name ? raw_name : "";
+    // A DataError: the archive itself is at fault (not the disk or the machine), so the caller deletes it.
     const auto refuse = [&](const std::string& why) {
-      return Error(where + ": refusing entry '" + name + "': " + why + "; nothing was extracted");
+      return DataError(where + ": refusing entry '" + name + "': " + why + "; nothing was extracted");
     };
     if (name.empty()) throw refuse("empty or unreadable name");
     std::vector<std::string> parts;
@@ -229,9 +230,9 @@ void check_symlinks_stay_inside(const fs::path& archive, const fs::path& root) {
     if (!e.is_symlink()) continue;
     const std::string rel = e.path().lexically_relative(root).generic_string();
     if (!resolves_inside(root, split_path(rel))) {
-      throw Error(archive.string() + ": refusing entry '" + rel + "': symlink to '" +
-                  fs::read_symlink(e.path()).string() +
-                  "' resolves outside the extraction folder; nothing was extracted");
+      throw DataError(archive.string() + ": refusing entry '" + rel + "': symlink to '" +
+                      fs::read_symlink(e.path()).string() +
+                      "' resolves outside the extraction folder; nothing was extracted");
     }
   }
 }
@@ -309,11 +310,24 @@ bool extract_archive(const fs::path& archive, const fs::path& dest_dir, const Ex
   const bool replace = has_marker(dest);
   if (replace) {
     const nlohmann::json marker = read_marker(dest);
-    if (o.source.empty() || (!marker.is_null() && marker.value("source", "") == o.source)) {
+    const bool same_source = o.source.empty() || (!marker.is_null() && marker.value("source", "") == o.source);
+    std::string changed;
+    if (same_source && o.redo_if_changed) {
+      try {
+        check_extracted(dest);
+      } catch (const DataError& e) {
+        changed = e.what();
+      }
+    }
+    if (same_source && changed.empty()) {
       spdlog::info("{}: already extracted to {}", archive.string(), dest.string());
       return false;
     }
-    spdlog::info("{}: holds an extraction of another source; extracting {} again", dest.string(), archive.string());
+    if (!changed.empty())
+      spdlog::info("{}: extracted files changed ({}); extracting {} again", dest.string(),
+                   changed.substr(0, changed.find(';')), archive.string());
+    else
+      spdlog::info("{}: holds an extraction of another source; extracting {} again", dest.string(), archive.string());
   } else if (fs::exists(dest, ec) && !(fs::is_directory(dest, ec) && fs::is_empty(dest, ec))) {
     throw Error(dest.string() + ": exists but holds no completed extraction of " + archive.string() + " (no " +
                 kExtractMarker + "); remove it and run again");

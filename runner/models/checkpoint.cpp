@@ -9,6 +9,7 @@
 
 #include "runner/core/error.h"
 #include "runner/core/files.h"
+#include "runner/io/zip_check.h"
 #include "runner/models/graph_net.h"
 #include "runner/models/torch_file.h"
 
@@ -318,10 +319,15 @@ void save_training_state(const fs::path& checkpoint, torch::optim::Optimizer& op
 namespace {
 
 torch::serialize::InputArchive open_training_state(const fs::path& file, torch::Device device) {
-  if (!fs::is_regular_file(file)) throw DataError(file.string() + ": no such file");
+  // As read_torch_file(): a regular file only, read once, its zip records checked before LibTorch trusts them.
+  RegularFile in(file);
+  const std::string bytes = in.read_all();
+  if (bytes.size() < 4 || bytes.compare(0, 4, "PK\x03\x04") != 0)
+    throw DataError(file.string() + ": not a readable training-state archive (not a zip archive)");
+  io::check_zip(bytes, file.string());
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(file.string(), device);
+    archive.load_from(bytes.data(), bytes.size(), device);
   } catch (const c10::Error& e) {
     throw DataError(file.string() +
                     ": not a readable training-state archive (truncated or corrupt?): " + e.what_without_backtrace());

@@ -4,11 +4,13 @@
 #include "runner/models/models.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
 
 #include "runner/core/error.h"
+#include "runner/core/files.h"
 #include "runner/core/naming.h"
 #include "runner/data/datasets.h"
 #include "runner/io/checksum.h"
@@ -176,8 +178,11 @@ ModelEntry torchscript() {
 void check_torchscript(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags) {
   if (cfg.model_name() != "TorchScript") return;
   const Value& file = cfg.model.at("file");
-  if (std::error_code ec; !fs::is_regular_file(cfg.model.get_string("file"), ec))
+  if (struct stat st{}; ::stat(cfg.model.get_string("file").c_str(), &st) != 0)
     diags.push_back({file.mark, "model.file", "file not found: " + cfg.model.get_string("file")});
+  else if (!S_ISREG(st.st_mode))  // a folder or a FIFO is named for what it is, never opened here
+    diags.push_back({file.mark, "model.file",
+                     cfg.model.get_string("file") + " is " + file_kind(st.st_mode) + ", not a regular file"});
   const Value& input = cfg.model.at("input");
   std::vector<int64_t> shape;
   if (std::string why = parse_input(cfg.model.get_list("input"), shape); !why.empty()) {
@@ -228,7 +233,7 @@ Network build_model(const ScenarioConfig& cfg) {
   auto files = e.files(cfg.model, Naming(cfg).models_dir());
   if (files.empty()) return make_model(e, cfg.model, d.num_classes, d.channels, nullptr);
   const fs::path& weights = files.front().destination;
-  if (!fs::is_regular_file(weights))
+  if (std::error_code ec; !fs::exists(weights, ec))
     throw DataError(weights.string() +
                     ": pretrained weights not found; the download stage fetches them (expctl run SCENARIO.yaml "
                     "--only download)");

@@ -3,6 +3,7 @@
 #include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/jit/serialization/pickler.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -11,7 +12,9 @@
 #include <unordered_map>
 
 #include "runner/core/error.h"
+#include "runner/core/files.h"
 #include "runner/io/checksum.h"
+#include "runner/io/zip_check.h"
 
 namespace expctl::models {
 
@@ -770,10 +773,27 @@ std::string c10_message(const c10::Error& e) {
   return nl == std::string::npos ? m : m.substr(0, nl);
 }
 
-PickleValue read_zip(const std::string& file) {
+// The whole file, held once: the zip checks and LibTorch's reader see the same bytes.
+class BytesReader : public caffe2::serialize::ReadAdapterInterface {
+ public:
+  explicit BytesReader(std::shared_ptr<const std::string> bytes) : bytes_(std::move(bytes)) {}
+  size_t size() const override { return bytes_->size(); }
+  size_t read(uint64_t pos, void* buf, size_t n, const char*) const override {
+    if (pos >= bytes_->size()) return 0;
+    n = std::min<size_t>(n, bytes_->size() - static_cast<size_t>(pos));
+    std::memcpy(buf, bytes_->data() + pos, n);
+    return n;
+  }
+
+ private:
+  std::shared_ptr<const std::string> bytes_;
+};
+
+PickleValue read_zip(const std::string& file, std::shared_ptr<const std::string> bytes) {
   std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
+  auto input = zip_bytes_reader(std::move(bytes), file);
   try {
-    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(file);
+    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(input);
   } catch (const c10::Error& e) {
     throw DataError(file + ": not a readable PyTorch zip archive (truncated or corrupt?): " + c10_message(e));
   }
@@ -806,7 +826,7 @@ PickleValue read_zip(const std::string& file) {
 
 // The pre-1.6 format: magic number, protocol version and system info pickles, the object pickle, the sorted
 // list of storage keys, then each storage as an int64 element count followed by its raw bytes.
-PickleValue read_legacy(const std::string& file, const std::vector<char>& bytes) {
+PickleValue read_legacy(const std::string& file, const std::string& bytes) {
   Unpickler unpickler(bytes.data(), bytes.size(), file);
   size_t pos = 0;
   NodeP magic = unpickler.run(pos);
@@ -976,26 +996,20 @@ class Pickler {
 
 }  // namespace
 
+std::shared_ptr<caffe2::serialize::ReadAdapterInterface> zip_bytes_reader(std::shared_ptr<const std::string> bytes,
+                                                                          const std::string& file) {
+  io::check_zip(*bytes, file);
+  return std::make_shared<BytesReader>(std::move(bytes));
+}
+
 PickleValue read_torch_file(const std::filesystem::path& path) {
   const std::string file = path.string();
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) throw DataError(file + ": no such file");
+  RegularFile in(path);
   io::check_verified(path);  // a downloaded file: changed since it was verified?
-  const auto size = std::filesystem::file_size(path, ec);
-  if (ec) throw DataError(file + ": cannot read: " + ec.message());
-  if (size == 0) throw DataError(file + ": file is empty");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw DataError(file + ": cannot open for reading");
-  char head[4] = {0, 0, 0, 0};
-  in.read(head, 4);
-  if (size >= 4 && std::memcmp(head, "PK\x03\x04", 4) == 0) return read_zip(file);
-  if (static_cast<unsigned char>(head[0]) == 0x80) {
-    std::vector<char> bytes(size);
-    in.seekg(0);
-    in.read(bytes.data(), static_cast<std::streamsize>(size));
-    if (!in) throw DataError(file + ": read error");
-    return read_legacy(file, bytes);
-  }
+  if (in.size() == 0) throw DataError(file + ": file is empty");
+  auto bytes = std::make_shared<const std::string>(in.read_all());
+  if (bytes->size() >= 4 && std::memcmp(bytes->data(), "PK\x03\x04", 4) == 0) return read_zip(file, bytes);
+  if (!bytes->empty() && static_cast<unsigned char>((*bytes)[0]) == 0x80) return read_legacy(file, *bytes);
   throw DataError(file + ": not a PyTorch file (neither a zip archive nor a pickle)");
 }
 
@@ -1018,8 +1032,6 @@ std::vector<char> serialize_torch_file(const PickleValue& value) {
   return out;
 }
 
-namespace {
-
 // Weights with NaN or Inf would train, prune and report garbage without a word: refuse them where they are read.
 void check_finite(const torch::Tensor& t, const std::string& name, const std::string& what) {
   if (!t.is_floating_point() || t.numel() == 0) return;
@@ -1035,8 +1047,6 @@ void check_finite(const torch::Tensor& t, const std::string& name, const std::st
                   std::to_string(bad.sum().item<int64_t>()) +
                   " not finite): the file is damaged or comes from a diverged run; refusing to use it");
 }
-
-}  // namespace
 
 StateDict to_state_dict(const PickleValue& value, const std::string& what) {
   if (value.kind != PickleValue::Kind::Dict)

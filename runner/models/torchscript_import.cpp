@@ -15,8 +15,10 @@
 #include <unordered_set>
 
 #include "runner/core/error.h"
+#include "runner/core/files.h"
 #include "runner/core/params.h"
 #include "runner/models/graph_net.h"
+#include "runner/models/torch_file.h"
 
 namespace expctl::models {
 namespace {
@@ -575,18 +577,26 @@ ImportedModel import_torchscript(const std::filesystem::path& path, const std::v
   const std::string file = path.string();
   if (input.size() != 3 || input[0] <= 0 || input[1] <= 0 || input[2] <= 0)
     throw Error(file + ": the input shape must be [channels, height, width]");
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) throw DataError(file + ": no such file");
+  const std::string not_torchscript =
+      ": not a TorchScript file LibTorch can load (save one with torch.jit.trace(model, example).save(path); a state "
+      "dict is not enough): ";
+  // Read once, as a regular file (a FIFO must not hang the load), and checked before LibTorch allocates what its
+  // records declare.
+  RegularFile in(path);
+  auto bytes = std::make_shared<const std::string>(in.read_all());
+  if (bytes->size() < 4 || bytes->compare(0, 4, "PK\x03\x04") != 0)
+    throw DataError(file + not_torchscript + "not a zip archive");
+  auto reader = zip_bytes_reader(bytes, file);
   jit::Module module;
   try {
-    module = torch::jit::load(file, torch::kCPU);
+    module = torch::jit::load(reader, torch::kCPU);
   } catch (const c10::Error& e) {
-    throw DataError(file +
-                    ": not a TorchScript file LibTorch can load (save one with torch.jit.trace(model, "
-                    "example).save(path); a state dict is not enough): " +
-                    first_line(e.what_without_backtrace()));
+    throw DataError(file + not_torchscript + first_line(e.what_without_backtrace()));
   }
   module.eval();
+  // Before the conversion check, which would otherwise blame NaN logits on the conversion.
+  for (const auto& p : module.named_parameters(true)) check_finite(p.value, p.name, file);
+  for (const auto& b : module.named_buffers(true)) check_finite(b.value, b.name, file);
 
   Converter converter(module, file, input);
   Graph graph = converter.convert();

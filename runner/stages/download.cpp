@@ -32,12 +32,13 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
   return out;
 }
 
-// Unpacks an archive bound to its content (a changed archive is unpacked again) and checked by its data set's
-// reader. An archive that passed its checksum but holds the wrong content is deleted: keeping it would make
-// every rerun fail the same way even after the URL is fixed.
-bool extract(const io::RemoteFile& f, const io::DownloadResult& r) {
+// Unpacks an archive bound to its content (a changed archive is unpacked again; with --force, also a folder
+// whose files changed) and checked by its data set's reader. An archive that passed its checksum but holds the
+// wrong content or an unsafe entry is deleted with its .verified record: keeping it would make every rerun fail
+// the same way even after the URL is fixed.
+bool extract(const io::RemoteFile& f, const io::DownloadResult& r, bool force) {
   try {
-    return io::extract_archive(r.path, f.extract_to, {r.sha256, f.check_content});
+    return io::extract_archive(r.path, f.extract_to, {r.sha256, f.check_content, force});
   } catch (const DataError& e) {
     std::error_code ec;
     std::filesystem::remove(r.path, ec);
@@ -80,7 +81,8 @@ class DownloadStage : public Stage {
                     r.fetched ? "downloaded and verified" : "present and verified", r.bytes);
       ctx.outputs.push_back(r.path);
       if (!f.extract_to.empty()) {
-        ctx.log->info("{}: {}", f.extract_to.string(), extract(f, r) ? "unpacked" : "already unpacked");
+        ctx.log->info("{}: {}", f.extract_to.string(),
+                      extract(f, r, ctx.options.force) ? "unpacked" : "already unpacked");
         ctx.outputs.push_back(f.extract_to);
       }
       if (stop_requested()) return;

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <functional>
+#include <tuple>
 
 #include "runner/core/config.h"
 #include "runner/core/error.h"
@@ -419,5 +420,92 @@ TEST(DownloadStage, AnImageFolderArchiveIsFetchedCheckedUnpackedAndRead) {
     ADD_FAILURE() << "no DataError";
   } catch (const DataError& e) {
     EXPECT_NE(std::string(e.what()).find(first.filename().string()), std::string::npos) << e.what();
+  }
+}
+
+// Issue 26: an archive refused for an unsafe entry passed its checksum but is not the data set; it is deleted with
+// its .verified record, as one refused for its content is, so nothing of it is left.
+TEST(DownloadStage, AnArchiveWithAnUnsafeEntryIsRefusedAndDeleted) {
+  test::TempDir tmp;
+  const fs::path www = tmp / "www";
+  io::test::HttpServer server(www, tmp / "server.log");
+  const std::vector<std::pair<std::string, std::function<void(std::vector<Entry>&)>>> cases = {
+      {"dotdot",
+       [](auto& e) {
+         e.push_back({Entry::kFile, "../escaped.txt", "x", ""});
+       }},
+      {"symlink",
+       [](auto& e) {
+         e.push_back({Entry::kSymlink, "cifar-10-batches-bin/up", "", "../../.."});
+       }},
+  };
+  for (const auto& [dir, edit] : cases) {
+    point_at(tmp.path(), server, dir, serve_cifar(www, dir, 2, edit));
+    auto r = test::run_expctl("run s.yaml", tmp.path());
+    EXPECT_EQ(r.exit_code, 1) << dir << "\n" << r.output;
+    EXPECT_NE(r.output.find("cifar-10-binary.tar.gz: refusing entry '"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("is not the CIFAR-10 binary tarball and was deleted"), std::string::npos) << r.output;
+    expect_nothing_unpacked(tmp / "downloaded_datasets", r.output);  // no archive, no .verified record, no folder
+    EXPECT_FALSE(fs::exists(tmp / "escaped.txt"));
+  }
+}
+
+// Issue 26: `--only download --force` unpacks again an extraction whose files changed, as docs/limits.md says;
+// without --force the change is reported when the files are read.
+TEST(DownloadStage, ForceUnpacksAgainWhenAnExtractedFileChanged) {
+  test::TempDir tmp;
+  const fs::path www = tmp / "www";
+  io::test::HttpServer server(www, tmp / "server.log");
+  point_at(tmp.path(), server, "d", serve_cifar(www, "d", 2));
+  auto r = test::run_expctl("run s.yaml", tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const fs::path batch = tmp / "downloaded_datasets/CIFAR10/cifar-10-batches-bin/test_batch.bin";
+  const std::string original = test::read_file(batch);
+  std::string changed = original;
+  changed[1] ^= 1;
+  test::write_file(batch, changed);
+  r = test::run_expctl("run s.yaml --only download", tmp.path());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(test::read_file(batch), changed) << "without --force the stage is up to date";
+  r = test::run_expctl("run s.yaml --only download --force", tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("CIFAR10: unpacked"), std::string::npos) << r.output;
+  EXPECT_EQ(test::read_file(batch), original);
+  // Unchanged files are not unpacked again.
+  r = test::run_expctl("run s.yaml --only download --force", tmp.path());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("already unpacked"), std::string::npos) << r.output;
+  EXPECT_EQ(server.requests("/d/cifar-10-binary.tar.gz").size(), 1u);
+}
+
+// Issue 26: the archive's content check refuses a batch file of 10,001 records and a missing batches.meta.txt.
+TEST(DownloadStage, CifarContentCheckRefusesOversizedBatchesAndAMissingMetaFile) {
+  test::TempDir tmp;
+  const fs::path www = tmp / "www";
+  io::test::HttpServer server(www, tmp / "server.log");
+  const std::string record = std::string(1, '\x03') + std::string(3072, '\x01');
+  const std::vector<std::tuple<std::string, std::string, std::function<void(std::vector<Entry>&)>>> cases = {
+      {"big", "cifar-10-batches-bin/test_batch.bin: 10001 records; a CIFAR-10 batch file holds 10000",
+       [&](auto& e) {
+         std::string content;
+         for (int i = 0; i < 10001; ++i) content += record;
+         entry(e, "test_batch.bin").content = content;
+       }},
+      {"uneven", "cifar-10-batches-bin/data_batch_4.bin: 3 records, but data_batch_1.bin holds 2",
+       [&](auto& e) { entry(e, "data_batch_4.bin").content += record; }},
+      {"meta", "cifar-10-batches-bin/batches.meta.txt: file not found",
+       [](auto& e) {
+         e.erase(std::find_if(e.begin(), e.end(),
+                              [](const Entry& x) { return x.name == "cifar-10-batches-bin/batches.meta.txt"; }));
+       }},
+  };
+  for (const auto& [dir, expected, edit] : cases) {
+    point_at(tmp.path(), server, dir, serve_cifar(www, dir, 2, edit));
+    auto r = test::run_expctl("run s.yaml", tmp.path());
+    EXPECT_EQ(r.exit_code, 1) << dir << "\n" << r.output;
+    EXPECT_NE(r.output.find("cifar-10-binary.tar.gz: unpacked content is not valid: " + expected), std::string::npos)
+        << dir << "\n"
+        << r.output;
+    expect_nothing_unpacked(tmp / "downloaded_datasets", r.output);
   }
 }
