@@ -152,7 +152,17 @@ json measure(const Row& r, const data::DatasetInfo& info, const Params& p, torch
   lo.batch = large;
   lo.warmup = std::min(lo.warmup, 3);
   lo.repeats = static_cast<int>(p.get_int("latency.large_batch_repeats"));
-  metrics::LatencyStats bn = metrics::measure_latency(model, lo, device);
+  metrics::LatencyStats bn;
+  try {
+    bn = metrics::measure_latency(model, lo, device);
+  } catch (const std::bad_alloc&) {  // the load-time bound is a lower one: name the key the allocator cannot
+    throw Error("report.latency.large_batch: a forward of " + std::to_string(large) + " images ran out of memory");
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    if (what.find("alloc") == std::string::npos) throw;
+    throw Error("report.latency.large_batch: a forward of " + std::to_string(large) + " images ran out of memory (" +
+                what.substr(0, what.find('\n')) + "); set a smaller batch");
+  }
   json row;
   row["model"] = r.label;
   row["checkpoint"] = r.checkpoint.string();
@@ -501,7 +511,11 @@ StageEntry entry() {
   t.add_int("latency.repeats", 50, "timed forward passes at batch 1 (median, mean and p95 reported)")
       .min(1)
       .max(100000);
-  t.add_int("latency.large_batch", 128, "the large batch size timed beside batch 1").min(1).max(65536);
+  t.add_int("latency.large_batch", 128,
+            "the large batch size timed beside batch 1 (refused at load time when its activations cannot fit in the "
+            "memory available)")
+      .min(1)
+      .max(65536);
   t.add_int("latency.large_batch_repeats", 10, "timed forward passes at the large batch").min(1).max(100000);
   t.add_bool("plot", true, "draw the training curves (gnuplot)");
   t.add_bool("export_torchscript", true,

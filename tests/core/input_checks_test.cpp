@@ -318,3 +318,69 @@ TEST(StartsFrom, ALoopIsReportedOnce) {
   EXPECT_EQ(r.output,
             "self.yaml:2:56: scenario.starts_from: scenarios start from each other in a loop: self.yaml -> self.yaml\n");
 }
+
+namespace {
+
+// Sets EXPCTL_AVAILABLE_MEMORY for a scope (the loader and the binaries it starts read it).
+struct AvailableMemory {
+  explicit AvailableMemory(const std::string& bytes) { ::setenv("EXPCTL_AVAILABLE_MEMORY", bytes.c_str(), 1); }
+  ~AvailableMemory() { ::unsetenv("EXPCTL_AVAILABLE_MEMORY"); }
+};
+
+const char* const kReportScenario =
+    "schema: 1\nscenario: {test_scenario: TS7, method: FineTuning}\nmodel: {name: ResNet18}\n"
+    "dataset: {name: CIFAR10}\nstages: [report]\nreport: {latency: {large_batch: 65536}}\n";
+
+}  // namespace
+
+TEST(BatchSizes, ALargeBatchBeyondMemoryIsRefusedAtLoadNamingTheKey) {
+  test::TempDir tmp;
+  test::write_file(tmp / "s.yaml", kReportScenario);
+  const AvailableMemory one_gib("1073741824");
+  // ResNet-18 (ImageNet stem) on 3x32x32: conv1 reads 3,072 and writes 16,384 floats per image, 77,824 bytes.
+  const std::string why =
+      "report.latency.large_batch: a batch of 65536 needs at least 4.75 GiB for ResNet18's activations on 3x32x32 "
+      "images, more than the 1.00 GiB of memory available; at most 13797 fits (77824 bytes per image: the largest "
+      "layer's input and output, at 4 bytes)";
+  EXPECT_EQ(error_of(tmp / "s.yaml"), (tmp / "s.yaml").string() + ":6:33: " + why);
+  for (const char* command : {"validate", "run"}) {
+    SCOPED_TRACE(command);
+    auto r = test::run_expctl(std::string(command) + " s.yaml", tmp.path());
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("s.yaml:6:33: " + why + "\n"), std::string::npos) << r.output;
+  }
+  // What fits passes; a --set is named as the place.
+  EXPECT_EQ(error_of(tmp / "s.yaml", {"report.latency.large_batch=13797"}), "(no error)");
+  EXPECT_EQ(error_of(tmp / "s.yaml", {"report.latency.large_batch=20000"}).substr(0, 92),
+            "--set report.latency.large_batch=20000: report.latency.large_batch: a batch of 20000 needs at");
+  // Evaluation batches are cut to the split they batch (10,000 test images), then bounded the same way.
+  test::write_file(tmp / "f.yaml", "schema: 1\nscenario: {test_scenario: TS7, method: FineTuning}\n"
+                                   "model: {name: ResNet18}\ndataset: {name: CIFAR10}\nstages: [finetune]\n"
+                                   "finetune: {eval_batch_size: 65536}\n");
+  const AvailableMemory small("500000000");
+  EXPECT_EQ(error_of(tmp / "f.yaml"),
+            (tmp / "f.yaml").string() +
+                ":6:29: finetune.eval_batch_size: a batch of 10000 needs at least 0.72 GiB for ResNet18's activations "
+                "on 3x32x32 images, more than the 0.47 GiB of memory available; at most 6424 fits (77824 bytes per "
+                "image: the largest layer's input and output, at 4 bytes)");
+}
+
+TEST(BatchSizes, ATrainingBatchIsBoundedByItsSplitAndByMemory) {
+  test::TempDir tmp;
+  test::write_file(tmp / "f.yaml", "schema: 1\nscenario: {test_scenario: TS7, method: FineTuning}\n"
+                                   "model: {name: ResNet18}\ndataset: {name: CIFAR10, train_subset: 100}\n"
+                                   "stages: [finetune]\n");
+  // The default batch (128) against a subset of 100: reported at the subset.
+  EXPECT_EQ(error_of(tmp / "f.yaml"), (tmp / "f.yaml").string() +
+                                          ":4:40: finetune.batch_size: must be at most 100, the images of the train "
+                                          "split (dataset.train_subset): a larger batch is never full, and incomplete "
+                                          "batches are dropped; got 128");
+  EXPECT_EQ(error_of(tmp / "f.yaml", {"finetune.batch_size=100"}), "(no error)");
+  // Memory: autograd keeps every conv and linear input (bf16 under autocast: 2 bytes an element).
+  const AvailableMemory one_gib("1073741824");
+  const std::string err = error_of(tmp / "f.yaml", {"dataset.train_subset=0", "finetune.batch_size=50000"});
+  EXPECT_EQ(err.substr(0, 120), "--set finetune.batch_size=50000: finetune.batch_size: a batch of 50000 needs at least "
+                                "4.20 GiB for ResNet18's activations on 3x32");
+  EXPECT_NE(err.find("every conv and linear layer's input, kept for the backward pass, at 2 bytes"), std::string::npos)
+      << err;
+}
