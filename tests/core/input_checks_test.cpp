@@ -200,6 +200,10 @@ TEST(Calibration, TheWholeTestSplitRunsToTheReportWithoutAHeldOutAccuracy) {
   EXPECT_EQ(metrics["calibration"]["samples"], 32);
   EXPECT_EQ(metrics["calibration"]["held_out_images"], 0);
   EXPECT_TRUE(metrics["calibration"].contains("held_out_note"));
+  // The subset is the whole calibration set: described once ("subset of 32 ..., subset of 32 ..." before).
+  const std::string source = metrics["calibration"]["source"];
+  EXPECT_NE(source.find("class-balanced subset of 32 samples (seed 0)"), std::string::npos) << source;
+  EXPECT_EQ(source.find("subset of 32"), source.rfind("subset of 32")) << source;
   EXPECT_FALSE(metrics["before"].contains("held_out"));
   EXPECT_FALSE(metrics["after"].contains("held_out"));
   auto report = nlohmann::json::parse(test::read_file(dir / "report.json"));
