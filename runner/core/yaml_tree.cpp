@@ -695,7 +695,7 @@ YNodePtr load_yaml_with_includes(const fs::path& file, std::vector<std::string>&
     errors.push_back(printable(file.string()) + ": the file name is " + why);
     return nullptr;
   }
-  LoadState st{errors, rules};
+  LoadState st{errors, rules, {}, kMaxScenarioTotalBytes, kMaxScenarioTotalNodes, 0, false};
   return load_recursive(file, file.string(), "", rules.reached, st);
 }
 

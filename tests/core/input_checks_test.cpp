@@ -2,6 +2,8 @@
 // not UTF-8, a device this machine does not have, more calibration images than the split holds. Files that are
 // not scenarios are described, never quoted. Calibrating on the whole test split runs to the report.
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <torch/cuda.h>
 
 #include <nlohmann/json.hpp>
@@ -341,11 +343,12 @@ TEST(BatchSizes, ALargeBatchBeyondMemoryIsRefusedAtLoadNamingTheKey) {
   test::TempDir tmp;
   test::write_file(tmp / "s.yaml", kReportScenario);
   const AvailableMemory one_gib("1073741824");
-  // ResNet-18 (ImageNet stem) on 3x32x32: conv1 reads 3,072 and writes 16,384 floats per image, 77,824 bytes.
+  // ResNet-18 (ImageNet stem) on 3x32x32: the image (3,072 floats), and bn1 reading conv1's 64x16x16 output while
+  // it writes its own (2 x 16,384): 35,840 floats, 143,360 bytes per image.
   const std::string why =
-      "report.latency.large_batch: a batch of 65536 needs at least 4.75 GiB for ResNet18's activations on 3x32x32 "
-      "images, more than the 1.00 GiB of memory available; at most 13797 fits (77824 bytes per image: the largest "
-      "layer's input and output, at 4 bytes)";
+      "report.latency.large_batch: a batch of 65536 needs at least 8.75 GiB for ResNet18's activations on 3x32x32 "
+      "images, more than the 1.00 GiB of memory available; at most 7489 fits (143360 bytes per image: the image, and "
+      "the largest layer's inputs and output, at 4 bytes)";
   EXPECT_EQ(error_of(tmp / "s.yaml"), (tmp / "s.yaml").string() + ":6:33: " + why);
   for (const char* command : {"validate", "run"}) {
     SCOPED_TRACE(command);
@@ -354,9 +357,13 @@ TEST(BatchSizes, ALargeBatchBeyondMemoryIsRefusedAtLoadNamingTheKey) {
     EXPECT_NE(r.output.find("s.yaml:6:33: " + why + "\n"), std::string::npos) << r.output;
   }
   // What fits passes; a --set is named as the place.
-  EXPECT_EQ(error_of(tmp / "s.yaml", {"report.latency.large_batch=13797"}), "(no error)");
-  EXPECT_EQ(error_of(tmp / "s.yaml", {"report.latency.large_batch=20000"}).substr(0, 92),
-            "--set report.latency.large_batch=20000: report.latency.large_batch: a batch of 20000 needs at");
+  EXPECT_EQ(error_of(tmp / "s.yaml", {"report.latency.large_batch=7489"}), "(no error)");
+  const std::string err = error_of(tmp / "s.yaml", {"report.latency.large_batch=7490"});
+  EXPECT_EQ(err.rfind("--set report.latency.large_batch=7490: report.latency.large_batch: a batch of 7490 needs at "
+                      "least 1.00 GiB",
+                      0),
+            0u)
+      << err;
   // Evaluation batches are cut to the split they batch (10,000 test images), then bounded the same way.
   test::write_file(tmp / "f.yaml", "schema: 1\nscenario: {test_scenario: TS7, method: FineTuning}\n"
                                    "model: {name: ResNet18}\ndataset: {name: CIFAR10}\nstages: [finetune]\n"
@@ -364,9 +371,9 @@ TEST(BatchSizes, ALargeBatchBeyondMemoryIsRefusedAtLoadNamingTheKey) {
   const AvailableMemory small("500000000");
   EXPECT_EQ(error_of(tmp / "f.yaml"),
             (tmp / "f.yaml").string() +
-                ":6:29: finetune.eval_batch_size: a batch of 10000 needs at least 0.72 GiB for ResNet18's activations "
-                "on 3x32x32 images, more than the 0.47 GiB of memory available; at most 6424 fits (77824 bytes per "
-                "image: the largest layer's input and output, at 4 bytes)");
+                ":6:29: finetune.eval_batch_size: a batch of 10000 needs at least 1.34 GiB for ResNet18's activations "
+                "on 3x32x32 images, more than the 0.47 GiB of memory available; at most 3487 fits (143360 bytes per "
+                "image: the image, and the largest layer's inputs and output, at 4 bytes)");
 }
 
 TEST(BatchSizes, ATrainingBatchIsBoundedByItsSplitAndByMemory) {
@@ -380,11 +387,16 @@ TEST(BatchSizes, ATrainingBatchIsBoundedByItsSplitAndByMemory) {
                                           "split (dataset.train_subset): a larger batch is never full, and incomplete "
                                           "batches are dropped; got 128");
   EXPECT_EQ(error_of(tmp / "f.yaml", {"finetune.batch_size=100"}), "(no error)");
-  // Memory: autograd keeps every conv and linear input (bf16 under autocast: 2 bytes an element).
+  // Memory: autograd keeps every conv, linear and batch-norm input (95,744 elements per image; bf16 under autocast:
+  // 2 bytes each).
   const AvailableMemory one_gib("1073741824");
-  const std::string err = error_of(tmp / "f.yaml", {"dataset.train_subset=0", "finetune.batch_size=50000"});
-  EXPECT_EQ(err.substr(0, 120), "--set finetune.batch_size=50000: finetune.batch_size: a batch of 50000 needs at least "
-                                "4.20 GiB for ResNet18's activations on 3x32");
-  EXPECT_NE(err.find("every conv and linear layer's input, kept for the backward pass, at 2 bytes"), std::string::npos)
-      << err;
+  EXPECT_EQ(error_of(tmp / "f.yaml", {"dataset.train_subset=0", "finetune.batch_size=50000"}),
+            "--set finetune.batch_size=50000: finetune.batch_size: a batch of 50000 needs at least 8.92 GiB for "
+            "ResNet18's activations on 3x32x32 images, more than the 1.00 GiB of memory available; at most 5607 fits "
+            "(191488 bytes per image: every conv, linear and batch-norm layer's input, kept for the backward pass, at "
+            "2 bytes)");
+  // fp32 training keeps them at 4 bytes.
+  EXPECT_NE(error_of(tmp / "f.yaml", {"dataset.train_subset=0", "finetune.batch_size=5000", "finetune.precision=fp32"})
+                .find("at most 2803 fits (382976 bytes per image"),
+            std::string::npos);
 }
