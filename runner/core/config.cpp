@@ -310,22 +310,87 @@ std::string text_of(const Params& p, const std::string& key) {
   return s ? *s : "";
 }
 
-ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& overrides, int depth,
-                         const std::string& cell_id = "", const std::vector<CellSetting>& cell = {}) {
+// "a character device" etc. for something that is not a directory.
+std::string kind_of(fs::file_type t) {
+  switch (t) {
+    case fs::file_type::regular:
+      return "a regular file";
+    case fs::file_type::character:
+      return "a character device";
+    case fs::file_type::block:
+      return "a block device";
+    case fs::file_type::fifo:
+      return "a FIFO (named pipe)";
+    case fs::file_type::socket:
+      return "a socket";
+    default:
+      return "not a directory";
+  }
+}
+
+// Every paths.* key names a folder that a run creates or reads: one that exists as something else (/dev/null), or
+// lies under something that is not a folder (/dev/null/x, a/file.txt/b), cannot be used. Refused here, so that
+// `validate` says so (exit 2) instead of the run failing at its first write. Nothing is created.
+void check_folders(const Params& paths, const Mark& top, std::vector<Diagnostic>& diags) {
+  for (const auto& spec : paths_section().specs()) {
+    const std::string text = text_of(paths, spec.key);
+    if (text.empty()) continue;
+    const Value& v = paths.at(spec.key);
+    const Mark& where = v.mark.file ? v.mark : top;
+    const std::string key = "paths." + spec.key;
+    std::error_code ec;
+    const fs::path dir(text);
+    if (const auto st = fs::status(dir, ec); fs::exists(st)) {
+      if (!fs::is_directory(st))
+        diags.push_back({where, key, "'" + printable(text) + "' exists and is " + kind_of(st.type()) +
+                                         ", not a directory; name a folder (it is created when missing)"});
+      continue;
+    }
+    // The nearest part of the path that exists must be a folder for the rest to be created in it.
+    for (fs::path up = dir.parent_path(); !up.empty(); up = up.parent_path()) {
+      const auto st = fs::status(up, ec);
+      if (!fs::exists(st)) {
+        if (up == up.parent_path()) break;
+        continue;
+      }
+      if (!fs::is_directory(st))
+        diags.push_back({where, key, "'" + printable(text) + "' lies under '" + printable(up.string()) + "', which is " +
+                                         kind_of(st.type()) + ", not a directory: nothing can be created there"});
+      break;
+    }
+  }
+}
+
+// At most kMaxReportedProblems lines, then how many more there were.
+std::string capped(const std::vector<std::string>& lines) {
+  if (lines.size() <= kMaxReportedProblems) return join(lines, "\n");
+  std::vector<std::string> head(lines.begin(), lines.begin() + kMaxReportedProblems);
+  head.push_back("... and " + std::to_string(lines.size() - kMaxReportedProblems) + " more problems");
+  return join(head, "\n");
+}
+
+// `chain`: the files that start from this one, outermost first (a loop of starts_from is found by it).
+ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& overrides,
+                         const std::vector<fs::path>& chain, const std::string& cell_id = "",
+                         const std::vector<CellSetting>& cell = {}) {
+  const Catalog& catalog = Catalog::instance();
+  const auto stage_names = catalog.names("stage");
+  IncludeRules rules;
+  rules.top_keys = kFixedTopKeys;
+  rules.top_keys.insert(rules.top_keys.end(), stage_names.begin(), stage_names.end());
+  rules.reached = !chain.empty();
   std::vector<std::string> errors;
-  YNodePtr root = load_yaml_with_includes(file, errors);
+  YNodePtr root = load_yaml_with_includes(file, errors, rules);
   if (root) {
     for (const auto& o : overrides) apply_override(root, o, errors);
     for (const auto& c : cell) set_dotted(root, split_dotted(c.key), c.value, c.key_mark, c.key_mark.str(), errors);
   }
-  if (!errors.empty()) throw ConfigError(join(errors, "\n"));
+  if (!errors.empty()) throw ConfigError(capped(errors));
 
   std::vector<Diagnostic> diags;
   ScenarioConfig cfg;
   cfg.file = file;
   const Mark top = root->mark;
-  const Catalog& catalog = Catalog::instance();
-  const auto stage_names = catalog.names("stage");
 
   // Unknown top-level keys.
   std::vector<std::string> top_keys = kFixedTopKeys;
@@ -367,6 +432,7 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
     if (std::string why = device_problem(std::get<std::string>(device.v)); !why.empty())
       diags.push_back({device.mark.file ? device.mark : top, "runtime.device", why});
   cfg.paths = validate_block(root->get("paths"), top, "paths", paths_section(), diags);
+  check_folders(cfg.paths, top, diags);
 
   ParamTable model_sel, dataset_sel;
   model_sel.add_plugin("name", "model", "model name (see `expctl list`)");
@@ -415,14 +481,30 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
   if (const std::string starts_from = text_of(cfg.scenario, "starts_from"); !starts_from.empty()) {
     const Value& v = cfg.scenario.at("starts_from");
     fs::path up = file.parent_path() / starts_from;
-    if (depth >= 4) {
-      diags.push_back({v.mark, "scenario.starts_from", "scenarios start from each other in a loop or too deep"});
-    } else if (std::error_code ec; !fs::exists(up, ec)) {
+    std::vector<fs::path> below = chain;
+    below.push_back(file.lexically_normal());
+    std::error_code ec;
+    const fs::path up_canon = fs::weakly_canonical(up, ec);
+    const auto loop = std::find_if(below.begin(), below.end(), [&](const fs::path& f) {
+      std::error_code e;
+      return fs::weakly_canonical(f, e) == up_canon;
+    });
+    if (loop != below.end()) {
+      // Said once, here, where the loop closes: each file above only says that the one it starts from is not valid.
+      std::string cycle;
+      for (auto it = loop; it != below.end(); ++it) cycle += it->string() + " -> ";
+      diags.push_back({v.mark, "scenario.starts_from",
+                       "scenarios start from each other in a loop: " + cycle + up.lexically_normal().string()});
+    } else if (below.size() > kMaxStartsFromDepth) {
+      diags.push_back({v.mark, "scenario.starts_from",
+                       "scenarios start from each other more than " + std::to_string(kMaxStartsFromDepth) +
+                           " deep, the most one scenario may"});
+    } else if (!fs::exists(up, ec)) {
       diags.push_back({v.mark, "scenario.starts_from", "file not found: " + up.lexically_normal().string()});
     } else {  // anything else that is not a scenario file (a folder, a FIFO, too big) is reported by its loader
       try {
         auto upstream = std::make_shared<ScenarioConfig>(
-            load_impl(up.lexically_normal(), upstream_overrides(up, overrides), depth + 1));
+            load_impl(up.lexically_normal(), upstream_overrides(up, overrides), below));
         // Compared only where this file's own values are valid (their problems are reported already).
         const std::string ts = text_of(cfg.scenario, "test_scenario");
         if (!ts.empty() && upstream->test_scenario() != ts)
@@ -494,12 +576,12 @@ void emit_json(YAML::Emitter& out, const nlohmann::ordered_json& j) {
 }  // namespace
 
 ScenarioConfig load_scenario(const fs::path& file, const std::vector<std::string>& overrides) {
-  return load_impl(file, overrides, 0);
+  return load_impl(file, overrides, {});
 }
 
 ScenarioConfig load_scenario_cell(const fs::path& file, const std::vector<std::string>& overrides,
                                   const std::string& cell_id, const std::vector<CellSetting>& settings) {
-  return load_impl(file, overrides, 0, cell_id, settings);
+  return load_impl(file, overrides, {}, cell_id, settings);
 }
 
 nlohmann::ordered_json ScenarioConfig::resolved() const {

@@ -27,6 +27,8 @@ inline constexpr int64_t kSchemaVersion = 1;
 inline constexpr std::size_t kMaxSweepCells = 1000;
 /// Most keys one `sweep:` block may vary (each names part of a cell's folder).
 inline constexpr std::size_t kMaxSweepKeys = 16;
+/// Most scenarios one scenario may reach through scenario.starts_from, one from the next.
+inline constexpr std::size_t kMaxStartsFromDepth = 4;
 /// Most problems one ConfigError lists (a file of 50,000 unknown keys says so in a page, not in 50,000 lines).
 inline constexpr std::size_t kMaxReportedProblems = 100;
 

@@ -415,8 +415,15 @@ bool parse_value(const YNodePtr& node, const ParamSpec& spec, const std::string&
       return true;
     }
     case ParamType::String:
+      if (!scalar) return fail("expected a string, got " + node->describe());
+      out.v = s;
+      return true;
     case ParamType::Path:
       if (!scalar) return fail("expected a string, got " + node->describe());
+      // The C library ends a file name at the first NUL: "a\0b" would make a folder "a" without a word.
+      if (const size_t nul = s.find('\0'); nul != std::string::npos)
+        return fail("a path cannot hold a NUL byte (\\x00 at offset " + std::to_string(nul) +
+                    "): the system would cut it to '" + printable(s.substr(0, nul)) + "'");
       out.v = s;
       return true;
     case ParamType::Name:
@@ -428,6 +435,8 @@ bool parse_value(const YNodePtr& node, const ParamSpec& spec, const std::string&
       return true;
     case ParamType::Url:
       if (!scalar) return fail("expected a URL, got " + node->describe());
+      if (const size_t nul = s.find('\0'); nul != std::string::npos)
+        return fail("a URL cannot hold a NUL byte (\\x00 at offset " + std::to_string(nul) + ")");
       if (!s.empty() && s.rfind("http://", 0) != 0 && s.rfind("https://", 0) != 0 && s.rfind("file://", 0) != 0)
         return fail("expected an http://, https:// or file:// URL, got '" + s + "'");
       out.v = s;

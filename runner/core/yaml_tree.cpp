@@ -14,6 +14,8 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "runner/core/params.h"  // did_you_mean, join
+
 namespace expctl {
 namespace fs = std::filesystem;
 
@@ -156,9 +158,31 @@ std::shared_ptr<YNode> YNode::clone() const {
 
 namespace {
 
-// Thrown out of yaml-cpp's parser by TreeBuilder when a limit is reached: building stops at once.
+// Thrown out of yaml-cpp's parser by TreeBuilder when a limit is reached: building stops at once. `unkeyed` is the
+// message without the dotted key, for a file whose keys must not be quoted (see load_yaml_with_includes()).
 struct LimitReached {
   std::string message;
+  std::string unkeyed;
+  bool load_wide = false;  // the load-wide node limit: no further file is read
+};
+
+// How many nodes one document may build, and how to say so: the document's own limit, or what is left of the
+// load-wide one when that is smaller.
+struct NodeBudget {
+  size_t max = kMaxYamlNodes;
+  bool load_wide = false;
+  std::string too_many() const {
+    return load_wide ? "the scenario and the files it includes have more than " +
+                           std::to_string(kMaxScenarioTotalNodes) + " nodes in all, the most one scenario may hold"
+                     : "the document has more than " + std::to_string(kMaxYamlNodes) +
+                           " nodes, the most a scenario may hold";
+  }
+  std::string alias_too_big() const {
+    return load_wide ? "the alias expands the scenario and the files it includes beyond " +
+                           std::to_string(kMaxScenarioTotalNodes) + " nodes in all, the most one scenario may hold"
+                     : "the alias expands the document beyond " + std::to_string(kMaxYamlNodes) +
+                           " nodes, the most a scenario may hold";
+  }
 };
 
 // Nodes and levels of a subtree (a lone scalar: 1 node, 0 levels), without recursion.
@@ -181,10 +205,12 @@ std::pair<size_t, size_t> extent(const YNode& root) {
 // the node and depth limits necessary: nested aliases double the tree at every level.
 class TreeBuilder : public YAML::EventHandler {
  public:
-  TreeBuilder(std::shared_ptr<const std::string> file, std::vector<std::string>& errors)
-      : file_(std::move(file)), errors_(errors) {}
+  TreeBuilder(std::shared_ptr<const std::string> file, std::vector<std::string>& errors, NodeBudget budget = {})
+      : file_(std::move(file)), errors_(errors), budget_(std::move(budget)) {}
 
   YNodePtr root;
+  /// Nodes built so far, alias copies included.
+  size_t nodes() const { return nodes_; }
 
   void OnDocumentStart(const YAML::Mark&) override {}
   void OnDocumentEnd() override {}
@@ -201,9 +227,7 @@ class TreeBuilder : public YAML::EventHandler {
     }
     auto [nodes, height] = extent(*it->second);
     const Mark where = mark_of(m);
-    if (nodes_ + nodes > kMaxYamlNodes)
-      limit(where, "the alias expands the document beyond " + std::to_string(kMaxYamlNodes) +
-                       " nodes, the most a scenario may hold");
+    if (nodes_ + nodes > budget_.max) limit(where, budget_.alias_too_big(), budget_.load_wide);
     if (stack_.size() + height > kMaxYamlDepth)
       limit(where, "the alias nests the document more than " + std::to_string(kMaxYamlDepth) +
                        " levels deep, the most a scenario may hold");
@@ -241,17 +265,15 @@ class TreeBuilder : public YAML::EventHandler {
   static std::string message(const Mark& where, const std::string& path, const std::string& reason) {
     return where.str() + ": " + (path.empty() ? "" : printable(path) + ": ") + reason;
   }
-  [[noreturn]] void limit(const Mark& where, const std::string& reason) const {
-    throw LimitReached{message(where, value_path(), reason)};
+  [[noreturn]] void limit(const Mark& where, const std::string& reason, bool load_wide = false) const {
+    throw LimitReached{message(where, value_path(), reason), message(where, "", reason), load_wide};
   }
 
   YNodePtr make(YNode::Kind kind, const YAML::Mark& m) {
     auto n = std::make_shared<YNode>();
     n->kind = kind;
     n->mark = mark_of(m);
-    if (++nodes_ > kMaxYamlNodes)
-      limit(n->mark,
-            "the document has more than " + std::to_string(kMaxYamlNodes) + " nodes, the most a scenario may hold");
+    if (++nodes_ > budget_.max) limit(n->mark, budget_.too_many(), budget_.load_wide);
     return n;
   }
   void open(const YNodePtr& n, YAML::anchor_t anchor) {
@@ -323,6 +345,7 @@ class TreeBuilder : public YAML::EventHandler {
   std::vector<std::string>& errors_;
   std::vector<Frame> stack_;
   std::map<YAML::anchor_t, YNodePtr> anchors_;
+  NodeBudget budget_;
   size_t nodes_ = 0;  // built so far, alias copies included
 };
 
@@ -331,15 +354,19 @@ class TreeBuilder : public YAML::EventHandler {
 struct Parsed {
   YNodePtr root;
   std::string fatal;
+  std::string fatal_unkeyed;          // `fatal` without a dotted key (a limit names where it was reached)
   std::vector<std::string> problems;  // about what the document says: duplicate keys, bytes that are not UTF-8
+  size_t nodes = 0;                   // built, alias copies included
+  bool load_limit = false;            // `fatal` is the load-wide node limit
 };
 
-Parsed parse_document(const std::string& text, const std::shared_ptr<const std::string>& file) {
+Parsed parse_document(const std::string& text, const std::shared_ptr<const std::string>& file,
+                      const NodeBudget& budget = {}) {
   Parsed p;
   std::istringstream in(text);
   try {
     YAML::Parser parser(in);
-    TreeBuilder builder(file, p.problems);
+    TreeBuilder builder(file, p.problems, budget);
     if (!parser.HandleNextDocument(builder) || !builder.root) {
       p.root = std::make_shared<YNode>();
       p.root->kind = YNode::Kind::Map;
@@ -347,6 +374,7 @@ Parsed parse_document(const std::string& text, const std::shared_ptr<const std::
       return p;
     }
     p.root = builder.root;
+    p.nodes = builder.nodes();
     std::vector<std::string> ignored;
     TreeBuilder second(file, ignored);
     if (parser.HandleNextDocument(second) && second.root)
@@ -356,9 +384,12 @@ Parsed parse_document(const std::string& text, const std::shared_ptr<const std::
     p = Parsed{};
     p.fatal =
         Mark{file, e.mark.line + 1, e.mark.column + 1}.str() + ": malformed YAML: " + e.msg.substr(0, e.msg.find(": "));
+    p.fatal_unkeyed = p.fatal;
   } catch (const LimitReached& e) {
     p = Parsed{};
     p.fatal = e.message;
+    p.fatal_unkeyed = e.unkeyed;
+    p.load_limit = e.load_wide;
   }
   return p;
 }
@@ -427,8 +458,10 @@ struct Fd {
 
 struct LoadState {
   std::vector<std::string>& errors;
+  const IncludeRules& rules;
   std::vector<fs::path> chain;  // the files being included, to find cycles
   std::uintmax_t budget = kMaxScenarioTotalBytes;
+  size_t nodes_left = kMaxScenarioTotalNodes;
   size_t files_read = 0;
   bool limit_reached = false;  // then no further file is read: one message, not one per remaining include
 };
@@ -450,16 +483,20 @@ std::string read_bounded(const fs::path& file, LoadState& load, std::string& tex
   if (static_cast<std::uintmax_t>(st.st_size) > kMaxScenarioFileBytes) return too_big;
   // Read one byte past the limits: a file that grows meanwhile, or lies about its size (/proc), is still caught.
   const std::uintmax_t cap = std::min(kMaxScenarioFileBytes, load.budget) + 1;
-  text.assign(cap, '\0');
+  // The buffer starts at the size the file claims and grows only as bytes arrive: sized to the cap up front, each
+  // level of an include chain held 1 MiB while the levels below it were read (1.2 GB for 999 files of 30 bytes).
+  text.assign(std::min<std::uintmax_t>(cap, static_cast<std::uintmax_t>(st.st_size) + 1), '\0');
   size_t got = 0;
   while (got < cap) {
-    ssize_t n = ::read(f.fd, &text[got], cap - got);
+    if (got == text.size()) text.resize(std::min<std::uintmax_t>(cap, std::max<size_t>(4096, 2 * text.size())));
+    ssize_t n = ::read(f.fd, &text[got], text.size() - got);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return "cannot read the file";
     if (n == 0) break;
     got += static_cast<size_t>(n);
   }
   text.resize(got);
+  text.shrink_to_fit();
   if (got > kMaxScenarioFileBytes) return too_big;
   if (got > load.budget) {
     load.limit_reached = true;
@@ -470,35 +507,106 @@ std::string read_bounded(const fs::path& file, LoadState& load, std::string& tex
   return "";
 }
 
-// `where` prefixes errors about reading the file itself: "" for the scenario, "x.yaml:3:10: include: " for an
-// included one.
-YNodePtr load_recursive(const fs::path& file, const std::string& label, const std::string& where, LoadState& st) {
+// merge_yaml() for trees this load owns alone (each file's tree is fresh, and aliases were copied into it): `over`
+// is moved into `base` instead of both being copied, so a level of an include chain costs what it adds, not a copy
+// of everything below it (999 levels over a large included tree were 999 copies of it).
+YNodePtr merge_owned(YNodePtr base, YNodePtr over) {
+  if (!base) return over;
+  if (!over) return base;
+  if (!base->is_map() || !over->is_map()) return over;
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < base->entries.size(); ++i) index.emplace(base->entries[i].first, i);
+  for (size_t i = 0; i < over->entries.size(); ++i) {
+    auto& [key, value] = over->entries[i];
+    auto [it, added] = index.emplace(key, base->entries.size());
+    if (added) {
+      base->entries.emplace_back(key, std::move(value));
+      base->key_marks.push_back(over->key_marks[i]);
+    } else {
+      auto& slot = base->entries[it->second].second;
+      slot = merge_owned(std::move(slot), std::move(value));
+      base->key_marks[it->second] = over->key_marks[i];
+    }
+  }
+  base->mark = over->mark;
+  return base;
+}
+
+// The first top-level key of `root` that `rules` does not allow, with how many such keys there are.
+std::pair<int, size_t> first_unknown_top_key(const YNode& root, const IncludeRules& rules) {
+  int first = -1;
+  size_t count = 0;
+  for (size_t i = 0; i < root.entries.size(); ++i) {
+    if (std::find(rules.top_keys.begin(), rules.top_keys.end(), root.entries[i].first) != rules.top_keys.end())
+      continue;
+    if (first < 0) first = static_cast<int>(i);
+    ++count;
+  }
+  return {first, count};
+}
+
+// Reads and parses one file; nullptr (with its errors added) when it cannot be used. `reached`: the file was named
+// by another one (include, starts_from), so it may be any file at all (/etc/shadow) and what it says is quoted only
+// once it is known to be a mapping of expctl keys. Its own text buffer is gone when this returns: a chain of
+// includes holds the trees of the files above, not their bytes.
+YNodePtr read_document(const fs::path& file, const std::string& label, const std::string& where, bool reached,
+                       LoadState& st) {
   std::vector<std::string>& errors = st.errors;
-  std::string text;
   if (++st.files_read > kMaxScenarioFiles) {
     errors.push_back(where + label + ": the scenario and its includes read more than " +
                      std::to_string(kMaxScenarioFiles) + " files, the most one scenario may read");
     st.limit_reached = true;
     return nullptr;
   }
-  if (std::string why = read_bounded(file, st, text); !why.empty()) {
-    errors.push_back(where + label + ": " + why);
-    return nullptr;
+  Parsed parsed;
+  {
+    std::string text;
+    if (std::string why = read_bounded(file, st, text); !why.empty()) {
+      errors.push_back(where + label + ": " + why);
+      return nullptr;
+    }
+    const NodeBudget budget{std::min(kMaxYamlNodes, st.nodes_left), st.nodes_left < kMaxYamlNodes};
+    parsed = parse_document(text, std::make_shared<const std::string>(label), budget);
   }
-  Parsed parsed = parse_document(text, std::make_shared<const std::string>(label));
   if (!parsed.fatal.empty()) {
-    errors.push_back(parsed.fatal);
+    errors.push_back(reached ? parsed.fatal_unkeyed : parsed.fatal);
+    st.limit_reached = st.limit_reached || parsed.load_limit;
     return nullptr;
   }
+  st.nodes_left -= std::min(st.nodes_left, parsed.nodes);
   YNodePtr root = parsed.root;
   if (!root->is_map()) {  // perhaps not a scenario at all: say what kind of thing it is, not what it says
     errors.push_back(root->mark.str() + ": a scenario file must be a mapping of keys, found " + root->kind_name());
     return nullptr;
   }
+  if (reached && !st.rules.top_keys.empty()) {
+    // A mapping whose keys are not expctl's may be any "name: value" file: one message, no key quoted. A typo in a
+    // shared defaults file still gets its did-you-mean (it names an expctl key, nothing of the file).
+    auto [first, count] = first_unknown_top_key(*root, st.rules);
+    if (first >= 0) {
+      const std::string dym = did_you_mean(root->entries[first].first, st.rules.top_keys);
+      errors.push_back(root->key_marks[first].str() + ": " +
+                       (count == 1 ? std::string("a top-level key that is not expctl's")
+                                   : std::to_string(count) + " top-level keys that are not expctl's, the first here") +
+                       (dym.empty() ? "" : " (did you mean '" + dym + "'?)") + "; valid: " + join(st.rules.top_keys) +
+                       "; a file named by include or starts_from may be any file, so none of its text is shown");
+      return nullptr;
+    }
+  }
   if (!parsed.problems.empty()) {
     errors.insert(errors.end(), parsed.problems.begin(), parsed.problems.end());
     return nullptr;
   }
+  return root;
+}
+
+// `where` prefixes errors about reading the file itself: "" for the scenario, "x.yaml:3:10: include: " for an
+// included one.
+YNodePtr load_recursive(const fs::path& file, const std::string& label, const std::string& where, bool reached,
+                        LoadState& st) {
+  std::vector<std::string>& errors = st.errors;
+  YNodePtr root = read_document(file, label, where, reached, st);
+  if (!root) return nullptr;
   auto inc = root->get("include");
   if (!inc) return root;
 
@@ -536,17 +644,17 @@ YNodePtr load_recursive(const fs::path& file, const std::string& label, const st
       ok = false;
       continue;
     }
-    YNodePtr sub = load_recursive(target, sub_label, p->mark.str() + ": include: ", st);
+    YNodePtr sub = load_recursive(target, sub_label, p->mark.str() + ": include: ", true, st);
     if (!sub) {
       ok = false;
       continue;
     }
-    merged = merge_yaml(merged, sub);
+    merged = merge_owned(std::move(merged), std::move(sub));
   }
   st.chain.pop_back();
   if (!ok) return nullptr;
   root->erase("include");
-  return merge_yaml(merged, root);
+  return merge_owned(std::move(merged), std::move(root));
 }
 
 void emit(YAML::Emitter& out, const YNodePtr& n) {
@@ -582,13 +690,13 @@ void emit(YAML::Emitter& out, const YNodePtr& n) {
 
 }  // namespace
 
-YNodePtr load_yaml_with_includes(const fs::path& file, std::vector<std::string>& errors) {
+YNodePtr load_yaml_with_includes(const fs::path& file, std::vector<std::string>& errors, const IncludeRules& rules) {
   if (std::string why = utf8_problem(file.string()); !why.empty()) {
     errors.push_back(printable(file.string()) + ": the file name is " + why);
     return nullptr;
   }
-  LoadState st{errors, {}, kMaxScenarioTotalBytes, 0, false};
-  return load_recursive(file, file.string(), "", st);
+  LoadState st{errors, rules, {}, kMaxScenarioTotalBytes, kMaxScenarioTotalNodes, 0, false};
+  return load_recursive(file, file.string(), "", rules.reached, st);
 }
 
 std::string to_yaml(const YNodePtr& node) {

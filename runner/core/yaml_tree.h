@@ -22,6 +22,9 @@ inline constexpr std::size_t kMaxScenarioFiles = 1000;
 inline constexpr std::size_t kMaxYamlNodes = 100000;
 /// Deepest nesting of lists and mappings (alias expansions included).
 inline constexpr std::size_t kMaxYamlDepth = 64;
+/// Most nodes all the files of one scenario (itself and its includes) may build together: each file may build
+/// kMaxYamlNodes, but a chain of small files each expanding an alias to that many would add up to gigabytes.
+inline constexpr std::size_t kMaxScenarioTotalNodes = 2 * kMaxYamlNodes;
 
 /// Offset of the first byte of `s` that is not part of well-formed UTF-8 (overlong forms, surrogates and code
 /// points above U+10FFFF are not), or std::string::npos when all of `s` is.
@@ -76,13 +79,28 @@ using YNodePtr = std::shared_ptr<YNode>;
 /// is returned.
 YNodePtr parse_yaml(const std::string& text, const std::string& file_label, std::vector<std::string>& errors);
 
+/// What load_yaml_with_includes() accepts of a file that another file names.
+struct IncludeRules {
+  /// The top-level keys a scenario may have ("include" among them); empty: any (no check).
+  std::vector<std::string> top_keys;
+  /// The file itself was named by another one (scenario.starts_from), not on the command line.
+  bool reached = false;
+};
+
 /// Reads and parses a file, then resolves its `include:` (a path or a list of paths, relative to the file):
 /// included files are merged first, in order, and the including file's values override them (maps merge
 /// key by key, anything else is replaced). Include cycles, missing or unreadable files, anything but a regular
-/// file (a FIFO, a device), a file over kMaxScenarioFileBytes, more than kMaxScenarioTotalBytes in all, a file
-/// name that is not UTF-8, and a file that is not a mapping are errors; for a file that is not a mapping (or not
-/// YAML) the message says what kind of thing was found, never its text.
-YNodePtr load_yaml_with_includes(const std::filesystem::path& file, std::vector<std::string>& errors);
+/// file (a FIFO, a device), a file over kMaxScenarioFileBytes, more than kMaxScenarioTotalBytes or
+/// kMaxScenarioTotalNodes in all, more than kMaxScenarioFiles reads, a file name that is not UTF-8, and a file that
+/// is not a mapping are errors.
+///
+/// A file named by another one (every included file, and the file itself when `rules.reached`) may be any file
+/// (`include: /etc/shadow`), so nothing it says is quoted until it is known to be a mapping of expctl keys: a file
+/// that is not YAML or not a mapping is one error saying what kind of thing was found; a mapping with a top-level
+/// key outside `rules.top_keys` is one error at that key's line, naming no key of the file; a limit reached in it
+/// names the place, not the key. Only then are its duplicate keys and bytes that are not UTF-8 reported by key.
+YNodePtr load_yaml_with_includes(const std::filesystem::path& file, std::vector<std::string>& errors,
+                                 const IncludeRules& rules = {});
 
 /// Deep merge: values of `over` replace those of `base` (maps merged recursively). Returns a new tree.
 YNodePtr merge_yaml(const YNodePtr& base, const YNodePtr& over);

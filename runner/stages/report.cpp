@@ -179,7 +179,17 @@ json measure(const Row& r, const data::DatasetInfo& info, const Params& p, torch
   lo.batch = large;
   lo.warmup = std::min(lo.warmup, 3);
   lo.repeats = static_cast<int>(p.get_int("latency.large_batch_repeats"));
-  metrics::LatencyStats bn = metrics::measure_latency(model, lo, device);
+  metrics::LatencyStats bn;
+  try {
+    bn = metrics::measure_latency(model, lo, device);
+  } catch (const std::bad_alloc&) {  // the load-time bound is a lower one: name the key the allocator cannot
+    throw Error("report.latency.large_batch: a forward of " + std::to_string(large) + " images ran out of memory");
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    if (what.find("alloc") == std::string::npos) throw;
+    throw Error("report.latency.large_batch: a forward of " + std::to_string(large) + " images ran out of memory (" +
+                what.substr(0, what.find('\n')) + "); set a smaller batch");
+  }
   json row;
   row["model"] = r.label;
   row["checkpoint"] = r.checkpoint.string();

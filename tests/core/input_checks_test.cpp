@@ -2,6 +2,8 @@
 // not UTF-8, a device this machine does not have, more calibration images than the split holds. Files that are
 // not scenarios are described, never quoted. Calibrating on the whole test split runs to the report.
 #include <gtest/gtest.h>
+
+#include <algorithm>
 #include <torch/cuda.h>
 
 #include <nlohmann/json.hpp>
@@ -24,6 +26,11 @@ const char* const kMinimal = test::kMinimalScenario;
 std::string error_of(const fs::path& file, const std::vector<std::string>& sets = {}) {
   return test::config_error_of(file, sets);
 }
+
+// The top-level keys a scenario may have, as messages list them.
+const char* const kTopKeys =
+    "schema, include, scenario, model, dataset, stages, runtime, paths, sweep, download, finetune, prune, recover, "
+    "report";
 
 std::string prune_scenario(const std::string& dataset, const std::string& prune) {
   return "schema: 1\nscenario: {test_scenario: TS7, method: P}\nmodel: {name: ResNet18}\ndataset: " + dataset +
@@ -145,6 +152,7 @@ TEST(NotAScenario, ItsContentIsNeverEchoed) {
   test::write_file(tmp / "list.txt", "- " + secret + "\n");
   test::write_file(tmp / "escape.txt", "\"" + secret + "\\q\"\n");
   test::write_file(tmp / "version.txt", "%YAML 9." + secret + "\n---\na: 1\n");
+  test::write_file(tmp / "shadow", "root:" + secret + ":19000:0:99999:7:::\nuser:*:19000:0:99999:7:::\n");
   test::write_file(tmp / "binary.bin", std::string("\x7f"
                                                    "ELF\x02\x01\x01\0\0\0",
                                                    10) +
@@ -155,6 +163,9 @@ TEST(NotAScenario, ItsContentIsNeverEchoed) {
       {"escape.txt", ":1:17: malformed YAML: unknown escape character"},
       {"version.txt", ":1:1: malformed YAML: bad YAML version"},
       {"binary.bin", ":1:10: malformed YAML: unknown escape character"},  // yaml-cpp's reading of a NUL byte
+      // /etc/shadow's lines end in ':', so YAML reads each as a key: one message, no key quoted.
+      {"shadow", ":1:1: 2 top-level keys that are not expctl's, the first here; valid: " + std::string(kTopKeys) +
+                     "; a file named by include or starts_from may be any file, so none of its text is shown"},
   };
   for (const auto& [name, message] : cases) {
     SCOPED_TRACE(name);
@@ -191,10 +202,201 @@ TEST(Calibration, TheWholeTestSplitRunsToTheReportWithoutAHeldOutAccuracy) {
   EXPECT_EQ(metrics["calibration"]["samples"], 32);
   EXPECT_EQ(metrics["calibration"]["held_out_images"], 0);
   EXPECT_TRUE(metrics["calibration"].contains("held_out_note"));
+  // The subset is the whole calibration set: described once ("subset of 32 ..., subset of 32 ..." before).
+  const std::string source = metrics["calibration"]["source"];
+  EXPECT_NE(source.find("class-balanced subset of 32 samples (seed 0)"), std::string::npos) << source;
+  EXPECT_EQ(source.find("subset of 32"), source.rfind("subset of 32")) << source;
   EXPECT_FALSE(metrics["before"].contains("held_out"));
   EXPECT_FALSE(metrics["after"].contains("held_out"));
   auto report = nlohmann::json::parse(test::read_file(dir / "report.json"));
   ASSERT_EQ(report["rows"].size(), 2u);
   EXPECT_FALSE(report["rows"][1].contains("accuracy_held_out"));
   EXPECT_EQ(report["calibration"]["held_out_images"], 0);
+}
+
+TEST(NotAScenario, AnIncludedFileIsOneMessageHoweverLong) {
+  test::TempDir tmp;
+  // A thousand "name: value" lines (a /proc file, a .env file): one line of output, naming no key, through the CLI.
+  std::string env;
+  for (int i = 0; i < 1000; ++i) env += "SECRET_" + std::to_string(i) + ": hunter2\n";
+  test::write_file(tmp / "vars.env", env);
+  test::write_file(tmp / "s.yaml", "include: vars.env\n" + std::string(kMinimal));
+  auto r = test::run_expctl("validate s.yaml", tmp.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.output.find("hunter2"), std::string::npos) << r.output.substr(0, 500);
+  EXPECT_EQ(r.output.find("SECRET"), std::string::npos) << r.output.substr(0, 500);
+  EXPECT_NE(r.output.find("vars.env:1:1: 1000 top-level keys that are not expctl's, the first here; valid: "),
+            std::string::npos)
+      << r.output;
+  // A typo in a shared defaults file is still pointed out, with the key it resembles (not the key as written).
+  test::write_file(tmp / "defaults.yaml", "finetun:\n  epochs: 3\n");
+  test::write_file(tmp / "s.yaml", "include: defaults.yaml\n" + std::string(kMinimal));
+  EXPECT_EQ(error_of(tmp / "s.yaml"), (tmp / "defaults.yaml").string() +
+                                          ":1:1: a top-level key that is not expctl's (did you mean 'finetune'?); "
+                                          "valid: " +
+                                          kTopKeys +
+                                          "; a file named by include or starts_from may be any file, so none of its "
+                                          "text is shown");
+  // The scenario named on the command line is the user's own: its unknown keys are named, as before.
+  test::write_file(tmp / "s.yaml", "finetun: {}\n" + std::string(kMinimal));
+  EXPECT_NE(error_of(tmp / "s.yaml").find(":1:1: finetun: unknown key (did you mean 'finetune'?)"), std::string::npos);
+}
+
+TEST(NotAScenario, ProblemListsAreCapped) {
+  test::TempDir tmp;
+  // 300 missing includes: 100 lines and a count, not 300 lines.
+  std::string list;
+  for (int i = 0; i < 300; ++i) list += (i ? ", m" : "m") + std::to_string(i) + ".yaml";
+  test::write_file(tmp / "s.yaml", "include: [" + list + "]\n" + kMinimal);
+  const std::string err = error_of(tmp / "s.yaml");
+  EXPECT_EQ(std::count(err.begin(), err.end(), '\n'), 100) << err.substr(0, 300);
+  EXPECT_NE(err.find("\n... and 200 more problems"), std::string::npos) << err.substr(err.size() - 200);
+}
+
+TEST(PathKeys, ANulByteIsRefusedAtLoadAndNothingIsCreated) {
+  test::TempDir tmp;
+  // YAML's "\0" escape; a shell cannot pass a NUL in --set (the argument ends there).
+  test::write_file(tmp / "s.yaml", std::string(kMinimal) + "paths: {checkpoints: \"ckpt\\0evil\"}\n");
+  const std::string expected = (tmp / "s.yaml").string() +
+                               ":6:22: paths.checkpoints: a path cannot hold a NUL byte (\\x00 at offset 4): the "
+                               "system would cut it to 'ckpt'";
+  EXPECT_EQ(error_of(tmp / "s.yaml"), expected);
+  for (const char* command : {"validate", "run"}) {
+    SCOPED_TRACE(command);
+    auto r = test::run_expctl(std::string(command) + " s.yaml", tmp.path());
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find(expected), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(tmp / "ckpt"));
+  }
+  // Every path-typed key, in any block (scenario.starts_from here).
+  test::write_file(tmp / "s.yaml", "schema: 1\nscenario: {test_scenario: TS7, method: P, starts_from: \"a\\0.yaml\"}\n"
+                                   "model: {name: ResNet18}\ndataset: {name: CIFAR10}\nstages: [download]\n");
+  EXPECT_EQ(error_of(tmp / "s.yaml"), (tmp / "s.yaml").string() +
+                                          ":2:56: scenario.starts_from: a path cannot hold a NUL byte (\\x00 at offset "
+                                          "1): the system would cut it to 'a'");
+}
+
+TEST(PathKeys, AFolderThatCannotBeOneIsRefusedAtValidate) {
+  test::TempDir tmp;
+  test::write_file(tmp / "file.txt", "not a folder\n");
+  test::write_file(tmp / "s.yaml", kMinimal);
+  const std::string set = "--set paths.checkpoints=";
+  const std::vector<std::pair<std::string, std::string>> cases{
+      {"/dev/null", "'/dev/null' exists and is a character device, not a directory; name a folder (it is created "
+                    "when missing)"},
+      {"/dev/null/x", "'/dev/null/x' lies under '/dev/null', which is a character device, not a directory: nothing "
+                      "can be created there"},
+      {"file.txt", "'file.txt' exists and is a regular file, not a directory; name a folder (it is created when "
+                   "missing)"},
+      {"file.txt/a/b", "'file.txt/a/b' lies under 'file.txt', which is a regular file, not a directory: nothing can "
+                       "be created there"},
+  };
+  for (const auto& [path, why] : cases) {
+    SCOPED_TRACE(path);
+    auto r = test::run_expctl("validate s.yaml " + set + path, tmp.path());
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_EQ(r.output, set + path + ": paths.checkpoints: " + why + "\n");
+  }
+  // Each paths.* key; a folder that does not exist yet is fine (the run creates it).
+  auto r = test::run_expctl("validate s.yaml --set paths.models=/dev/null --set paths.reports=new/folder", tmp.path());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_EQ(r.output, "--set paths.models=/dev/null: paths.models: '/dev/null' exists and is a character device, not "
+                      "a directory; name a folder (it is created when missing)\n");
+  EXPECT_FALSE(fs::exists(tmp / "new"));
+}
+
+TEST(StartsFrom, ALoopIsReportedOnce) {
+  test::TempDir tmp;
+  auto scenario = [](const std::string& up) {
+    return "schema: 1\nscenario: {test_scenario: TS7, method: P, starts_from: " + up +
+           "}\nmodel: {name: ResNet18}\ndataset: {name: CIFAR10}\nstages: [download]\n";
+  };
+  test::write_file(tmp / "a.yaml", scenario("b.yaml"));
+  test::write_file(tmp / "b.yaml", scenario("a.yaml"));
+  auto r = test::run_expctl("validate a.yaml", tmp.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.output, "a.yaml:2:56: scenario.starts_from: b.yaml is not a valid scenario:\n"
+                      "b.yaml:2:56: scenario.starts_from: scenarios start from each other in a loop: a.yaml -> b.yaml "
+                      "-> a.yaml\n");
+  test::write_file(tmp / "self.yaml", scenario("self.yaml"));
+  r = test::run_expctl("validate self.yaml", tmp.path());
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.output,
+            "self.yaml:2:56: scenario.starts_from: scenarios start from each other in a loop: self.yaml -> self.yaml\n");
+}
+
+namespace {
+
+// Sets EXPCTL_AVAILABLE_MEMORY for a scope (the loader and the binaries it starts read it).
+struct AvailableMemory {
+  explicit AvailableMemory(const std::string& bytes) { ::setenv("EXPCTL_AVAILABLE_MEMORY", bytes.c_str(), 1); }
+  ~AvailableMemory() { ::unsetenv("EXPCTL_AVAILABLE_MEMORY"); }
+};
+
+const char* const kReportScenario =
+    "schema: 1\nscenario: {test_scenario: TS7, method: FineTuning}\nmodel: {name: ResNet18}\n"
+    "dataset: {name: CIFAR10}\nstages: [report]\nreport: {latency: {large_batch: 65536}}\n";
+
+}  // namespace
+
+TEST(BatchSizes, ALargeBatchBeyondMemoryIsRefusedAtLoadNamingTheKey) {
+  test::TempDir tmp;
+  test::write_file(tmp / "s.yaml", kReportScenario);
+  const AvailableMemory one_gib("1073741824");
+  // ResNet-18 (ImageNet stem) on 3x32x32: the image (3,072 floats), and bn1 reading conv1's 64x16x16 output while
+  // it writes its own (2 x 16,384): 35,840 floats, 143,360 bytes per image.
+  const std::string why =
+      "report.latency.large_batch: a batch of 65536 needs at least 8.75 GiB for ResNet18's activations on 3x32x32 "
+      "images, more than the 1.00 GiB of memory available; at most 7489 fits (143360 bytes per image: the image, and "
+      "the largest layer's inputs and output, at 4 bytes)";
+  EXPECT_EQ(error_of(tmp / "s.yaml"), (tmp / "s.yaml").string() + ":6:33: " + why);
+  for (const char* command : {"validate", "run"}) {
+    SCOPED_TRACE(command);
+    auto r = test::run_expctl(std::string(command) + " s.yaml", tmp.path());
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("s.yaml:6:33: " + why + "\n"), std::string::npos) << r.output;
+  }
+  // What fits passes; a --set is named as the place.
+  EXPECT_EQ(error_of(tmp / "s.yaml", {"report.latency.large_batch=7489"}), "(no error)");
+  const std::string err = error_of(tmp / "s.yaml", {"report.latency.large_batch=7490"});
+  EXPECT_EQ(err.rfind("--set report.latency.large_batch=7490: report.latency.large_batch: a batch of 7490 needs at "
+                      "least 1.00 GiB",
+                      0),
+            0u)
+      << err;
+  // Evaluation batches are cut to the split they batch (10,000 test images), then bounded the same way.
+  test::write_file(tmp / "f.yaml", "schema: 1\nscenario: {test_scenario: TS7, method: FineTuning}\n"
+                                   "model: {name: ResNet18}\ndataset: {name: CIFAR10}\nstages: [finetune]\n"
+                                   "finetune: {eval_batch_size: 65536}\n");
+  const AvailableMemory small("500000000");
+  EXPECT_EQ(error_of(tmp / "f.yaml"),
+            (tmp / "f.yaml").string() +
+                ":6:29: finetune.eval_batch_size: a batch of 10000 needs at least 1.34 GiB for ResNet18's activations "
+                "on 3x32x32 images, more than the 0.47 GiB of memory available; at most 3487 fits (143360 bytes per "
+                "image: the image, and the largest layer's inputs and output, at 4 bytes)");
+}
+
+TEST(BatchSizes, ATrainingBatchIsBoundedByItsSplitAndByMemory) {
+  test::TempDir tmp;
+  test::write_file(tmp / "f.yaml", "schema: 1\nscenario: {test_scenario: TS7, method: FineTuning}\n"
+                                   "model: {name: ResNet18}\ndataset: {name: CIFAR10, train_subset: 100}\n"
+                                   "stages: [finetune]\n");
+  // The default batch (128) against a subset of 100: reported at the subset.
+  EXPECT_EQ(error_of(tmp / "f.yaml"), (tmp / "f.yaml").string() +
+                                          ":4:40: finetune.batch_size: must be at most 100, the images of the train "
+                                          "split (dataset.train_subset): a larger batch is never full, and incomplete "
+                                          "batches are dropped; got 128");
+  EXPECT_EQ(error_of(tmp / "f.yaml", {"finetune.batch_size=100"}), "(no error)");
+  // Memory: autograd keeps every conv, linear and batch-norm input (95,744 elements per image; bf16 under autocast:
+  // 2 bytes each).
+  const AvailableMemory one_gib("1073741824");
+  EXPECT_EQ(error_of(tmp / "f.yaml", {"dataset.train_subset=0", "finetune.batch_size=50000"}),
+            "--set finetune.batch_size=50000: finetune.batch_size: a batch of 50000 needs at least 8.92 GiB for "
+            "ResNet18's activations on 3x32x32 images, more than the 1.00 GiB of memory available; at most 5607 fits "
+            "(191488 bytes per image: every conv, linear and batch-norm layer's input, kept for the backward pass, at "
+            "2 bytes)");
+  // fp32 training keeps them at 4 bytes.
+  EXPECT_NE(error_of(tmp / "f.yaml", {"dataset.train_subset=0", "finetune.batch_size=5000", "finetune.precision=fp32"})
+                .find("at most 2803 fits (382976 bytes per image"),
+            std::string::npos);
 }

@@ -2,9 +2,12 @@
 // (size, FIFOs, devices), the total read, and sweep cells are bounded, each with a message at its place.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -52,6 +55,25 @@ std::string error_within_seconds(const fs::path& file, const fs::path& fifo) {
   if (fd >= 0) ::close(fd);
   ADD_FAILURE() << "loading " << file << " hangs on the FIFO " << fifo;
   return result.get();
+}
+
+// Runs `expctl ARGS...` (no shell, output discarded) and returns its exit code and peak resident memory in MiB.
+std::pair<int, double> exit_and_peak_mib(const std::vector<std::string>& args) {
+  std::vector<char*> argv{const_cast<char*>(EXPCTL_BINARY)};
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(null, 2);
+    ::execv(EXPCTL_BINARY, argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  rusage usage{};
+  ::wait4(pid, &status, 0, &usage);  // this child's own peak, whatever other tests ran before
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, double(usage.ru_maxrss) / 1024.0};
 }
 
 }  // namespace
@@ -260,4 +282,72 @@ TEST(Limits, SweepCellsAreCountedWithoutExpandingThem) {
         return v + "]";
       }() + "\n");
   EXPECT_EQ(load_scenario(tmp / "s.yaml").sweep[0].values.size(), 1000u);
+}
+
+TEST(Limits, ALongIncludeChainIsSmallInMemory) {
+  test::TempDir tmp;
+  // 999 files of a few bytes, each including the next (1000 reads with the scenario): each level held a 1 MiB read
+  // buffer while the levels below it were read, 1.19 GB in all; now each holds only its small tree.
+  constexpr int kLevels = 999;
+  for (int i = 0; i < kLevels; ++i)
+    test::write_file(tmp / ("c" + std::to_string(i) + ".yaml"),
+                     i + 1 < kLevels ? "include: c" + std::to_string(i + 1) + ".yaml\n" : "runtime: {seed: 7}\n");
+  test::write_file(tmp / "s.yaml", std::string("include: c0.yaml\n") + kMinimal);
+  const auto [chain_exit, chain_mib] = exit_and_peak_mib({"validate", (tmp / "s.yaml").string()});
+  EXPECT_EQ(chain_exit, 0);
+  // The same binary validating the plain scenario: what the chain adds is the difference.
+  test::write_file(tmp / "plain.yaml", kMinimal);
+  const auto [plain_exit, plain_mib] = exit_and_peak_mib({"validate", (tmp / "plain.yaml").string()});
+  EXPECT_EQ(plain_exit, 0);
+  EXPECT_LT(chain_mib - plain_mib, 64.0) << "chain " << chain_mib << " MiB, plain " << plain_mib << " MiB";
+  EXPECT_LT(chain_mib, 300.0);
+}
+
+TEST(Limits, NodesAreCountedAcrossIncludedFiles) {
+  test::TempDir tmp;
+  // Each file expands aliases to about 90,000 nodes, under the 100,000 one document may build; three of them pass
+  // the 200,000 one scenario may build in all, and the third is where loading stops.
+  auto expanding = [](const std::string& stage) {
+    std::string t = stage + ":\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n";
+    const std::string names = "abcde";
+    for (size_t i = 1; i < names.size(); ++i) {
+      t += std::string("  ") + names[i] + ": &" + names[i] + " [";
+      const int copies = i + 1 < names.size() ? 10 : 7;
+      for (int k = 0; k < copies; ++k) t += (k ? ", *" : "*") + std::string(1, names[i - 1]);
+      t += "]\n";
+    }
+    return t;
+  };
+  test::write_file(tmp / "one.yaml", expanding("finetune"));
+  test::write_file(tmp / "two.yaml", expanding("recover"));
+  test::write_file(tmp / "three.yaml", expanding("prune"));
+  test::write_file(tmp / "s.yaml", std::string("include: [one.yaml, two.yaml, three.yaml]\n") + kMinimal);
+  std::vector<std::string> errors;
+  ASSERT_NE(parse_yaml(test::read_file(tmp / "one.yaml"), "one.yaml", errors), nullptr) << errors[0];
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(error_of(tmp / "s.yaml"), (tmp / "three.yaml").string() +
+                                          ":6:10: the alias expands the scenario and the files it includes beyond "
+                                          "200000 nodes in all, the most one scenario may hold");
+  EXPECT_LT(seconds_since(t0), 5.0);
+}
+
+TEST(Limits, ALongIncludeChainOverALargeFileIsLoadedInLinearTime) {
+  test::TempDir tmp;
+  // 999 levels over a file of 40,000 keys (80,000 nodes): each level merged by copying everything below it was 999
+  // copies of the large tree; moved into place, a level costs what it adds.
+  std::string big = "finetune:\n";
+  for (int i = 0; i < 40000; ++i) big += "  k" + std::to_string(i) + ": " + std::to_string(i) + "\n";
+  constexpr int kLevels = 999;
+  for (int i = 0; i < kLevels; ++i)
+    test::write_file(tmp / ("c" + std::to_string(i) + ".yaml"),
+                     i + 1 < kLevels ? "include: c" + std::to_string(i + 1) + ".yaml\nrecover: {epochs: " +
+                                           std::to_string(i + 1) + "}\n"
+                                     : big);
+  std::vector<std::string> errors;
+  auto t0 = std::chrono::steady_clock::now();
+  YNodePtr root = load_yaml_with_includes(tmp / "c0.yaml", errors);
+  EXPECT_LT(seconds_since(t0), 5.0);
+  ASSERT_NE(root, nullptr) << errors[0];
+  EXPECT_EQ(root->get("finetune")->entries.size(), 40000u);
+  EXPECT_EQ(root->get("recover")->get("epochs")->scalar, "1") << "the including file's value wins";
 }

@@ -357,6 +357,17 @@ TEST(Subsets, SplitOffIsDisjointCoveringAndSeeded) {
   EXPECT_THROW(subset(s, -1, 1), expctl::Error);
 }
 
+TEST(Subsets, TakingAWholeSubsetDescribesItOnce) {
+  // A test_subset of 40 calibrated on all 40: the caption said "subset of 40 ... (seed 0), subset of 40 ...".
+  const Split s = subset(synthetic(103), 40, 0);
+  ASSERT_EQ(s.source, "synthetic, class-balanced subset of 40 samples (seed 0)");
+  auto [calib, rest] = split_off(s, 40, 0);
+  EXPECT_EQ(calib.size(), 40);
+  EXPECT_EQ(calib.source, s.source);
+  EXPECT_EQ(rest.size(), 0);
+  EXPECT_EQ(split_off(s, 39, 0).first.source, s.source + ", subset of 39 class-balanced samples (seed 0)");
+}
+
 TEST(Subsets, SubsetAndSelect) {
   Split s = synthetic(103);
   Split q = subset(s, 50, 4);
