@@ -14,6 +14,7 @@
 #include <sstream>
 #include <unordered_map>
 
+#include "runner/core/files.h"
 #include "runner/core/params.h"  // did_you_mean, join
 
 namespace expctl {
@@ -433,16 +434,6 @@ YNodePtr merge_yaml(const YNodePtr& base, const YNodePtr& over) {
 }
 
 namespace {
-
-// "a character device", ... for a file that is not a regular one.
-std::string file_kind(mode_t mode) {
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISFIFO(mode)) return "a FIFO (named pipe)";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISSOCK(mode)) return "a socket";
-  return "not a regular file";
-}
 
 std::string not_regular(mode_t mode) {
   if (S_ISDIR(mode)) return "is a directory, not a YAML file";
