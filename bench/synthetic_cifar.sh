@@ -13,5 +13,7 @@ rng = np.random.default_rng(0)
 for name, n in [(f"data_batch_{i}.bin", 10000) for i in range(1, 6)] + [("test_batch.bin", 10000)]:
     rec = np.empty((n, 3073), np.uint8); rec[:, 0] = rng.integers(0, 10, n); rec[:, 1:] = rng.integers(0, 256, (n, 3072))
     rec.tofile(os.path.join(d, name))
+names = "airplane automobile bird cat deer dog frog horse ship truck".split()
+open(os.path.join(d, "batches.meta.txt"), "w").write("\n".join(names) + "\n\n")  # as the real tarball has it
 PY
 tar -C "$dir" -cf - cifar-10-batches-bin | gzip -1 > "$out"
