@@ -1,9 +1,19 @@
 // expctl: pruning experiments on LibTorch, described in YAML. This file only wires the subcommands.
 #include <CLI/CLI.hpp>
 
+#include <cstdio>
+
 #include "runner/cli/commands.h"
+#include "runner/metrics/environment.h"
 
 int main(int argc, char** argv) {
+  // Before anything large is allocated: freed memory stays mapped unless EXPCTL_MALLOC=default (environment.h).
+  try {
+    expctl::metrics::configure_host_memory();
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "expctl: error: %s\n", e.what());
+    return 2;
+  }
   CLI::App app{"expctl: run pruning experiments described in YAML (see README.md)"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "expctl 0.1.0");

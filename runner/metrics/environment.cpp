@@ -15,12 +15,14 @@
 #include <asm/hwcap.h>
 #include <sys/auxv.h>
 #endif
+#include <malloc.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/utsname.h>
 #include <torch/version.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdlib>
 #include <fstream>
 #include <mutex>
@@ -130,6 +132,68 @@ std::string blas_info() {
   return info;
 }
 
+HostMemory decide_host_memory(const std::function<const char*(const char*)>& get) {
+  HostMemory m;
+  const char* asked = get("EXPCTL_MALLOC");
+  const std::string setting = asked ? asked : "keep";
+  if (setting != "keep" && setting != "default" && setting != "system")
+    throw Error("EXPCTL_MALLOC=" + setting + ": unknown value; use keep (the default: freed memory stays mapped) or " +
+                "default (glibc's own behaviour)");
+#ifndef __GLIBC__
+  m.setting = "default";
+  m.what = "the C library's own allocator (not glibc: EXPCTL_MALLOC does not apply)";
+  return m;
+#endif
+  if (setting != "keep") {
+    m.setting = "default";
+    m.what = "glibc malloc with its defaults (EXPCTL_MALLOC=" + setting +
+             "): large blocks are mapped and unmapped at every step";
+    return m;
+  }
+  std::string own;
+  for (const char* name : {"MALLOC_MMAP_MAX_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_"})
+    if (get(name)) own += (own.empty() ? "" : ", ") + std::string(name);
+  if (const char* t = get("GLIBC_TUNABLES"); t && std::string(t).find("glibc.malloc.") != std::string::npos)
+    own += (own.empty() ? "" : ", ") + std::string("GLIBC_TUNABLES");
+  if (!own.empty()) {
+    m.setting = "environment";
+    m.what = "glibc malloc as the environment sets it (" + own + "); expctl leaves it alone";
+    return m;
+  }
+  m.setting = "keep";
+  m.kept = true;
+  m.what = "glibc malloc keeping freed memory mapped (no mmap, no trimming; EXPCTL_MALLOC=default turns this off)";
+  return m;
+}
+
+const HostMemory& configure_host_memory() {
+  static const HostMemory applied = [] {
+    HostMemory m = decide_host_memory([](const char* name) { return std::getenv(name); });
+#ifdef __GLIBC__
+    // Blocks of every size then come from the heap, and freed ones are reused there instead of being unmapped;
+    // the heap's top is never handed back. Both calls only fail for out-of-range values.
+    if (m.kept && (mallopt(M_MMAP_MAX, 0) != 1 || mallopt(M_TRIM_THRESHOLD, INT_MAX) != 1)) {
+      m.kept = false;
+      m.setting = "default";
+      m.what = "glibc malloc with its defaults (mallopt refused the settings)";
+    }
+#endif
+    return m;
+  }();
+  return applied;
+}
+
+ProcessUsage process_usage() {
+  ProcessUsage u;
+  struct rusage r {};
+  if (getrusage(RUSAGE_SELF, &r) != 0) return u;
+  u.user_seconds = double(r.ru_utime.tv_sec) + double(r.ru_utime.tv_usec) * 1e-6;
+  u.system_seconds = double(r.ru_stime.tv_sec) + double(r.ru_stime.tv_usec) * 1e-6;
+  u.minor_faults = r.ru_minflt;
+  u.major_faults = r.ru_majflt;
+  return u;
+}
+
 double peak_memory_mb() {
   struct rusage usage {};
   if (getrusage(RUSAGE_SELF, &usage) != 0) return 0.0;
@@ -229,9 +293,12 @@ nlohmann::json environment_info(torch::Device device, int threads) {
   // Variables read once at start-up by OpenMP, OpenBLAS and glibc malloc, which configure_threads() cannot change.
   nlohmann::json vars = nlohmann::json::object();
   for (const char* name : {"OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_NUM_THREADS",
-                           "MKL_NUM_THREADS", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "CUDA_VISIBLE_DEVICES"})
+                           "MKL_NUM_THREADS", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX", "MALLOC_MMAP_MAX_",
+                           "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES", "EXPCTL_MALLOC",
+                           "CUDA_VISIBLE_DEVICES"})
     if (const char* value = std::getenv(name)) vars[name] = value;
   env["env_vars"] = vars;
+  env["host_memory"] = configure_host_memory().what;
   return env;
 }
 

@@ -112,3 +112,13 @@ TEST(Cli, DryRunWritesNothingAndOnlySelectsOneStage) {
       contains(r.output, "--only prune: the scenario has no stage 'prune'; its stages: download, finetune, report"))
       << r.output;
 }
+
+TEST(Cli, AnUnknownAllocatorSettingIsRefusedBeforeAnythingRuns) {
+  auto r = expctl::test::run_shell("cd '" + std::string(EXPCTL_SOURCE_DIR) + "' && EXPCTL_MALLOC=jemalloc '" +
+                                   std::string(EXPCTL_BINARY) + "' list");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_TRUE(contains(r.output, "EXPCTL_MALLOC=jemalloc: unknown value; use keep")) << r.output;
+  r = expctl::test::run_shell("cd '" + std::string(EXPCTL_SOURCE_DIR) + "' && EXPCTL_MALLOC=default '" +
+                              std::string(EXPCTL_BINARY) + "' list");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+}

@@ -7,6 +7,8 @@
 #include <torch/version.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -397,7 +399,7 @@ TEST(Environment, DescribesTheMachine) {
   const nlohmann::json env = ex::environment_info(torch::kCPU, 3);
   for (const char* key : {"host", "os", "cpu_model", "logical_cores", "usable_cores", "memory_mb", "libtorch", "blas",
                           "device", "device_name", "threads", "intra_op_threads", "interop_threads", "peak_memory_mb",
-                          "load_average_1m", "env_vars"})
+                          "load_average_1m", "env_vars", "host_memory"})
     EXPECT_TRUE(env.contains(key)) << key;
   EXPECT_EQ(env["libtorch"], TORCH_VERSION);
   EXPECT_EQ(env["device"], "cpu");
@@ -406,4 +408,66 @@ TEST(Environment, DescribesTheMachine) {
   EXPECT_GT(env["memory_mb"].get<int64_t>(), 0);
   EXPECT_GT(ex::peak_memory_mb(), 1.0);
   EXPECT_EQ(env["device_name"], env["cpu_model"]);
+}
+
+TEST(Environment, HostMemoryPolicyFollowsTheEnvironment) {
+  auto with = [](std::map<std::string, std::string> vars) {
+    return ex::decide_host_memory([vars](const char* name) -> const char* {
+      auto it = vars.find(name);
+      return it == vars.end() ? nullptr : it->second.c_str();
+    });
+  };
+#ifdef __GLIBC__
+  ex::HostMemory m = with({});
+  EXPECT_TRUE(m.kept);
+  EXPECT_EQ(m.setting, "keep");
+  EXPECT_NE(m.what.find("EXPCTL_MALLOC=default turns this off"), std::string::npos) << m.what;
+  EXPECT_TRUE(with({{"EXPCTL_MALLOC", "keep"}}).kept);
+  EXPECT_TRUE(with({{"GLIBC_TUNABLES", "glibc.cpu.hwcaps=-AVX2"}}).kept) << "not a malloc tunable";
+  for (const char* off : {"default", "system"}) {
+    m = with({{"EXPCTL_MALLOC", off}});
+    EXPECT_FALSE(m.kept) << off;
+    EXPECT_EQ(m.setting, "default");
+  }
+  m = with({{"MALLOC_TOP_PAD_", "1073741824"}, {"MALLOC_MMAP_MAX_", "0"}});
+  EXPECT_FALSE(m.kept) << "the user's own settings win";
+  EXPECT_EQ(m.setting, "environment");
+  EXPECT_NE(m.what.find("MALLOC_MMAP_MAX_, MALLOC_TOP_PAD_"), std::string::npos) << m.what;
+  EXPECT_EQ(with({{"GLIBC_TUNABLES", "glibc.malloc.mmap_max=0"}}).setting, "environment");
+#endif
+  try {
+    with({{"EXPCTL_MALLOC", "tcmalloc"}});
+    ADD_FAILURE() << "an unknown EXPCTL_MALLOC value was accepted";
+  } catch (const expctl::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("EXPCTL_MALLOC=tcmalloc: unknown value"), std::string::npos) << e.what();
+  }
+}
+
+// The point of the policy: a block freed and allocated again is not mapped (and zero-filled page by page) again.
+TEST(Environment, KeptMemoryIsReusedWithoutNewPageFaults) {
+  const ex::HostMemory& m = ex::configure_host_memory();
+  if (!m.kept) GTEST_SKIP() << m.what;
+  const size_t bytes = size_t(64) << 20;  // above glibc's largest mmap threshold (32 MiB): mmapped by default
+  auto touch_and_free = [&] {
+    volatile char* p = static_cast<volatile char*>(std::malloc(bytes));
+    ASSERT_NE(p, nullptr);
+    for (size_t i = 0; i < bytes; i += 4096) p[i] = 1;
+    std::free(const_cast<char*>(p));
+  };
+  touch_and_free();  // the first time maps the pages
+  const int64_t before = ex::process_usage().minor_faults;
+  for (int i = 0; i < 3; ++i) touch_and_free();
+  const int64_t faults = ex::process_usage().minor_faults - before;
+  // With mmap, each round faults in all 16,384 pages again (49,152 in all).
+  EXPECT_LT(faults, 2000) << m.what;
+}
+
+TEST(Environment, ProcessUsageCountsCpuTimeAndFaults) {
+  const ex::ProcessUsage a = ex::process_usage();
+  volatile double x = 0;
+  for (int i = 0; i < 20000000; ++i) x = x + 1e-9 * i;
+  const ex::ProcessUsage b = ex::process_usage();
+  EXPECT_GT(b.user_seconds + b.system_seconds, a.user_seconds + a.system_seconds);
+  EXPECT_GE(b.minor_faults, a.minor_faults);
+  EXPECT_GT(a.minor_faults, 0) << "a process that loaded LibTorch has faulted pages in";
 }
