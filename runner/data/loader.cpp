@@ -254,7 +254,6 @@ torch::Tensor Loader::images_of(int64_t j, const Range& r) const {
     }
     return images;
   };
-  const auto t0 = std::chrono::steady_clock::now();
   std::shared_future<torch::Tensor> ready;
   {
     std::lock_guard<std::mutex> lock(prefetch_->mutex);
@@ -265,10 +264,8 @@ torch::Tensor Loader::images_of(int64_t j, const Range& r) const {
     }
   }
   torch::Tensor images = ready.valid() ? ready.get() : task(source_rows(r), seeds);
-  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   {
     std::lock_guard<std::mutex> lock(prefetch_->mutex);
-    prefetch_->stats.wait_seconds += waited;
     for (int64_t k = j + 1; k <= std::min(j + options_.prefetch, num_batches_ - 1); ++k) {
       if (prefetch_->pending.count({epoch_, k})) continue;
       const Range rk = range(k);

@@ -21,12 +21,11 @@ struct Augmentation {
   RandomResizedCrop resized_crop;
 };
 
-/// What a loader of a streamed split did: images decoded, the decoding threads' time, and how long batch()
-/// waited for images that were not decoded yet (0 when decoding keeps ahead of training).
+/// What a loader of a streamed split did: images decoded and the decoding threads' time. (How long training waited
+/// for its batches, decoding included, is the trainer's EpochRecord::data_wait_seconds.)
 struct StreamStats {
   int64_t images = 0;
   double decode_seconds = 0;  ///< wall time of the decoding calls (they run on `workers` threads each)
-  double wait_seconds = 0;    ///< time batch() blocked on decoding
 };
 
 /// Options of a Loader; plain data with defaults, validated by the Loader's constructor.

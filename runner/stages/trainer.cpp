@@ -38,11 +38,18 @@ nlohmann::json EpochRecord::to_json() const {
           {"test_accuracy", test_accuracy},
           {"seconds", seconds},
           {"images_per_second", images_per_second},
-          {"eval_images_per_second", eval_images_per_second}};
+          {"eval_images_per_second", eval_images_per_second},
+          {"steps", steps},
+          {"data_wait_seconds", data_wait_seconds},
+          {"forward_seconds", forward_seconds},
+          {"backward_seconds", backward_seconds},
+          {"optimizer_seconds", optimizer_seconds},
+          {"cpu_seconds", cpu_seconds},
+          {"system_time_share", system_time_share},
+          {"page_faults", page_faults}};
   if (decoded_images > 0) {
     j["decoded_images"] = decoded_images;
     j["decode_images_per_second"] = decode_images_per_second;
-    j["data_wait_seconds"] = data_wait_seconds;
   }
   return j;
 }
@@ -58,10 +65,30 @@ EpochRecord EpochRecord::from_json(const nlohmann::json& j) {
   r.seconds = j.at("seconds");
   r.images_per_second = j.at("images_per_second");
   r.eval_images_per_second = j.value("eval_images_per_second", 0.0);
+  r.steps = j.value("steps", int64_t(0));  // records of earlier versions lack the health figures
+  r.data_wait_seconds = j.value("data_wait_seconds", 0.0);
+  r.forward_seconds = j.value("forward_seconds", 0.0);
+  r.backward_seconds = j.value("backward_seconds", 0.0);
+  r.optimizer_seconds = j.value("optimizer_seconds", 0.0);
+  r.cpu_seconds = j.value("cpu_seconds", 0.0);
+  r.system_time_share = j.value("system_time_share", 0.0);
+  r.page_faults = j.value("page_faults", int64_t(0));
   r.decoded_images = j.value("decoded_images", int64_t(0));
   r.decode_images_per_second = j.value("decode_images_per_second", 0.0);
-  r.data_wait_seconds = j.value("data_wait_seconds", 0.0);
   return r;
+}
+
+std::string EpochRecord::health_warning() const {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(0);
+  if (system_time_share > 0.10)
+    s << "the kernel took " << 100 * system_time_share << "% of the CPU time (" << page_faults
+      << " page faults): memory is mapped and unmapped at every step; is EXPCTL_MALLOC=default set, or is the "
+         "machine short of memory?";
+  if (seconds > 0 && data_wait_seconds > 0.1 * seconds)
+    s << (s.tellp() > 0 ? " " : "") << "the steps waited " << std::setprecision(1) << data_wait_seconds << " s of "
+      << seconds << " s for data" << (decoded_images > 0 ? ": raise dataset.workers or dataset.prefetch" : "");
+  return s.str();
 }
 
 torch::Device resolve_device(const std::string& spec) {
@@ -87,7 +114,8 @@ torch::Device prepare_runtime(const ScenarioConfig& cfg, spdlog::logger& log) {
     requested = std::max(1, cores / world.local_world_size);
   int threads = metrics::configure_threads(requested);
   at::globalContext().setFlushDenormal(true);
-  log.info("device {}, {} CPU threads, LibTorch {}", device.str(), threads, compat::torch_version());
+  log.info("device {}, {} CPU threads, LibTorch {}; host memory: {}", device.str(), threads, compat::torch_version(),
+           metrics::configure_host_memory().what);
   return device;
 }
 
@@ -407,9 +435,13 @@ class Trainer {
  private:
   struct EpochTotals {
     torch::Tensor loss_sum, correct;
-    int64_t seen = 0;
+    int64_t seen = 0, steps = 0;
     double lr = 0;
+    double data = 0, forward = 0, backward = 0, optimizer = 0;  // seconds in each phase of the steps
+    metrics::ProcessUsage usage;                                  // the process's CPU time and faults in the steps
   };
+  using Clock = std::chrono::steady_clock;
+  static double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
 
   // ---- set-up ----
   void setup() {
@@ -485,13 +517,18 @@ class Trainer {
     EpochTotals t;
     t.loss_sum = torch::zeros({}, torch::TensorOptions().device(job_.device).dtype(torch::kDouble));
     t.correct = torch::zeros({}, torch::TensorOptions().device(job_.device).dtype(torch::kLong));
+    const metrics::ProcessUsage usage0 = metrics::process_usage();
     for (int64_t j = 0; j < steps_; ++j) {
       if (coord_->should_stop()) break;
       t.lr = lr_at(p_, (epoch - 1) * steps_ + j, epochs_ * steps_, warmup_);
       // Checking finiteness syncs with the device: every 20 steps is enough to stop a diverged run early. Data
       // parallel, the sums are global, so every rank sees the same value and stops at the same step.
       const bool check = j % 20 == 0 || j + 1 == steps_;
-      const dist::StepTotals step = train_step(loader_->batch(j), t.lr, check);
+      const Clock::time_point waiting = Clock::now();
+      const data::Batch batch = loader_->batch(j);
+      t.data += since(waiting);
+      const dist::StepTotals step = train_step(batch, t.lr, check, t);
+      ++t.steps;
       t.loss_sum += step.loss_sum;
       t.correct += step.correct;
       t.seen += step.images;
@@ -504,15 +541,24 @@ class Trainer {
         bar.update(j, mean, 100.0 * double(t.correct.item<int64_t>()) / double(t.seen), t.seen);
       }
     }
+    const metrics::ProcessUsage usage1 = metrics::process_usage();
+    t.usage.user_seconds = usage1.user_seconds - usage0.user_seconds;
+    t.usage.system_seconds = usage1.system_seconds - usage0.system_seconds;
+    t.usage.minor_faults = usage1.minor_faults - usage0.minor_faults;
+    t.usage.major_faults = usage1.major_faults - usage0.major_faults;
     return t;
   }
 
   // ---- one step: forward (autocast when bf16), backward, gradient sync, masked update ----
-  dist::StepTotals train_step(const data::Batch& b, double lr, bool check) {
+  // Adds the wall time of its phases to `t` (on the CPU, where operations finish before they return).
+  dist::StepTotals train_step(const data::Batch& b, double lr, bool check, EpochTotals& t) {
+    Clock::time_point mark = Clock::now();
     const torch::Tensor x =
         precision_.channels_last ? b.images.contiguous(at::MemoryFormat::ChannelsLast) : b.images;
     set_lr(*optimizer_, lr);
-    optimizer_->zero_grad();
+    // Gradients dropped rather than zeroed (as PyTorch's zero_grad() does by default since 2.0): backward then
+    // writes each one into a fresh buffer instead of filling 4 bytes per parameter with zeros and adding to them.
+    job_.model->zero_grad(/*set_to_none=*/true);
     torch::Tensor logits;
     {
       std::optional<compat::Autocast> autocast;
@@ -520,8 +566,12 @@ class Trainer {
       logits = job_.model->forward(x);
     }
     const torch::Tensor loss = F::cross_entropy(logits.to(torch::kFloat), b.labels, ce_);
+    t.forward += since(mark);
+    mark = Clock::now();
     loss.backward();
     dist::StepTotals totals = coord_->after_backward(loss, logits, b.labels, check);
+    t.backward += since(mark);  // with the gradient all-reduce when data parallel
+    mark = Clock::now();
     if (!masks_.empty()) {
       torch::NoGradGuard no_grad;
       for (const auto& [name, m] : masks_)
@@ -529,6 +579,7 @@ class Trainer {
     }
     optimizer_->step();
     apply_masks(job_.model, masks_);  // momentum and decay cannot revive a pruned weight
+    t.optimizer += since(mark);
     return totals;
   }
 
@@ -561,22 +612,45 @@ class Trainer {
     rec.test_accuracy = ev.accuracy;
     rec.seconds = train_secs;
     rec.images_per_second = double(t.seen) / train_secs;
+    rec.steps = t.steps;
+    rec.data_wait_seconds = t.data;
+    if (!job_.device.is_cuda()) {
+      rec.forward_seconds = t.forward;
+      rec.backward_seconds = t.backward;
+      rec.optimizer_seconds = t.optimizer;
+    }
+    rec.cpu_seconds = t.usage.user_seconds + t.usage.system_seconds;
+    rec.system_time_share = rec.cpu_seconds > 0 ? t.usage.system_seconds / rec.cpu_seconds : 0.0;
+    rec.page_faults = t.usage.minor_faults + t.usage.major_faults;
     if (job_.train->streamed()) {
       const data::StreamStats now = loader_->stream_stats();
       rec.decoded_images = now.images - stream_seen_.images;
       const double decode = now.decode_seconds - stream_seen_.decode_seconds;
       rec.decode_images_per_second = decode > 0 ? double(rec.decoded_images) / decode : 0.0;
-      rec.data_wait_seconds = now.wait_seconds - stream_seen_.wait_seconds;
       stream_seen_ = now;
     }
     result_.history.push_back(rec);
     job_.log->info("epoch {}/{}  lr {:.5f}  loss {:.4f}  train {:.2f}%  test {:.2f}%  {:.0f} img/s  {:.1f} s", epoch,
                    epochs_, rec.lr, rec.train_loss, rec.train_accuracy, rec.test_accuracy, rec.images_per_second,
                    rec.seconds);
-    if (rec.decoded_images > 0)
-      job_.log->info("epoch {}: data: {} images decoded at {:.0f} img/s; training waited {:.1f} s of {:.1f} s for data",
-                     epoch, rec.decoded_images, rec.decode_images_per_second, rec.data_wait_seconds, rec.seconds);
+    log_health(rec);
     return rec;
+  }
+
+  // "epoch 3: 1210 steps: data 4.1 s, forward 101.3 s, backward 212.0 s, optimizer 20.4 s; CPU 641 s, 6% in the
+  // kernel; 459k page faults (379 per step)"; a warning when the epoch is unhealthy.
+  void log_health(const EpochRecord& rec) {
+    std::string phases = fmt::format("data {:.1f} s", rec.data_wait_seconds);
+    if (!job_.device.is_cuda())
+      phases += fmt::format(", forward {:.1f} s, backward {:.1f} s, optimizer {:.1f} s", rec.forward_seconds,
+                            rec.backward_seconds, rec.optimizer_seconds);
+    if (rec.decoded_images > 0)
+      phases += fmt::format(" ({} images decoded at {:.0f} img/s)", rec.decoded_images, rec.decode_images_per_second);
+    job_.log->info("epoch {}: {} steps: {}; CPU {:.0f} s, {:.0f}% in the kernel; {} page faults ({:.0f} per step)",
+                   rec.epoch, rec.steps, phases, rec.cpu_seconds, 100 * rec.system_time_share, rec.page_faults,
+                   rec.steps > 0 ? double(rec.page_faults) / double(rec.steps) : 0.0);
+    if (std::string why = rec.health_warning(); !why.empty() && coord_->main())
+      job_.log->warn("epoch {} was slow: {}", rec.epoch, why);
   }
 
   // ---- saving ----

@@ -37,12 +37,27 @@ struct EpochRecord {
   double lr = 0, train_loss = 0, train_accuracy = 0, test_loss = 0, test_accuracy = 0;
   double seconds = 0, images_per_second = 0;  ///< training time of the epoch (evaluation excluded)
   double eval_images_per_second = 0;          ///< test-split evaluation throughput
-  /// Streamed training split only: images decoded this epoch, their decoding rate (per decoding call's wall
-  /// time, all worker threads together) and how long training waited for them.
+  /// The epoch's health, so that a slow epoch explains itself (all over the training steps, evaluation excluded):
+  /// - data_wait_seconds: wall time the steps waited for their batch (gathering, augmenting and normalising it,
+  ///   and on a streamed split, images not decoded yet);
+  /// - forward/backward/optimizer_seconds: wall time of the step's phases (CPU only: on CUDA they would time the
+  ///   kernel launches, so they stay 0 there);
+  /// - system_time_share: the process's kernel CPU time / its total CPU time (all threads), in [0, 1];
+  /// - page_faults: minor + major page faults of the process.
+  double data_wait_seconds = 0;
+  double forward_seconds = 0, backward_seconds = 0, optimizer_seconds = 0;
+  double cpu_seconds = 0, system_time_share = 0;
+  int64_t page_faults = 0;
+  int64_t steps = 0;
+  /// Streamed training split only: images decoded this epoch and their decoding rate (per decoding call's wall
+  /// time, all worker threads together).
   int64_t decoded_images = 0;
-  double decode_images_per_second = 0, data_wait_seconds = 0;
+  double decode_images_per_second = 0;
   nlohmann::json to_json() const;
   static EpochRecord from_json(const nlohmann::json& j);
+  /// What is wrong with this epoch's health, "" when nothing: a kernel share above 10% of the CPU time (memory
+  /// mapped and unmapped at every step) or more than 10% of the epoch waiting for data.
+  std::string health_warning() const;
 };
 
 /// What to train and where its checkpoints go.

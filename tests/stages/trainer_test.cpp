@@ -2,7 +2,10 @@
 #include "runner/stages/trainer.h"
 
 #include <gtest/gtest.h>
+#include <spdlog/sinks/ostream_sink.h>
 #include <torch/torch.h>
+
+#include <sstream>
 
 #include "runner/core/error.h"
 #include "runner/metrics/environment.h"
@@ -246,4 +249,60 @@ TEST(Trainer, ChannelsLastAndContiguousTrainingGiveTheSameResultWithinRounding) 
   auto ga = contiguous->named_parameters(), gb = nhwc->named_parameters();
   for (const auto& kv : ga)
     EXPECT_TRUE(torch::allclose(kv.value().grad(), gb[kv.key()].grad(), 1e-4, 1e-5)) << kv.key();
+}
+
+TEST(Trainer, EveryEpochRecordsItsHealth) {
+  Job a(2);
+  auto lines = std::make_shared<std::ostringstream>();
+  a.job.log = std::make_shared<spdlog::logger>("health", std::make_shared<spdlog::sinks::ostream_sink_mt>(*lines));
+  const TrainResult r = train(a.job);
+  ASSERT_EQ(r.history.size(), 2u);
+  for (const EpochRecord& h : r.history) {
+    EXPECT_EQ(h.steps, 64 / 16);
+    EXPECT_GE(h.data_wait_seconds, 0.0);
+    EXPECT_GT(h.forward_seconds, 0.0);
+    EXPECT_GT(h.backward_seconds, 0.0);
+    EXPECT_GT(h.optimizer_seconds, 0.0);
+    EXPECT_LE(h.data_wait_seconds + h.forward_seconds + h.backward_seconds + h.optimizer_seconds, h.seconds)
+        << "the phases are parts of the epoch's training time";
+    EXPECT_GT(h.cpu_seconds, 0.0);
+    EXPECT_GE(h.system_time_share, 0.0);
+    EXPECT_LE(h.system_time_share, 1.0);
+    EXPECT_GE(h.page_faults, 0);
+    // Kept in the checkpoint's training state and the metrics file as they are.
+    const EpochRecord back = EpochRecord::from_json(h.to_json());
+    EXPECT_EQ(back.steps, h.steps);
+    EXPECT_EQ(back.page_faults, h.page_faults);
+    EXPECT_DOUBLE_EQ(back.system_time_share, h.system_time_share);
+    EXPECT_DOUBLE_EQ(back.backward_seconds, h.backward_seconds);
+  }
+  const std::string log = lines->str();
+  EXPECT_NE(log.find("epoch 2: 4 steps: data "), std::string::npos) << log;
+  EXPECT_NE(log.find("% in the kernel; "), std::string::npos) << log;
+  EXPECT_NE(log.find(" page faults ("), std::string::npos) << log;
+  // A record of an earlier version (no health figures) still reads.
+  nlohmann::json old = r.history[0].to_json();
+  for (const char* key : {"steps", "data_wait_seconds", "forward_seconds", "backward_seconds", "optimizer_seconds",
+                          "cpu_seconds", "system_time_share", "page_faults"})
+    old.erase(key);
+  EXPECT_EQ(EpochRecord::from_json(old).page_faults, 0);
+}
+
+TEST(Trainer, ASlowEpochSaysWhy) {
+  EpochRecord h;
+  h.seconds = 10;
+  h.steps = 100;
+  h.system_time_share = 0.05;
+  h.data_wait_seconds = 0.5;
+  EXPECT_EQ(h.health_warning(), "");
+  h.system_time_share = 0.29;
+  h.page_faults = 4774442;
+  EXPECT_EQ(h.health_warning(),
+            "the kernel took 29% of the CPU time (4774442 page faults): memory is mapped and unmapped at every step; "
+            "is EXPCTL_MALLOC=default set, or is the machine short of memory?");
+  h.system_time_share = 0.05;
+  h.data_wait_seconds = 2.5;
+  EXPECT_EQ(h.health_warning(), "the steps waited 2.5 s of 10.0 s for data");
+  h.decoded_images = 1000;
+  EXPECT_EQ(h.health_warning(), "the steps waited 2.5 s of 10.0 s for data: raise dataset.workers or dataset.prefetch");
 }
