@@ -7,8 +7,9 @@ data, batch size and thread count. Two set-ups:
 It trains as expctl does: --precision (auto: bf16 autocast on CUDA, fp32 on a CPU; bf16: autocast on either) and
 --channels-last (default 1); on CUDA with cuDNN benchmark and pinned memory.
 Throughput is that of the last of --epochs epochs (the first one pays for cuDNN's algorithm search).
-Prints one JSON line with images/second."""
-import argparse, contextlib, gzip, json, os, time
+Prints one JSON line with images/second and the training epoch's health as expctl records it (steps, CPU seconds,
+system-time share and page faults of the whole process)."""
+import argparse, contextlib, gzip, json, os, resource, time
 
 import numpy as np
 import torch
@@ -109,7 +110,7 @@ def main():
 
     for _ in range(a.epochs):
         model.train()
-        seen, t0 = 0, time.perf_counter()
+        seen, t0, u0 = 0, time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
         for x, y in train:
             x = x.to(dev, non_blocking=True).contiguous(memory_format=mf)
             y = y.to(dev, non_blocking=True)
@@ -121,6 +122,11 @@ def main():
             seen += len(y)
         sync()
         train_ips = seen / (time.perf_counter() - t0)
+        u1 = resource.getrusage(resource.RUSAGE_SELF)  # the whole process, as expctl's epoch health figures
+        cpu = (u1.ru_utime - u0.ru_utime) + (u1.ru_stime - u0.ru_stime)
+        health = {"steps": len(train), "cpu_seconds": cpu,
+                  "system_time_share": (u1.ru_stime - u0.ru_stime) / cpu if cpu > 0 else 0.0,
+                  "page_faults": (u1.ru_minflt - u0.ru_minflt) + (u1.ru_majflt - u0.ru_majflt)}
 
         model.eval()
         seen, t0 = 0, time.perf_counter()
@@ -130,7 +136,7 @@ def main():
                 seen += len(y)
         sync()
         eval_ips = seen / (time.perf_counter() - t0)
-    print(json.dumps({"train_images_per_second": train_ips, "eval_images_per_second": eval_ips,
+    print(json.dumps({"train_images_per_second": train_ips, "eval_images_per_second": eval_ips, **health,
                       "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(dev),
                       "precision": "bf16 autocast" if bf16 else "fp32", "channels_last": bool(a.channels_last)}))
 
