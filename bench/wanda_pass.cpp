@@ -21,7 +21,7 @@
 #include "runner/core/registry.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/channel_groups.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 
 using namespace expctl;
 
@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   spec.stem = ts1 ? models::Stem::Cifar : models::Stem::ImageNet;
   spec.in_channels = ts1 ? 3 : 1;
   const int64_t side = ts1 ? 32 : 28;
-  models::ResNet dense = models::make_resnet(spec);
+  models::GraphNet dense = models::make_resnet(spec);
   dense->eval();
   const torch::Tensor calibration = torch::randn({n, spec.in_channels, side, side});
 
@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
                         {"restarted from the images per layer", 0, {}, {}}};
   for (int r = 0; r < repeats; ++r)
     for (Way& w : ways) {
-      models::ResNet model = models::copy_model(dense);
+      models::GraphNet model = models::copy_model(dense);
       PruneRequest req;
       req.model = model;
       req.groups = models::channel_groups(model);

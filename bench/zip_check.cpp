@@ -14,7 +14,7 @@
 #include "runner/core/files.h"
 #include "runner/io/zip_check.h"
 #include "runner/models/checkpoint.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 
 using namespace expctl;
 using Clock = std::chrono::steady_clock;
@@ -42,7 +42,7 @@ int main(int argc, char** argv) {
   spec.depth = 18;
   spec.num_classes = 1000;
   const std::filesystem::path file = dir / "expctl_bench_zip_check.pt";
-  models::save_checkpoint(file, models::ResNet(spec));
+  models::save_checkpoint(file, models::make_resnet(spec));
   const double mb = double(std::filesystem::file_size(file)) / 1048576.0;
 
   std::string bytes;

@@ -12,6 +12,7 @@
 #include "runner/io/zip_check.h"
 #include "runner/models/graph_net.h"
 #include "runner/models/torch_file.h"
+#include "runner/models/zoo.h"
 
 namespace expctl::models {
 namespace fs = std::filesystem;
@@ -144,24 +145,12 @@ void save_checkpoint(const fs::path& file, const Network& model, const nlohmann:
     if (!meta.is_object()) throw Error("meta must be a JSON object");
     const StateDict sd = state_dict(*model);
     check_masks(masks, sd, where);
+    if (!dynamic_cast<const GraphNetImpl*>(model.get()))
+      throw Error("a " + model->arch_name() + " cannot be saved (not a graph network)");
     auto arch = PickleValue::dict();
-    if (const auto* resnet = dynamic_cast<const ResNetImpl*>(model.get())) {
-      const ResNetSpec& spec = resnet->spec();
-      arch.set("family", PickleValue::from("resnet"));
-      arch.set("name", PickleValue::from(spec.name()));
-      arch.set("depth", PickleValue::from(spec.depth));
-      arch.set("num_classes", PickleValue::from(spec.num_classes));
-      arch.set("stem", PickleValue::from(to_string(spec.stem)));
-      arch.set("in_channels", PickleValue::from(spec.in_channels));
-      arch.set("stage_widths", int_list(spec.stage_widths));
-      arch.set("block_widths", int_list(spec.block_widths));
-    } else if (dynamic_cast<const GraphNetImpl*>(model.get())) {
-      arch.set("family", PickleValue::from("graph"));
-      arch.set("name", PickleValue::from(model->arch_name()));
-      arch.set("graph", to_pickle(model->graph().to_json(), "arch.graph"));
-    } else {
-      throw Error("a " + model->arch_name() + " cannot be saved (neither a ResNet nor a graph network)");
-    }
+    arch.set("family", PickleValue::from("graph"));
+    arch.set("name", PickleValue::from(model->arch_name()));
+    arch.set("graph", to_pickle(model->graph().to_json(), "arch.graph"));
 
     StateDict bool_masks;
     for (const auto& m : masks) bool_masks.insert(m.key(), m.value().to(torch::kBool));
@@ -224,21 +213,23 @@ Checkpoint read_checkpoint(const fs::path& path) {
     ckpt.name = name->text;
     ckpt.graph = Graph::from_json(to_json(*graph, file + ": arch.graph"), file + ": arch.graph");
   } else if (ckpt.family == "resnet") {
-    ckpt.arch.depth = static_cast<int>(arch_int(*arch, "depth", file));
-    ckpt.arch.num_classes = arch_int(*arch, "num_classes", file);
-    ckpt.arch.in_channels = arch_int(*arch, "in_channels", file);
+    // Written by an earlier version: the BasicBlock ResNet's widths, converted to its graph.
+    ResNetSpec spec;
+    spec.depth = static_cast<int>(arch_int(*arch, "depth", file));
+    spec.num_classes = arch_int(*arch, "num_classes", file);
+    spec.in_channels = arch_int(*arch, "in_channels", file);
     const PickleValue* stem = arch->find("stem");
     if (!stem || stem->kind != PickleValue::Kind::String)
       throw DataError(file + ": arch.stem is missing or not a string");
-    ckpt.arch.stage_widths = arch_ints(*arch, "stage_widths", file);
-    ckpt.arch.block_widths = arch_ints(*arch, "block_widths", file);
+    spec.stage_widths = arch_ints(*arch, "stage_widths", file);
+    spec.block_widths = arch_ints(*arch, "block_widths", file);
     try {
-      ckpt.arch.stem = parse_stem(stem->text);
-      ckpt.arch = ckpt.arch.resolved();
+      spec.stem = parse_stem(stem->text);
+      ckpt.graph = zoo::resnet_basic(spec);
     } catch (const Error& e) {
       throw DataError(file + ": arch: " + e.what());
     }
-    ckpt.name = ckpt.arch.name();
+    ckpt.name = spec.name();
   } else {
     throw DataError(file + ": arch.family '" + ckpt.family + "' is unknown (resnet, graph)");
   }
@@ -261,8 +252,7 @@ Checkpoint read_checkpoint(const fs::path& path) {
 Network build_model(const Checkpoint& ckpt, const std::string& source) {
   Network model{nullptr};
   try {
-    if (ckpt.family == "graph") model = GraphNet(ckpt.graph, ckpt.name);
-    else model = ResNet(ckpt.arch);
+    model = GraphNet(ckpt.graph, ckpt.name);
   } catch (const Error& e) {
     throw DataError(source + ": arch: " + e.what());
   }

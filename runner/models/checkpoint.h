@@ -1,11 +1,12 @@
 // Checkpoints: one zip-format torch file per model that Python's torch.load opens as a plain dict
 //   {"format": "expctl.checkpoint", "version": 1,
-//    "arch": {"family": "resnet", "name": "resnet18", "depth", "num_classes", "stem", "in_channels",
-//             "stage_widths", "block_widths"}
-//         or {"family": "graph", "name": "vgg16_bn", "graph": [{"op": "conv", "name": "features.0", ...}, ...]},
+//    "arch": {"family": "graph", "name": "resnet18", "graph": [{"op": "conv", "name": "conv1", ...}, ...]},
 //    "state_dict": {name: tensor}, "masks": {name: bool tensor}, "meta": {free-form entries}}
-// and from which the exact (possibly pruned) model is rebuilt. Training state for resuming (optimizer, epoch,
-// RNG) lives beside it in "<stem>.train.pt" (a LibTorch archive, C++ only).
+// and from which the exact (possibly pruned) model is rebuilt. Files of earlier versions may hold a ResNet-18/34 as
+//    "arch": {"family": "resnet", "name", "depth", "num_classes", "stem", "in_channels", "stage_widths",
+//             "block_widths"}
+// which read_checkpoint() converts to its graph (the state dict's keys are the same). Training state for resuming
+// (optimizer, epoch, RNG) lives beside it in "<stem>.train.pt" (a LibTorch archive, C++ only).
 #pragma once
 #include <torch/torch.h>
 
@@ -15,16 +16,16 @@
 #include <string>
 #include <vector>
 
-#include "runner/models/resnet.h"
+#include "runner/models/graph.h"
+#include "runner/models/network.h"
 
 namespace expctl::models {
 
 /// The contents of a checkpoint file.
 struct Checkpoint {
-  std::string family = "resnet";                   ///< "resnet" (arch) or "graph" (graph)
+  std::string family = "graph";                    ///< as in the file: "graph", or "resnet" (earlier versions)
   std::string name;                                ///< "resnet18", "vgg16_bn", ...
-  ResNetSpec arch;                                 ///< resnet: resolved architecture, pruned widths included
-  Graph graph;                                     ///< graph: the network's graph, pruned widths included
+  Graph graph;                                     ///< the network's graph, pruned widths included
   StateDict state_dict;                            ///< every parameter and buffer, torchvision names
   StateDict masks;                                 ///< optional: parameter name → bool mask (unstructured pruning)
   nlohmann::json meta = nlohmann::json::object();  ///< free-form: epoch, accuracy, config_hash, ...

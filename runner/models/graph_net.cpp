@@ -13,7 +13,8 @@ bool is_layer(const Node& n) { return n.op == Op::Conv || n.op == Op::Linear; }
 
 }  // namespace
 
-GraphNetImpl::GraphNetImpl(Graph graph, std::string name) : graph_(std::move(graph)), name_(std::move(name)) {
+GraphNetImpl::GraphNetImpl(Graph graph, std::string name, Init init)
+    : graph_(std::move(graph)), name_(std::move(name)), init_(init) {
   const auto& nodes = graph_.nodes();
   derive_channel_groups(graph_);  // checks widths and wiring, naming the first bad node
   if (nodes.empty() || nodes.front().op != Op::Input)
@@ -59,8 +60,10 @@ GraphNetImpl::GraphNetImpl(Graph graph, std::string name) : graph_(std::move(gra
                                           .dilation(n.dilation)
                                           .groups(n.groups)
                                           .bias(n.bias));
-        torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
-        if (n.bias) conv->bias.zero_();
+        if (init_ == Init::Layerwise) {
+          torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
+          if (n.bias) conv->bias.zero_();
+        }
         module = conv.ptr();
         convs_[i] = conv;
         channels[i] = n.out_channels;
@@ -77,8 +80,10 @@ GraphNetImpl::GraphNetImpl(Graph graph, std::string name) : graph_(std::move(gra
       }
       case Op::Linear: {
         auto linear = torch::nn::Linear(torch::nn::LinearOptions(n.in_channels, n.out_channels).bias(n.bias));
-        linear->weight.normal_(0.0, 0.01);
-        if (n.bias) linear->bias.zero_();
+        if (init_ == Init::Layerwise) {
+          linear->weight.normal_(0.0, 0.01);
+          if (n.bias) linear->bias.zero_();
+        }
         module = linear.ptr();
         linears_[i] = linear;
         channels[i] = n.out_channels;
@@ -114,6 +119,11 @@ GraphNetImpl::GraphNetImpl(Graph graph, std::string name) : graph_(std::move(gra
       parent_of(parts).register_module(parts.back(), module);
     }
   }
+
+  if (init_ == Init::ResNet)
+    for (auto& m : modules(/*include_self=*/false))
+      if (auto* conv = m->as<torch::nn::Conv2dImpl>())
+        torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
 
   // A segment may end after node i when nothing after i reads a node before i; it ends there once it holds a
   // layer and more layers follow.
@@ -262,7 +272,7 @@ void GraphNetImpl::sync_spec() {
 int64_t GraphNetImpl::in_channels() const { return graph_.nodes().front().out_channels; }
 
 std::shared_ptr<NetworkImpl> GraphNetImpl::same_architecture() const {
-  return std::make_shared<GraphNetImpl>(graph_, name_);
+  return std::make_shared<GraphNetImpl>(graph_, name_, init_);
 }
 
 GraphNet::GraphNet(const Network& network) : ModuleHolder(std::dynamic_pointer_cast<GraphNetImpl>(network.ptr())) {

@@ -1,6 +1,6 @@
-// A network that runs its graph (runner/models/graph.h): the form every built-in CNN but ResNet-18/34 takes
-// (runner/models/zoo.cpp builds VGG, MobileNetV2, DenseNet and ResNet-50 graphs), with torchvision's module paths
-// as parameter names.
+// A network that runs its graph (runner/models/graph.h): the one executor of every model, built-in (the graphs of
+// runner/models/zoo.cpp: ResNet-18/34/50, VGG, MobileNetV2, DenseNet) or imported from TorchScript, with
+// torchvision's module paths as parameter names.
 //
 //     Graph g = zoo::mobilenet_v2(...);
 //     models::GraphNet net(g, "mobilenet_v2");   // modules created from the graph, torchvision's initialisation
@@ -22,10 +22,15 @@ namespace expctl::models {
 /// names plus ".weight", ".running_mean", ...; everything else is functional.
 class GraphNetImpl : public NetworkImpl {
  public:
+  /// How the layers are initialised (both: convs kaiming-normal, fan-out, ReLU; BN weight 1, bias 0).
+  enum class Init {
+    Layerwise,  ///< each layer as it is made; linear N(0, 0.01), biases 0 (torchvision's VGG, MobileNetV2)
+    ResNet,     ///< torchvision's ResNet: every layer made with LibTorch's defaults, then the convs and BNs
+                ///< re-initialised in module order; linear layers keep LibTorch's default
+  };
   /// Builds the modules of `graph` (checked with derive_channel_groups(), which names a bad node) and
-  /// initialises them like torchvision: convs kaiming-normal (fan-out, ReLU), BN weight 1 / bias 0, linear
-  /// N(0, 0.01) with bias 0. `name` is the architecture's ("vgg16_bn").
-  GraphNetImpl(Graph graph, std::string name);
+  /// initialises them as `init` says. `name` is the architecture's ("vgg16_bn").
+  GraphNetImpl(Graph graph, std::string name, Init init = Init::Layerwise);
 
   torch::Tensor forward(const torch::Tensor& x, ForwardObserver* observer = nullptr) override;
   /// Segments end where one tensor carries everything later nodes read (between VGG's layers, after each of
@@ -48,6 +53,7 @@ class GraphNetImpl : public NetworkImpl {
 
   Graph graph_;
   std::string name_;
+  Init init_;
   // Per node: its module when it is a conv / BN / linear (else empty).
   std::vector<torch::nn::Conv2d> convs_;
   std::vector<torch::nn::BatchNorm2d> bns_;

@@ -15,7 +15,6 @@
 #include "runner/data/datasets.h"
 #include "runner/io/checksum.h"
 #include "runner/models/graph_net.h"
-#include "runner/models/resnet.h"
 #include "runner/models/torch_file.h"
 #include "runner/models/torchscript_import.h"
 #include "runner/models/zoo.h"

@@ -1,7 +1,7 @@
 // What every model is to the rest of expctl: a torch module with torchvision's parameter names that runs forward
 // with an observer, describes itself as a graph (runner/models/graph.h) and can be run segment by segment.
-// The stages, pruners, metrics and checkpoints take a models::Network, built from a ResNet (runner/models/resnet.h)
-// or a GraphNet (runner/models/graph_net.h):
+// The stages, pruners, metrics and checkpoints take a models::Network; every model is a GraphNet
+// (runner/models/graph_net.h), the one executor, built from a graph:
 //
 //     models::Network net = models::build_model(cfg);       // whichever model the YAML names
 //     auto groups = models::channel_groups(net);            // derived from net->graph()
@@ -69,10 +69,10 @@ class NetworkImpl : public torch::nn::Module {
   torch::Device device() const;
 };
 
-/// A shared handle to any NetworkImpl; a ResNet or GraphNet converts to it implicitly.
+/// A shared handle to any NetworkImpl; a GraphNet converts to it implicitly.
 class Network : public torch::nn::ModuleHolder<NetworkImpl> {
  public:
-  // No forwarding constructor (NetworkImpl is abstract): `Network(resnet)` converts as `Network n = resnet` does.
+  // No forwarding constructor (NetworkImpl is abstract): `Network(net)` converts as `Network n = net` does.
   Network(std::nullptr_t) : ModuleHolder(nullptr) {}                             // NOLINT
   Network(std::shared_ptr<NetworkImpl> impl) : ModuleHolder(std::move(impl)) {}  // NOLINT
   template <typename T, typename = std::enable_if_t<std::is_base_of_v<NetworkImpl, T>>>
@@ -105,7 +105,7 @@ StateDict adapt_pretrained(const StateDict& pretrained, const Network& fresh);
 /// `model`.
 Network copy_network(const Network& model);
 
-/// copy_model() for a typed holder (ResNet, GraphNet) or a Network: the copy has the same type.
+/// copy_model() for a typed holder (GraphNet) or a Network: the copy has the same type.
 template <typename Holder>
 Holder copy_model(const Holder& model) {
   Network copy = copy_network(Network(model));

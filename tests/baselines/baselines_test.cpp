@@ -18,7 +18,7 @@
 #include "runner/core/params.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/checkpoint.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 #include "tests/core/test_util.h"
 #include "tests/models/block_params.h"
 
@@ -32,13 +32,13 @@ using expctl::PruneRequest;
 namespace {
 
 // A small ResNet-18 (cifar stem, widths 8-16) with random BN parameters and statistics, in eval mode.
-em::ResNet small_model(uint64_t seed = 1) {
+em::GraphNet small_model(uint64_t seed = 1) {
   torch::manual_seed(seed);
   em::ResNetSpec s;
   s.num_classes = 5;
   s.stem = em::Stem::Cifar;
   s.stage_widths = {8, 16, 16, 16};
-  em::ResNet m = em::make_resnet(s);
+  em::GraphNet m = em::make_resnet(s);
   torch::NoGradGuard g;
   for (auto& mod : m->modules(false)) {
     if (auto* bn = mod->as<torch::nn::BatchNorm2dImpl>()) {
@@ -99,7 +99,7 @@ Layers layers_of(const std::string& group_name) {
   throw std::runtime_error("no hand-written layers for " + group_name);
 }
 
-std::vector<double> reference_magnitude(em::ResNet& m, const std::string& name, int64_t size, int p) {
+std::vector<double> reference_magnitude(em::GraphNet& m, const std::string& name, int64_t size, int p) {
   const em::StateDict sd = em::state_dict(*m);
   const Layers l = layers_of(name);
   std::vector<double> out(size, 0.0);
@@ -120,7 +120,7 @@ void expect_near_all(const std::vector<double>& got, const std::vector<double>& 
     EXPECT_NEAR(got[i], want[i], rel * std::max(1.0, std::abs(want[i]))) << "channel " << i;
 }
 
-PrunePlan run_pruner(const std::string& name, em::ResNet& model, const Params& params, const torch::Tensor& x = {},
+PrunePlan run_pruner(const std::string& name, em::GraphNet& model, const Params& params, const torch::Tensor& x = {},
                      const torch::Tensor& y = {}) {
   return expctl::test::run_pruner(name, model, params, /*batch_size=*/4, x, y);
 }
@@ -147,7 +147,7 @@ Params params_for(const std::string& pruner, const std::map<std::string, expctl:
 // ---- scores against brute force -----------------------------------------------------------------
 
 TEST(GroupMagnitude, EqualsTheDefinitionOnHandNamedLayers) {
-  em::ResNet m = small_model();
+  em::GraphNet m = small_model();
   const auto groups = em::channel_groups(m);
   const em::StateDict sd = em::state_dict(*m);
   for (int p : {1, 2})
@@ -159,7 +159,7 @@ TEST(GroupMagnitude, EqualsTheDefinitionOnHandNamedLayers) {
 }
 
 TEST(BnScale, IsTheMeanAbsoluteGammaOfTheGroupsBatchNorms) {
-  em::ResNet m = small_model();
+  em::GraphNet m = small_model();
   const auto groups = em::channel_groups(m);
   const em::StateDict sd = em::state_dict(*m);
   for (const char* name : {"layer1.0.conv1", "layer2", "layer4"}) {
@@ -194,7 +194,7 @@ struct Keep : em::ForwardObserver {
 };
 
 TEST(Taylor, EqualsAPerImageBruteForceAndLeavesTheModelAsItWas) {
-  em::ResNet m = small_model();
+  em::GraphNet m = small_model();
   torch::manual_seed(3);
   const torch::Tensor x = torch::randn({6, 3, 16, 16});
   const torch::Tensor y = torch::randint(0, 5, {6}, torch::kLong);
@@ -239,7 +239,7 @@ TEST(Taylor, EqualsAPerImageBruteForceAndLeavesTheModelAsItWas) {
 }
 
 TEST(Random, IsReproducibleBySeedAndDiffersBetweenSeeds) {
-  em::ResNet m = small_model();
+  em::GraphNet m = small_model();
   const auto groups = em::channel_groups(m);
   const auto a = bl::random_scores(groups, 7), b = bl::random_scores(groups, 7), c = bl::random_scores(groups, 8);
   ASSERT_EQ(a.size(), groups.size());
@@ -311,7 +311,7 @@ TEST(Baselines, EveryPrunerShrinksEveryPrunableGroupByItsLocalBudgetAndTheModelS
   const torch::Tensor y = torch::randint(0, 5, {8}, torch::kLong);
   for (const char* name : {"group_magnitude", "bn_scale", "taylor", "random"}) {
     SCOPED_TRACE(name);
-    em::ResNet m = small_model();
+    em::GraphNet m = small_model();
     const auto groups = em::channel_groups(m);
     const Params p = params_for(name, {{"sparsity", val(0.5)},
                                        {"min_channels", val(int64_t{2})},
@@ -329,7 +329,7 @@ TEST(Baselines, EveryPrunerShrinksEveryPrunableGroupByItsLocalBudgetAndTheModelS
     torch::NoGradGuard ng;
     EXPECT_EQ(m->forward(x).sizes(), (std::vector<int64_t>{8, 5}));
   }
-  em::ResNet m = small_model();
+  em::GraphNet m = small_model();
   EXPECT_THROW(run_pruner("group_magnitude", m,
                           params_for("group_magnitude",
                                      {{"exclude", val(std::vector<std::string>{"layer9"})}})),
@@ -337,7 +337,7 @@ TEST(Baselines, EveryPrunerShrinksEveryPrunableGroupByItsLocalBudgetAndTheModelS
 }
 
 TEST(Baselines, GroupMagnitudeKeepsTheHighestScoringChannelsOfEachGroup) {
-  em::ResNet m = small_model();
+  em::GraphNet m = small_model();
   const auto groups = em::channel_groups(m);
   const Params p = params_for("group_magnitude", {{"min_channels", val(int64_t{1})},
                                                   {"round_to", val(int64_t{1})},
@@ -360,13 +360,13 @@ TEST(Baselines, GroupMagnitudeKeepsTheHighestScoringChannelsOfEachGroup) {
 
 TEST(Baselines, PrunedModelSavesLoadsTrainsAndResumesWithConsistentOptimizerState) {
   expctl::test::TempDir tmp;
-  em::ResNet m = small_model();
+  em::GraphNet m = small_model();
   const PrunePlan plan = run_pruner("group_magnitude", m, params_for("group_magnitude", {}));
   em::prune_groups(m, plan.keep);
   const auto file = tmp / "pruned.pt";
   em::save_checkpoint(file, m);
-  em::ResNet loaded = em::load_checkpoint(file);
-  EXPECT_EQ(loaded->spec(), m->spec());
+  em::GraphNet loaded = em::load_checkpoint(file);
+  EXPECT_EQ(em::resnet_spec(*loaded), em::resnet_spec(*m));
   const em::StateDict a = em::state_dict(*m), b = em::state_dict(*loaded);
   ASSERT_EQ(a.size(), b.size());
   for (const auto& item : a) EXPECT_TRUE(torch::equal(item.value(), b[item.key()])) << item.key();
@@ -374,7 +374,7 @@ TEST(Baselines, PrunedModelSavesLoadsTrainsAndResumesWithConsistentOptimizerStat
   torch::manual_seed(9);
   const torch::Tensor x = torch::randn({8, 3, 16, 16});
   const torch::Tensor y = torch::randint(0, 5, {8}, torch::kLong);
-  auto step = [&](em::ResNet& net, torch::optim::SGD& opt) {
+  auto step = [&](em::GraphNet& net, torch::optim::SGD& opt) {
     net->train();
     opt.zero_grad();
     auto loss = torch::nn::functional::cross_entropy(net->forward(x), y);
@@ -394,7 +394,7 @@ TEST(Baselines, PrunedModelSavesLoadsTrainsAndResumesWithConsistentOptimizerStat
   em::save_training_state(tmp / "e1.pt", opt, 1);
 
   // Resume: a fresh model and optimizer from the files continue exactly like the original.
-  em::ResNet resumed = em::load_checkpoint(tmp / "e1.pt");
+  em::GraphNet resumed = em::load_checkpoint(tmp / "e1.pt");
   torch::optim::SGD opt2(resumed->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9).nesterov(true));
   EXPECT_EQ(em::load_training_state(tmp / "e1.pt", opt2).epoch, 1);
   const double l1 = step(loaded, opt), l2 = step(resumed, opt2);

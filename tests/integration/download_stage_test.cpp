@@ -12,7 +12,7 @@
 #include "runner/io/checksum.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/models.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 #include "runner/models/torch_file.h"
 #include "tests/core/test_util.h"
 #include "tests/integration/fakes.h"
@@ -71,9 +71,9 @@ TEST(DownloadStage, FetchesVerifiesUnpacksAndSkipsWhenUpToDate) {
   EXPECT_EQ(data::load_dataset(cfg, true).size(), 100);  // 5 batch files of 20 records
   EXPECT_EQ(test.images.sizes(), (std::vector<int64_t>{10, 3, 32, 32}));
 
-  models::ResNet net = models::build_model(cfg);
-  EXPECT_EQ(net->spec().num_classes, 10);
-  EXPECT_EQ(net->spec().stem, models::Stem::Cifar);
+  models::GraphNet net = models::build_model(cfg);
+  EXPECT_EQ(models::resnet_spec(*net).num_classes, 10);
+  EXPECT_EQ(models::resnet_spec(*net).stem, models::Stem::Cifar);
   auto pretrained = models::read_state_dict_file(tmp / "downloaded_models" / weights.filename());
   auto mine = models::state_dict(*net);
   EXPECT_TRUE(torch::equal(mine["layer3.1.conv2.weight"], pretrained["layer3.1.conv2.weight"]));
@@ -122,8 +122,8 @@ TEST(DownloadStage, FashionMnistFromDebiansFolder) {
   EXPECT_EQ(test.size(), 200);
   EXPECT_EQ(torch::bincount(test.labels).min().item<int64_t>(), 20);  // class-balanced
   EXPECT_EQ(data::load_dataset(cfg, true).size(), 60000);
-  models::ResNet net = models::build_model(cfg);
-  EXPECT_EQ(net->spec().in_channels, 1);
+  models::GraphNet net = models::build_model(cfg);
+  EXPECT_EQ(models::resnet_spec(*net).in_channels, 1);
 
   // The official checksums do not match Debian's files: the download is refused.
   test::write_file(tmp / "s2.yaml", scenario("{name: ResNet18, pretrained: false}",
@@ -408,8 +408,8 @@ TEST(DownloadStage, AnImageFolderArchiveIsFetchedCheckedUnpackedAndRead) {
   EXPECT_EQ(test_split.size(), 30);
   EXPECT_EQ(train.class_names.front(), "Ankle_boot") << "sorted folder names";
   EXPECT_EQ(train.pixels(0, 2).sizes(), (std::vector<int64_t>{2, 1, 32, 32}));
-  const models::ResNet built = models::build_model(cfg);
-  EXPECT_EQ(built->spec().num_classes, 10);
+  const models::GraphNet built = models::build_model(cfg);
+  EXPECT_EQ(models::resnet_spec(*built).num_classes, 10);
 
   // A file changed after the extraction is refused when the split is read again.
   const fs::path one = tmp / "downloaded_datasets/ImageFolder/fmnist-png/fmnist-png/train/Bag";

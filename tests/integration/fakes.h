@@ -5,7 +5,7 @@
 #include <filesystem>
 
 #include "runner/io/checksum.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 #include "runner/models/torch_file.h"
 #include "tests/core/test_util.h"
 
@@ -14,7 +14,7 @@ namespace expctl::test {
 // A torchvision-format ResNet-18 state dict (1000 classes, ImageNet stem), named like torchvision's files.
 inline std::filesystem::path write_fake_torchvision_weights(const std::filesystem::path& dir) {
   torch::manual_seed(7);
-  models::ResNet net = models::make_resnet(models::ResNetSpec{});
+  models::GraphNet net = models::make_resnet(models::ResNetSpec{});
   auto d = models::PickleValue::dict();
   for (const auto& kv : models::state_dict(*net)) d.set(kv.key(), models::PickleValue::from(kv.value()));
   auto bytes = models::serialize_torch_file(d);

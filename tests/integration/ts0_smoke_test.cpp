@@ -94,7 +94,7 @@ TEST_F(Ts0Smoke, FineTuningThenBothPrunersThenReruns) {
     torch::NoGradGuard no_grad;
     const fs::path exported = tmp_->path() / "ckpt/TS0_NeuronCoverage_ResNet18_FashionMNIST/model.torchscript.pt";
     ASSERT_TRUE(fs::exists(exported));
-    models::ResNet final_model = models::load_checkpoint(ckpt("ResNet18_FashionMNIST_FTAP_NC_1.pt"));
+    models::Network final_model = models::load_checkpoint(ckpt("ResNet18_FashionMNIST_FTAP_NC_1.pt"));
     final_model->eval();
     const auto x = torch::randn({3, 1, 28, 28});
     const auto want = final_model->forward(x);

@@ -16,7 +16,7 @@
 #include "runner/data/loader.h"
 #include "runner/metrics/environment.h"
 #include "runner/models/channel_groups.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 
 namespace em = expctl::models;
 namespace ex = expctl::metrics;
@@ -71,7 +71,7 @@ em::ResNetSpec thin_spec(int64_t classes) {
   return s;
 }
 
-torch::Tensor weight_of(em::ResNet& model, const std::string& name) {
+torch::Tensor weight_of(em::GraphNet& model, const std::string& name) {
   for (const auto& p : model->named_parameters())
     if (p.key() == name) return p.value();
   ADD_FAILURE() << "no parameter " << name;
@@ -176,8 +176,8 @@ TEST(Macs, PruningAGroupRemovesExactlyItsProducts) {
 
   // A residual stream too: layer4 512 → 100 channels; the formula on the pruned spec agrees.
   em::prune_groups(model, {{"layer4", torch::arange(0, 100)}});
-  EXPECT_EQ(model->spec().stage_widths[3], 100);
-  EXPECT_EQ(ex::count_macs(model, 32, 32).macs, reference_macs(model->spec(), 32, 32));
+  EXPECT_EQ(em::resnet_spec(*model).stage_widths[3], 100);
+  EXPECT_EQ(ex::count_macs(model, 32, 32).macs, reference_macs(em::resnet_spec(*model), 32, 32));
 }
 
 TEST(Macs, NonZeroMacsFollowTheMask) {
@@ -215,10 +215,10 @@ TEST(Macs, KeepsTheModeAndBatchNormStatistics) {
   torch::manual_seed(3);
   auto model = em::make_resnet(thin_spec(5));
   model->train();
-  auto mean_before = model->bn1->running_mean.clone();
+  auto mean_before = em::state_dict(*model)["bn1.running_mean"].clone();
   ex::count_macs(model, 16, 16);
   EXPECT_TRUE(model->is_training());
-  EXPECT_TRUE(torch::equal(model->bn1->running_mean, mean_before));  // the forward ran in eval mode
+  EXPECT_TRUE(torch::equal(em::state_dict(*model)["bn1.running_mean"], mean_before));  // the forward ran in eval mode
   EXPECT_THROW(ex::count_macs(model, 0, 16), expctl::Error);
 }
 
@@ -260,7 +260,7 @@ TEST(Size, CompactSizeFollowsTheFormula) {
       const int64_t numel = t.numel(), nonzero = numel / 2;  // odd positions survive
       expected_change += -4 * numel + 4 * nonzero + (numel + 7) / 8;
     }
-    model->bn1->weight[0] = 0;
+    em::state_dict(*model)["bn1.weight"][0] = 0;
   }
   const ex::ModelSize masked = ex::model_size(*model);
   EXPECT_EQ(masked.dense_bytes, dense.dense_bytes);  // zeros take as much room as any value
@@ -279,8 +279,8 @@ TEST(Evaluate, RiggedClassifierScoresThatClassShare) {
   auto model = em::make_resnet(thin_spec(4));
   {
     torch::NoGradGuard g;
-    model->fc->weight.zero_();
-    model->fc->bias.copy_(torch::tensor({0.0f, 0.0f, 1.0f, 0.0f}));  // every logit vector is (0, 0, 1, 0)
+    em::state_dict(*model)["fc.weight"].zero_();
+    em::state_dict(*model)["fc.bias"].copy_(torch::tensor({0.0f, 0.0f, 1.0f, 0.0f}));  // every logit vector is (0, 0, 1, 0)
   }
   ed::Split split = random_split(10, 4, 7);
   split.labels = torch::tensor({2, 0, 2, 1, 3, 2, 0, 1, 1, 3}, torch::kLong);  // 3 of 10 are class 2
@@ -355,7 +355,7 @@ TEST(Latency, MeasuresFinitePositiveTimes) {
   torch::manual_seed(10);
   auto model = em::make_resnet(thin_spec(5));
   model->train();
-  auto mean_before = model->bn1->running_mean.clone();
+  auto mean_before = em::state_dict(*model)["bn1.running_mean"].clone();
   ex::LatencyOptions o;
   o.batch = 2;
   o.height = o.width = 16;
@@ -374,7 +374,7 @@ TEST(Latency, MeasuresFinitePositiveTimes) {
   EXPECT_LE(s.p95_ms, s.max_ms);
   EXPECT_DOUBLE_EQ(s.per_image_median_ms(), s.median_ms / 2);
   EXPECT_TRUE(model->is_training());
-  EXPECT_TRUE(torch::equal(model->bn1->running_mean, mean_before));
+  EXPECT_TRUE(torch::equal(em::state_dict(*model)["bn1.running_mean"], mean_before));
 
   o.repeats = 0;
   EXPECT_THROW(ex::measure_latency(model, o, torch::kCPU), expctl::Error);

@@ -11,7 +11,7 @@
 
 #include "runner/core/error.h"
 #include "runner/models/channel_groups.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 #include "tests/models/tiny_net.h"
 
 namespace em = expctl::models;
@@ -96,7 +96,7 @@ TEST(DerivedGroups, ResNetEqualsTheHandDeclaredGroups) {
         spec.stage_widths = {8, 12, 16, 20};
         spec = spec.resolved();
         spec.block_widths[1] = 5;  // a pruned inner width
-        const em::ResNet model(spec);
+        const em::GraphNet model = em::make_resnet(spec);
         const auto derived = em::derive_channel_groups(model->graph());
         const auto expected = hand_declared(spec);
         ASSERT_EQ(derived.size(), expected.size()) << depth;

@@ -12,6 +12,7 @@
 #include "runner/core/files.h"
 #include "runner/models/checkpoint.h"
 #include "runner/models/torch_file.h"
+#include "runner/models/zoo.h"
 #include "tests/core/test_util.h"
 
 namespace em = expctl::models;
@@ -126,10 +127,10 @@ TEST(HostileTorchFiles, NonFiniteWeightsAreRefusedNamingFileAndTensor) {
   em::ResNetSpec spec;
   spec.num_classes = 3;
   spec.stage_widths = {4, 4, 4, 4};
-  em::ResNet model(spec);
+  em::GraphNet model = em::make_resnet(spec);
   {
     torch::NoGradGuard g;
-    model->blocks()[1]->conv2->weight.view(-1)[5] = std::nan("");
+    em::state_dict(*model)["layer1.1.conv2.weight"].view(-1)[5] = std::nan("");
   }
   em::save_checkpoint(tmp / "nan.pt", model);
   EXPECT_EQ(error_of([&] { em::load_checkpoint(tmp / "nan.pt"); }),

@@ -15,7 +15,7 @@
 #include "runner/core/files.h"
 #include "runner/io/zip_check.h"
 #include "runner/models/checkpoint.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 #include "runner/models/torch_file.h"
 #include "runner/models/torchscript_export.h"
 #include "runner/models/torchscript_import.h"
@@ -28,11 +28,11 @@ using expctl::test::TempDir;
 
 namespace {
 
-em::ResNet tiny_resnet() {
+em::GraphNet tiny_resnet() {
   em::ResNetSpec spec;
   spec.num_classes = 3;
   spec.stage_widths = {4, 4, 4, 4};
-  return em::ResNet(spec);
+  return em::make_resnet(spec);
 }
 
 // The record with the most data: a tensor's storage.
@@ -224,10 +224,10 @@ TEST(HostileZipFiles, ExportNeverOverwritesACheckpoint) {
 // conversion for the NaN logits.
 TEST(HostileZipFiles, NonFiniteTorchScriptWeightsAreNamedBeforeConversion) {
   TempDir tmp;
-  em::ResNet model = tiny_resnet();
+  em::GraphNet model = tiny_resnet();
   {
     torch::NoGradGuard g;
-    model->fc->weight.view(-1)[1] = std::nan("");
+    em::state_dict(*model)["fc.weight"].view(-1)[1] = std::nan("");
   }
   model->eval();
   const em::Network net = model;

@@ -22,7 +22,7 @@
 #include "runner/data/dataset.h"
 #include "runner/models/channel_groups.h"
 #include "tests/models/block_params.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 
 namespace {
 
@@ -41,11 +41,11 @@ torch::Tensor uniform_from_integers(int64_t n, int64_t start) {
 
 /// The TS0 architecture with deterministic, non-trivial weights: convs and fc uniform with kaiming's variance
 /// (fan-out), BN affine and running statistics spread around 1 / 0 so that channels differ.
-em::ResNet ts0_model() {
+em::GraphNet ts0_model() {
   em::ResNetSpec spec;
   spec.num_classes = 10;
   spec.in_channels = 1;
-  em::ResNet model(spec);
+  em::GraphNet model = em::make_resnet(spec);
   model->to(torch::kDouble);
   torch::NoGradGuard no_grad;
   int64_t counter = 0;
@@ -120,7 +120,7 @@ TEST(PlansRegression, Ts0ModelPlansEqualTheSavedOnes) {
   const auto [x, y] = calibration(32);
   ordered_json got = ordered_json::object();
   for (const Case& c : kCases) {
-    em::ResNet model = ts0_model();  // fresh for each: unstructured Wanda zeroes weights in place
+    em::GraphNet model = ts0_model();  // fresh for each: unstructured Wanda zeroes weights in place
     const expctl::Params params = expctl::test::prune_params(c.pruner, c.params);
     got[c.name] = describe(expctl::test::run_pruner(c.pruner, model, params, /*batch_size=*/16, x, y));
   }

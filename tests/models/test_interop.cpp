@@ -12,7 +12,7 @@
 #include "runner/core/files.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/checkpoint.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 #include "runner/models/torch_file.h"
 #include "runner/models/torchscript_export.h"
 
@@ -64,7 +64,27 @@ void expect_data_error(Fn fn, std::initializer_list<std::string> parts) {
   }
 }
 
-void randomise(em::ResNet& model, uint64_t seed) {
+// The "arch" entry versions before the single executor wrote for a ResNet-18/34.
+em::PickleValue legacy_arch(const em::ResNetSpec& spec) {
+  const em::ResNetSpec s = spec.resolved();
+  auto ints = [](const std::vector<int64_t>& v) {
+    auto l = em::PickleValue::list();
+    for (int64_t x : v) l.items.push_back(em::PickleValue::from(x));
+    return l;
+  };
+  auto arch = em::PickleValue::dict();
+  arch.set("family", em::PickleValue::from("resnet"));
+  arch.set("name", em::PickleValue::from(s.name()));
+  arch.set("depth", em::PickleValue::from(int64_t{s.depth}));
+  arch.set("num_classes", em::PickleValue::from(s.num_classes));
+  arch.set("stem", em::PickleValue::from(em::to_string(s.stem)));
+  arch.set("in_channels", em::PickleValue::from(s.in_channels));
+  arch.set("stage_widths", ints(s.stage_widths));
+  arch.set("block_widths", ints(s.block_widths));
+  return arch;
+}
+
+void randomise(em::GraphNet& model, uint64_t seed) {
   torch::manual_seed(seed);
   torch::NoGradGuard g;
   for (auto& m : model->modules(false)) {
@@ -104,7 +124,7 @@ class TorchvisionInterop : public ::testing::Test {
   static fs::path file(const std::string& name) { return dir_ / name; }
 
   // Runs the input saved in `io` through `model` and compares with the logits Python saved beside it.
-  static void expect_same_logits(em::ResNet model, const std::string& io) {
+  static void expect_same_logits(em::GraphNet model, const std::string& io) {
     const auto v = em::read_torch_file(file(io));
     ASSERT_EQ(v.kind, em::PickleValue::Kind::Dict);
     torch::NoGradGuard g;
@@ -126,7 +146,7 @@ TEST_F(TorchvisionInterop, LoadsTorchvisionStateDictsAndGivesTheSameLogits) {
     const auto spec = em::infer_spec(sd);
     EXPECT_EQ(spec.num_classes, 10);
     EXPECT_EQ(spec.stem, variant == "cifar" ? em::Stem::Cifar : em::Stem::ImageNet);
-    em::ResNet model(spec);
+    em::GraphNet model = em::make_resnet(spec);
     em::load_state_dict(*model, sd, variant);
     expect_same_logits(model, "io_" + variant + ".pth");
   }
@@ -139,7 +159,7 @@ TEST_F(TorchvisionInterop, LoadsTheLegacyFormatWithoutNumBatchesTracked) {
   for (const auto& item : legacy) EXPECT_TRUE(torch::equal(item.value(), zip[item.key()])) << item.key();
   em::ResNetSpec spec;
   spec.num_classes = 10;
-  em::ResNet model(spec);
+  em::GraphNet model = em::make_resnet(spec);
   em::load_state_dict(*model, legacy, "legacy");  // missing num_batches_tracked is tolerated
   expect_same_logits(model, "io_imagenet.pth");
 }
@@ -178,12 +198,12 @@ TEST_F(TorchvisionInterop, ForeignTruncatedAndMismatchedFilesAreClearErrors) {
   r34.depth = 34;
   r34.num_classes = 10;
   r34.stem = em::Stem::Cifar;
-  em::ResNet m34(r34);
+  em::GraphNet m34 = em::make_resnet(r34);
   expect_data_error([&] { em::load_state_dict(*m34, sd, "tv_cifar.pth"); },
                     {"tv_cifar.pth", "missing keys: layer1.2.conv1.weight"});
   em::ResNetSpec wide;
   wide.stem = em::Stem::Cifar;
-  em::ResNet m1000(wide);
+  em::GraphNet m1000 = em::make_resnet(wide);
   expect_data_error([&] { em::load_state_dict(*m1000, sd, "tv_cifar.pth"); },
                     {"fc.weight: file has [10, 512], model has [1000, 512]"});
   // Pretrained weights are not a checkpoint.
@@ -219,7 +239,7 @@ TEST_F(Checkpoints, RoundTripAndPythonReproducesTheLogits) {
                              {"r34_pruned", r34, true, {1, 3, 64, 64}}};
   std::string args;
   for (const auto& c : cases) {
-    em::ResNet model(c.spec);
+    em::GraphNet model = em::make_resnet(c.spec);
     randomise(model, 9);
     if (c.prune) {
       // Different widths in every group, including the residual streams.
@@ -231,7 +251,7 @@ TEST_F(Checkpoints, RoundTripAndPythonReproducesTheLogits) {
     const auto x = torch::randn(c.input);
     const auto logits = model->forward(x);
     em::StateDict masks;
-    masks.insert("layer1.0.conv1.weight", model->blocks()[0]->conv1->weight.abs() > 0.01);
+    masks.insert("layer1.0.conv1.weight", em::state_dict(*model)["layer1.0.conv1.weight"].abs() > 0.01);
     const nlohmann::json meta = {{"epoch", 5}, {"accuracy", 91.25}, {"config_hash", "abc123"}, {"pruned", c.prune}};
     const auto ckpt = dir_ / "sub" / (c.name + ".pt");
     em::save_checkpoint(ckpt, model, meta, masks);
@@ -243,15 +263,16 @@ TEST_F(Checkpoints, RoundTripAndPythonReproducesTheLogits) {
     args += " " + ckpt.string() + " " + (dir_ / (c.name + "_io.pt")).string();
 
     em::Checkpoint contents;
-    em::ResNet back = em::load_checkpoint(ckpt, &contents);
+    em::GraphNet back = em::load_checkpoint(ckpt, &contents);
     back->eval();
     EXPECT_TRUE(torch::equal(back->forward(x), logits)) << c.name;
-    EXPECT_EQ(contents.arch, model->spec());
+    EXPECT_EQ(contents.family, "graph");
+    EXPECT_EQ(em::resnet_spec(*back), em::resnet_spec(*model));
     EXPECT_EQ(contents.meta, meta);
     ASSERT_EQ(contents.masks.size(), 1u);
     EXPECT_TRUE(torch::equal(contents.masks["layer1.0.conv1.weight"], masks["layer1.0.conv1.weight"]));
     EXPECT_EQ(contents.state_dict["bn1.num_batches_tracked"].item<int64_t>(), 11);
-    if (c.prune) EXPECT_NE(contents.arch.stage_widths, c.spec.resolved().stage_widths);
+    if (c.prune) EXPECT_NE(em::resnet_spec(*back).stage_widths, c.spec.resolved().stage_widths);
   }
   std::string out;
   if (run(kPython + " -c 'import torch, torchvision'", &out) != 0)
@@ -263,7 +284,7 @@ TEST_F(Checkpoints, RoundTripAndPythonReproducesTheLogits) {
 }
 
 TEST_F(Checkpoints, TruncatedForeignAndInconsistentFilesAreClearErrors) {
-  em::ResNet model(em::ResNetSpec{});
+  em::GraphNet model = em::make_resnet(em::ResNetSpec{});
   const auto ckpt = dir_ / "m.pt";
   em::save_checkpoint(ckpt, model);
   const std::string bytes = read_bytes(ckpt);
@@ -276,10 +297,19 @@ TEST_F(Checkpoints, TruncatedForeignAndInconsistentFilesAreClearErrors) {
   notckpt.set("weights", em::PickleValue::from(int64_t{3}));
   expctl::write_file_atomic(dir_ / "other.pt", em::serialize_torch_file(notckpt), "x");
   expect_data_error([&] { em::read_checkpoint(dir_ / "other.pt"); }, {"other.pt", "not an expctl checkpoint"});
-  // A checkpoint whose arch disagrees with its tensors.
+  // A checkpoint whose arch disagrees with its tensors: a graph with another class count, and a file of an earlier
+  // version whose ResNet widths say so.
   auto v = em::read_torch_file(ckpt);
   auto* arch = const_cast<em::PickleValue*>(v.find("arch"));
-  arch->set("num_classes", em::PickleValue::from(int64_t{12}));
+  em::ResNetSpec twelve;
+  twelve.num_classes = 12;
+  em::save_checkpoint(dir_ / "twelve.pt", em::make_resnet(twelve));
+  const auto twelve_file = em::read_torch_file(dir_ / "twelve.pt");
+  arch->set("graph", *twelve_file.find("arch")->find("graph"));
+  expctl::write_file_atomic(dir_ / "bad_arch.pt", em::serialize_torch_file(v), "x");
+  expect_data_error([&] { em::load_checkpoint(dir_ / "bad_arch.pt"); },
+                    {"bad_arch.pt", "fc.weight: file has [1000, 512], model has [12, 512]"});
+  *arch = legacy_arch(twelve);
   expctl::write_file_atomic(dir_ / "bad_arch.pt", em::serialize_torch_file(v), "x");
   expect_data_error([&] { em::load_checkpoint(dir_ / "bad_arch.pt"); },
                     {"bad_arch.pt", "fc.weight: file has [1000, 512], model has [12, 512]"});
@@ -288,11 +318,53 @@ TEST_F(Checkpoints, TruncatedForeignAndInconsistentFilesAreClearErrors) {
   expect_data_error([&] { em::read_checkpoint(dir_ / "bad_arch.pt"); }, {"bad_arch.pt", "depth 50"});
 }
 
+TEST_F(Checkpoints, ResNetFilesOfEarlierVersionsLoadAsTheirGraph) {
+  // Versions before the single executor wrote ResNet-18/34 as {"family": "resnet", widths}: users have such files.
+  torch::NoGradGuard g;
+  em::ResNetSpec spec;
+  spec.num_classes = 10;
+  spec.stem = em::Stem::Cifar;
+  spec.in_channels = 1;
+  em::GraphNet model = em::make_resnet(spec);
+  randomise(model, 4);
+  torch::manual_seed(5);
+  for (const auto& group : em::channel_groups(model))
+    em::prune_group(model, group, torch::randperm(group.size).slice(0, 0, group.size / 2 + 1));
+  model->eval();
+  const em::ResNetSpec pruned = em::resnet_spec(*model);
+  EXPECT_NE(pruned, spec);
+  const auto x = torch::randn({2, 1, 32, 32});
+  const auto logits = model->forward(x);
+  em::StateDict masks;
+  masks.insert("fc.weight", em::state_dict(*model)["fc.weight"].abs() > 0.01);
+  const auto ckpt = dir_ / "now.pt";
+  em::save_checkpoint(ckpt, model, {{"epoch", 3}}, masks);
+  auto v = em::read_torch_file(ckpt);
+  *const_cast<em::PickleValue*>(v.find("arch")) = legacy_arch(pruned);
+  const auto old_file = dir_ / "ResNet18_FashionMNIST_FTAP_NC_3.pt";
+  expctl::write_file_atomic(old_file, em::serialize_torch_file(v), "x");
+
+  em::Checkpoint contents;
+  em::GraphNet back = em::load_checkpoint(old_file, &contents);
+  EXPECT_EQ(contents.family, "resnet");
+  EXPECT_EQ(contents.name, "resnet18");
+  EXPECT_EQ(contents.graph.to_json(), model->graph().to_json());
+  EXPECT_EQ(contents.meta, (nlohmann::json{{"epoch", 3}}));
+  EXPECT_TRUE(torch::equal(contents.masks["fc.weight"], masks["fc.weight"]));
+  EXPECT_EQ(back->arch_name(), "resnet18");
+  EXPECT_EQ(em::resnet_spec(*back), pruned);
+  back->eval();
+  EXPECT_TRUE(torch::equal(back->forward(x), logits));
+  // Saved again, it is a graph checkpoint like every other model's.
+  em::save_checkpoint(dir_ / "again.pt", back);
+  EXPECT_EQ(em::read_checkpoint(dir_ / "again.pt").family, "graph");
+}
+
 TEST_F(Checkpoints, FailedSaveLeavesThePreviousCheckpointIntact) {
   em::ResNetSpec spec;
   spec.num_classes = 3;
   spec.stage_widths = {4, 4, 4, 4};
-  em::ResNet model(spec);
+  em::GraphNet model = em::make_resnet(spec);
   const auto ckpt = dir_ / "keep.pt";
   em::save_checkpoint(ckpt, model, {{"epoch", 1}});
   const std::string before = read_bytes(ckpt);
@@ -321,9 +393,9 @@ TEST_F(Checkpoints, TrainingStateRestoresOptimizerEpochAndRng) {
   spec.num_classes = 3;
   spec.stem = em::Stem::Cifar;
   spec.stage_widths = {4, 6, 8, 10};
-  em::ResNet model(spec);
+  em::GraphNet model = em::make_resnet(spec);
   torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
-  auto step = [&](em::ResNet& m, torch::optim::Optimizer& o) {
+  auto step = [&](em::GraphNet& m, torch::optim::Optimizer& o) {
     o.zero_grad();
     auto loss = m->forward(torch::ones({2, 3, 8, 8})).sum();
     loss.backward();
@@ -339,7 +411,7 @@ TEST_F(Checkpoints, TrainingStateRestoresOptimizerEpochAndRng) {
   step(model, opt);
   const auto expected = em::state_dict(*model)["fc.weight"].clone();
 
-  em::ResNet resumed = em::load_checkpoint(ckpt);
+  em::GraphNet resumed = em::load_checkpoint(ckpt);
   torch::optim::SGD opt2(resumed->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
   const auto state = em::load_training_state(ckpt, opt2);
   EXPECT_EQ(state.epoch, 5);

@@ -1,4 +1,4 @@
-// ResNet structure, observation points, channel groups and surgery.
+// ResNet-18/34 as graphs (runner/models/zoo.h): structure, initialisation, observation points, channel groups and surgery.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -9,7 +9,7 @@
 
 #include "runner/core/error.h"
 #include "runner/models/channel_groups.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 
 namespace em = expctl::models;
 
@@ -31,7 +31,7 @@ std::vector<std::string> read_lines(const std::string& path) {
 }
 
 // Random BN statistics and affine parameters, so that tests notice mixed-up BN tensors.
-void randomise_bn(em::ResNet& model, uint64_t seed) {
+void randomise_bn(em::GraphNet& model, uint64_t seed) {
   torch::manual_seed(seed);
   torch::NoGradGuard g;
   for (auto& m : model->modules(false)) {
@@ -80,7 +80,7 @@ TEST(ResNet, StateDictNamesAndShapesEqualTorchvision) {
   for (int depth : {18, 34}) {
     em::ResNetSpec spec;
     spec.depth = depth;
-    em::ResNet model(spec);
+    em::GraphNet model = em::make_resnet(spec);
     std::vector<std::string> ours;
     for (const auto& item : em::state_dict(*model)) ours.push_back(item.key() + " " + shape_text(item.value()));
     const auto expected = read_lines(std::string(EXPCTL_SOURCE_DIR) + "/tests/models/torchvision_resnet" +
@@ -115,14 +115,14 @@ TEST(ResNet, ForwardShapesForBothStemsAndGrayInput) {
   spec.num_classes = 10;
   spec.stem = em::Stem::Cifar;
   spec.in_channels = 1;
-  em::ResNet model(spec);
+  em::GraphNet model = em::make_resnet(spec);
   model->eval();
   EXPECT_EQ(model->forward(torch::randn({2, 1, 32, 32})).sizes(), (std::vector<int64_t>{2, 10}));
   Recorder rec;
   model->forward(torch::randn({1, 1, 32, 32}), &rec);
   EXPECT_EQ(rec.shapes["relu"], (std::vector<int64_t>{1, 64, 32, 32}));  // no max-pool, stride 1
   EXPECT_EQ(rec.shapes["layer4.1"], (std::vector<int64_t>{1, 512, 4, 4}));
-  em::ResNet imagenet(em::ResNetSpec{});
+  em::GraphNet imagenet = em::make_resnet(em::ResNetSpec{});
   imagenet->eval();
   Recorder rec2;
   EXPECT_EQ(imagenet->forward(torch::randn({1, 3, 64, 64}), &rec2).sizes(), (std::vector<int64_t>{1, 1000}));
@@ -132,7 +132,7 @@ TEST(ResNet, ForwardShapesForBothStemsAndGrayInput) {
 
 TEST(ResNet, ObserverSeesEveryLayerInputAndActivationInOrder) {
   torch::NoGradGuard g;
-  em::ResNet model(thin_spec(34, em::Stem::Cifar));
+  em::GraphNet model = em::make_resnet(thin_spec(34, em::Stem::Cifar));
   model->eval();
   const auto x = torch::randn({2, 3, 16, 16});
   Recorder rec;
@@ -160,7 +160,7 @@ TEST(ResNet, ObserverSeesEveryLayerInputAndActivationInOrder) {
 
 TEST(ChannelGroups, CoverEveryChannelDimensionExactlyOnce) {
   for (int depth : {18, 34}) {
-    em::ResNet model(thin_spec(depth, em::Stem::ImageNet));
+    em::GraphNet model = em::make_resnet(thin_spec(depth, em::Stem::ImageNet));
     const auto groups = em::channel_groups(model);
     EXPECT_EQ(groups.size(), depth == 18 ? 4u + 8u : 4u + 16u);
     const auto sd = em::state_dict(*model);
@@ -203,10 +203,10 @@ TEST(ChannelGroups, CoverEveryChannelDimensionExactlyOnce) {
 TEST(ChannelGroups, PruningEachGroupKeepsTheModelRunnableAndRebuildable) {
   torch::NoGradGuard g;
   for (int depth : {18, 34}) {
-    em::ResNet base(thin_spec(depth, em::Stem::Cifar));
+    em::GraphNet base = em::make_resnet(thin_spec(depth, em::Stem::Cifar));
     const auto groups = em::channel_groups(base);
     for (const auto& group : groups) {
-      em::ResNet model = em::copy_model(base);
+      em::GraphNet model = em::copy_model(base);
       const auto keep = every_third(group.size);
       em::prune_group(model, group, torch::tensor(keep));
       const auto sd = em::state_dict(*model);
@@ -215,9 +215,9 @@ TEST(ChannelGroups, PruningEachGroupKeepsTheModelRunnableAndRebuildable) {
       model->eval();
       EXPECT_EQ(model->forward(torch::randn({2, 3, 16, 16})).sizes(), (std::vector<int64_t>{2, 7})) << group.name;
       // The spec follows the surgery, so the pruned model can be rebuilt and reloaded from spec + weights.
-      em::ResNet rebuilt(model->spec());
+      em::GraphNet rebuilt = em::make_resnet(em::resnet_spec(*model));
       EXPECT_NO_THROW(em::load_state_dict(*rebuilt, sd, group.name)) << group.name;
-      EXPECT_EQ(em::infer_spec(sd), model->spec()) << group.name;
+      EXPECT_EQ(em::infer_spec(sd), em::resnet_spec(*model)) << group.name;
       // Module options follow too.
       for (auto& mod : model->modules(false))
         if (auto* conv = mod->as<torch::nn::Conv2dImpl>())
@@ -232,14 +232,14 @@ TEST(ChannelGroups, RemovingExactlyZeroChannelsLeavesTheOutputUnchanged) {
   // channels must give the same logits up to summation order; double precision makes that ~1e-15.
   torch::NoGradGuard g;
   for (int depth : {18, 34}) {
-    em::ResNet base(thin_spec(depth, em::Stem::Cifar));
+    em::GraphNet base = em::make_resnet(thin_spec(depth, em::Stem::Cifar));
     randomise_bn(base, 3);
     base->to(torch::kDouble);
     base->eval();
     const auto x = torch::randn({2, 3, 16, 16}, torch::kDouble);
     const auto reference = base->forward(x);
     for (const auto& group : em::channel_groups(base)) {
-      em::ResNet model = em::copy_model(base);
+      em::GraphNet model = em::copy_model(base);
       model->to(torch::kDouble);
       model->eval();
       const auto keep = every_third(group.size);
@@ -267,7 +267,7 @@ TEST(ChannelGroups, RemovingExactlyZeroChannelsLeavesTheOutputUnchanged) {
 }
 
 TEST(ChannelGroups, PruneGroupRejectsBadIndicesAndUnknownGroups) {
-  em::ResNet model(thin_spec(18, em::Stem::Cifar));
+  em::GraphNet model = em::make_resnet(thin_spec(18, em::Stem::Cifar));
   const auto groups = em::channel_groups(model);
   const auto& g = groups[1];
   EXPECT_THROW(em::prune_group(model, g, torch::tensor(std::vector<int64_t>{0, 0, 1})), expctl::Error);
@@ -281,11 +281,11 @@ TEST(ChannelGroups, PruneGroupRejectsBadIndicesAndUnknownGroups) {
   } catch (const expctl::Error& e) {
     EXPECT_NE(std::string(e.what()).find("unknown channel group 'layer9'"), std::string::npos);
   }
-  EXPECT_EQ(model->spec(), thin_spec(18, em::Stem::Cifar));  // nothing changed
+  EXPECT_EQ(em::resnet_spec(*model), thin_spec(18, em::Stem::Cifar));  // nothing changed
   // Unsorted keep indices are fine; the result keeps the original order.
-  em::ResNet a = em::copy_model(model);
+  em::GraphNet a = em::copy_model(model);
   em::prune_groups(a, {{"layer2", torch::tensor({5, 0, 3})}});
-  EXPECT_EQ(a->spec().stage_widths, (std::vector<int64_t>{8, 3, 16, 20}));
+  EXPECT_EQ(em::resnet_spec(*a).stage_widths, (std::vector<int64_t>{8, 3, 16, 20}));
   EXPECT_TRUE(
       torch::equal(em::state_dict(*a)["layer2.0.bn2.running_var"],
                    em::state_dict(*model)["layer2.0.bn2.running_var"].index_select(0, torch::tensor({0, 3, 5}))));
@@ -293,7 +293,7 @@ TEST(ChannelGroups, PruneGroupRejectsBadIndicesAndUnknownGroups) {
 
 TEST(ResNet, AdaptPretrainedStemGrayAndClasses) {
   torch::NoGradGuard g;
-  em::ResNet pretrained(em::ResNetSpec{});
+  em::GraphNet pretrained = em::make_resnet(em::ResNetSpec{});
   randomise_bn(pretrained, 5);
   pretrained->eval();
   const auto sd = em::state_dict(*pretrained);
@@ -302,7 +302,7 @@ TEST(ResNet, AdaptPretrainedStemGrayAndClasses) {
   spec.num_classes = 10;
   spec.stem = em::Stem::Cifar;
   spec.in_channels = 1;
-  em::ResNet fresh(spec);
+  em::GraphNet fresh = em::make_resnet(spec);
   const auto fresh_fc = em::state_dict(*fresh)["fc.weight"].clone();
   const auto adapted = em::adapt_pretrained(sd, fresh);
   EXPECT_TRUE(torch::equal(adapted["conv1.weight"], sd["conv1.weight"].sum(1, true).slice(2, 2, 5).slice(3, 2, 5)));
@@ -313,7 +313,7 @@ TEST(ResNet, AdaptPretrainedStemGrayAndClasses) {
   // Gray adaptation is exact: the gray model on g equals the RGB model on (g, g, g).
   em::ResNetSpec gray;
   gray.in_channels = 1;
-  em::ResNet gray_model = em::make_pretrained_resnet(gray, sd);
+  em::GraphNet gray_model = em::make_pretrained_resnet(gray, sd);
   gray_model->eval();
   const auto img = torch::randn({2, 1, 64, 64});
   const auto a = gray_model->forward(img), b = pretrained->forward(img.repeat({1, 3, 1, 1}));
@@ -322,13 +322,13 @@ TEST(ResNet, AdaptPretrainedStemGrayAndClasses) {
 }
 
 TEST(ResNet, CopyModelIsIndependentAndLoadStateDictNamesProblems) {
-  em::ResNet model(thin_spec(18, em::Stem::Cifar));
-  em::ResNet copy = em::copy_model(model);
+  em::GraphNet model = em::make_resnet(thin_spec(18, em::Stem::Cifar));
+  em::GraphNet copy = em::copy_model(model);
   {
     torch::NoGradGuard g;
-    copy->fc->weight.fill_(3.0);
+    em::state_dict(*copy)["fc.weight"].fill_(3.0);
   }
-  EXPECT_FALSE(torch::equal(copy->fc->weight, model->fc->weight));
+  EXPECT_FALSE(torch::equal(em::state_dict(*copy)["fc.weight"], em::state_dict(*model)["fc.weight"]));
 
   auto sd = em::state_dict(*model);
   em::StateDict bad;
@@ -346,5 +346,29 @@ TEST(ResNet, CopyModelIsIndependentAndLoadStateDictNamesProblems) {
     EXPECT_NE(m.find("unexpected keys: extra.weight"), std::string::npos) << m;
     EXPECT_NE(m.find("fc.bias: file has [3], model has [7]"), std::string::npos) << m;
   }
-  EXPECT_EQ(copy->fc->weight[0][0].item<float>(), 3.0f);  // unchanged after a failed load
+  EXPECT_EQ(em::state_dict(*copy)["fc.weight"][0][0].item<float>(), 3.0f);  // unchanged after a failed load
+}
+
+TEST(ResNet, InitialisedLikeTorchvisionsResNet) {
+  // torchvision's ResNet: convs kaiming-normal (fan-out, ReLU gain), BN weight 1 / bias 0, and fc left at the
+  // framework's default (uniform within ±1/sqrt(in_features), bias too) — unlike VGG's N(0, 0.01) classifier.
+  torch::manual_seed(0);
+  em::GraphNet model = em::make_resnet(em::ResNetSpec{});
+  const auto sd = em::state_dict(*model);
+  const auto& conv = sd["layer3.0.conv2.weight"];  // 256 x 256 x 3 x 3
+  const double expected_std = std::sqrt(2.0 / (256.0 * 9.0));
+  EXPECT_NEAR(conv.std().item<double>(), expected_std, 0.01 * expected_std);
+  EXPECT_NEAR(conv.mean().item<double>(), 0.0, 0.01 * expected_std);
+  const double bound = 1.0 / std::sqrt(512.0);
+  for (const char* key : {"fc.weight", "fc.bias"}) {
+    const auto& t = sd[key];
+    EXPECT_LE(t.abs().max().item<double>(), bound) << key;
+    EXPECT_GT(t.abs().max().item<double>(), 0.9 * bound) << key;  // uniform over the whole range, not N(0, 0.01)
+  }
+  EXPECT_TRUE(torch::equal(sd["layer2.1.bn1.weight"], torch::ones({128})));
+  EXPECT_TRUE(torch::equal(sd["layer2.1.bn1.bias"], torch::zeros({128})));
+  // The same seed gives the same network.
+  torch::manual_seed(0);
+  em::GraphNet again = em::make_resnet(em::ResNetSpec{});
+  for (const auto& item : em::state_dict(*again)) EXPECT_TRUE(torch::equal(item.value(), sd[item.key()])) << item.key();
 }

@@ -11,7 +11,7 @@
 
 #include "runner/core/error.h"
 #include "runner/models/channel_groups.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 #include "tests/models/tiny_net.h"
 
 namespace em = expctl::models;
@@ -75,7 +75,7 @@ TEST_F(Export, ResNetsDenseAndPrunedGiveTheirLogits) {
     spec.in_channels = c.in_channels;
     spec.num_classes = 10;
     spec.stage_widths = {16, 24, 32, 40};
-    em::ResNet model(spec);
+    em::GraphNet model = em::make_resnet(spec);
     randomise(*model, 3);
     if (c.prune) {
       torch::manual_seed(4);

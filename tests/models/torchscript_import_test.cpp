@@ -21,7 +21,7 @@
 #include "runner/models/channel_groups.h"
 #include "runner/models/checkpoint.h"
 #include "runner/models/graph_net.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 #include "runner/models/torch_file.h"
 #include "runner/models/torchscript_export.h"
 #include "runner/models/zoo.h"

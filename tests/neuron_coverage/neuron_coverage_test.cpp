@@ -18,7 +18,7 @@
 #include "runner/data/dataset.h"
 #include "runner/data/loader.h"
 #include "runner/models/channel_groups.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 
 namespace em = expctl::models;
 namespace nc = expctl::neuron_coverage;
@@ -38,9 +38,9 @@ em::ResNetSpec small_spec() {
 }
 
 // A small ResNet-18 with random BN affine parameters and statistics, so channels differ in how often they fire.
-em::ResNet small_model(uint64_t seed = 1) {
+em::GraphNet small_model(uint64_t seed = 1) {
   torch::manual_seed(seed);
-  em::ResNet m = em::make_resnet(small_spec());
+  em::GraphNet m = em::make_resnet(small_spec());
   torch::NoGradGuard g;
   for (auto& mod : m->modules(false)) {
     if (auto* bn = mod->as<torch::nn::BatchNorm2dImpl>()) {
@@ -65,7 +65,7 @@ struct Recorder : em::ForwardObserver {
   void on_activation(const std::string& point, const torch::Tensor& y) override { acts[point] = y.clone(); }
 };
 
-std::map<std::string, torch::Tensor> record(em::ResNet& model, const torch::Tensor& x) {
+std::map<std::string, torch::Tensor> record(em::GraphNet& model, const torch::Tensor& x) {
   Recorder r;
   torch::NoGradGuard g;
   model->forward(x, &r);
@@ -129,7 +129,7 @@ std::vector<double> reference_activation(const em::ChannelGroup& g, const std::m
   return out;
 }
 
-std::map<std::string, Reference> reference_all(em::ResNet& model, const torch::Tensor& x, double t) {
+std::map<std::string, Reference> reference_all(em::GraphNet& model, const torch::Tensor& x, double t) {
   std::map<std::string, Reference> ref;
   for (const auto& [p, y] : record(model, x)) ref[p] = reference_point(y, t);
   return ref;
@@ -170,7 +170,7 @@ nc::Options options(double sparsity, int64_t min_channels, int64_t round_to, boo
   return o;
 }
 
-PrunePlan plan_for(em::ResNet& model, const torch::Tensor& x, const nc::Options& o) {
+PrunePlan plan_for(em::GraphNet& model, const torch::Tensor& x, const nc::Options& o) {
   nc::NeuronCoveragePruner pruner(o);
   expctl::PruneRequest req;
   req.model = model;
@@ -183,7 +183,7 @@ PrunePlan plan_for(em::ResNet& model, const torch::Tensor& x, const nc::Options&
 // ---- coverage ----------------------------------------------------------------------------------
 
 TEST(NeuronCoverage, CountsEqualBruteForceForEveryPointAndThreshold) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   const torch::Tensor x = inputs();
   const auto points = model->activation_points();
   for (double t : {0.0, 0.1, 0.25, 0.5}) {
@@ -208,7 +208,7 @@ TEST(NeuronCoverage, CountsEqualBruteForceForEveryPointAndThreshold) {
 }
 
 TEST(NeuronCoverage, BatchSizeDoesNotChangeCounts) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   const torch::Tensor x = inputs();
   const auto points = model->activation_points();
   const auto a = nc::measure_coverage(model, x, 1, 0.25, points);
@@ -221,7 +221,7 @@ TEST(NeuronCoverage, BatchSizeDoesNotChangeCounts) {
 }
 
 TEST(NeuronCoverage, GroupCoverageEqualsBruteForceForEachAggregate) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   const torch::Tensor x = inputs();
   const double t = 0.1;
   const auto ref = reference_all(model, x, t);
@@ -251,7 +251,7 @@ TEST(NeuronCoverage, GroupCoverageEqualsBruteForceForEachAggregate) {
 }
 
 TEST(NeuronCoverage, MeasuringRestoresTrainModeAndLeavesTheModelUntouched) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   model->train();
   const auto before = em::state_dict(*model);
   std::vector<torch::Tensor> snapshot;
@@ -264,7 +264,7 @@ TEST(NeuronCoverage, MeasuringRestoresTrainModeAndLeavesTheModelUntouched) {
 }
 
 TEST(NeuronCoverage, BadCalibrationInputsAreErrors) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   EXPECT_THROW(nc::measure_coverage(model, torch::Tensor(), 4, 0.5, {"relu"}), expctl::Error);
   EXPECT_THROW(nc::measure_coverage(model, torch::zeros({0, 3, 16, 16}), 4, 0.5, {"relu"}), expctl::Error);
   EXPECT_THROW(nc::measure_coverage(model, torch::zeros({2, 3, 16, 16}, torch::kByte), 4, 0.5, {"relu"}),
@@ -292,7 +292,7 @@ TEST(NeuronCoveragePlan, LocalKeepCount) {
 }
 
 TEST(NeuronCoveragePlan, LocalScopeKeepsTheBestChannelsOfEachPrunableGroup) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   const torch::Tensor x = inputs();
   const auto groups = em::channel_groups(model);
   for (double t : {0.1, 0.5}) {
@@ -325,7 +325,7 @@ TEST(NeuronCoveragePlan, LocalScopeKeepsTheBestChannelsOfEachPrunableGroup) {
 }
 
 TEST(NeuronCoveragePlan, MinChannelsAndRoundToBind) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   const torch::Tensor x = inputs();
   const PrunePlan a = plan_for(model, x, options(0.95, 5, 1));
   for (const auto& [name, keep] : a.keep) EXPECT_EQ(keep.numel(), 5) << name;
@@ -341,7 +341,7 @@ TEST(NeuronCoveragePlan, MinChannelsAndRoundToBind) {
 }
 
 TEST(NeuronCoveragePlan, ExcludeKeepsTheLayersOutputsWholeAndLetsItsInputsShrink) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   const torch::Tensor x = inputs();
   nc::Options o = options(0.5, 1, 1);
   o.exclude = {"layer2.0.conv1"};  // reads the layer1 stream, produces the layer2.0.conv1 group
@@ -362,12 +362,12 @@ TEST(NeuronCoveragePlan, ExcludeKeepsTheLayersOutputsWholeAndLetsItsInputsShrink
 }
 
 TEST(NeuronCoveragePlan, ApplyingThePlanGivesARunningModelWithTheExpectedWidths) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   const torch::Tensor x = inputs();
   const PrunePlan plan = plan_for(model, x, options(0.5, 2, 2));
-  em::ResNet pruned = em::copy_model(model);
+  em::GraphNet pruned = em::copy_model(model);
   em::prune_groups(pruned, plan.keep);
-  const em::ResNetSpec& s = pruned->spec();
+  const em::ResNetSpec& s = em::resnet_spec(*pruned);
   // Streams: layer1 kept whole (conv1 excluded: 8), layer2..4 halved (fc excluded keeps only its 5 classes).
   // Inner widths: 8 → 4, 16 → 8.
   EXPECT_EQ(s.stage_widths, (std::vector<int64_t>{8, 8, 8, 8}));
@@ -397,7 +397,7 @@ TEST(NeuronCoveragePlan, ApplyingThePlanGivesARunningModelWithTheExpectedWidths)
 }
 
 TEST(NeuronCoveragePlan, GlobalScopeRemovesTheLowestChannelsNetworkWide) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   const torch::Tensor x = inputs();
   const double t = 0.1;
   const auto ref = reference_all(model, x, t);
@@ -458,7 +458,7 @@ TEST(NeuronCoveragePlan, GlobalScopeRemovesTheLowestChannelsNetworkWide) {
 }
 
 TEST(NeuronCoveragePlan, GlobalScopeRespectsMinChannelsAndRoundTo) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   const torch::Tensor x = inputs();
   const PrunePlan a = plan_for(model, x, options(0.9, 6, 1, true));
   int64_t prunable = 0, removed = 0;
@@ -510,7 +510,7 @@ TEST(NeuronCoveragePlan, TiesAreBrokenByMeanActivation) {
   // On a real model: at t = 0.99 no channel is covered (a spatial mean above 0.99 of the layer's maximum needs an
   // almost constant map at the maximum), so every coverage ties at 0 and the kept channels are exactly those with
   // the highest mean activation.
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   const torch::Tensor x = inputs();
   const auto ref = reference_all(model, x, 0.99);
   nc::Options hi = options(0.5, 1, 1);
@@ -529,7 +529,7 @@ TEST(NeuronCoveragePlan, TiesAreBrokenByMeanActivation) {
 }
 
 // Zeroes channel `c` of every BN producing the group, so that channel is 0 after each ReLU where it appears.
-void kill_channel(em::ResNet& model, const em::ChannelGroup& g, int64_t c) {
+void kill_channel(em::GraphNet& model, const em::ChannelGroup& g, int64_t c) {
   torch::NoGradGuard guard;
   std::map<std::string, torch::Tensor> sd;
   for (const auto& kv : em::state_dict(*model)) sd[kv.key()] = kv.value();
@@ -542,7 +542,7 @@ void kill_channel(em::ResNet& model, const em::ChannelGroup& g, int64_t c) {
 }
 
 TEST(NeuronCoveragePlan, ANeverActiveChannelHasCoverageZeroAndGoesFirst) {
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   const torch::Tensor x = inputs();
   const auto groups = em::channel_groups(model);
   // An inner channel and a residual-stream channel (every producer's BN, so it is 0 at all the stream's points).
@@ -641,7 +641,7 @@ TEST(NeuronCoverageRegistry, EntryCreatesThePrunerAndReadsTheParams) {
   EXPECT_EQ(o.aggregate, nc::Aggregate::Min);
   EXPECT_EQ(o.exclude, (std::vector<std::string>{"conv1"}));
 
-  em::ResNet model = small_model();
+  em::GraphNet model = small_model();
   expctl::PruneRequest req;
   req.model = model;
   req.groups = em::channel_groups(model);
@@ -698,7 +698,7 @@ TEST(NeuronCoverageReal, DefaultThresholdIsInformativeOnRealImages) {
   spec.num_classes = 10;
   spec.stem = em::Stem::Cifar;
   spec.in_channels = 1;
-  em::ResNet model = em::make_resnet(spec);
+  em::GraphNet model = em::make_resnet(spec);
   {
     torch::NoGradGuard g;
     for (auto& mod : model->modules(false))

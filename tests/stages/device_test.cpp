@@ -45,7 +45,7 @@ data::Split brightness_split(int64_t n, uint64_t seed) {
   return s;
 }
 
-models::ResNet cifar_resnet18() {
+models::GraphNet cifar_resnet18() {
   torch::manual_seed(11);
   models::ResNetSpec spec;
   spec.num_classes = 10;
@@ -92,7 +92,7 @@ TEST_P(OnDevice, TrainingLearnsKeepsMasksAndWritesPortableCheckpoints) {
   }
 
   models::Checkpoint ck;
-  models::ResNet loaded = models::load_checkpoint(j.job.checkpoint_path(4), &ck);
+  models::GraphNet loaded = models::load_checkpoint(j.job.checkpoint_path(4), &ck);
   data::Split test_cpu = j.test.to(torch::kCPU);
   const double on_cpu = metrics::evaluate(loaded, test_cpu, 64, torch::kCPU).accuracy;
   const double on_device = metrics::evaluate(j.job.model, j.test, 64, device_).accuracy;
@@ -119,7 +119,7 @@ TEST_P(OnDevice, ResumesOnTheDeviceFromACpuCheckpoint) {
 // The forward pass on the device matches the CPU's fp32 result: exactly enough in fp32 (cuDNN may use TF32
 // on Hopper/Ampere), within bf16's precision under autocast with channels_last inputs, as training runs it.
 TEST_P(OnDevice, ForwardMatchesTheCpuInFp32AndUnderBf16Autocast) {
-  models::ResNet net = cifar_resnet18();
+  models::GraphNet net = cifar_resnet18();
   net->eval();
   torch::manual_seed(12);
   auto x = torch::randn({16, 3, 32, 32});
@@ -199,7 +199,7 @@ TEST_P(OnDevice, LoaderYieldsTheSameBatchesAsOnTheCpu) {
 
 // measure_latency() on the device gives consistent statistics for batch 1 and a large batch.
 TEST_P(OnDevice, LatencyStatisticsAreConsistent) {
-  models::ResNet net = cifar_resnet18();
+  models::GraphNet net = cifar_resnet18();
   net->to(device_);
   for (int64_t batch : {1, 32}) {
     metrics::LatencyOptions o;

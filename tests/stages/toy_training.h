@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "runner/models/zoo.h"
 #include "runner/stages/trainer.h"
 #include "runner/stages/training_params.h"
 #include "tests/core/test_util.h"
@@ -28,7 +29,7 @@ inline data::Split toy_split(int64_t n, uint64_t seed) {
   return s;
 }
 
-inline models::ResNet tiny_model() {
+inline models::GraphNet tiny_model() {
   torch::manual_seed(3);
   models::ResNetSpec spec;
   spec.num_classes = 4;

@@ -13,7 +13,7 @@
 #include "runner/core/compat.h"
 #include "runner/core/error.h"
 #include "runner/models/channel_groups.h"
-#include "runner/models/resnet.h"
+#include "runner/models/zoo.h"
 
 namespace expctl::wanda {
 namespace {
@@ -104,7 +104,7 @@ bool same(const torch::Tensor& a, const torch::Tensor& b) { return a.sizes() == 
 
 // ---- model helpers -------------------------------------------------------------------------------
 
-models::ResNet small_resnet() {
+models::GraphNet small_resnet() {
   torch::manual_seed(0);
   models::ResNetSpec spec;
   spec.depth = 18;
@@ -133,13 +133,13 @@ torch::Tensor calibration_images() {
 constexpr int64_t kBatch = 4;  // 6 images: batches of 4 and 2, so accumulation over batches is exercised
 
 /// name → weight of every Conv2d / Linear.
-std::map<std::string, torch::Tensor> weights_of(const models::ResNet& model) {
+std::map<std::string, torch::Tensor> weights_of(const models::GraphNet& model) {
   std::map<std::string, torch::Tensor> out;
   for (const auto& name : model->layer_names()) out[name] = model->named_parameters()[name + ".weight"];
   return out;
 }
 
-ConvGeometry geometry_of(models::ResNet& model, const std::string& layer) {
+ConvGeometry geometry_of(models::GraphNet& model, const std::string& layer) {
   for (const auto& item : model->named_modules("", false))
     if (item.key() == layer)
       if (auto* conv = item.value()->as<torch::nn::Conv2dImpl>()) {
@@ -162,7 +162,7 @@ class CaptureAll : public models::ForwardObserver {
   std::map<std::string, std::vector<torch::Tensor>> parts_;
 };
 
-std::map<std::string, torch::Tensor> reference_sq_norms(models::ResNet& model, const torch::Tensor& calib) {
+std::map<std::string, torch::Tensor> reference_sq_norms(models::GraphNet& model, const torch::Tensor& calib) {
   torch::NoGradGuard no_grad;
   CaptureAll capture;
   for (int64_t b = 0; b < calib.size(0); b += kBatch)
@@ -193,7 +193,7 @@ Value integer(int64_t i) { return Value{i, {}, false}; }
 Value text(const std::string& s) { return Value{s, {}, false}; }
 Value list(std::vector<std::string> l) { return Value{std::move(l), {}, false}; }
 
-PrunePlan run_pruner(models::ResNet& model, const torch::Tensor& calib, const Params& params) {
+PrunePlan run_pruner(models::GraphNet& model, const torch::Tensor& calib, const Params& params) {
   PruneRequest request{model, models::channel_groups(model), calib, kBatch, &params, torch::kCPU};
   return PrunerRegistry::find("wanda")->create()->prune(request);
 }
@@ -201,10 +201,10 @@ PrunePlan run_pruner(models::ResNet& model, const torch::Tensor& calib, const Pa
 /// The sequential rule done by hand: for each layer in forward order, a fresh forward through the copy whose
 /// earlier layers are already zeroed, explicit-unfold norms, brute-force mask, zero. `sequential = false` takes
 /// every layer's norms from the unpruned model instead (to show the difference matters).
-std::map<std::string, torch::Tensor> reference_masks(models::ResNet original, const torch::Tensor& calib,
+std::map<std::string, torch::Tensor> reference_masks(models::GraphNet original, const torch::Tensor& calib,
                                                      const std::set<std::string>& exclude, bool nm, int64_t n,
                                                      int64_t m, double sparsity, bool sequential) {
-  models::ResNet model = models::copy_model(original);
+  models::GraphNet model = models::copy_model(original);
   auto weights = weights_of(model);
   const auto dense_norms = reference_sq_norms(model, calib);
   std::map<std::string, torch::Tensor> masks;
@@ -363,8 +363,8 @@ TEST(WandaPruner, IsRegisteredWithTheSameTable) {
 }
 
 TEST(WandaPruner, SequentialUnstructuredEqualsManualReference) {
-  models::ResNet model = small_resnet();
-  const models::ResNet original = models::copy_model(model);
+  models::GraphNet model = small_resnet();
+  const models::GraphNet original = models::copy_model(model);
   const torch::Tensor calib = calibration_images();
   const Params params = params_with({{"sparsity", num(0.5)}});
   const PrunePlan plan = run_pruner(model, calib, params);
@@ -414,11 +414,11 @@ TEST(WandaPruner, KeptActivationsAndRecomputedOnesGiveTheSameMasks) {
   for (const char* mode : {"unstructured", "n:m"}) {
     SCOPED_TRACE(mode);
     const Params params = params_with({{"mode", text(mode)}, {"sparsity", num(0.6)}});
-    models::ResNet kept_model = small_resnet();
+    models::GraphNet kept_model = small_resnet();
     const PrunePlan kept = run_pruner(kept_model, calib, params);
     EXPECT_EQ(kept.stats["settings"]["calibration_activations"], "kept between segments");
     const int64_t previous = set_calibration_cache_limit(0);
-    models::ResNet recomputed_model = small_resnet();
+    models::GraphNet recomputed_model = small_resnet();
     const PrunePlan recomputed = run_pruner(recomputed_model, calib, params);
     set_calibration_cache_limit(previous);
     EXPECT_NE(recomputed.stats["settings"]["calibration_activations"], "kept between segments");
@@ -429,8 +429,8 @@ TEST(WandaPruner, KeptActivationsAndRecomputedOnesGiveTheSameMasks) {
 }
 
 TEST(WandaPruner, NMModeHasExactlyNZerosPerGroupAndSkipsIndivisibleLayers) {
-  models::ResNet model = small_resnet();
-  const models::ResNet original = models::copy_model(model);
+  models::GraphNet model = small_resnet();
+  const models::GraphNet original = models::copy_model(model);
   const torch::Tensor calib = calibration_images();
   const Params params = params_with({{"mode", text("n:m")}, {"exclude", list({})}, {"sparsity", num(0.1)}});
   const PrunePlan plan = run_pruner(model, calib, params);
@@ -448,7 +448,7 @@ TEST(WandaPruner, NMModeHasExactlyNZerosPerGroupAndSkipsIndivisibleLayers) {
 }
 
 TEST(WandaPruner, MagnitudeModeRanksAbsoluteWeightsWithoutCalibration) {
-  models::ResNet model = small_resnet();
+  models::GraphNet model = small_resnet();
   auto before = weights_of(model);
   for (auto& [name, w] : before) w = w.detach().clone();
   const Params params = params_with({{"score", text("magnitude")}, {"sparsity", num(0.3)}});
@@ -458,7 +458,7 @@ TEST(WandaPruner, MagnitudeModeRanksAbsoluteWeightsWithoutCalibration) {
     EXPECT_TRUE(same(mask, brute_row_mask(before.at(name.substr(0, name.size() - 7)).abs(), 0.3))) << name;
   EXPECT_EQ(plan.stats["settings"]["calibration_images"], 0);
 
-  models::ResNet nm_model = small_resnet();
+  models::GraphNet nm_model = small_resnet();
   const PrunePlan nm =
       run_pruner(nm_model, torch::Tensor(), params_with({{"score", text("magnitude")}, {"mode", text("n:m")}}));
   for (const auto& [name, mask] : nm.masks)
@@ -466,7 +466,7 @@ TEST(WandaPruner, MagnitudeModeRanksAbsoluteWeightsWithoutCalibration) {
 }
 
 TEST(WandaPruner, ExcludeIsRespected) {
-  models::ResNet model = small_resnet();
+  models::GraphNet model = small_resnet();
   auto before = weights_of(model);
   for (auto& [name, w] : before) w = w.detach().clone();
   const std::vector<std::string> excluded{"conv1", "layer2.0.downsample.0", "fc"};
@@ -479,7 +479,7 @@ TEST(WandaPruner, ExcludeIsRespected) {
   }
   EXPECT_EQ(plan.masks.size(), before.size() - excluded.size());
 
-  models::ResNet other = small_resnet();
+  models::GraphNet other = small_resnet();
   try {
     run_pruner(other, calibration_images(), params_with({{"exclude", list({"layer9.conv1"})}}));
     FAIL() << "an unknown layer in exclude must be an error";
@@ -489,8 +489,8 @@ TEST(WandaPruner, ExcludeIsRespected) {
 }
 
 TEST(WandaPruner, StructuredPlanMatchesReferenceAndShrinksTheModel) {
-  models::ResNet model = small_resnet();
-  const models::ResNet original = models::copy_model(model);
+  models::GraphNet model = small_resnet();
+  const models::GraphNet original = models::copy_model(model);
   auto before = weights_of(model);
   for (auto& [name, w] : before) w = w.detach().clone();
   const torch::Tensor calib = calibration_images();
@@ -527,8 +527,8 @@ TEST(WandaPruner, StructuredPlanMatchesReferenceAndShrinksTheModel) {
   EXPECT_EQ(plan.keep.size(), groups.size() - 1);
 
   models::prune_groups(model, plan.keep);
-  EXPECT_EQ(model->spec().stage_widths, (std::vector<int64_t>{8, 11, 11, 11}));
-  EXPECT_EQ(model->spec().block_widths, (std::vector<int64_t>{6, 6, 11, 11, 11, 11, 11, 11}));
+  EXPECT_EQ(models::resnet_spec(*model).stage_widths, (std::vector<int64_t>{8, 11, 11, 11}));
+  EXPECT_EQ(models::resnet_spec(*model).block_widths, (std::vector<int64_t>{6, 6, 11, 11, 11, 11, 11, 11}));
   torch::NoGradGuard no_grad;
   const torch::Tensor logits = model->forward(calib);
   EXPECT_EQ(logits.sizes(), (std::vector<int64_t>{6, 10}));
@@ -540,16 +540,16 @@ TEST(WandaPruner, StructuredPlanMatchesReferenceAndShrinksTheModel) {
 TEST(WandaPruner, StructuredExcludeProtectsTheLayersOutputsOnly) {
   // exclude [fc]: fc keeps its 10 outputs (the classes), the layer4 stream it reads still shrinks; naming the
   // group keeps that group whole; an unknown name is refused, listing the groups too.
-  models::ResNet model = small_resnet();
+  models::GraphNet model = small_resnet();
   const PrunePlan plan = run_pruner(model, calibration_images(),
                                     params_with({{"mode", text("structured")}, {"exclude", list({"fc"})}}));
   ASSERT_EQ(plan.keep.count("layer4"), 1u);
   EXPECT_LT(plan.keep.at("layer4").numel(), 16);
   EXPECT_EQ(plan.keep.count("layer1"), 1u);  // conv1 is not excluded here
   EXPECT_EQ(plan.stats["layers"]["fc"]["excluded"], true);
-  models::ResNet pruned = models::copy_model(model);
+  models::GraphNet pruned = models::copy_model(model);
   models::prune_groups(pruned, plan.keep);
-  EXPECT_EQ(pruned->fc->weight.size(0), 10);
+  EXPECT_EQ(models::state_dict(*pruned)["fc.weight"].size(0), 10);
 
   const PrunePlan whole = run_pruner(model, calibration_images(),
                                      params_with({{"mode", text("structured")}, {"exclude", list({"layer4"})}}));
@@ -564,7 +564,7 @@ TEST(WandaPruner, StructuredExcludeProtectsTheLayersOutputsOnly) {
 }
 
 TEST(WandaPruner, StructuredKeepsAtLeastOneChannelAndHonoursMagnitude) {
-  models::ResNet model = small_resnet();
+  models::GraphNet model = small_resnet();
   auto before = weights_of(model);
   const PrunePlan plan = run_pruner(model, torch::Tensor(),
                                     params_with({{"mode", text("structured")},
