@@ -149,12 +149,12 @@ configure() {
     -DCMAKE_BUILD_RPATH="$lib" -DCMAKE_EXE_LINKER_FLAGS="-Wl,--disable-new-dtags -Wl,-rpath-link,$lib" \
     -DCMAKE_CXX_FLAGS="-isystem $root/usr/include" "${cuda_args[@]}" "${extra[@]}"
 }
-targets=(expctl expctl_stages_tests expctl_metrics_tests expctl_models_tests expctl_integration_tests
-         expctl_wanda_tests expctl_neuron_coverage_tests expctl_data_tests)
+targets=(expctl expctl_training_tests expctl_stages_tests expctl_metrics_tests expctl_models_tests
+         expctl_integration_tests expctl_plugins_tests expctl_data_tests)
 built=0
 if step "configure" 120 "$build_log" configure && step "build" 300 "$build_log" cmake --build "$build" -j "$jobs" --target "${targets[@]}"; then
   built=1
-elif grep -qE "(dist|environment)\.cpp:[0-9]+:[0-9]+: error" "$build_log"; then
+elif grep -qE "(process_group|environment)\.cpp:[0-9]+:[0-9]+: error" "$build_log"; then
   # The NCCL backend and the CUDA allocator statistics are the parts no CPU build compiles: try once more
   # without them, so the rest still runs (the log above says what failed).
   step "configure without NCCL, CUDA stats" 120 "$build_log" configure -DEXPCTL_NCCL=OFF -DEXPCTL_CUDA_STATS=OFF &&
@@ -168,10 +168,10 @@ tests_log=$out/tests.log
 bench_log=$out/bench.log
 ts0_log=$out/ts0.log
 if [ $built = 1 ]; then
-  # The tests whose code paths differ on CUDA: device tests, trainer, metrics (latency), pruners (calibration
+  # The tests whose code paths differ on CUDA: device tests and trainer (training), metrics (latency), pruners (calibration
   # passes), interop, data, and the TS0/TS1 scenarios end to end (runtime.device auto = CUDA there).
   step "tests" 240 "$tests_log" ctest --test-dir "$build" --output-on-failure -j 4 \
-    -L 'stages|metrics|models|integration|wanda|neuron_coverage|data'
+    -L 'training|stages|metrics|models|integration|plugins|data'
   grep -E "tests passed|tests failed|Skipped|SKIPPED|\*\*\*Failed|Total Test time" "$tests_log" | head -20
 
   mk_cifar() { PYTHON=$py bench/synthetic_cifar.sh /tmp/cifar-10-binary.tar.gz; }  # random images

@@ -9,8 +9,8 @@
 #include <fstream>
 
 #include "runner/core/config.h"
-#include "runner/data/datasets.h"
 #include "runner/data/loader.h"
+#include "runner/data/registry.h"
 
 using namespace expctl;
 

@@ -75,4 +75,10 @@ using PrunerRegistry = TypedRegistry<PrunerEntry>;
 /// does with the images.
 void set_calibration_defaults(PluginInfo& info, int64_t samples, int64_t batch_size, const std::string& use);
 
+struct ScenarioConfig;
+/// What identifies a run's method in tables and legends: {"scenario_method", "pruner", "label", "sparsity", and the
+/// pruner's own keys such as "mode" and "score"}. The report stage writes it into report.json ("method"); the
+/// sweep summaries read it back from there.
+nlohmann::ordered_json method_info(const ScenarioConfig& cfg);
+
 }  // namespace expctl

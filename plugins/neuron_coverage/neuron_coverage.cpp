@@ -28,7 +28,7 @@ const OptionBinder<Options>& binder() {
     // Default t = 0.1, not 0.5. DeepXplore, with this per-input min-max scaling, reported t in {0, 0.25, 0.5, 0.75},
     // but the scaling divides by the largest value of the whole layer output (one hot spot over all channels and
     // positions), so the *spatial mean* of a channel's map rarely reaches half of it. Measured on 256 Fashion-MNIST
-    // test images with a ResNet-18 trained to 78.5% (cifar stem, widths 32-256; tests/neuron_coverage/
+    // test images with a ResNet-18 trained to 78.5% (cifar stem, widths 32-256; tests/plugins/neuron_coverage/
     // threshold_survey.py): at t = 0.5, 99.1% of the (channel, activation point) coverages were 0 (the ranking would
     // be left to the tie-break alone); at 0.25, 62.9%; at 0.1, 1.2% were 0, none were 1, mean 0.29; at 0, 72.8% were
     // 1. Wider layers push the scaled means lower still: the full-width ResNet-18 of the tests gives all zeros at 0.5.

@@ -40,9 +40,9 @@ void compare(const CompareOpts& o) {
     size_t before = runs.size();
     if (!base.sweep.empty())
       for (const auto& c : sweep::expand(f, o.sets))
-        if (auto r = sweep::read_run(Naming(c.config).report_dir() / "report.json", c.id)) runs.push_back(*r);
+        if (auto r = sweep::read_run(Naming(c.config).report_file("json"), c.id)) runs.push_back(*r);
     if (runs.size() == before)
-      if (auto r = sweep::read_run(Naming(base).report_dir() / "report.json", "plain")) runs.push_back(*r);
+      if (auto r = sweep::read_run(Naming(base).report_file("json"), "plain")) runs.push_back(*r);
     if (runs.size() == before)
       missing.push_back(f + ": no finished run; make one with `expctl run " + f + "`" +
                         (base.sweep.empty() ? "" : " or `expctl sweep " + f + "`"));

@@ -7,6 +7,7 @@
 #include "runner/cli/commands.h"
 #include "runner/core/error.h"
 #include "runner/core/registry.h"
+#include "runner/core/table.h"
 
 namespace expctl::cli {
 namespace {
@@ -46,19 +47,26 @@ std::string markdown_table(const PluginInfo& p) {
   out << "\n\n";
   if (!p.details.empty()) out << p.details << "\n\n";
   if (p.params.empty()) return out.str() + "No parameters.\n\n";
-  out << "| key | type | default | range | help |\n|---|---|---|---|---|\n";
-  auto esc = [](std::string s) {
-    std::string r;
-    for (char c : s) r += (c == '|') ? std::string("\\|") : std::string(1, c);
-    return r;
+  auto code = [](const char* key) {  // the value as `code`
+    return [key](const Table::Json& row) { return "`" + row[key].get<std::string>() + "`"; };
   };
+  Table t({{"key", "", "key", code("key"), Align::Left},
+           {"type", "", "type", nullptr, Align::Left},
+           {"default", "", "default", code("default"), Align::Left},
+           {"range", "", "range", nullptr, Align::Left},
+           {"help", "", "help", nullptr, Align::Left}});
   for (const auto& s : p.params.specs())
-    out << "| `" << s.key << "` | " << s.type_name() << " | `" << esc(s.default_text()) << "` | " << esc(s.range_text())
-        << " | " << esc(s.help) << " |\n";
+    t.add_row({{"key", s.key},
+               {"type", s.type_name()},
+               {"default", s.default_text()},
+               {"range", s.range_text()},
+               {"help", s.help}});
+  out << t.markdown();
   if (!p.overrides.empty()) {
     out << "\nDefaults it gives to keys of the `" << joined_block(p) << "` block:\n\n";
     for (const auto& o : p.overrides)
-      out << "- `" << o.key << "`: `" << esc(o.value.to_text()) << "` (" << esc(o.note) << ")\n";
+      out << "- `" << o.key << "`: `" << Table::markdown_text(o.value.to_text()) << "` ("
+          << Table::markdown_text(o.note) << ")\n";
   }
   return out.str() + "\n";
 }
@@ -92,10 +100,8 @@ void add_describe(CLI::App& app, int& exit_code) {
         std::vector<std::string> all;
         for (const auto& kind : {"section", "model", "dataset", "pruner", "stage"})
           for (const auto& n : c.names(kind)) all.push_back(n);
-        std::string msg = "describe: nothing is registered as '" + o->name + "'";
-        std::string dym = did_you_mean(o->name, all);
-        if (!dym.empty()) msg += " (did you mean '" + dym + "'?)";
-        throw ConfigError(msg + "; known names: " + join(all));
+        throw ConfigError(
+            unknown_name("describe: nothing is registered as '" + o->name + "'", o->name, all, "known names"));
       }
       for (const auto* p : found) std::cout << render(*p);
     });

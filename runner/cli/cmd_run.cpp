@@ -5,9 +5,9 @@
 
 #include "runner/cli/commands.h"
 #include "runner/core/error.h"
-#include "runner/core/pipeline.h"
-#include "runner/dist/dist.h"
-#include "runner/stages/trainer.h"
+#include "runner/parallel/process_group.h"
+#include "runner/pipeline/pipeline.h"
+#include "runner/training/runtime.h"
 
 namespace expctl::cli {
 
@@ -28,32 +28,18 @@ void add_run(CLI::App& app, int& exit_code) {
       // Validate everything before running anything: a typo in the third file must not cost two runs.
       std::vector<Pipeline> pipelines;
       for (const auto& f : opts->files) pipelines.emplace_back(load_scenario(f, opts->sets), opts->run);
-      dist::WorldInfo world = dist::detect_world();
+      parallel::WorldInfo world = parallel::detect_world();
       if (opts->run.dry_run) {
         if (world.rank == 0)
           for (const auto& p : pipelines) std::cout << p.plan_text();
         return;
       }
-      if (world.world_size == 1) {
+      // Several processes: one process group for every scenario of this command.
+      std::vector<const ScenarioConfig*> scenarios;
+      for (const auto& p : pipelines) scenarios.push_back(&p.config());
+      with_process_group(world, scenarios, [&] {
         for (auto& p : pipelines) p.run();
-        return;
-      }
-      // One process group for every scenario of this command; its backend follows the device (NCCL on CUDA).
-      torch::Device device = resolve_device(pipelines.front().config().runtime.get_string("device"), world);
-      for (const auto& p : pipelines)
-        if (resolve_device(p.config().runtime.get_string("device"), world) != device)
-          throw Error(p.config().file.string() + ": runtime.device resolves to " +
-                      resolve_device(p.config().runtime.get_string("device"), world).str() + ", but " +
-                      pipelines.front().config().file.string() + " to " + device.str() +
-                      "; scenarios run together over several processes must share the device");
-      dist::init(world, device);
-      try {
-        for (auto& p : pipelines) p.run();
-      } catch (...) {
-        dist::shutdown(/*graceful=*/false);
-        throw;
-      }
-      dist::shutdown();
+      });
     });
   });
 }

@@ -1,20 +1,20 @@
 // expctl sweep FILE... [--set key=value]... [--cell ID]... [--list | --dry-run | --summary | --emit slurm]
-#include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
 #include <fstream>
 #include <iostream>
 
 #include "runner/cli/commands.h"
 #include "runner/core/error.h"
 #include "runner/core/files.h"
-#include "runner/core/pipeline.h"
-#include "runner/dist/dist.h"
-#include "runner/stages/trainer.h"
+#include "runner/parallel/process_group.h"
+#include "runner/pipeline/pipeline.h"
 #include "runner/sweep/slurm.h"
 #include "runner/sweep/summary.h"
 #include "runner/sweep/sweep.h"
+#include "runner/training/runtime.h"
 
 namespace expctl::cli {
 namespace fs = std::filesystem;
@@ -32,7 +32,7 @@ struct SweepOpts {
 fs::path summarise(const std::vector<sweep::Cell>& cells) {
   std::vector<sweep::RunSummary> runs;
   for (const auto& c : cells)
-    if (auto r = sweep::read_run(Naming(c.config).report_dir() / "report.json", c.id)) runs.push_back(*r);
+    if (auto r = sweep::read_run(Naming(c.config).report_file("json"), c.id)) runs.push_back(*r);
   if (runs.empty()) return {};
   const fs::path dir = sweep::summary_dir(cells.front().config);
   sweep::write_summary(dir, Naming(cells.front().config).scenario_name() + " sweep", runs, true);
@@ -51,7 +51,7 @@ struct Expanded {
   std::vector<sweep::Cell> all, cells;
 };
 
-void run_cells(const SweepOpts& o, const dist::WorldInfo& world, const std::vector<Expanded>& sweeps);
+void run_cells(const SweepOpts& o, const parallel::WorldInfo& world, const std::vector<Expanded>& sweeps);
 
 // Started as several processes (srun with --ntasks > 1, torchrun), every cell trains data-parallel: one process
 // group for the whole sweep; rank 0 prints, writes and summarises.
@@ -63,22 +63,18 @@ void run_sweep(const SweepOpts& o) {
     e.cells = sweep::select(e.all, o.cells);
     sweeps.push_back(std::move(e));
   }
-  dist::WorldInfo world = dist::detect_world();
+  parallel::WorldInfo world = parallel::detect_world();
   if (world.world_size == 1 || o.list || !o.emit.empty() || o.run.dry_run || o.summary_only) {
     if (world.rank == 0) run_cells(o, world, sweeps);
     return;
   }
-  dist::init(world, resolve_device(sweeps.front().all.front().config.runtime.get_string("device"), world));
-  try {
-    run_cells(o, world, sweeps);
-  } catch (...) {
-    dist::shutdown(/*graceful=*/false);
-    throw;
-  }
-  dist::shutdown();
+  std::vector<const ScenarioConfig*> scenarios;
+  for (const auto& e : sweeps)
+    for (const auto& cell : e.all) scenarios.push_back(&cell.config);
+  with_process_group(world, scenarios, [&] { run_cells(o, world, sweeps); });
 }
 
-void run_cells(const SweepOpts& o, const dist::WorldInfo& world, const std::vector<Expanded>& sweeps) {
+void run_cells(const SweepOpts& o, const parallel::WorldInfo& world, const std::vector<Expanded>& sweeps) {
   if (o.list) {
     for (const auto& [file, all, cells] : sweeps) {
       std::cout << file << ": " << cells.size() << " cells\n";

@@ -1,5 +1,5 @@
 // Every LibTorch version difference expctl depends on lives here, behind EXPCTL_TORCH_AT_LEAST.
-// Built and tested with Debian's LibTorch 1.13.1; written for 2.x as well (see README, "Other LibTorch builds").
+// Built and tested with Debian's LibTorch 1.13.1; written for 2.x as well (see docs/gpu-and-several-machines.md).
 #pragma once
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>

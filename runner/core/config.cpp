@@ -199,10 +199,8 @@ Params validate_with_plugins(const YNodePtr& block, const Mark& where, const std
     const PluginInfo* p = Catalog::instance().find(spec.plugin_kind, sel->scalar);
     if (!p) {
       auto names = Catalog::instance().names(spec.plugin_kind);
-      std::string reason = "unknown " + spec.plugin_kind + " '" + sel->scalar + "'";
-      std::string dym = did_you_mean(sel->scalar, names);
-      if (!dym.empty()) reason += " (did you mean '" + dym + "'?)";
-      reason += "; valid: " + join(names);
+      const std::string reason =
+          unknown_name("unknown " + spec.plugin_kind + " '" + sel->scalar + "'", sel->scalar, names);
       diags.push_back({sel->mark, full, reason});
       return {};
     }
@@ -369,44 +367,22 @@ std::string capped(const std::vector<std::string>& lines) {
   return join(head, "\n");
 }
 
-// `chain`: the files that start from this one, outermost first (a loop of starts_from is found by it).
-ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& overrides,
-                         const std::vector<fs::path>& chain, const std::string& cell_id = "",
-                         const std::vector<CellSetting>& cell = {}) {
-  const Catalog& catalog = Catalog::instance();
-  const auto stage_names = catalog.names("stage");
-  IncludeRules rules;
-  rules.top_keys = kFixedTopKeys;
-  rules.top_keys.insert(rules.top_keys.end(), stage_names.begin(), stage_names.end());
-  rules.reached = !chain.empty();
-  std::vector<std::string> errors;
-  YNodePtr root = load_yaml_with_includes(file, errors, rules);
-  if (root) {
-    for (const auto& o : overrides) apply_override(root, o, errors);
-    for (const auto& c : cell) set_dotted(root, split_dotted(c.key), c.value, c.key_mark, c.key_mark.str(), errors);
-  }
-  if (!errors.empty()) throw ConfigError(capped(errors));
-
-  std::vector<Diagnostic> diags;
-  ScenarioConfig cfg;
-  cfg.file = file;
-  const Mark top = root->mark;
-
-  // Unknown top-level keys.
+// Top-level keys that are neither expctl's nor a stage's.
+void check_top_keys(const YNodePtr& root, const std::vector<std::string>& stage_names,
+                    std::vector<Diagnostic>& diags) {
   std::vector<std::string> top_keys = kFixedTopKeys;
   top_keys.erase(std::find(top_keys.begin(), top_keys.end(), "include"));
   top_keys.insert(top_keys.end(), stage_names.begin(), stage_names.end());
   for (size_t i = 0; i < root->entries.size(); ++i) {
     const std::string& key = root->entries[i].first;
     if (std::find(top_keys.begin(), top_keys.end(), key) != top_keys.end()) continue;
-    std::string reason = "unknown key";
-    std::string dym = did_you_mean(key, top_keys);
-    if (!dym.empty()) reason += " (did you mean '" + dym + "'?)";
-    reason += "; valid top-level keys: " + join(top_keys);
+    const std::string reason = unknown_name("unknown key", key, top_keys, "valid top-level keys");
     diags.push_back({root->key_marks[i], key, reason});
   }
+}
 
-  // schema
+// schema: required, and the version this expctl reads.
+void check_schema(const YNodePtr& root, std::vector<Diagnostic>& diags) {
   if (YNodePtr s = root->get("schema")) {
     ParamSpec spec;
     spec.key = "schema";
@@ -417,34 +393,18 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
                        "unsupported schema version " + s->scalar + "; this expctl reads version " +
                            std::to_string(kSchemaVersion)});
   } else {
-    diags.push_back({top, "schema", "missing required key (the scenario format version: schema: 1)"});
+    diags.push_back({root->mark, "schema", "missing required key (the scenario format version: schema: 1)"});
   }
+}
 
-  cfg.sweep = parse_sweep(root->get("sweep"), stage_names, diags);
-  if (!cell_id.empty()) {
-    cfg.sweep.clear();  // a cell is one concrete run
-    cfg.sweep_cell = cell_id;
-    for (const auto& c : cell) cfg.sweep_values[c.key] = c.value->is_scalar() ? c.value->scalar : to_yaml(c.value);
-  }
-  cfg.scenario = validate_block(root->get("scenario"), top, "scenario", scenario_section(), diags);
-  cfg.runtime = validate_block(root->get("runtime"), top, "runtime", runtime_section(), diags);
-  if (const Value& device = cfg.runtime.at("device"); std::holds_alternative<std::string>(device.v))
-    if (std::string why = device_problem(std::get<std::string>(device.v)); !why.empty())
-      diags.push_back({device.mark.file ? device.mark : top, "runtime.device", why});
-  cfg.paths = validate_block(root->get("paths"), top, "paths", paths_section(), diags);
-  check_folders(cfg.paths, top, diags);
-
-  ParamTable model_sel, dataset_sel;
-  model_sel.add_plugin("name", "model", "model name (see `expctl list`)");
-  dataset_sel.add_plugin("name", "dataset", "data set name (see `expctl list`)");
-  cfg.model = validate_with_plugins(root->get("model"), top, "model", model_sel, diags);
-  cfg.dataset = validate_with_plugins(root->get("dataset"), top, "dataset", dataset_sel, diags);
-
-  // stages: a non-empty list of registered stage names, each once.
+// stages: a non-empty list of registered stage names, each once.
+std::vector<std::string> parse_stages(const YNodePtr& root, const std::vector<std::string>& stage_names,
+                                      std::vector<Diagnostic>& diags) {
+  std::vector<std::string> stages;
   YNodePtr st = root->get("stages");
   if (!st) {
     diags.push_back(
-        {top, "stages", "missing required key (the list of stages to run, e.g. [download, finetune, report])"});
+        {root->mark, "stages", "missing required key (the list of stages to run, e.g. [download, finetune, report])"});
   } else if (!st->is_seq() || st->items.empty()) {
     diags.push_back({st->mark, "stages",
                      "expected a non-empty list of stage names, got " +
@@ -453,30 +413,27 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
     for (const auto& item : st->items) {
       if (!item->is_scalar()) {
         diags.push_back({item->mark, "stages", "expected a stage name, got " + item->describe()});
-      } else if (!catalog.find("stage", item->scalar)) {
-        std::string reason = "unknown stage '" + item->scalar + "'";
-        std::string dym = did_you_mean(item->scalar, stage_names);
-        if (!dym.empty()) reason += " (did you mean '" + dym + "'?)";
-        diags.push_back({item->mark, "stages", reason + "; valid: " + join(stage_names)});
-      } else if (std::find(cfg.stages.begin(), cfg.stages.end(), item->scalar) != cfg.stages.end()) {
+      } else if (!Catalog::instance().find("stage", item->scalar)) {
+        diags.push_back(
+            {item->mark, "stages", unknown_name("unknown stage '" + item->scalar + "'", item->scalar, stage_names)});
+      } else if (std::find(stages.begin(), stages.end(), item->scalar) != stages.end()) {
         diags.push_back({item->mark, "stages", "stage '" + item->scalar + "' is listed twice"});
       } else {
-        cfg.stages.push_back(item->scalar);
+        stages.push_back(item->scalar);
       }
     }
   }
+  return stages;
+}
 
-  // Stage blocks: every block present is checked (shared defaults may configure stages a file does not
-  // run); listed stages get their defaults even without a block.
-  for (const auto& name : stage_names) {
-    YNodePtr block = root->get(name);
-    bool listed = std::find(cfg.stages.begin(), cfg.stages.end(), name) != cfg.stages.end();
-    if (!block && !listed) continue;
-    const PluginInfo* stage = catalog.find("stage", name);
-    Params p = validate_with_plugins(block, top, name, stage->params, diags, stage);
-    if (listed) cfg.blocks[name] = std::move(p);
-  }
+ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& overrides,
+                         const std::vector<fs::path>& chain, const std::string& cell_id = "",
+                         const std::vector<CellSetting>& cell = {});
 
+// scenario.starts_from: another scenario file, relative to this one, loaded (into cfg.upstream) and checked to
+// belong to the same test scenario, model and data set; loops and depth are bounded.
+void check_starts_from(const fs::path& file, const std::vector<std::string>& overrides,
+                       const std::vector<fs::path>& chain, ScenarioConfig& cfg, std::vector<Diagnostic>& diags) {
   // starts_from: another scenario file, relative to this one.
   if (const std::string starts_from = text_of(cfg.scenario, "starts_from"); !starts_from.empty()) {
     const Value& v = cfg.scenario.at("starts_from");
@@ -524,6 +481,68 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
       }
     }
   }
+}
+
+// `chain`: the files that start from this one, outermost first (a loop of starts_from is found by it).
+ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& overrides,
+                         const std::vector<fs::path>& chain, const std::string& cell_id,
+                         const std::vector<CellSetting>& cell) {
+  const Catalog& catalog = Catalog::instance();
+  const auto stage_names = catalog.names("stage");
+  IncludeRules rules;
+  rules.top_keys = kFixedTopKeys;
+  rules.top_keys.insert(rules.top_keys.end(), stage_names.begin(), stage_names.end());
+  rules.reached = !chain.empty();
+  std::vector<std::string> errors;
+  YNodePtr root = load_yaml_with_includes(file, errors, rules);
+  if (root) {
+    for (const auto& o : overrides) apply_override(root, o, errors);
+    for (const auto& c : cell) set_dotted(root, split_dotted(c.key), c.value, c.key_mark, c.key_mark.str(), errors);
+  }
+  if (!errors.empty()) throw ConfigError(capped(errors));
+
+  std::vector<Diagnostic> diags;
+  ScenarioConfig cfg;
+  cfg.file = file;
+  const Mark top = root->mark;
+
+  check_top_keys(root, stage_names, diags);
+  check_schema(root, diags);
+
+  cfg.sweep = parse_sweep(root->get("sweep"), stage_names, diags);
+  if (!cell_id.empty()) {
+    cfg.sweep.clear();  // a cell is one concrete run
+    cfg.sweep_cell = cell_id;
+    for (const auto& c : cell) cfg.sweep_values[c.key] = c.value->is_scalar() ? c.value->scalar : to_yaml(c.value);
+  }
+  cfg.scenario = validate_block(root->get("scenario"), top, "scenario", scenario_section(), diags);
+  cfg.runtime = validate_block(root->get("runtime"), top, "runtime", runtime_section(), diags);
+  if (const Value& device = cfg.runtime.at("device"); std::holds_alternative<std::string>(device.v))
+    if (std::string why = device_problem(std::get<std::string>(device.v)); !why.empty())
+      diags.push_back({device.mark.file ? device.mark : top, "runtime.device", why});
+  cfg.paths = validate_block(root->get("paths"), top, "paths", paths_section(), diags);
+  check_folders(cfg.paths, top, diags);
+
+  ParamTable model_sel, dataset_sel;
+  model_sel.add_plugin("name", "model", "model name (see `expctl list`)");
+  dataset_sel.add_plugin("name", "dataset", "data set name (see `expctl list`)");
+  cfg.model = validate_with_plugins(root->get("model"), top, "model", model_sel, diags);
+  cfg.dataset = validate_with_plugins(root->get("dataset"), top, "dataset", dataset_sel, diags);
+
+  cfg.stages = parse_stages(root, stage_names, diags);
+
+  // Stage blocks: every block present is checked (shared defaults may configure stages a file does not
+  // run); listed stages get their defaults even without a block.
+  for (const auto& name : stage_names) {
+    YNodePtr block = root->get(name);
+    bool listed = std::find(cfg.stages.begin(), cfg.stages.end(), name) != cfg.stages.end();
+    if (!block && !listed) continue;
+    const PluginInfo* stage = catalog.find("stage", name);
+    Params p = validate_with_plugins(block, top, name, stage->params, diags, stage);
+    if (listed) cfg.blocks[name] = std::move(p);
+  }
+
+  check_starts_from(file, overrides, chain, cfg, diags);
 
   if (diags.empty())
     for (const auto& check : scenario_checks()) check(cfg, diags);

@@ -84,4 +84,18 @@ std::optional<JsonFile> JsonFile::open(const fs::path& file) {
 
 JsonValue JsonFile::root() const { return JsonValue(root_, file_, "", root_.get()); }
 
+std::optional<nlohmann::json> read_sidecar(const fs::path& file, std::string* why) {
+  std::ifstream in(file);
+  if (!in) {
+    if (why) *why = "cannot be opened";
+    return std::nullopt;
+  }
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const nlohmann::json::exception& e) {
+    if (why) *why = e.what();
+    return std::nullopt;
+  }
+}
+
 }  // namespace expctl

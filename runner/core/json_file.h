@@ -69,4 +69,9 @@ class JsonFile {
   std::shared_ptr<const std::filesystem::path> file_;
 };
 
+/// A sidecar: a small JSON file expctl keeps beside others for itself (a stage manifest, a download's verified
+/// record, an extraction marker, a folder scan cache), where a damaged file means "start again", not an error.
+/// Its content, or nullopt when it is missing, unreadable or not JSON; then `why` (when given) says which.
+std::optional<nlohmann::json> read_sidecar(const std::filesystem::path& file, std::string* why = nullptr);
+
 }  // namespace expctl

@@ -38,6 +38,23 @@ std::filesystem::path Naming::report_dir() const {
   return cell_.empty() ? checkpoints_ / scenario_name() : checkpoints_ / scenario_name() / "sweep" / cell_;
 }
 
+std::filesystem::path Naming::stage_metrics(const std::string& stage) const {
+  return report_dir() / (stage + "_metrics.json");
+}
+std::filesystem::path Naming::manifests_dir() const { return report_dir() / "manifests"; }
+std::filesystem::path Naming::manifest(const std::string& stage) const { return manifests_dir() / (stage + ".json"); }
+std::filesystem::path Naming::run_log() const { return report_dir() / "run.log"; }
+std::filesystem::path Naming::resolved_config() const { return report_dir() / "resolved.yaml"; }
+std::filesystem::path Naming::scenario_lock() const { return report_dir() / ".lock"; }
+std::filesystem::path Naming::initial_model() const { return report_dir() / "initial.pt"; }
+std::filesystem::path Naming::interrupt_state(const std::string& stage) const {
+  return report_dir() / (stage + "_interrupted.pt");
+}
+std::filesystem::path Naming::report_file(const std::string& extension) const {
+  return report_dir() / ("report." + extension);
+}
+std::filesystem::path Naming::exported_model() const { return report_dir() / "model.torchscript.pt"; }
+
 // A cell of a pruning sweep reads the shared fine-tuned model; only a cell that fine-tunes keeps its own.
 std::filesystem::path Naming::checkpoint_dir() const { return cell_finetunes_ ? report_dir() : checkpoints_ / ts_; }
 

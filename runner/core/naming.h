@@ -3,7 +3,9 @@
 //   scenario name   {TS}_{Method}_{Model}_{Dataset}                 TS1_Wanda_ResNet18_CIFAR10
 //   checkpoints     {checkpoints}/{TS}/{Model}_{Dataset}_FT_{E}.pt   checkpoints/TS1/ResNet18_CIFAR10_FT_5.pt
 //                   {checkpoints}/{TS}/{Model}_{Dataset}_FTAP_{code}_{E}.pt   ..._FTAP_NC_5.pt, ..._FTAP_W_10.pt
-//   report folder   {checkpoints}/{scenario name}/
+//   report folder   {checkpoints}/{scenario name}/   run.log, resolved.yaml, .lock, manifests/{stage}.json,
+//                   {stage}_metrics.json, initial.pt, pruned.pt, {stage}_interrupted.pt, report.{md,csv,json},
+//                   model.torchscript.pt, charts
 //
 // A sweep cell (expctl sweep) keeps all its files in its own folder, so cells never collide with each other or
 // with the plain run:   {checkpoints}/{scenario name}/sweep/{cell id}/   (report, pruned.pt, FT/FTAP checkpoints)
@@ -42,6 +44,26 @@ class Naming {
   std::vector<int64_t> existing_finetune_epochs() const;
   /// The pruned model before recovery: {checkpoints}/{scenario name}/pruned.pt
   std::filesystem::path pruned_checkpoint() const;
+
+  // The files of the report folder.
+  /// {report}/{stage}_metrics.json: what a stage measured.
+  std::filesystem::path stage_metrics(const std::string& stage) const;
+  /// {report}/manifests/: one {stage}.json per finished stage (manifest()).
+  std::filesystem::path manifests_dir() const;
+  /// {report}/manifests/{stage}.json: what a finished stage ran under and wrote.
+  std::filesystem::path manifest(const std::string& stage) const;
+  /// {report}/run.log, {report}/resolved.yaml (the configuration with defaults filled in), {report}/.lock
+  std::filesystem::path run_log() const;
+  std::filesystem::path resolved_config() const;
+  std::filesystem::path scenario_lock() const;
+  /// {report}/initial.pt: the model before fine-tuning.
+  std::filesystem::path initial_model() const;
+  /// {report}/{stage}_interrupted.pt: a training stage's state when a signal stopped it.
+  std::filesystem::path interrupt_state(const std::string& stage) const;
+  /// {report}/report.{md,csv,json} for `extension` "md", "csv" or "json".
+  std::filesystem::path report_file(const std::string& extension) const;
+  /// {report}/model.torchscript.pt: the final model for Python (torch.jit.load).
+  std::filesystem::path exported_model() const;
   /// The lock that writers of a shared checkpoint name take: "{dir}/{Model}_{Dataset}_FT_5.pt" ->
   /// "{dir}/.{Model}_{Dataset}_FT.lock" (one per family of epochs).
   static std::filesystem::path writer_lock(const std::filesystem::path& checkpoint);

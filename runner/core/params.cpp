@@ -354,11 +354,18 @@ bool parse_float(const std::string& s, double& out) {
 
 }  // namespace
 
+std::string suggestion(const std::string& got, const std::vector<std::string>& candidates) {
+  const std::string dym = did_you_mean(got, candidates);
+  return dym.empty() ? "" : " (did you mean '" + dym + "'?)";
+}
+
 std::string choice_reason(const std::string& got, const std::vector<std::string>& choices) {
-  std::string r = "expected one of " + join(choices) + "; got '" + got + "'";
-  std::string dym = did_you_mean(got, choices);
-  if (!dym.empty()) r += " (did you mean '" + dym + "'?)";
-  return r;
+  return "expected one of " + join(choices) + "; got '" + got + "'" + suggestion(got, choices);
+}
+
+std::string unknown_name(const std::string& what, const std::string& got, const std::vector<std::string>& valid,
+                         const std::string& list_label) {
+  return what + suggestion(got, valid) + "; " + list_label + ": " + join(valid);
 }
 
 bool in_range(const ParamSpec& s, double v) {
@@ -495,10 +502,8 @@ void walk(const YNodePtr& map, const std::string& block_prefix, const std::strin
       continue;
     }
     std::vector<std::string> valid = table.children(rel_prefix);
-    std::string reason = "unknown key";
-    std::string dym = did_you_mean(key, valid);
-    if (!dym.empty()) reason += " (did you mean '" + dym + "'?)";
-    reason += valid.empty() ? "; this block takes no keys" : "; valid keys: " + join(valid);
+    const std::string reason =
+        valid.empty() ? "unknown key; this block takes no keys" : unknown_name("unknown key", key, valid, "valid keys");
     diags.push_back({map->key_marks[i], full, reason});
   }
 }

@@ -156,8 +156,15 @@ bool in_range(const ParamSpec& spec, double v);
 /// The one wording of a range error: "must be in [0, 1), got 1.5", "must be >= 1, got 0".
 std::string range_reason(const ParamSpec& spec, const std::string& got);
 
-/// The one wording of an unknown name: "expected one of a, b; got 'x' (did you mean 'a'?)".
+/// The one wording of a value outside a list: "expected one of a, b; got 'x' (did you mean 'a'?)".
 std::string choice_reason(const std::string& got, const std::vector<std::string>& choices);
+
+/// The one wording of an unknown name: `what` ("unknown stage 'x'"), the suggestion() for `got`, then
+/// "; <list_label>: a, b" — "unknown stage 'fintune' (did you mean 'finetune'?); valid: download, finetune, ...".
+std::string unknown_name(const std::string& what, const std::string& got, const std::vector<std::string>& valid,
+                         const std::string& list_label = "valid");
+/// " (did you mean 'a'?)" when a candidate is close to `got` (did_you_mean()), else "".
+std::string suggestion(const std::string& got, const std::vector<std::string>& candidates);
 
 /// True for a safe file-name component (letters, digits, '.', '_', '-'; not "." or ".."; at most 64 chars).
 bool is_safe_name(const std::string& s);

@@ -4,7 +4,7 @@
 //     EXPCTL_REGISTER(PrunerRegistry, entry());   // plugins/wanda/wanda.cpp; stages: StageRegistry
 //
 // The catalog holds what configuration needs (name, summary, parameter table); typed factories live in the
-// registry of their kind (StageRegistry in runner/core/pipeline.h, PrunerRegistry in plugins/pruner.h, ...). All
+// registry of their kind (StageRegistry in runner/pipeline/pipeline.h, PrunerRegistry in plugins/pruner.h, ...). All
 // modules are CMake OBJECT libraries, so these static registrations are never dropped by the linker; tests/core checks
 // that every built-in name is present.
 #pragma once

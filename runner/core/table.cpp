@@ -84,6 +84,8 @@ std::vector<std::vector<std::string>> Table::text_cells() const {
   return out;
 }
 
+std::string Table::markdown_text(const std::string& s) { return markdown_cell(s); }
+
 std::string Table::markdown() const {
   std::ostringstream md;
   const auto cells = text_cells();

@@ -58,6 +58,8 @@ class Table {
   static const Json* find(const Json& row, const std::string& key);
   /// `v` with `digits` decimals; "-" for NaN.
   static std::string fixed(double v, int digits);
+  /// Text as it goes into Markdown (a table cell, a list item): `|` escaped, line breaks and tabs as spaces.
+  static std::string markdown_text(const std::string& s);
   /// A cell: the number at `key` times `scale`, with `digits` decimals; "-" when absent.
   static std::function<std::string(const Json&)> fixed_cell(std::string key, int digits, double scale = 1);
 

@@ -575,11 +575,11 @@ YNodePtr read_document(const fs::path& file, const std::string& label, const std
     // shared defaults file still gets its did-you-mean (it names an expctl key, nothing of the file).
     auto [first, count] = first_unknown_top_key(*root, st.rules);
     if (first >= 0) {
-      const std::string dym = did_you_mean(root->entries[first].first, st.rules.top_keys);
       errors.push_back(root->key_marks[first].str() + ": " +
                        (count == 1 ? std::string("a top-level key that is not expctl's")
                                    : std::to_string(count) + " top-level keys that are not expctl's, the first here") +
-                       (dym.empty() ? "" : " (did you mean '" + dym + "'?)") + "; valid: " + join(st.rules.top_keys) +
+                       suggestion(root->entries[first].first, st.rules.top_keys) +
+                       "; valid: " + join(st.rules.top_keys) +
                        "; a file named by include or starts_from may be any file, so none of its text is shown");
       return nullptr;
     }

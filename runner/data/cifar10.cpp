@@ -1,8 +1,8 @@
 // CIFAR-10, binary version: the registry entry and the reader. Files are read straight into tensors and
 // reshaped, so there is no per-sample loop; every check names the file so that a broken download is easy to find.
 #include "runner/core/error.h"
-#include "runner/data/datasets.h"
 #include "runner/data/file_checks.h"
+#include "runner/data/registry.h"
 
 namespace expctl::data {
 namespace fs = std::filesystem;

@@ -2,8 +2,8 @@
 // 3074-byte records: coarse label, fine label, then the R, G, B planes of 32×32. Fine labels (100 classes) by
 // default, the 20 superclasses with `labels: coarse`.
 #include "runner/core/error.h"
-#include "runner/data/datasets.h"
 #include "runner/data/file_checks.h"
+#include "runner/data/registry.h"
 
 namespace expctl::data {
 namespace fs = std::filesystem;

@@ -5,8 +5,8 @@
 #include <cstring>
 
 #include "runner/core/error.h"
-#include "runner/data/datasets.h"
 #include "runner/data/file_checks.h"
+#include "runner/data/registry.h"
 
 namespace expctl::data {
 namespace fs = std::filesystem;

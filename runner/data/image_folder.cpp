@@ -8,24 +8,23 @@
 //
 // Classes are the sub-folders' names in sorted order and files are listed as torchvision's make_dataset does
 // (sorted os.walk with followlinks=True, sorted names, extension check), so labels equal torchvision's.
-#include <algorithm>
-#include <cmath>
-#include <map>
-#include <set>
-#include <sstream>
-
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
-#include <optional>
-
+#include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <sstream>
 
 #include "runner/core/error.h"
 #include "runner/core/files.h"
 #include "runner/core/hash.h"
-#include "runner/data/datasets.h"
+#include "runner/core/json_file.h"
 #include "runner/data/image.h"
+#include "runner/data/registry.h"
 
 namespace expctl::data {
 namespace fs = std::filesystem;
@@ -228,9 +227,10 @@ fs::path cache_file(const fs::path& datasets_dir, const fs::path& dir, const std
 std::optional<ScanResult> load_cached_scan(const fs::path& file) {
   std::error_code ec;
   if (!fs::is_regular_file(file, ec)) return std::nullopt;
+  const std::optional<nlohmann::json> cached = read_sidecar(file);
+  if (!cached) return std::nullopt;
   try {
-    std::ifstream in(file);
-    const auto j = nlohmann::json::parse(in);
+    const nlohmann::json& j = *cached;
     if (j.value("version", 0) != 1) return std::nullopt;
     ScanResult r;
     for (const auto& [folder, time] : j.at("folders").items()) {

@@ -8,7 +8,7 @@
 #include <memory>
 #include <optional>
 
-#include "runner/data/dataset.h"
+#include "runner/data/split.h"
 
 namespace expctl::data {
 

@@ -1,7 +1,8 @@
 // Split methods shared by every data set: device moves, slices and gathers (decoded on demand when streamed),
 // parallel decoding of streamed images, and normalisation statistics.
+#include "runner/data/split.h"
+
 #include "runner/core/error.h"
-#include "runner/data/dataset.h"
 #include "runner/data/image.h"
 
 namespace expctl::data {

@@ -2,8 +2,8 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "runner/core/error.h"
-#include "runner/data/dataset.h"
 #include "runner/data/loader.h"
+#include "runner/data/split.h"
 
 namespace expctl::data {
 

@@ -15,6 +15,7 @@
 
 #include "runner/core/error.h"
 #include "runner/core/files.h"
+#include "runner/core/json_file.h"
 #include "runner/io/checksum.h"
 
 namespace expctl::io {
@@ -127,13 +128,8 @@ struct TempDir {
 
 // The marker as JSON, or null when there is none or it is not ours (earlier versions wrote "key: value" lines).
 nlohmann::json read_marker(const fs::path& dir) {
-  std::ifstream in(dir / kExtractMarker);
-  if (!in) return nullptr;
-  try {
-    auto j = nlohmann::json::parse(in);
-    if (j.is_object() && j.contains("files") && j["files"].is_object()) return j;
-  } catch (const nlohmann::json::exception&) {
-  }
+  std::optional<nlohmann::json> j = read_sidecar(dir / kExtractMarker);
+  if (j && j->is_object() && j->contains("files") && (*j)["files"].is_object()) return *j;
   return nullptr;
 }
 

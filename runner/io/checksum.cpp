@@ -16,6 +16,7 @@
 #include "runner/core/error.h"
 #include "runner/core/files.h"
 #include "runner/core/hash.h"
+#include "runner/core/json_file.h"
 
 namespace expctl::io {
 namespace {
@@ -26,10 +27,6 @@ std::string lower(std::string s) {
 }
 
 }  // namespace
-
-std::string sha256_file(const std::filesystem::path& file) { return expctl::sha256_file(file); }
-
-std::string md5_file(const std::filesystem::path& file) { return expctl::md5_file(file); }
 
 std::string sha256_prefix_from_name(const std::string& file_name) {
   std::string name = file_name;
@@ -87,13 +84,8 @@ fs::path record_path(const fs::path& file) {
 }
 
 nlohmann::json read_record(const fs::path& file) {
-  std::ifstream in(record_path(file));
-  if (!in) return nullptr;
-  try {
-    auto j = nlohmann::json::parse(in);
-    if (j.is_object() && j.contains("size") && j.contains("mtime_ns") && j.contains("sha256")) return j;
-  } catch (const nlohmann::json::exception&) {
-  }
+  std::optional<nlohmann::json> j = read_sidecar(record_path(file));
+  if (j && j->is_object() && j->contains("size") && j->contains("mtime_ns") && j->contains("sha256")) return *j;
   return nullptr;
 }
 

@@ -1,22 +1,15 @@
-// Streaming file digests (OpenSSL EVP) and the checks built on them.
+// The checks built on file digests: expected SHA-256 prefixes and MD5 sums, and the record of a verified download.
+// The digests themselves (sha256_file, md5_file) are runner/core/hash.h's, the one implementation:
+//
+//     std::string d = expctl::sha256_file("downloaded_models/resnet18-f37072fd.pth");   // d starts with f37072fd
 #pragma once
 #include <cstdint>
 #include <filesystem>
 #include <string>
 
+#include "runner/core/hash.h"
+
 namespace expctl::io {
-
-/// SHA-256 of a file's bytes as 64 lowercase hex digits, read in chunks (any file size).
-/// Throws expctl::Error naming the file when it cannot be read.
-///
-///     std::string d = expctl::io::sha256_file("downloaded_models/resnet18-f37072fd.pth");
-///     // d.rfind("f37072fd", 0) == 0
-std::string sha256_file(const std::filesystem::path& file);
-
-/// MD5 of a file's bytes as 32 lowercase hex digits (for data sets that publish MD5 only, like CIFAR-10).
-///
-///     expctl::io::md5_file("cifar-10-binary.tar.gz") == "c32a1d4ab5d03f1284b67883e8d87530"
-std::string md5_file(const std::filesystem::path& file);
 
 /// The expected SHA-256 prefix carried by a torchvision-style file name `name-<hex>.ext` (at least 8 and at most
 /// 64 hex digits after the last '-', up to the first '.'), lowercased; "" when the name carries none.

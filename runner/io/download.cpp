@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "runner/core/error.h"
+#include "runner/core/progress.h"
 #include "runner/io/checksum.h"
 
 namespace expctl::io {
@@ -56,17 +57,16 @@ std::string human_duration(double seconds) {
   return buf;
 }
 
-/// Reports one transfer attempt: a redrawn bar on a terminal, sparse log lines otherwise (CI logs and
+/// Reports one transfer attempt: the progress bar on a terminal, sparse log lines otherwise (CI logs and
 /// redirected output must not fill up with carriage returns).
 class Progress {
  public:
   Progress(std::string label, bool enabled, std::uintmax_t offset)
       : label_(std::move(label)),
         enabled_(enabled),
-        tty_(enabled && ::isatty(::fileno(stderr)) != 0),
+        bar_(enabled),
         offset_(offset),
         start_(Clock::now()),
-        last_draw_(start_),
         last_log_(start_) {}
 
   void update(curl_off_t total, curl_off_t now, bool final_draw = false) {
@@ -77,27 +77,11 @@ class Progress {
     const double full = total > 0 ? static_cast<double>(offset_) + static_cast<double>(total) : 0.0;
     const double rate = elapsed > 0.0 ? static_cast<double>(now) / elapsed : 0.0;
     const double eta = (full > 0.0 && rate > 0.0) ? (full - done) / rate : -1.0;
-    if (tty_) {
-      if (!final_draw && t - last_draw_ < std::chrono::milliseconds(100)) return;
-      last_draw_ = t;
-      drawn_ = true;
-      std::string line = "\r" + label_ + " ";
-      if (full > 0.0) {
-        const double fraction = std::clamp(done / full, 0.0, 1.0);
-        const int width = 24;
-        const int filled = static_cast<int>(fraction * width);
-        line += "[" + std::string(filled, '#') + std::string(width - filled, '.') + "] ";
-        char pct[16];
-        std::snprintf(pct, sizeof pct, "%3d%% ", static_cast<int>(fraction * 100.0));
-        line += pct + human_bytes(done) + " / " + human_bytes(full);
-      } else {
-        line += human_bytes(done);
-      }
-      line += "  " + human_bytes(rate) + "/s";
-      if (eta >= 0.0) line += "  ETA " + human_duration(eta);
-      line += "\033[K";  // clear what a longer previous line left behind
-      std::fputs(line.c_str(), stderr);
-      std::fflush(stderr);
+    if (bar_.on_terminal()) {
+      std::string text = full > 0.0 ? human_bytes(done) + " / " + human_bytes(full) : human_bytes(done);
+      text += "  " + human_bytes(rate) + "/s";
+      if (eta >= 0.0) text += "  ETA " + human_duration(eta);
+      bar_.draw(label_, full > 0.0 ? done / full : -1.0, text, final_draw);
       return;
     }
     const int decile = full > 0.0 ? static_cast<int>(done * 10.0 / full) : -1;
@@ -116,9 +100,9 @@ class Progress {
   }
 
   void finish(curl_off_t total, curl_off_t now) {
-    if (!tty_ || !drawn_) return;
+    if (!bar_.on_terminal()) return;
     update(total, now, true);
-    std::fputc('\n', stderr);
+    bar_.finish(/*keep=*/true);
   }
 
   double elapsed_s() const { return std::chrono::duration<double>(Clock::now() - start_).count(); }
@@ -126,13 +110,11 @@ class Progress {
  private:
   std::string label_;
   bool enabled_;
-  bool tty_;
+  ProgressBar bar_;
   std::uintmax_t offset_;
   Clock::time_point start_;
-  Clock::time_point last_draw_;
   Clock::time_point last_log_;
   int last_decile_ = 0;
-  bool drawn_ = false;
 };
 
 /// Where the body goes: appended to the .part file.

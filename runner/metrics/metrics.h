@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "runner/data/dataset.h"
+#include "runner/data/split.h"
 #include "runner/metrics/environment.h"  // configure_threads, environment_info: one include for every metric
 #include "runner/models/network.h"
 

@@ -85,12 +85,6 @@ nlohmann::json to_json(const PickleValue& v, const std::string& path) {
   }
 }
 
-PickleValue int_list(const std::vector<int64_t>& v) {
-  auto l = PickleValue::list();
-  for (auto x : v) l.items.push_back(PickleValue::from(x));
-  return l;
-}
-
 PickleValue state_dict_value(const StateDict& sd) {
   auto d = PickleValue::dict();
   // Keys are unique in a StateDict, so append directly instead of set()'s linear search.

@@ -20,13 +20,95 @@ GraphNetImpl::GraphNetImpl(Graph graph, std::string name, Init init)
   if (nodes.empty() || nodes.front().op != Op::Input)
     throw Error("model graph '" + name_ + "': the first node must be the input");
   if (nodes.back().op != Op::Output) throw Error("model graph '" + name_ + "': the last node must be the output");
+  build_layers();
+  torch::NoGradGuard no_grad;
+  if (init_ == Init::ResNet)
+    for (auto& m : modules(/*include_self=*/false))
+      if (auto* conv = m->as<torch::nn::Conv2dImpl>())
+        torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
+  find_segments();
+}
 
-  // Channels reaching each node, for the batch norms' sizes.
-  std::vector<int64_t> channels(nodes.size(), 0);
+std::shared_ptr<torch::nn::Module> GraphNetImpl::make_layer(size_t i, int64_t c_in) {
+  const Node& n = graph_.nodes()[i];
+  switch (n.op) {
+    case Op::Conv: {
+      auto conv = torch::nn::Conv2d(torch::nn::Conv2dOptions(n.in_channels, n.out_channels, n.kernel)
+                                        .stride(n.stride)
+                                        .padding(n.padding)
+                                        .dilation(n.dilation)
+                                        .groups(n.groups)
+                                        .bias(n.bias));
+      if (init_ == Init::Layerwise) {
+        torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
+        if (n.bias) conv->bias.zero_();
+      }
+      convs_[i] = conv;
+      return conv.ptr();
+    }
+    case Op::BatchNorm: {
+      auto bn = torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(c_in).eps(n.eps));
+      bn->weight.fill_(1.0);
+      bn->bias.zero_();
+      bns_[i] = bn;
+      return bn.ptr();
+    }
+    case Op::Linear: {
+      auto linear = torch::nn::Linear(torch::nn::LinearOptions(n.in_channels, n.out_channels).bias(n.bias));
+      if (init_ == Init::Layerwise) {
+        linear->weight.normal_(0.0, 0.01);
+        if (n.bias) linear->bias.zero_();
+      }
+      linears_[i] = linear;
+      return linear.ptr();
+    }
+    default:
+      return nullptr;
+  }
+}
+
+int64_t GraphNetImpl::check_node(size_t i, const std::vector<int64_t>& channels) const {
+  const auto& nodes = graph_.nodes();
+  const Node& n = nodes[i];
+  const int64_t c_in = n.inputs.empty() ? 0 : channels[size_t(n.inputs[0])];
+  switch (n.op) {
+    case Op::Input:
+    case Op::Conv:
+    case Op::Linear:
+      return n.out_channels;
+    case Op::Activation: {
+      const auto& kinds = activation_kinds();
+      if (std::find(kinds.begin(), kinds.end(), n.kind) == kinds.end())
+        throw Error("model graph '" + name_ + "': node '" + n.name + "': activation '" + n.kind +
+                    "' is not supported (" + join(kinds) + ")");
+      return c_in;
+    }
+    case Op::Pool:
+      if (n.kind != "max" && n.kind != "avg" && n.kind != "adaptive_avg" && n.kind != "adaptive_max")
+        throw Error("model graph '" + name_ + "': node '" + n.name + "': pool '" + n.kind +
+                    "' is not supported (max, avg, adaptive_avg, adaptive_max)");
+      return c_in;
+    case Op::Concat: {
+      int64_t sum = 0;
+      for (int in : n.inputs) sum += channels[size_t(in)];
+      return sum;
+    }
+    case Op::Output:
+      if (i + 1 != nodes.size()) throw Error("model graph '" + name_ + "': a second output");
+      return 0;
+    default:
+      return c_in;
+  }
+}
+
+void GraphNetImpl::build_layers() {
+  const auto& nodes = graph_.nodes();
+  std::vector<int64_t> channels(nodes.size(), 0);  // channels reaching each node, for the batch norms' sizes
   convs_.assign(nodes.size(), nullptr);
   bns_.assign(nodes.size(), nullptr);
   linears_.assign(nodes.size(), nullptr);
   last_use_.assign(nodes.size(), 0);
+  // Containers of the module paths ("features" → "1" → "conv"), made the first time a layer needs them.
   std::map<std::string, std::shared_ptr<torch::nn::Module>> containers;
   auto parent_of = [&](const std::vector<std::string>& parts) -> torch::nn::Module& {
     torch::nn::Module* m = this;
@@ -48,85 +130,19 @@ GraphNetImpl::GraphNetImpl(Graph graph, std::string name, Init init)
     const Node& n = nodes[i];
     for (int in : n.inputs) last_use_[size_t(in)] = i;
     const int64_t c_in = n.inputs.empty() ? 0 : channels[size_t(n.inputs[0])];
-    std::shared_ptr<torch::nn::Module> module;
-    switch (n.op) {
-      case Op::Input:
-        channels[i] = n.out_channels;
-        break;
-      case Op::Conv: {
-        auto conv = torch::nn::Conv2d(torch::nn::Conv2dOptions(n.in_channels, n.out_channels, n.kernel)
-                                          .stride(n.stride)
-                                          .padding(n.padding)
-                                          .dilation(n.dilation)
-                                          .groups(n.groups)
-                                          .bias(n.bias));
-        if (init_ == Init::Layerwise) {
-          torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
-          if (n.bias) conv->bias.zero_();
-        }
-        module = conv.ptr();
-        convs_[i] = conv;
-        channels[i] = n.out_channels;
-        break;
-      }
-      case Op::BatchNorm: {
-        auto bn = torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(c_in).eps(n.eps));
-        bn->weight.fill_(1.0);
-        bn->bias.zero_();
-        module = bn.ptr();
-        bns_[i] = bn;
-        channels[i] = c_in;
-        break;
-      }
-      case Op::Linear: {
-        auto linear = torch::nn::Linear(torch::nn::LinearOptions(n.in_channels, n.out_channels).bias(n.bias));
-        if (init_ == Init::Layerwise) {
-          linear->weight.normal_(0.0, 0.01);
-          if (n.bias) linear->bias.zero_();
-        }
-        module = linear.ptr();
-        linears_[i] = linear;
-        channels[i] = n.out_channels;
-        break;
-      }
-      case Op::Activation: {
-        const auto& kinds = activation_kinds();
-        if (std::find(kinds.begin(), kinds.end(), n.kind) == kinds.end())
-          throw Error("model graph '" + name_ + "': node '" + n.name + "': activation '" + n.kind +
-                      "' is not supported (" + join(kinds) + ")");
-        channels[i] = c_in;
-        break;
-      }
-      case Op::Pool:
-        if (n.kind != "max" && n.kind != "avg" && n.kind != "adaptive_avg" && n.kind != "adaptive_max")
-          throw Error("model graph '" + name_ + "': node '" + n.name + "': pool '" + n.kind +
-                      "' is not supported (max, avg, adaptive_avg, adaptive_max)");
-        channels[i] = c_in;
-        break;
-      case Op::Concat:
-        for (int in : n.inputs) channels[i] += channels[size_t(in)];
-        break;
-      case Op::Output:
-        if (i + 1 != nodes.size()) throw Error("model graph '" + name_ + "': a second output");
-        break;
-      default:
-        channels[i] = c_in;
-        break;
-    }
-    if (module) {
+    channels[i] = check_node(i, channels);
+    if (auto module = make_layer(i, c_in)) {
       const auto parts = split_dotted(n.name);
       if (parts.empty()) throw Error("model graph '" + name_ + "': a layer without a name");
       parent_of(parts).register_module(parts.back(), module);
     }
   }
+}
 
-  if (init_ == Init::ResNet)
-    for (auto& m : modules(/*include_self=*/false))
-      if (auto* conv = m->as<torch::nn::Conv2dImpl>())
-        torch::nn::init::kaiming_normal_(conv->weight, 0.0, torch::kFanOut, torch::kReLU);
-
+void GraphNetImpl::find_segments() {
   // A segment may end after node i when nothing after i reads a node before i; it ends there once it holds a
   // layer and more layers follow.
+  const auto& nodes = graph_.nodes();
   std::vector<bool> layers_after(nodes.size() + 1, false);
   for (size_t i = nodes.size(); i-- > 0;) layers_after[i] = layers_after[i + 1] || is_layer(nodes[i]);
   size_t begin = 0, reach = 0;

@@ -12,7 +12,7 @@
 #include "runner/core/error.h"
 #include "runner/core/files.h"
 #include "runner/core/naming.h"
-#include "runner/data/datasets.h"
+#include "runner/data/registry.h"
 #include "runner/io/checksum.h"
 #include "runner/models/graph_net.h"
 #include "runner/models/torch_file.h"
@@ -141,7 +141,7 @@ ModelEntry torchscript() {
   e.info.name = "TorchScript";
   e.info.summary =
       "your own CNN: a file saved by torch.jit.trace(model.eval(), example).save(path), converted to expctl's model "
-      "graph (README, \"Your own model\")";
+      "graph (docs/your-own-model.md)";
   ParamTable& t = e.info.params;
   t.add_required("file", ParamType::Path, "the TorchScript file (relative to the working directory)");
   t.add_required("input", ParamType::StringList,

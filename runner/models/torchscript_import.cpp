@@ -132,12 +132,11 @@ class Converter {
                            "; expctl needs logits of shape [N, classes]");
     }
     if (!problems.empty())
-      throw DataError(file_ + ": cannot convert this TorchScript model to expctl's model graph:\n  " +
-                      join(problems, "\n  ") +
-                      "\nSupported: conv2d (also grouped and depthwise), batch_norm, relu, relu6, sigmoid, hardswish, "
-                      "silu, hardsigmoid, max/avg/adaptive pooling, mean over H and W, add, cat along channels, mul "
-                      "(squeeze-excitation), flatten/view to [N, features], linear, dropout (see README, \"Your own "
-                      "model\")");
+      throw DataError(
+          file_ + ": cannot convert this TorchScript model to expctl's model graph:\n  " + join(problems, "\n  ") +
+          "\nSupported: conv2d (also grouped and depthwise), batch_norm, relu, relu6, sigmoid, hardswish, "
+          "silu, hardsigmoid, max/avg/adaptive pooling, mean over H and W, add, cat along channels, mul "
+          "(squeeze-excitation), flatten/view to [N, features], linear, dropout (see docs/your-own-model.md)");
     graph_.output(vals_.at(out).id);
     return graph_;
   }

@@ -12,9 +12,9 @@
 
 #include "runner/core/config.h"
 #include "runner/core/error.h"
-#include "runner/data/datasets.h"
-#include "runner/dist/dist.h"
+#include "runner/data/registry.h"
 #include "runner/models/models.h"
+#include "runner/parallel/process_group.h"
 
 namespace expctl {
 
@@ -194,9 +194,9 @@ void check_batch_sizes(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags
   const int64_t available = runs_on_cpu(cfg) ? available_memory_bytes() : 0;
   const int64_t image_elements = d.channels * d.height * d.width;
   // batch_size is the global batch: the processes on this machine hold local_world / world of it.
-  dist::WorldInfo world;
+  parallel::WorldInfo world;
   try {
-    world = dist::detect_world();
+    world = parallel::detect_world();
   } catch (const std::exception&) {
     // a malformed launcher environment is reported when the run starts
   }

@@ -6,11 +6,11 @@
 
 #include "runner/core/error.h"
 #include "runner/core/lock.h"
-#include "runner/core/pipeline.h"
-#include "runner/data/datasets.h"
+#include "runner/data/registry.h"
 #include "runner/io/archive.h"
 #include "runner/io/checksum.h"
 #include "runner/models/models.h"
+#include "runner/pipeline/pipeline.h"
 
 namespace expctl {
 namespace {

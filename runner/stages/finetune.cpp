@@ -5,14 +5,16 @@
 #include <torch/torch.h>
 
 #include "runner/core/hash.h"
-#include "runner/core/pipeline.h"
-#include "runner/data/datasets.h"
+#include "runner/data/registry.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
 #include "runner/models/models.h"
+#include "runner/pipeline/pipeline.h"
 #include "runner/stages/lineage.h"
-#include "runner/stages/trainer.h"
-#include "runner/stages/training_params.h"
+#include "runner/stages/train_job.h"
+#include "runner/training/runtime.h"
+#include "runner/training/trainer.h"
+#include "runner/training/training_params.h"
 
 namespace expctl {
 namespace fs = std::filesystem;
@@ -29,13 +31,13 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
     out.push_back({PlannedFile::Access::Read, cfg.model.get_string("file"), "the model's TorchScript file"});
     out.back().upstream = true;
   }
-  out.push_back({PlannedFile::Access::Write, n.report_dir() / "initial.pt", "model before fine-tuning"});
+  out.push_back({PlannedFile::Access::Write, n.initial_model(), "model before fine-tuning"});
   for (int64_t e : checkpoint_epochs(p.get_int("epochs"), p.get_int("save_every"))) {
     out.push_back({PlannedFile::Access::Write, n.finetune_checkpoint(e), "checkpoint, epoch " + std::to_string(e)});
     out.back().shared = true;  // {Model}_{Dataset}_FT_{E}: every fine-tuning scenario of the test scenario
   }
   out.push_back(
-      {PlannedFile::Access::Write, n.report_dir() / "finetune_metrics.json", "accuracy before/after, curves"});
+      {PlannedFile::Access::Write, n.stage_metrics("finetune"), "accuracy before/after, curves"});
   return out;
 }
 
@@ -58,7 +60,7 @@ class FinetuneStage : public Stage {
     ctx.log->info("data: {} train / {} test images ({})", train_split.size(), test.size(), test.source);
 
     // The model before fine-tuning: measured once per configuration (again with --force).
-    const fs::path initial = ctx.naming.report_dir() / "initial.pt";
+    const fs::path initial = ctx.naming.initial_model();
     nlohmann::json before;
     if (fs::exists(initial) && !ctx.options.force) {
       auto ck = models::read_checkpoint(initial);
@@ -67,12 +69,12 @@ class FinetuneStage : public Stage {
     models::Network model = models::build_model(cfg);
     // Data parallel, the evaluation is shared: every rank takes part when any lacks the result.
     bool measure = before.is_null();
-    for (double missing : dist::all_gather(measure ? 1.0 : 0.0)) measure = measure || missing > 0;
+    for (double missing : parallel::all_gather(measure ? 1.0 : 0.0)) measure = measure || missing > 0;
     if (measure) {
       model->to(device);
       metrics::EvalResult ev = evaluate_all_ranks(model, test, p.get_int("eval_batch_size"), device);
       before = {{"accuracy", ev.accuracy}, {"loss", ev.loss}, {"images", ev.count}};
-      if (dist::is_main()) {
+      if (parallel::is_main()) {
         nlohmann::json meta = lineage(ctx, "finetune", start_file(cfg, ctx.naming));
         meta["role"] = "before fine-tuning";
         meta["evaluation"] = before;
@@ -90,7 +92,7 @@ class FinetuneStage : public Stage {
     else
       job.meta["source"] = {{"init", "random, seed " + std::to_string(cfg.runtime.get_int("seed"))}};
     TrainResult r = train(job);
-    if (r.interrupted || !dist::is_main()) return;  // rank 0 writes the metrics
+    if (r.interrupted || !parallel::is_main()) return;  // rank 0 writes the metrics
 
     const EpochRecord& last = r.history.back();
     nlohmann::ordered_json out =
@@ -99,7 +101,7 @@ class FinetuneStage : public Stage {
     out["initial_sha256"] = content_id(initial);
     out["test_images"] = test.size();
     out["test_source"] = test.source;
-    const fs::path metrics_file = ctx.naming.report_dir() / "finetune_metrics.json";
+    const fs::path metrics_file = ctx.naming.stage_metrics("finetune");
     write_file_atomic(metrics_file, out.dump(2) + "\n");
     ctx.log->info("test accuracy: {:.2f}% before fine-tuning, {:.2f}% after {} epochs",
                   before["accuracy"].get<double>(), last.test_accuracy, last.epoch);

@@ -1,12 +1,12 @@
 // Lineage checks the stages declare as their `preflight` (see StageEntry): no run replaces checkpoints that another
 // scenario wrote, and no pruning scenario starts from a checkpoint made otherwise than its scenario.starts_from
-// says. Both read what a checkpoint records of its maker (see lineage() in runner/core/pipeline.h).
+// says. Both read what a checkpoint records of its maker (see lineage() in runner/pipeline/pipeline.h).
 #pragma once
 #include <filesystem>
 #include <string>
 #include <vector>
 
-#include "runner/core/pipeline.h"
+#include "runner/pipeline/pipeline.h"
 
 namespace expctl {
 

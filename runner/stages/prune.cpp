@@ -7,13 +7,14 @@
 #include "plugins/pruner.h"
 #include "runner/core/error.h"
 #include "runner/core/hash.h"
-#include "runner/core/pipeline.h"
-#include "runner/data/datasets.h"
 #include "runner/data/loader.h"
+#include "runner/data/registry.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
+#include "runner/pipeline/pipeline.h"
 #include "runner/stages/lineage.h"
-#include "runner/stages/trainer.h"
+#include "runner/training/runtime.h"
+#include "runner/training/trainer.h"
 
 namespace expctl {
 namespace fs = std::filesystem;
@@ -46,7 +47,7 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
                  "calibration data (" + std::to_string(p.get_int("calibration.samples")) + " images of the " +
                      p.get_string("calibration.split") + " split)"});
   out.push_back({PlannedFile::Access::Write, n.pruned_checkpoint(), "pruned model"});
-  out.push_back({PlannedFile::Access::Write, n.report_dir() / "prune_metrics.json",
+  out.push_back({PlannedFile::Access::Write, n.stage_metrics("prune"),
                  "accuracy before/after, per-layer statistics"});
   return out;
 }
@@ -163,7 +164,7 @@ class PruneStage : public Stage {
     meta["accuracy"] = out["after"]["accuracy"];
     models::save_checkpoint(ctx.naming.pruned_checkpoint(), model, meta, masks);
     out["pruned_sha256"] = content_id(ctx.naming.pruned_checkpoint());
-    const fs::path metrics_file = ctx.naming.report_dir() / "prune_metrics.json";
+    const fs::path metrics_file = ctx.naming.stage_metrics("prune");
     write_file_atomic(metrics_file, out.dump(2) + "\n");
     ctx.outputs = {ctx.naming.pruned_checkpoint(), metrics_file};
   }

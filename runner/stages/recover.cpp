@@ -4,12 +4,14 @@
 #include <torch/torch.h>
 
 #include "runner/core/error.h"
-#include "runner/core/pipeline.h"
-#include "runner/stages/lineage.h"
-#include "runner/data/datasets.h"
+#include "runner/data/registry.h"
 #include "runner/models/checkpoint.h"
-#include "runner/stages/trainer.h"
-#include "runner/stages/training_params.h"
+#include "runner/pipeline/pipeline.h"
+#include "runner/stages/lineage.h"
+#include "runner/stages/train_job.h"
+#include "runner/training/runtime.h"
+#include "runner/training/trainer.h"
+#include "runner/training/training_params.h"
 
 namespace expctl {
 namespace fs = std::filesystem;
@@ -34,7 +36,7 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
         {PlannedFile::Access::Write, n.recover_checkpoint(code, e), "checkpoint, epoch " + std::to_string(e)});
     out.back().shared = true;  // {Model}_{Dataset}_FTAP_{code}_{E}: every scenario of the test scenario with this pruner
   }
-  out.push_back({PlannedFile::Access::Write, n.report_dir() / "recover_metrics.json", "accuracy and curves"});
+  out.push_back({PlannedFile::Access::Write, n.stage_metrics("recover"), "accuracy and curves"});
   return out;
 }
 
@@ -60,13 +62,13 @@ class RecoverStage : public Stage {
     job.meta["source"] = lineage(ctx, "recover", pruned)["source"];
     ctx.log->info("recovering {} ({} masked tensors)", pruned.string(), job.masks.size());
     TrainResult r = train(job);
-    if (r.interrupted || !dist::is_main()) return;  // rank 0 writes the metrics
+    if (r.interrupted || !parallel::is_main()) return;  // rank 0 writes the metrics
 
     const EpochRecord& last = r.history.back();
     nlohmann::ordered_json out =
         training_summary(r, ctx.naming.scenario_name(), device, {{"accuracy", ck.meta.value("accuracy", 0.0)}},
                          ctx.naming.recover_checkpoint(code, last.epoch));
-    const fs::path metrics_file = ctx.naming.report_dir() / "recover_metrics.json";
+    const fs::path metrics_file = ctx.naming.stage_metrics("recover");
     write_file_atomic(metrics_file, out.dump(2) + "\n");
     ctx.log->info("test accuracy: {:.2f}% pruned, {:.2f}% after {} epochs of recovery",
                   out["before"]["accuracy"].get<double>(), last.test_accuracy, last.epoch);

@@ -11,18 +11,18 @@
 #include <map>
 #include <sstream>
 
+#include "plugins/pruner.h"
 #include "runner/core/error.h"
 #include "runner/core/hash.h"
 #include "runner/core/json_file.h"
-#include "runner/core/pipeline.h"
 #include "runner/core/plot.h"
 #include "runner/core/table.h"
-#include "runner/data/datasets.h"
+#include "runner/data/registry.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
 #include "runner/models/torchscript_export.h"
-#include "runner/stages/trainer.h"
-#include "runner/sweep/summary.h"
+#include "runner/pipeline/pipeline.h"
+#include "runner/training/runtime.h"
 
 namespace expctl {
 namespace fs = std::filesystem;
@@ -70,7 +70,7 @@ std::string count(int64_t n) {  // 10000 -> "10,000"
 }
 
 fs::path metrics_file(const Naming& n, const std::string& stage) {
-  return n.report_dir() / (stage + "_metrics.json");
+  return n.stage_metrics(stage);
 }
 
 Metrics stage_metrics(const ScenarioConfig& cfg, const Naming& n) {
@@ -350,18 +350,24 @@ std::string pruning_section(const JsonValue& prune, const fs::path& dir, bool pl
     caption = "Channels of each group before pruning and kept" +
               (coverage ? "; the line: mean coverage on the " + calibration : std::string()) + ".";
   } else if (stats.has("layers")) {
-    md << "\n## Sparsity per layer\n\n| layer | weights | zeros | sparsity |\n|---|---:|---:|---:|\n";
+    // A layer left alone says why in its sparsity cell.
+    auto sparsity = [](const json& row) {
+      if (row.contains("skipped")) return "not pruned (" + row["skipped"].get<std::string>() + ")";
+      return Table::fixed_cell("sparsity", 4)(row);
+    };
+    Table t({{"layer", "", "layer", nullptr, Align::Left},
+             {"weights", "", "weights", Table::fixed_cell("weights", 0)},
+             {"zeros", "", "zeros", Table::fixed_cell("zeros", 0)},
+             {"sparsity", "", "sparsity", sparsity}});
     for (const auto& [name, l] : stats["layers"].members()) {
-      if (l.has("skipped")) {
-        md << "| " << name << " | " << num(l, "weights", 0) << " | - | not pruned (" << l["skipped"].string()
-           << ") |\n";
-        dat << plot::data_label(name) << " 0\n";
-        continue;
-      }
-      md << "| " << name << " | " << num(l, "weights", 0) << " | " << num(l, "zeros", 0) << " | "
-         << num(l, "sparsity", 4) << " |\n";
-      dat << plot::data_label(name) << " " << (l.has("sparsity") ? l["sparsity"].number() : 0.0) << "\n";
+      json row = l.json();
+      row["layer"] = name;
+      if (l.has("skipped")) row.erase("zeros");
+      t.add_row(row);
+      const double s = l.has("skipped") || !l.has("sparsity") ? 0.0 : l["sparsity"].number();
+      dat << plot::data_label(name) << " " << s << "\n";
     }
+    md << "\n## Sparsity per layer\n\n" << t.markdown();
     if (stats.has("overall"))
       for (const auto& [scope, o] : stats["overall"].members())
         md << "\nOverall sparsity over " << (scope == "pruned_layers" ? "the pruned layers" : "all conv/linear weights")
@@ -442,7 +448,6 @@ std::string curves_caption(const ScenarioConfig& cfg, const Evaluation& ev) {
          ". Train curves: means over each epoch's training batches (" + train + ").*\n";
 }
 
-const char* const kTorchScriptFile = "model.torchscript.pt";
 
 class ReportStage : public Stage {
  public:
@@ -457,7 +462,7 @@ class ReportStage : public Stage {
     json report;
     report["scenario"] = ctx.naming.scenario_name();
     report["file"] = cfg.file.string();
-    report["method"] = sweep::method_info(cfg);
+    report["method"] = method_info(cfg);
     if (!cfg.sweep_cell.empty()) report["sweep_cell"] = {{"id", cfg.sweep_cell}, {"settings", cfg.sweep_values}};
     report["environment"] = metrics::environment_info(device, at::get_num_threads());
     report["seed"] = cfg.runtime.get_int("seed");
@@ -508,15 +513,16 @@ class ReportStage : public Stage {
       // The scenario's final model (the last row), runnable from Python without expctl.
       models::Network final_model = models::load_checkpoint(models.back().checkpoint);
       final_model->eval();
-      models::export_torchscript(*final_model, final_model->graph(), dir / kTorchScriptFile);
-      extra_outputs.push_back(dir / kTorchScriptFile);
-      ctx.log->info("exported {} as TorchScript: {}", models.back().label, (dir / kTorchScriptFile).string());
+      models::export_torchscript(*final_model, final_model->graph(), ctx.naming.exported_model());
+      extra_outputs.push_back(ctx.naming.exported_model());
+      ctx.log->info("exported {} as TorchScript: {}", models.back().label, ctx.naming.exported_model().string());
     }
 
-    write_file_atomic(dir / "report.md", doc.str());
-    write_file_atomic(dir / "report.csv", table.csv());
-    write_file_atomic(dir / "report.json", report.dump(2) + "\n");
-    ctx.outputs = {dir / "report.md", dir / "report.csv", dir / "report.json"};
+    const Naming& n = ctx.naming;
+    write_file_atomic(n.report_file("md"), doc.str());
+    write_file_atomic(n.report_file("csv"), table.csv());
+    write_file_atomic(n.report_file("json"), report.dump(2) + "\n");
+    ctx.outputs = {n.report_file("md"), n.report_file("csv"), n.report_file("json")};
     if (plotted) ctx.outputs.push_back(dir / "training_curves.png");
     ctx.outputs.insert(ctx.outputs.end(), extra_outputs.begin(), extra_outputs.end());
   }
@@ -529,12 +535,12 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
       out.push_back({PlannedFile::Access::Read, metrics_file(n, stage), std::string(stage) + " results"});
       out.back().upstream = true;
     }
-  for (const char* f : {"report.md", "report.csv", "report.json"})
-    out.push_back({PlannedFile::Access::Write, n.report_dir() / f, "report"});
+  for (const char* f : {"md", "csv", "json"})
+    out.push_back({PlannedFile::Access::Write, n.report_file(f), "report"});
   if (p.get_bool("plot"))
     out.push_back({PlannedFile::Access::Write, n.report_dir() / "training_curves.png", "loss/accuracy plot"});
   if (p.get_bool("export_torchscript"))
-    out.push_back({PlannedFile::Access::Write, n.report_dir() / kTorchScriptFile, "TorchScript model"});
+    out.push_back({PlannedFile::Access::Write, n.exported_model(), "TorchScript model"});
   return out;
 }
 

@@ -18,25 +18,6 @@ namespace expctl::sweep {
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
-json method_info(const ScenarioConfig& cfg) {
-  json m;
-  m["scenario_method"] = cfg.method();
-  m["label"] = cfg.method();
-  if (!cfg.has_stage("prune")) return m;
-  const Params& p = cfg.stage("prune");
-  const std::string& pruner = p.get_string("pruner");
-  m["pruner"] = pruner;
-  const PrunerEntry* entry = PrunerRegistry::find(pruner);
-  if (entry && entry->label) m["label"] = entry->label(p);
-  for (const char* k : {"mode", "score", "scope"})
-    if (p.has(k)) m[k] = p.get_string(k);
-  if (p.has("mode") && p.get_string("mode") == "n:m" && p.has("n") && p.has("m"))
-    m["sparsity"] = double(p.get_int("n")) / double(p.get_int("m"));
-  else if (p.has("sparsity"))
-    m["sparsity"] = p.get_float("sparsity");
-  return m;
-}
-
 namespace {
 
 std::optional<JsonValue> row_named(const JsonValue& rows, const std::string& name) {
@@ -187,23 +168,26 @@ std::string equal_macs_markdown(const std::vector<EqualMacsRow>& rows, const std
   md << "\n## At equal MACs\n\nTop-1 accuracy (%) after recovery (after pruning for runs without recovery) of each "
         "method at the non-zero MACs of every run: `~` marks a value interpolated linearly in MACs between the "
         "method's two runs around that cost, `-` a cost outside the method's runs (never extrapolated); runs of one "
-        "method at one cost (seeds) are averaged.\n\n| MACs (M) |";
-  for (const auto& l : labels) md << " " << l << " |";
-  md << "\n|---:|";
-  for (size_t i = 0; i < labels.size(); ++i) md << "---:|";
-  md << "\n";
-  for (const auto& r : rows) {
-    md << "| " << Table::fixed(r.macs / 1e6, 2) << " |";
-    for (const auto& l : labels) {
-      auto it = r.methods.find(l);
-      if (it == r.methods.end())
-        md << " - |";
-      else
-        md << " " << (it->second.interpolated ? "~" : "") << Table::fixed(it->second.accuracy, 2) << " |";
-    }
-    md << "\n";
+        "method at one cost (seeds) are averaged.\n\n";
+  // One column per method, keyed by its position (labels may hold dots, which Table reads as nesting).
+  std::vector<Column> columns{{"macs_m", "", "MACs (M)", Table::fixed_cell("macs_m", 2)}};
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const std::string key = "m" + std::to_string(i);
+    columns.emplace_back(key, "", labels[i], [key](const json& row) {
+      const json* cell = Table::find(row, key);
+      if (!cell) return std::string("-");
+      return ((*cell)["interpolated"].get<bool>() ? "~" : "") + Table::fixed((*cell)["accuracy"].get<double>(), 2);
+    });
   }
-  return md.str();
+  Table t(columns);
+  for (const auto& r : rows) {
+    json row{{"macs_m", r.macs / 1e6}};
+    for (size_t i = 0; i < labels.size(); ++i)
+      if (auto it = r.methods.find(labels[i]); it != r.methods.end())
+        row["m" + std::to_string(i)] = {{"accuracy", it->second.accuracy}, {"interpolated", it->second.interpolated}};
+    t.add_row(row);
+  }
+  return md.str() + t.markdown();
 }
 
 }  // namespace

@@ -9,15 +9,7 @@
 #include <string>
 #include <vector>
 
-namespace expctl {
-struct ScenarioConfig;
-}
-
 namespace expctl::sweep {
-
-/// What identifies a run's method in tables and legends: {"scenario_method", "pruner", "label", "sparsity", and the
-/// pruner's own keys such as "mode" and "score"}. Written by the report stage into report.json ("method").
-nlohmann::ordered_json method_info(const ScenarioConfig& cfg);
 
 /// One finished pruning run, read from its report.json.
 struct RunSummary {

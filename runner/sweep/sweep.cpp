@@ -134,7 +134,7 @@ std::vector<Cell> select(const std::vector<Cell>& cells, const std::vector<std::
   return out;
 }
 
-bool finished(const Cell& cell) { return fs::exists(Naming(cell.config).report_dir() / "report.json"); }
+bool finished(const Cell& cell) { return fs::exists(Naming(cell.config).report_file("json")); }
 
 fs::path summary_dir(const ScenarioConfig& base) {
   Naming n(base);

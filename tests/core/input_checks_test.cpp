@@ -2,17 +2,16 @@
 // not UTF-8, a device this machine does not have, more calibration images than the split holds. Files that are
 // not scenarios are described, never quoted. Calibrating on the whole test split runs to the report.
 #include <gtest/gtest.h>
-
-#include <algorithm>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
 #include "runner/core/compat.h"
 #include "runner/core/config.h"
 #include "runner/core/error.h"
 #include "runner/core/yaml_tree.h"
-#include "runner/stages/trainer.h"
+#include "runner/training/runtime.h"
 #include "tests/core/config_test_util.h"
 #include "tests/core/test_util.h"
 

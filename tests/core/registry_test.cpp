@@ -8,9 +8,9 @@
 
 #include "plugins/pruner.h"
 #include "runner/core/config.h"
-#include "runner/core/pipeline.h"
-#include "runner/data/datasets.h"
+#include "runner/data/registry.h"
 #include "runner/models/models.h"
+#include "runner/pipeline/pipeline.h"
 #include "tests/core/test_util.h"
 
 using namespace expctl;

@@ -16,8 +16,8 @@
 
 #include "runner/core/config.h"
 #include "runner/core/error.h"
-#include "runner/data/datasets.h"
 #include "runner/data/image.h"
+#include "runner/data/registry.h"
 #include "tests/core/test_util.h"
 
 namespace fs = std::filesystem;

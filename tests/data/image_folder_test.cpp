@@ -7,9 +7,9 @@
 
 #include "runner/core/config.h"
 #include "runner/core/error.h"
-#include "runner/data/datasets.h"
 #include "runner/data/image.h"
 #include "runner/data/loader.h"
+#include "runner/data/registry.h"
 #include "runner/io/archive.h"
 #include "tests/core/test_util.h"
 

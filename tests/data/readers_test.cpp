@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "runner/core/error.h"
-#include "runner/data/dataset.h"
+#include "runner/data/split.h"
 #include "tests/core/test_util.h"
 
 namespace fs = std::filesystem;

@@ -8,12 +8,12 @@
 
 #include "runner/core/config.h"
 #include "runner/core/error.h"
-#include "runner/data/datasets.h"
+#include "runner/data/registry.h"
 #include "runner/io/checksum.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/models.h"
-#include "runner/models/zoo.h"
 #include "runner/models/torch_file.h"
+#include "runner/models/zoo.h"
 #include "tests/core/test_util.h"
 #include "tests/integration/fakes.h"
 #include "tests/io/io_test_util.h"
@@ -43,7 +43,7 @@ TEST(DownloadStage, FetchesVerifiesUnpacksAndSkipsWhenUpToDate) {
   test::write_file(tmp / "s.yaml",
                    scenario("{name: ResNet18, stem: cifar, weights_url: '" + server.url(weights_path) + "'}",
                             "{name: CIFAR10, test_subset: 10, url: '" + server.url("/cifar-10-binary.tar.gz") +
-                                "', md5: " + io::md5_file(www / "cifar-10-binary.tar.gz") + "}"));
+                                "', md5: " + expctl::md5_file(www / "cifar-10-binary.tar.gz") + "}"));
   auto r = test::run_expctl("run s.yaml", tmp.path());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(fs::is_regular_file(tmp / "downloaded_models" / weights.filename()));
@@ -110,7 +110,7 @@ TEST(DownloadStage, FashionMnistFromDebiansFolder) {
   std::vector<std::string> md5;
   for (const char* f : {"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
                         "t10k-labels-idx1-ubyte.gz"})
-    md5.push_back(io::md5_file(debian / f));
+    md5.push_back(expctl::md5_file(debian / f));
   test::write_file(tmp / "s.yaml", scenario("{name: ResNet18, pretrained: false}",
                                             "{name: FashionMNIST, url: 'file://" + debian.string() +
                                                 "/', test_subset: 200, md5: [" + join(md5) + "]}"));
@@ -194,7 +194,7 @@ std::string serve_cifar(const fs::path& www, const std::string& dir, int records
   if (edit) edit(entries);
   fs::create_directories(www / dir);
   io::test::make_archive(www / dir / "cifar-10-binary.tar.gz", entries, io::test::ArchiveFormat::kTarGz);
-  return io::md5_file(www / dir / "cifar-10-binary.tar.gz");
+  return expctl::md5_file(www / dir / "cifar-10-binary.tar.gz");
 }
 
 Entry& entry(std::vector<Entry>& entries, const std::string& name) {
@@ -307,7 +307,7 @@ TEST(DownloadStage, FilesDamagedAfterTheirDownloadAreRefusedWhenRead) {
     test::write_file(file, bytes);
   };
   const fs::path local = fs::path("downloaded_models") / weights.filename();
-  const std::string good_sha = io::sha256_file(local);
+  const std::string good_sha = expctl::sha256_file(local);
   flip(local, fs::file_size(local) / 2);
   try {
     models::build_model(cfg);
@@ -316,7 +316,7 @@ TEST(DownloadStage, FilesDamagedAfterTheirDownloadAreRefusedWhenRead) {
     EXPECT_EQ(std::string(e.what()),
               local.string() +
                   ": changed on disk since it was verified (size or modification time differ): SHA-256 is " +
-                  io::sha256_file(local) + ", expected " + good_sha + " (downloaded from " +
+                  expctl::sha256_file(local) + ", expected " + good_sha + " (downloaded from " +
                   server.url("/" + weights.filename().string()) +
                   "); delete it and run `expctl run SCENARIO.yaml --only download` to fetch it again");
   }
@@ -334,7 +334,7 @@ TEST(DownloadStage, FilesDamagedAfterTheirDownloadAreRefusedWhenRead) {
   } catch (const DataError& e) {
     const std::string msg = e.what();
     EXPECT_EQ(msg.rfind(batch.string() + ": changed on disk since it was extracted from ", 0), 0u) << msg;
-    EXPECT_NE(msg.find("SHA-256 is " + io::sha256_file(batch) + ", expected "), std::string::npos) << msg;
+    EXPECT_NE(msg.find("SHA-256 is " + expctl::sha256_file(batch) + ", expected "), std::string::npos) << msg;
     EXPECT_NE(msg.find("; remove downloaded_datasets/CIFAR10 and run `expctl run SCENARIO.yaml --only download`"),
               std::string::npos)
         << msg;
@@ -394,8 +394,9 @@ TEST(DownloadStage, AnImageFolderArchiveIsFetchedCheckedUnpackedAndRead) {
                              " fmnist-png");
   ASSERT_EQ(tar.exit_code, 0) << tar.output;
   io::test::HttpServer server(www, tmp / "server.log");
-  const std::string data = "{name: ImageFolder, url: '" + server.url("/fmnist-png.tgz") + "', md5: " +
-                           io::md5_file(www / "fmnist-png.tgz") + ", subdir: fmnist-png, channels: 1, image_size: 32}";
+  const std::string data = "{name: ImageFolder, url: '" + server.url("/fmnist-png.tgz") +
+                           "', md5: " + expctl::md5_file(www / "fmnist-png.tgz") +
+                           ", subdir: fmnist-png, channels: 1, image_size: 32}";
   test::write_file(tmp / "s.yaml", scenario("{name: ResNet18, pretrained: false}", data));
   auto r = test::run_expctl("run s.yaml", tmp.path());
   ASSERT_EQ(r.exit_code, 0) << r.output;

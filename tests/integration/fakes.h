@@ -20,7 +20,7 @@ inline std::filesystem::path write_fake_torchvision_weights(const std::filesyste
   auto bytes = models::serialize_torch_file(d);
   std::filesystem::path tmp = dir / "weights.pth";
   write_file(tmp, std::string(bytes.begin(), bytes.end()));
-  std::filesystem::path named = dir / ("resnet18-" + io::sha256_file(tmp).substr(0, 8) + ".pth");
+  std::filesystem::path named = dir / ("resnet18-" + expctl::sha256_file(tmp).substr(0, 8) + ".pth");
   std::filesystem::rename(tmp, named);
   return named;
 }

@@ -23,7 +23,7 @@ TEST(Ts1Smoke, ExactNamesForFineTuningNeuronCoverageAndWanda) {
   const fs::path t = tmp.path();
   const std::string sets =
       " --set model.weights_url=file://" + weights.string() + " --set dataset.url=file://" + tarball.string() +
-      " --set dataset.md5=" + io::md5_file(tarball) + " --set paths.checkpoints=" + (t / "checkpoints").string() +
+      " --set dataset.md5=" + expctl::md5_file(tarball) + " --set paths.checkpoints=" + (t / "checkpoints").string() +
       " --set paths.models=" + (t / "downloaded_models").string() +
       " --set paths.datasets=" + (t / "downloaded_datasets").string() +
       " --set runtime.threads=2 --set finetune.epochs=2 --set finetune.save_every=1 --set finetune.batch_size=32"

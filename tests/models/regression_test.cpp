@@ -19,10 +19,10 @@
 #include "plugins/pruner.h"
 #include "runner/core/hash.h"
 #include "runner/core/params.h"
-#include "runner/data/dataset.h"
+#include "runner/data/split.h"
 #include "runner/models/channel_groups.h"
-#include "tests/models/block_params.h"
 #include "runner/models/zoo.h"
+#include "tests/models/block_params.h"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // Pipeline mechanics with a stage defined here: manifests, skipping, --force, the lock, failures.
-#include "runner/core/pipeline.h"
+#include "runner/pipeline/pipeline.h"
 
 #include <gtest/gtest.h>
 

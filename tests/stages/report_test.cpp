@@ -6,9 +6,9 @@
 #include <nlohmann/json.hpp>
 
 #include "runner/core/error.h"
-#include "runner/core/pipeline.h"
 #include "runner/models/checkpoint.h"
-#include "tests/stages/toy_training.h"
+#include "runner/pipeline/pipeline.h"
+#include "tests/training/toy_training.h"
 
 namespace fs = std::filesystem;
 using namespace expctl;
