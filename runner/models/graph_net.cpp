@@ -67,10 +67,9 @@ std::shared_ptr<torch::nn::Module> GraphNetImpl::make_layer(size_t i, int64_t c_
   }
 }
 
-int64_t GraphNetImpl::check_node(size_t i, const std::vector<int64_t>& channels) const {
+int64_t GraphNetImpl::check_node(size_t i, int64_t c_in, const std::vector<int64_t>& channels) const {
   const auto& nodes = graph_.nodes();
   const Node& n = nodes[i];
-  const int64_t c_in = n.inputs.empty() ? 0 : channels[size_t(n.inputs[0])];
   switch (n.op) {
     case Op::Input:
     case Op::Conv:
@@ -130,7 +129,7 @@ void GraphNetImpl::build_layers() {
     const Node& n = nodes[i];
     for (int in : n.inputs) last_use_[size_t(in)] = i;
     const int64_t c_in = n.inputs.empty() ? 0 : channels[size_t(n.inputs[0])];
-    channels[i] = check_node(i, channels);
+    channels[i] = check_node(i, c_in, channels);
     if (auto module = make_layer(i, c_in)) {
       const auto parts = split_dotted(n.name);
       if (parts.empty()) throw Error("model graph '" + name_ + "': a layer without a name");

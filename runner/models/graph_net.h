@@ -50,8 +50,9 @@ class GraphNetImpl : public NetworkImpl {
  private:
   /// Makes a module for every conv / BN / linear node under its module path; checks every other node's kind.
   void build_layers();
-  /// The channels node `i` outputs (Error for an unsupported activation or pool, or a second output).
-  int64_t check_node(size_t i, const std::vector<int64_t>& channels) const;
+  /// The channels node `i` outputs, `c_in` reaching it (Error for an unsupported activation or pool, or a second
+  /// output).
+  int64_t check_node(size_t i, int64_t c_in, const std::vector<int64_t>& channels) const;
   /// The module of conv / BN / linear node `i` (`c_in` channels reach it), initialised as init_ says; else null.
   std::shared_ptr<torch::nn::Module> make_layer(size_t i, int64_t c_in);
   /// Cuts the nodes into segments (see num_segments()).

@@ -69,15 +69,11 @@ std::string count(int64_t n) {  // 10000 -> "10,000"
   return s;
 }
 
-fs::path metrics_file(const Naming& n, const std::string& stage) {
-  return n.stage_metrics(stage);
-}
-
 Metrics stage_metrics(const ScenarioConfig& cfg, const Naming& n) {
   Metrics out;
   for (const char* stage : {"finetune", "prune", "recover"}) {
     if (!cfg.has_stage(stage)) continue;
-    const fs::path f = metrics_file(n, stage);
+    const fs::path f = n.stage_metrics(stage);
     auto file = JsonFile::open(f);
     if (!file) throw Error(f.string() + ": missing; run the stage that writes it first (or the whole scenario)");
     out.emplace(stage, std::move(*file));
@@ -94,7 +90,7 @@ std::vector<Row> rows_of(const Metrics& metrics, const Naming& n) {
                  const char* sha_key) {
     const JsonValue m = metrics.at(stage).root();
     rows.push_back({label, file, accuracy, m.has(sha_key) ? m[sha_key].string() : std::string(),
-                    metrics_file(n, stage).string()});
+                    n.stage_metrics(stage).string()});
   };
   if (auto it = metrics.find("finetune"); it != metrics.end()) {
     const JsonValue m = it->second.root();
@@ -532,7 +528,7 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
   // The metrics files name (and hash) the models of the rows: a stage that ran again rewrites them.
   for (const char* stage : {"finetune", "prune", "recover"})
     if (cfg.has_stage(stage)) {
-      out.push_back({PlannedFile::Access::Read, metrics_file(n, stage), std::string(stage) + " results"});
+      out.push_back({PlannedFile::Access::Read, n.stage_metrics(stage), std::string(stage) + " results"});
       out.back().upstream = true;
     }
   for (const char* f : {"md", "csv", "json"})
