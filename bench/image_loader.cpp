@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     const data::Split split = data::load_dataset(cfg, true);
     data::LoaderOptions o;
     o.batch_size = batch;
-    o.augment = data::augmentation_of(cfg.dataset);
+    o.augment = data::augmentation_of(cfg);
     for (int64_t prefetch : {int64_t(0), int64_t(2)}) {
       if (load == "memory" && prefetch) continue;
       o.prefetch = prefetch;

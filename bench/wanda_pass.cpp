@@ -44,7 +44,11 @@ int main(int argc, char** argv) {
   const PrunerEntry* wanda = PrunerRegistry::find("wanda");
   std::vector<Diagnostic> diags;
   const Params params = validate_block(nullptr, Mark{}, "prune", wanda->info.params, diags);  // the defaults
-  const int64_t batch = params.get_int("calibration.batch_size");
+  // The calibration batch size Wanda asks of the prune stage.
+  int64_t batch = prune_stage_options(params).calibration_batch_size;
+  for (const auto& o : wanda->info.overrides)
+    if (o.key == prune_stage_binder().key(&PruneStageOptions::calibration_batch_size))
+      batch = std::get<int64_t>(o.value.v);
 
   struct Way {
     const char* name;

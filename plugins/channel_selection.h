@@ -3,16 +3,12 @@
 // and which, under one set of rules — local or global scope, `min_channels`, `round_to`, exclusions — so that
 // pruners differ only in how they score channels, never in how the budget is spent.
 //
-// | key          | meaning                                                                             |
-// |--------------|-------------------------------------------------------------------------------------|
-// | sparsity     | fraction of channels removed (per group in local scope, of all prunable channels in |
-// |              | global scope)                                                                       |
-// | scope        | local: every prunable group loses `sparsity` of its channels; global: the channels  |
-// |              | of all prunable groups are ranked together and the lowest-scoring ones go            |
-// | min_channels | never keep fewer channels in a group                                                |
-// | round_to     | kept channel counts are rounded UP to a multiple of this (at most the group's size) |
-// | exclude      | layers whose outputs are kept (the groups they produce stay whole; the channels    |
-// |              | they read may shrink, as with Torch-Pruning's ignored_layers), or group names       |
+// The rules' keys (sparsity, scope, min_channels, round_to, exclude) are declared once, by bind_budget() below;
+// `expctl describe <pruner>` lists them with each structured pruner's defaults. Two of them in words: in global
+// scope the channels of all prunable groups are ranked together and the lowest-scoring ones go; kept channel counts
+// are rounded UP to a multiple of round_to (at most the group's size); exclude keeps the outputs of a listed layer
+// (the group it produces stays whole, the channels it reads may shrink, as with Torch-Pruning's ignored_layers) or a
+// listed group whole.
 #pragma once
 #include <torch/torch.h>
 

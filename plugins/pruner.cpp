@@ -5,9 +5,42 @@
 
 namespace expctl {
 
+const OptionBinder<PruneStageOptions>& prune_stage_binder() {
+  static const OptionBinder<PruneStageOptions> b = [] {
+    using O = PruneStageOptions;
+    OptionBinder<O> b;
+    b.add_plugin(&O::pruner, "pruner", "pruner",
+                 "the pruning method (see `expctl list`); its parameters join this block");
+    b.add(&O::from_epoch, "from_epoch", "fine-tuning epoch to start from (0: the last epoch of scenario.starts_from)")
+        .min(0);
+    b.add(&O::recalibrate_bn, "recalibrate_bn",
+          "after pruning, re-estimate BatchNorm statistics on this many training batches (adaptive BN); 0: keep "
+          "the fine-tuned statistics")
+        .min(0)
+        .max(100000);
+    // The calibration images are the stage's: it takes them, holds them out of the held-out accuracy and hands
+    // them to the pruner; each pruner sets its own defaults for the count and batch size (set_calibration_defaults).
+    b.add_enum<bool>(&O::calibrate_on_train, "calibration.split", {{"test", false}, {"train", true}},
+                     "split the calibration images come from");
+    b.add(&O::calibration_samples, "calibration.samples", "number of calibration images (default: the pruner's)")
+        .min(1)
+        .max(1000000);
+    b.add(&O::calibration_batch_size, "calibration.batch_size",
+          "batch size for calibration forward passes (default: the pruner's)")
+        .min(1)
+        .max(65536);
+    return b;
+  }();
+  return b;
+}
+
+PruneStageOptions prune_stage_options(const Params& block) { return prune_stage_binder().read(block, "prune"); }
+
 void set_calibration_defaults(PluginInfo& info, int64_t samples, int64_t batch_size, const std::string& use) {
-  info.overrides.push_back({"calibration.samples", Value{samples, {}, true}, use});
-  info.overrides.push_back({"calibration.batch_size", Value{batch_size, {}, true}, "batch size of its forward passes"});
+  const auto& b = prune_stage_binder();
+  info.overrides.push_back({b.key(&PruneStageOptions::calibration_samples), Value{samples, {}, true}, use});
+  info.overrides.push_back({b.key(&PruneStageOptions::calibration_batch_size), Value{batch_size, {}, true},
+                            "batch size of its forward passes"});
 }
 
 nlohmann::ordered_json method_info(const ScenarioConfig& cfg) {
@@ -16,16 +49,14 @@ nlohmann::ordered_json method_info(const ScenarioConfig& cfg) {
   m["label"] = cfg.method();
   if (!cfg.has_stage("prune")) return m;
   const Params& p = cfg.stage("prune");
-  const std::string& pruner = p.get_string("pruner");
+  const std::string pruner = prune_stage_options(p).pruner;
   m["pruner"] = pruner;
   const PrunerEntry* entry = PrunerRegistry::find(pruner);
-  if (entry && entry->label) m["label"] = entry->label(p);
-  for (const char* k : {"mode", "score", "scope"})
-    if (p.has(k)) m[k] = p.get_string(k);
-  if (p.has("mode") && p.get_string("mode") == "n:m" && p.has("n") && p.has("m"))
-    m["sparsity"] = double(p.get_int("n")) / double(p.get_int("m"));
-  else if (p.has("sparsity"))
-    m["sparsity"] = p.get_float("sparsity");
+  if (!entry || !entry->method) return m;
+  const MethodSettings s = entry->method(p);
+  m["label"] = s.label;
+  for (const auto& [key, value] : s.settings) m[key] = value;
+  m["sparsity"] = s.sparsity;
   return m;
 }
 

@@ -14,8 +14,10 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "runner/core/options_binder.h"
 #include "runner/core/params.h"
 #include "runner/core/registry.h"
 #include "runner/models/channel_groups.h"
@@ -59,15 +61,36 @@ class Pruner {
   virtual PrunePlan prune(PruneRequest& request) = 0;
 };
 
+/// What names one configuration of a pruner in tables, legends and sweep summaries.
+struct MethodSettings {
+  std::string label;    ///< "Wanda 2:4", "Magnitude", "Neuron Coverage (global)"
+  double sparsity = 0;  ///< the fraction removed (n/m for N:M)
+  /// The settings that tell configurations apart, as written in YAML: mode, score, scope.
+  std::vector<std::pair<std::string, std::string>> settings;
+};
+
 struct PrunerEntry {
   static constexpr const char* kKind = "pruner";
   PluginInfo info;  ///< info.code is the short name in checkpoint names ("NC", "W")
   std::function<std::unique_ptr<Pruner>()> create;
-  /// A short name of one configuration for tables and plot legends ("Wanda 2:4", "Magnitude"); `params` is the
-  /// prune block. Unset: info.name.
-  std::function<std::string(const Params& params)> label;
+  /// The configuration the prune block `params` sets (read through the pruner's own binder). Unset: the label is
+  /// info.name and nothing else is known.
+  std::function<MethodSettings(const Params& params)> method;
 };
 using PrunerRegistry = TypedRegistry<PrunerEntry>;
+
+/// The prune stage's own keys (the selected pruner's join the same block), declared once in pruner.cpp.
+struct PruneStageOptions {
+  std::string pruner;                   ///< required: a registered pruner
+  int64_t from_epoch = 0;               ///< 0: the last epoch of scenario.starts_from
+  int64_t recalibrate_bn = 0;           ///< training batches for adaptive BN; 0: off
+  bool calibrate_on_train = false;      ///< calibration.split: test | train
+  int64_t calibration_samples = 128;    ///< each pruner sets its own default (set_calibration_defaults)
+  int64_t calibration_batch_size = 64;  ///< idem
+};
+const OptionBinder<PruneStageOptions>& prune_stage_binder();
+/// The prune stage's options of a validated prune block.
+PruneStageOptions prune_stage_options(const Params& block);
 
 /// The prune stage owns calibration.split (default test), calibration.samples and calibration.batch_size: it takes
 /// the images, holds them out of the held-out accuracy and hands them to the pruner. A pruner gives its own

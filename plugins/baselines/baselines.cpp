@@ -66,8 +66,13 @@ PrunerEntry baseline_entry(const std::string& name, const std::string& code, con
   e.info.params = selection::binder().table();
   set_calibration_defaults(e.info, calibration_samples, 64, calibration_use);
   e.create = [name, scorer] { return std::make_unique<BaselinePruner>(name, scorer); };
-  e.label = [label](const Params& p) {
-    return label(p) + (p.has("scope") && p.get_string("scope") == "global" ? " (global)" : "");
+  e.method = [name, label](const Params& p) {
+    const selection::Options o = selection::Options::from_params(p, name);
+    MethodSettings m;
+    m.label = label(p) + (o.scope_global ? " (global)" : "");
+    m.sparsity = o.sparsity;
+    m.settings = {{"scope", o.scope_global ? "global" : "local"}};
+    return m;
   };
   return e;
 }

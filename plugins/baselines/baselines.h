@@ -21,15 +21,9 @@
 // changes nothing within a group (local scope) and makes groups of different widths and member counts comparable
 // when channels compete network-wide (global scope).
 //
-// | key                    | default     | meaning                                                         |
-// |------------------------|-------------|-----------------------------------------------------------------|
-// | sparsity, scope, min_channels, round_to, exclude | 0.5, local, 8, 8, [first, last] | see channel_selection.h |
-// | norm                   | l2          | group_magnitude only: l1 or l2                                  |
-// | seed                   | 0           | random only                                                     |
-// | calibration.split      | test        | split the calibration images come from (read by the prune stage) |
-// | calibration.samples    | 512 / 128   | taylor: images whose gradients are measured; the data-free      |
-// |                        |             | scores do not use them (the prune stage still holds them out)   |
-// | calibration.batch_size | 64          | batch size of taylor's forward/backward passes                  |
+// Their keys (the budget rules, group_magnitude's norm, random's seed, the calibration defaults each sets) are
+// declared once, in each pruner's binder: `expctl describe group_magnitude` (or docs/config-reference.md) lists them
+// with their defaults and ranges.
 //
 //     prune: {pruner: group_magnitude, norm: l2, sparsity: 0.5, exclude: []}
 //     prune: {pruner: taylor, sparsity: 0.5, calibration: {split: train, samples: 512}}

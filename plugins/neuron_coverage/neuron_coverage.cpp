@@ -269,8 +269,13 @@ PrunerEntry entry() {
   PrunerEntry e;
   e.info = info();
   e.create = [] { return std::make_unique<NeuronCoveragePruner>(); };
-  e.label = [](const Params& p) {
-    return std::string("Neuron Coverage") + (p.get_string("scope") == "global" ? " (global)" : "");
+  e.method = [](const Params& p) {
+    const Options o = Options::from_params(p);
+    MethodSettings m;
+    m.label = std::string("Neuron Coverage") + (o.scope_global ? " (global)" : "");
+    m.sparsity = o.sparsity;
+    m.settings = {{"scope", o.scope_global ? "global" : "local"}};
+    return m;
   };
   return e;
 }

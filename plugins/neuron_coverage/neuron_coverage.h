@@ -9,19 +9,8 @@
 // its activation points (`aggregate`: mean, max or min). Higher coverage = keep; ties are broken by the mean
 // activation (the scaled spatial mean averaged over inputs and points), then by the lower channel index.
 //
-// | key                    | default      | meaning                                                          |
-// |------------------------|--------------|------------------------------------------------------------------|
-// | sparsity               | 0.5          | fraction of a group's channels removed                           |
-// | threshold              | 0.1          | a channel is covered when its scaled mean activation > t (*)     |
-// | scope                  | local        | local: sparsity per group; global: channels ranked network-wide  |
-// | aggregate              | mean         | how the coverage of a group's activation points combines         |
-// | min_channels           | 8            | never keep fewer channels in a group                             |
-// | round_to               | 8            | kept channel counts are multiples of this (rounded up)           |
-// | exclude                | [first, last]| layers (or group names) whose groups are kept whole (first/last: |
-// |                        |              | the first and last conv/linear layer, ResNet: conv1, fc)          |
-// | calibration.split      | test         | split the calibration images come from (read by the prune stage) |
-// | calibration.samples    | 512          | number of calibration images (read by the prune stage)           |
-// | calibration.batch_size | 128          | batch size of the calibration forward passes                     |
+// Its keys (threshold, aggregate, the budget rules, the calibration defaults) are declared once, in the binder in
+// neuron_coverage.cpp: `expctl describe neuron_coverage` lists them with their defaults, ranges and meaning.
 //
 //     prune: {pruner: neuron_coverage, sparsity: 0.5, threshold: 0.1, scope: local}
 //

@@ -297,16 +297,16 @@ PrunePlan prune_masks(PruneRequest& request, const Options& o, const std::vector
   return plan;
 }
 
-PrunePlan prune_structured(PruneRequest& request, const Options& o, const std::vector<std::string>& order,
-                           std::map<std::string, LayerRef>& layers) {
-  PrunePlan plan;
-  const std::set<std::string> excluded(o.exclude.begin(), o.exclude.end());
-  const std::vector<models::ChannelGroup> groups =
-      request.groups.empty() ? models::channel_groups(request.model) : request.groups;
-
-  // Which groups may shrink, and which layers' input norms they need.
+// Which channel groups may shrink (the others with the reason they may not), and which layers' input norms the
+// prunable ones need.
+struct StructuredScope {
   std::map<std::string, std::string> skip_reason;
   std::set<std::string> needed;
+};
+
+StructuredScope structured_scope(const std::vector<models::ChannelGroup>& groups,
+                                 const std::map<std::string, LayerRef>& layers, const std::set<std::string>& excluded) {
+  StructuredScope out;
   for (const auto& g : groups) {
     for (const auto* list : {&g.producers, &g.consumers})
       for (const auto& layer : *list)
@@ -314,81 +314,57 @@ PrunePlan prune_structured(PruneRequest& request, const Options& o, const std::v
           throw Error("wanda: channel group '" + g.name + "' names layer '" + layer + "', which the model lacks");
     // Excluding a layer protects its outputs: the groups it produces. Its inputs may still shrink (an excluded
     // classifier keeps its classes and loses input features), as with Torch-Pruning's ignored_layers.
-    if (excluded.count(g.name)) skip_reason[g.name] = "excluded";
+    auto& skip = out.skip_reason;
+    if (excluded.count(g.name)) skip[g.name] = "excluded";
     for (const auto& layer : g.producers)
-      if (excluded.count(layer) && !skip_reason.count(g.name))
-        skip_reason[g.name] = "produced by excluded layer " + layer;
-    if (g.consumers.empty() && !skip_reason.count(g.name)) skip_reason[g.name] = "no consumer layer to score it";
-    if (!skip_reason.count(g.name)) needed.insert(g.consumers.begin(), g.consumers.end());
+      if (excluded.count(layer) && !skip.count(g.name)) skip[g.name] = "produced by excluded layer " + layer;
+    if (g.consumers.empty() && !skip.count(g.name)) skip[g.name] = "no consumer layer to score it";
+    if (!skip.count(g.name)) out.needed.insert(g.consumers.begin(), g.consumers.end());
   }
+  return out;
+}
 
-  // One pass on the unpruned model: a group's channels are read by many layers at once (a whole residual stream),
-  // so the per-layer sequential rule of the mask modes has no single place to apply here.
-  std::map<std::string, torch::Tensor> norms;
-  const bool calibrated = !o.magnitude && !needed.empty();
-  if (calibrated) {
-    require_calibration(request);
-    std::string last;
-    for (const auto& name : order)
-      if (needed.count(name)) last = name;
-    norms = calibrate(request.model, request, layers, needed, last);
-  }
-  plan.stats["settings"] = settings_json(o, request, calibrated);
-
-  Json group_stats = Json::object();
-  std::map<std::string, int64_t> out_kept, in_kept;  // layer → channels kept on its output / input side
-  std::set<std::string> touched;                     // layers of prunable groups
-  for (const auto& g : groups) {
-    Json gs;
-    if (skip_reason.count(g.name)) {
-      gs["size"] = g.size;
-      gs["kept"] = g.size;
-      gs["skipped"] = skip_reason[g.name];
-      group_stats[g.name] = gs;
-      continue;
+// The score of each channel of group `g`: the Wanda scores of every weight reading it, over all its consumers.
+torch::Tensor group_channel_scores(const models::ChannelGroup& g, const std::map<std::string, LayerRef>& layers,
+                                   const std::map<std::string, torch::Tensor>& norms, const Options& o) {
+  torch::Tensor channel_scores;
+  for (const auto& consumer : g.consumers) {
+    const LayerRef& ref = layers.at(consumer);
+    const torch::Tensor s = wanda_scores(ref.weight, o.magnitude ? torch::Tensor() : norms.at(consumer),
+                                         ref.conv ? ref.geometry.groups : 1);
+    // Every weight reading channel c, over output rows and kernel positions (and, after a flatten, the H×W
+    // features of the channel; after a concatenation, only this group's slice of the inputs).
+    const auto member = std::find_if(g.members.begin(), g.members.end(), [&](const models::GroupMember& m) {
+      return m.tensor == consumer + ".weight" && m.dim == 1;
+    });
+    if (member == g.members.end())
+      throw Error("wanda: channel group '" + g.name + "' lists consumer '" + consumer + "' but not its weight");
+    torch::Tensor per_channel;
+    try {
+      per_channel = models::member_rows(s, *member, g.size).sum(1);
+    } catch (const Error& e) {
+      throw Error("wanda: channel group '" + g.name + "': consumer " + e.what());
     }
-    torch::Tensor channel_scores;
-    for (const auto& consumer : g.consumers) {
-      const LayerRef& ref = layers.at(consumer);
-      const torch::Tensor s = wanda_scores(ref.weight, o.magnitude ? torch::Tensor() : norms.at(consumer),
-                                           ref.conv ? ref.geometry.groups : 1);
-      // Every weight reading channel c, over output rows and kernel positions (and, after a flatten, the H×W
-      // features of the channel; after a concatenation, only this group's slice of the inputs).
-      const auto member = std::find_if(g.members.begin(), g.members.end(), [&](const models::GroupMember& m) {
-        return m.tensor == consumer + ".weight" && m.dim == 1;
-      });
-      if (member == g.members.end())
-        throw Error("wanda: channel group '" + g.name + "' lists consumer '" + consumer + "' but not its weight");
-      torch::Tensor per_channel;
-      try {
-        per_channel = models::member_rows(s, *member, g.size).sum(1);
-      } catch (const Error& e) {
-        throw Error("wanda: channel group '" + g.name + "': consumer " + e.what());
-      }
-      channel_scores = channel_scores.defined() ? channel_scores + per_channel : per_channel;
-    }
-    const int64_t size = channel_scores.size(0);
-    const int64_t removed = std::min(count_to_remove(o.sparsity, size), size - 1);
-    const torch::Tensor keep_mask = remove_lowest(channel_scores.unsqueeze(0), removed).squeeze(0);
-    const torch::Tensor keep = keep_mask.nonzero().view(-1).to(torch::kCPU, torch::kLong);  // ascending
-    plan.keep[g.name] = keep;
-    gs["size"] = size;
-    gs["kept"] = keep.numel();
-    gs["removed"] = removed;
-    group_stats[g.name] = gs;
-    for (const auto& p : g.producers) out_kept[p] = keep.numel();
-    for (const auto& c : g.consumers) in_kept[c] = keep.numel();
-    touched.insert(g.producers.begin(), g.producers.end());
-    touched.insert(g.consumers.begin(), g.consumers.end());
+    channel_scores = channel_scores.defined() ? channel_scores + per_channel : per_channel;
   }
+  return channel_scores;
+}
 
+// Channels kept on each layer's output and input side once the groups are pruned, and the layers of pruned groups.
+struct KeptChannels {
+  std::map<std::string, int64_t> out, in;
+  std::set<std::string> touched;
+};
+
+// Per-layer and overall weights kept by the plan, into plan.stats ("layers", "overall").
+void structured_layer_stats(const std::vector<std::string>& order, const std::map<std::string, LayerRef>& layers,
+                            const std::set<std::string>& excluded, const KeptChannels& k, PrunePlan& plan) {
   Json layer_stats = Json::object();
   int64_t pruned_weights = 0, pruned_kept = 0, all_weights = 0, all_kept = 0;
   for (const auto& name : order) {
     const torch::Tensor& w = layers.at(name).weight;
     const int64_t out = w.size(0), in = w.size(1), per = w.numel() / (out * in);
-    const int64_t kept =
-        (out_kept.count(name) ? out_kept[name] : out) * (in_kept.count(name) ? in_kept[name] : in) * per;
+    const int64_t kept = (k.out.count(name) ? k.out.at(name) : out) * (k.in.count(name) ? k.in.at(name) : in) * per;
     Json ls;
     ls["mode"] = "structured";
     ls["weights"] = w.numel();
@@ -398,12 +374,11 @@ PrunePlan prune_structured(PruneRequest& request, const Options& o, const std::v
     layer_stats[name] = ls;
     all_weights += w.numel();
     all_kept += kept;
-    if (touched.count(name)) {
+    if (k.touched.count(name)) {
       pruned_weights += w.numel();
       pruned_kept += kept;
     }
   }
-  plan.stats["groups"] = group_stats;
   plan.stats["layers"] = layer_stats;
   auto removed_json = [](int64_t weights, int64_t kept) {
     Json j;
@@ -414,6 +389,57 @@ PrunePlan prune_structured(PruneRequest& request, const Options& o, const std::v
   };
   plan.stats["overall"]["pruned_layers"] = removed_json(pruned_weights, pruned_kept);
   plan.stats["overall"]["all_layers"] = removed_json(all_weights, all_kept);
+}
+
+PrunePlan prune_structured(PruneRequest& request, const Options& o, const std::vector<std::string>& order,
+                           std::map<std::string, LayerRef>& layers) {
+  PrunePlan plan;
+  const std::set<std::string> excluded(o.exclude.begin(), o.exclude.end());
+  const std::vector<models::ChannelGroup> groups =
+      request.groups.empty() ? models::channel_groups(request.model) : request.groups;
+  const StructuredScope scope = structured_scope(groups, layers, excluded);
+
+  // One pass on the unpruned model: a group's channels are read by many layers at once (a whole residual stream),
+  // so the per-layer sequential rule of the mask modes has no single place to apply here.
+  std::map<std::string, torch::Tensor> norms;
+  const bool calibrated = !o.magnitude && !scope.needed.empty();
+  if (calibrated) {
+    require_calibration(request);
+    std::string last;
+    for (const auto& name : order)
+      if (scope.needed.count(name)) last = name;
+    norms = calibrate(request.model, request, layers, scope.needed, last);
+  }
+  plan.stats["settings"] = settings_json(o, request, calibrated);
+
+  Json group_stats = Json::object();
+  KeptChannels kept;
+  for (const auto& g : groups) {
+    Json gs;
+    if (auto skip = scope.skip_reason.find(g.name); skip != scope.skip_reason.end()) {
+      gs["size"] = g.size;
+      gs["kept"] = g.size;
+      gs["skipped"] = skip->second;
+      group_stats[g.name] = gs;
+      continue;
+    }
+    const torch::Tensor channel_scores = group_channel_scores(g, layers, norms, o);
+    const int64_t size = channel_scores.size(0);
+    const int64_t removed = std::min(count_to_remove(o.sparsity, size), size - 1);
+    const torch::Tensor keep_mask = remove_lowest(channel_scores.unsqueeze(0), removed).squeeze(0);
+    const torch::Tensor keep = keep_mask.nonzero().view(-1).to(torch::kCPU, torch::kLong);  // ascending
+    plan.keep[g.name] = keep;
+    gs["size"] = size;
+    gs["kept"] = keep.numel();
+    gs["removed"] = removed;
+    group_stats[g.name] = gs;
+    for (const auto& p : g.producers) kept.out[p] = keep.numel();
+    for (const auto& c : g.consumers) kept.in[c] = keep.numel();
+    kept.touched.insert(g.producers.begin(), g.producers.end());
+    kept.touched.insert(g.consumers.begin(), g.consumers.end());
+  }
+  plan.stats["groups"] = group_stats;
+  structured_layer_stats(order, layers, excluded, kept, plan);
   return plan;
 }
 
@@ -572,22 +598,26 @@ PrunerEntry entry() {
   p.params = binder().table();
   set_calibration_defaults(p, 128, 64, "their activation norms weight the scores; unused by score: magnitude");
   p.check = [](const Params& params, const std::string& prefix, std::vector<Diagnostic>& diags) {
-    if (params.get_string("mode") != "n:m") return;
-    const int64_t n = params.get_int("n"), m = params.get_int("m");
+    const Options o = binder().read(params, prefix);
+    if (o.mode != Options::Mode::NM) return;
+    const int64_t n = o.n, m = o.m;
     if (n >= m)
-      diags.push_back({params.at("n").mark, prefix + ".n",
+      diags.push_back({binder().value(params, &Options::n).mark, prefix + "." + binder().key(&Options::n),
                        "must be less than m (" + std::to_string(m) +
                            ") in n:m mode: n is how many weights are "
                            "zeroed in each group of m, got " +
                            std::to_string(n)});
   };
   e.create = [] { return std::make_unique<WandaPruner>(); };
-  e.label = [](const Params& p) {
-    std::string name = p.get_string("score") == "magnitude" ? "Magnitude" : "Wanda";
-    const std::string& mode = p.get_string("mode");
-    if (mode == "n:m") return name + " " + std::to_string(p.get_int("n")) + ":" + std::to_string(p.get_int("m"));
-    if (mode == "structured") return name + " structured";
-    return name;
+  e.method = [](const Params& p) {
+    const Options o = binder().read(p, "wanda");
+    MethodSettings m;
+    m.label = o.magnitude ? "Magnitude" : "Wanda";
+    if (o.mode == Options::Mode::NM) m.label += " " + std::to_string(o.n) + ":" + std::to_string(o.m);
+    if (o.mode == Options::Mode::Structured) m.label += " structured";
+    m.sparsity = o.mode == Options::Mode::NM ? double(o.n) / double(o.m) : o.sparsity;
+    m.settings = {{"mode", o.mode_name()}, {"score", o.magnitude ? "magnitude" : "wanda"}};
+    return m;
   };
   return e;
 }

@@ -3,17 +3,8 @@
 // of each output row are zeroed. Extended here to convolutions: the input features of a Conv2d are its
 // (in_channel, kh, kw) patch elements, and the tokens are all samples and output positions.
 //
-// | key                    | default       | meaning                                                         |
-// |------------------------|---------------|-----------------------------------------------------------------|
-// | sparsity               | 0.5           | fraction of each row's weights (structured: of each group's     |
-// |                        |               | channels) removed; ignored in n:m mode                          |
-// | mode                   | unstructured  | unstructured, n:m, structured (Wanda-sp / FLAP flavour)         |
-// | n, m                   | 2, 4          | n:m: zero the n lowest of every m consecutive inputs (n < m)    |
-// | score                  | wanda         | wanda: |W|*||X||_2; magnitude: |W| only (baseline, no forward)  |
-// | exclude                | [first]       | layers never pruned (first/last: the first/last conv or linear) |
-// | calibration.split      | test          | split the calibration images come from (read by the prune stage)|
-// | calibration.samples    | 128           | number of calibration images (read by the prune stage)          |
-// | calibration.batch_size | 64            | batch size of the calibration forwards (PruneRequest.batch_size)|
+// Its keys (sparsity, mode, n, m, score, exclude, the calibration defaults) are declared once, in the binder in
+// wanda.cpp: `expctl describe wanda` lists them with their defaults, ranges and meaning.
 //
 //     prune: {pruner: wanda, sparsity: 0.5, mode: unstructured}
 //     prune: {pruner: wanda, mode: "n:m", n: 2, m: 4, exclude: [first, last]}

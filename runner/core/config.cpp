@@ -8,6 +8,7 @@
 
 #include "runner/core/compat.h"
 #include "runner/core/error.h"
+#include "runner/core/options_binder.h"
 #include "runner/core/registry.h"
 
 namespace expctl {
@@ -15,41 +16,69 @@ namespace fs = std::filesystem;
 
 // ---- the engine's own sections -----------------------------------------------------------------
 
-const ParamTable& scenario_section() {
-  static const ParamTable t = [] {
-    ParamTable t;
-    t.add_required("test_scenario", ParamType::Name, "test scenario number, e.g. TS1 (part of every path)");
-    t.add_required("method", ParamType::Name, "method name, e.g. FineTuning, NeuronCoverage, Wanda");
-    t.add_string("description", "", "free text shown in the report");
-    t.add_path("starts_from", "",
+namespace {
+
+const OptionBinder<ScenarioOptions>& scenario_binder() {
+  static const OptionBinder<ScenarioOptions> b = [] {
+    OptionBinder<ScenarioOptions> b;
+    b.add_required(&ScenarioOptions::test_scenario, "test_scenario", ParamType::Name,
+                   "test scenario number, e.g. TS1 (part of every path)");
+    b.add_required(&ScenarioOptions::method, "method", ParamType::Name,
+                   "method name, e.g. FineTuning, NeuronCoverage, Wanda");
+    b.add(&ScenarioOptions::description, "description", "free text shown in the report");
+    b.add_path(&ScenarioOptions::starts_from, "starts_from",
                "the scenario file whose fine-tuned model this one starts from (relative to this file)");
-    return t;
+    return b;
   }();
-  return t;
+  return b;
 }
 
-const ParamTable& runtime_section() {
-  static const ParamTable t = [] {
-    ParamTable t;
-    t.add_string("device", "auto", "auto (CUDA when present), cpu, cuda or cuda:N");
-    t.add_int("threads", 0, "CPU threads for LibTorch (0: one per core of this machine)").min(0).max(1024);
-    t.add_int("seed", 0, "random seed (data order, augmentation, initialisation)").min(0);
-    return t;
+const OptionBinder<RuntimeOptions>& runtime_binder() {
+  static const OptionBinder<RuntimeOptions> b = [] {
+    OptionBinder<RuntimeOptions> b;
+    b.add(&RuntimeOptions::device, "device", "auto (CUDA when present), cpu, cuda or cuda:N");
+    b.add(&RuntimeOptions::threads, "threads", "CPU threads for LibTorch (0: one per core of this machine)")
+        .min(0)
+        .max(1024);
+    b.add(&RuntimeOptions::seed, "seed", "random seed (data order, augmentation, initialisation)").min(0);
+    return b;
   }();
-  return t;
+  return b;
 }
 
-const ParamTable& paths_section() {
-  static const ParamTable t = [] {
-    ParamTable t;
-    t.add_path("checkpoints", "checkpoints", "checkpoints and per-scenario report folders");
-    t.add_path("models", "downloaded_models", "downloaded model weights");
-    t.add_path("datasets", "downloaded_datasets", "downloaded data sets");
-    t.add_path("reports", "reports", "cross-scenario reports (sweeps, comparisons)");
-    return t;
+const OptionBinder<PathsOptions>& paths_binder() {
+  static const OptionBinder<PathsOptions> b = [] {
+    OptionBinder<PathsOptions> b;
+    b.add_path(&PathsOptions::checkpoints, "checkpoints", "checkpoints and per-scenario report folders");
+    b.add_path(&PathsOptions::models, "models", "downloaded model weights");
+    b.add_path(&PathsOptions::datasets, "datasets", "downloaded data sets");
+    b.add_path(&PathsOptions::reports, "reports", "cross-scenario reports (sweeps, comparisons)");
+    return b;
   }();
-  return t;
+  return b;
 }
+
+// The selector of the model and data set blocks: their `name` (the plugin's parameters join the block).
+struct Selection {
+  std::string name;
+};
+
+const OptionBinder<Selection>& selection_binder(const std::string& kind) {
+  static const auto make = [](const std::string& k, const std::string& help) {
+    OptionBinder<Selection> b;
+    b.add_plugin(&Selection::name, kPluginKey, k, help);
+    return b;
+  };
+  static const OptionBinder<Selection> model = make("model", "model name (see `expctl list`)");
+  static const OptionBinder<Selection> dataset = make("dataset", "data set name (see `expctl list`)");
+  return kind == "model" ? model : dataset;
+}
+
+}  // namespace
+
+const ParamTable& scenario_section() { return scenario_binder().table(); }
+const ParamTable& runtime_section() { return runtime_binder().table(); }
+const ParamTable& paths_section() { return paths_binder().table(); }
 
 std::string device_problem(const std::string& text) {
   const std::string quoted = "'" + printable(text) + "'";
@@ -435,8 +464,9 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
 void check_starts_from(const fs::path& file, const std::vector<std::string>& overrides,
                        const std::vector<fs::path>& chain, ScenarioConfig& cfg, std::vector<Diagnostic>& diags) {
   // starts_from: another scenario file, relative to this one.
-  if (const std::string starts_from = text_of(cfg.scenario, "starts_from"); !starts_from.empty()) {
-    const Value& v = cfg.scenario.at("starts_from");
+  const std::string& key = scenario_binder().key(&ScenarioOptions::starts_from);
+  if (const std::string starts_from = text_of(cfg.scenario, key); !starts_from.empty()) {
+    const Value& v = cfg.scenario.at(key);
     fs::path up = file.parent_path() / starts_from;
     std::vector<fs::path> below = chain;
     below.push_back(file.lexically_normal());
@@ -463,12 +493,13 @@ void check_starts_from(const fs::path& file, const std::vector<std::string>& ove
         auto upstream = std::make_shared<ScenarioConfig>(
             load_impl(up.lexically_normal(), upstream_overrides(up, overrides), below));
         // Compared only where this file's own values are valid (their problems are reported already).
-        const std::string ts = text_of(cfg.scenario, "test_scenario");
+        const std::string ts = text_of(cfg.scenario, scenario_binder().key(&ScenarioOptions::test_scenario));
         if (!ts.empty() && upstream->test_scenario() != ts)
           diags.push_back({v.mark, "scenario.starts_from",
                            up.lexically_normal().string() + " belongs to test scenario " + upstream->test_scenario() +
                                ", not " + ts});
-        const std::string model = text_of(cfg.model, "name"), dataset = text_of(cfg.dataset, "name");
+        const std::string& name = selection_binder("model").key(&Selection::name);
+        const std::string model = text_of(cfg.model, name), dataset = text_of(cfg.dataset, name);
         if (!model.empty() && !dataset.empty() &&
             (upstream->model_name() != model || upstream->dataset_name() != dataset))
           diags.push_back({v.mark, "scenario.starts_from",
@@ -481,6 +512,19 @@ void check_starts_from(const fs::path& file, const std::vector<std::string>& ove
       }
     }
   }
+}
+
+// The typed sections of a scenario whose blocks all validated.
+void read_sections(ScenarioConfig& cfg) {
+  cfg.about = scenario_binder().read(cfg.scenario, "scenario");
+  cfg.run = runtime_binder().read(cfg.runtime, "runtime");
+  cfg.dirs = paths_binder().read(cfg.paths, "paths");
+  cfg.model_plugin = selection_binder("model").read(cfg.model, "model").name;
+  cfg.dataset_plugin = selection_binder("dataset").read(cfg.dataset, "dataset").name;
+  const PluginInfo* model = Catalog::instance().find("model", cfg.model_plugin);
+  cfg.model_label = model && model->label ? model->label(cfg.model) : cfg.model_plugin;
+  if (cfg.model_label.empty()) cfg.model_label = cfg.model_plugin;
+  cfg.model_pretrained = model && model->pretrained && model->pretrained(cfg.model);
 }
 
 // `chain`: the files that start from this one, outermost first (a loop of starts_from is found by it).
@@ -517,17 +561,15 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
   }
   cfg.scenario = validate_block(root->get("scenario"), top, "scenario", scenario_section(), diags);
   cfg.runtime = validate_block(root->get("runtime"), top, "runtime", runtime_section(), diags);
-  if (const Value& device = cfg.runtime.at("device"); std::holds_alternative<std::string>(device.v))
+  if (const Value& device = runtime_binder().value(cfg.runtime, &RuntimeOptions::device);
+      std::holds_alternative<std::string>(device.v))
     if (std::string why = device_problem(std::get<std::string>(device.v)); !why.empty())
       diags.push_back({device.mark.file ? device.mark : top, "runtime.device", why});
   cfg.paths = validate_block(root->get("paths"), top, "paths", paths_section(), diags);
   check_folders(cfg.paths, top, diags);
 
-  ParamTable model_sel, dataset_sel;
-  model_sel.add_plugin("name", "model", "model name (see `expctl list`)");
-  dataset_sel.add_plugin("name", "dataset", "data set name (see `expctl list`)");
-  cfg.model = validate_with_plugins(root->get("model"), top, "model", model_sel, diags);
-  cfg.dataset = validate_with_plugins(root->get("dataset"), top, "dataset", dataset_sel, diags);
+  cfg.model = validate_with_plugins(root->get("model"), top, "model", selection_binder("model").table(), diags);
+  cfg.dataset = validate_with_plugins(root->get("dataset"), top, "dataset", selection_binder("dataset").table(), diags);
 
   cfg.stages = parse_stages(root, stage_names, diags);
 
@@ -544,8 +586,10 @@ ScenarioConfig load_impl(const fs::path& file, const std::vector<std::string>& o
 
   check_starts_from(file, overrides, chain, cfg, diags);
 
-  if (diags.empty())
+  if (diags.empty()) {
+    read_sections(cfg);
     for (const auto& check : scenario_checks()) check(cfg, diags);
+  }
 
   if (!diags.empty()) {
     std::stable_sort(diags.begin(), diags.end(), [](const Diagnostic& a, const Diagnostic& b) {

@@ -51,6 +51,32 @@ struct CellSetting {
   YNodePtr value;
 };
 
+/// The key of the model and data set blocks that names their plugin (`model: {name: ResNet18}`).
+inline constexpr const char* kPluginKey = "name";
+
+/// The `scenario:` section, typed (its keys bound once, in config.cpp's scenario binder).
+struct ScenarioOptions {
+  std::string test_scenario;  ///< required
+  std::string method;         ///< required
+  std::string description;
+  std::string starts_from;  ///< as written: relative to the scenario file ("" = none)
+};
+
+/// The `runtime:` section, typed.
+struct RuntimeOptions {
+  std::string device = "auto";
+  int64_t threads = 0;  ///< 0: one per core
+  int64_t seed = 0;
+};
+
+/// The `paths:` section, typed.
+struct PathsOptions {
+  std::string checkpoints = "checkpoints";
+  std::string models = "downloaded_models";
+  std::string datasets = "downloaded_datasets";
+  std::string reports = "reports";
+};
+
 /// A validated scenario with every default filled in.
 struct ScenarioConfig {
   std::filesystem::path file;            ///< the scenario file as given
@@ -70,10 +96,23 @@ struct ScenarioConfig {
   /// On a sweep cell: its settings {"prune.sparsity": "0.3", ...} (values as YAML text).
   nlohmann::ordered_json sweep_values = nlohmann::ordered_json::object();
 
-  const std::string& test_scenario() const { return scenario.get_string("test_scenario"); }
-  const std::string& method() const { return scenario.get_string("method"); }
-  const std::string& model_name() const { return model.get_string("name"); }
-  const std::string& dataset_name() const { return dataset.get_string("name"); }
+  /// The engine's sections, typed: read through their binders once the whole file validated.
+  ScenarioOptions about;
+  RuntimeOptions run;
+  PathsOptions dirs;
+  std::string model_plugin;    ///< model.name
+  std::string dataset_plugin;  ///< dataset.name
+  /// What names the model in output paths: model.name, or what the model plugin's PluginInfo::label makes of its
+  /// block (a TorchScript model: the stem of its file).
+  std::string model_label;
+  /// Whether the model starts from pretrained weights (PluginInfo::pretrained): `normalize: auto` then uses
+  /// ImageNet's statistics.
+  bool model_pretrained = false;
+
+  const std::string& test_scenario() const { return about.test_scenario; }
+  const std::string& method() const { return about.method; }
+  const std::string& model_name() const { return model_plugin; }
+  const std::string& dataset_name() const { return dataset_plugin; }
   /// Parameters of a listed stage; throws std::out_of_range for a stage that is not listed.
   const Params& stage(const std::string& name) const { return blocks.at(name); }
   bool has_stage(const std::string& name) const { return blocks.count(name) != 0; }

@@ -1,36 +1,22 @@
 #include "runner/core/naming.h"
 
 #include <algorithm>
-#include <cctype>
 
 #include "runner/core/config.h"
 
 namespace expctl {
-namespace {
-
-// A model read from the user's own file is named after the file ("my_net" for models/my_net.pt), so that two such
-// models in one test scenario keep their checkpoints and report folders apart.
-std::string model_label(const ScenarioConfig& cfg) {
-  if (!cfg.model.has("file")) return cfg.model_name();
-  std::string stem = std::filesystem::path(cfg.model.get_string("file")).stem().string();
-  for (char& c : stem)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') c = '-';
-  return stem.empty() ? cfg.model_name() : stem;
-}
-
-}  // namespace
 
 Naming::Naming(const ScenarioConfig& cfg)
     : ts_(cfg.test_scenario()),
       method_(cfg.method()),
-      model_(model_label(cfg)),
+      model_(cfg.model_label),
       dataset_(cfg.dataset_name()),
       cell_(cfg.sweep_cell),
       cell_finetunes_(!cfg.sweep_cell.empty() && cfg.has_stage("finetune")),
-      checkpoints_(cfg.paths.get_string("checkpoints")),
-      models_dir_(cfg.paths.get_string("models")),
-      datasets_dir_(cfg.paths.get_string("datasets")),
-      reports_(cfg.paths.get_string("reports")) {}
+      checkpoints_(cfg.dirs.checkpoints),
+      models_dir_(cfg.dirs.models),
+      datasets_dir_(cfg.dirs.datasets),
+      reports_(cfg.dirs.reports) {}
 
 std::string Naming::scenario_name() const { return ts_ + "_" + method_ + "_" + model_ + "_" + dataset_; }
 
@@ -54,6 +40,8 @@ std::filesystem::path Naming::report_file(const std::string& extension) const {
   return report_dir() / ("report." + extension);
 }
 std::filesystem::path Naming::exported_model() const { return report_dir() / "model.torchscript.pt"; }
+std::filesystem::path Naming::training_curves_chart() const { return report_dir() / "training_curves.png"; }
+std::filesystem::path Naming::pruning_chart() const { return report_dir() / "pruning_layers.png"; }
 
 // A cell of a pruning sweep reads the shared fine-tuned model; only a cell that fine-tunes keeps its own.
 std::filesystem::path Naming::checkpoint_dir() const { return cell_finetunes_ ? report_dir() : checkpoints_ / ts_; }

@@ -64,6 +64,10 @@ class Naming {
   std::filesystem::path report_file(const std::string& extension) const;
   /// {report}/model.torchscript.pt: the final model for Python (torch.jit.load).
   std::filesystem::path exported_model() const;
+  /// {report}/training_curves.png and {report}/pruning_layers.png: the report's charts (gnuplot writes the script
+  /// and data beside each: same stem, .gp and .dat).
+  std::filesystem::path training_curves_chart() const;
+  std::filesystem::path pruning_chart() const;
   /// The lock that writers of a shared checkpoint name take: "{dir}/{Model}_{Dataset}_FT_5.pt" ->
   /// "{dir}/.{Model}_{Dataset}_FT.lock" (one per family of epochs).
   static std::filesystem::path writer_lock(const std::filesystem::path& checkpoint);

@@ -20,7 +20,9 @@
 //     Options o = binder().read(prune_block, "wanda"); // absent keys keep the defaults
 #pragma once
 #include <cmath>
+#include <cstddef>
 #include <functional>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,6 +40,7 @@ class OptionBinder {
 
   ParamSpec& add(bool O::*field, const std::string& key, const std::string& help) {
     setters_.push_back([field, key](const Params& p, O& o, const Ctx&) { o.*field = p.get_bool(key); });
+    offsets_.push_back(offset_of(field));
     return table_.add_bool(key, defaults_.*field, help);
   }
   ParamSpec& add(int64_t O::*field, const std::string& key, const std::string& help) {
@@ -45,6 +48,7 @@ class OptionBinder {
       o.*field = p.get_int(key);
       check_range(c, double(o.*field));
     });
+    offsets_.push_back(offset_of(field));
     return table_.add_int(key, defaults_.*field, help);
   }
   ParamSpec& add(double O::*field, const std::string& key, const std::string& help) {
@@ -52,15 +56,54 @@ class OptionBinder {
       o.*field = p.get_float(key);
       check_range(c, o.*field);
     });
+    offsets_.push_back(offset_of(field));
     return table_.add_float(key, defaults_.*field, help);
   }
   ParamSpec& add(std::string O::*field, const std::string& key, const std::string& help) {
-    setters_.push_back([field, key](const Params& p, O& o, const Ctx&) { o.*field = p.get_string(key); });
+    bind_string(field, key);
     return table_.add_string(key, defaults_.*field, help);
   }
-  ParamSpec& add(std::vector<std::string> O::*field, const std::string& key, const std::string& help) {
+  /// A file-system path, a URL (http, https, file or empty), a safe file-name component: text checked as its kind.
+  ParamSpec& add_path(std::string O::*field, const std::string& key, const std::string& help) {
+    bind_string(field, key);
+    return table_.add_path(key, defaults_.*field, help);
+  }
+  ParamSpec& add_url(std::string O::*field, const std::string& key, const std::string& help) {
+    bind_string(field, key);
+    return table_.add_url(key, defaults_.*field, help);
+  }
+  ParamSpec& add_name(std::string O::*field, const std::string& key, const std::string& help) {
+    bind_string(field, key);
+    return table_.add_name(key, defaults_.*field, help);
+  }
+  /// Text that must be one of `choices`, kept as text (the default: the field's initializer).
+  ParamSpec& add_choice(std::string O::*field, const std::string& key, std::vector<std::string> choices,
+                        const std::string& help) {
+    bind_string(field, key);
+    return table_.add_enum(key, defaults_.*field, std::move(choices), help);
+  }
+  /// Text without a default (Name, Path, Url, String): leaving it out of the block is an error.
+  ParamSpec& add_required(std::string O::*field, const std::string& key, ParamType type, const std::string& help) {
+    bind_string(field, key);
+    return table_.add_required(key, type, help);
+  }
+  /// A list without a default.
+  ParamSpec& add_required(std::vector<std::string> O::*field, const std::string& key, const std::string& help) {
     setters_.push_back([field, key](const Params& p, O& o, const Ctx&) { o.*field = p.get_list(key); });
-    return table_.add_list(key, defaults_.*field, help);
+    offsets_.push_back(offset_of(field));
+    return table_.add_required(key, ParamType::StringList, help);
+  }
+  /// The name of a registered plugin of `kind` (its parameters join the block).
+  ParamSpec& add_plugin(std::string O::*field, const std::string& key, const std::string& kind,
+                        const std::string& help) {
+    bind_string(field, key);
+    return table_.add_plugin(key, kind, help);
+  }
+  ParamSpec& add(std::vector<std::string> O::*field, const std::string& key, const std::string& help,
+                 std::vector<std::string> choices = {}) {
+    setters_.push_back([field, key](const Params& p, O& o, const Ctx&) { o.*field = p.get_list(key); });
+    offsets_.push_back(offset_of(field));
+    return table_.add_list(key, defaults_.*field, help, std::move(choices));
   }
   /// A field of any type spelt by names in YAML (an enum, or a bool shown as two words): `values` maps each name
   /// to its value; the default is the name of the field's default value.
@@ -82,7 +125,24 @@ class OptionBinder {
         }
       throw Error(c.who + ": " + key + ": " + choice_reason(got, names));
     });
+    offsets_.push_back(offset_of(field));
     return table_.add_enum(key, def, names, help);
+  }
+
+  /// The key bound to `field` ("calibration.samples" for &Options::samples): for a diagnostic that points at where
+  /// the value was written (`params.at(binder.key(&O::samples)).mark`). Throws std::logic_error for a field never
+  /// bound, a programming error.
+  template <class T>
+  const std::string& key(T O::*field) const {
+    const std::ptrdiff_t at = offset_of(field);
+    for (size_t i = 0; i < offsets_.size(); ++i)
+      if (offsets_[i] == at) return table_.specs()[i].key;
+    throw std::logic_error("OptionBinder::key: the field is not bound");
+  }
+  /// Where the value of `field` came from, and whether it is the declared default.
+  template <class T>
+  const Value& value(const Params& params, T O::*field) const {
+    return params.at(key(field));
   }
 
   /// The table: every bound key, with its default, range and help.
@@ -109,8 +169,19 @@ class OptionBinder {
     throw Error(c.who + ": " + c.spec.key + ": " + range_reason(c.spec, got));
   }
 
+  // Where `field` lies inside an O: the identity of a binding that survives copies of the binder.
+  template <class T>
+  std::ptrdiff_t offset_of(T O::*field) const {
+    return reinterpret_cast<const char*>(&(defaults_.*field)) - reinterpret_cast<const char*>(&defaults_);
+  }
+  void bind_string(std::string O::*field, const std::string& key) {
+    setters_.push_back([field, key](const Params& p, O& o, const Ctx&) { o.*field = p.get_string(key); });
+    offsets_.push_back(offset_of(field));
+  }
+
   O defaults_;
   ParamTable table_;
+  std::vector<std::ptrdiff_t> offsets_;  ///< per entry, the bound field's offset_of()
   std::vector<std::function<void(const Params&, O&, const Ctx&)>> setters_;
 };
 

@@ -34,6 +34,10 @@ struct PluginInfo {
   /// Optional checks across several keys (e.g. n < m), run after the table's own; they add diagnostics for
   /// keys under `prefix` (the block's dotted name).
   std::function<void(const Params& params, const std::string& prefix, std::vector<Diagnostic>& diags)> check;
+  /// Models: the name the model gets in output paths, from its block (unset: the plugin's name).
+  std::function<std::string(const Params& params)> label;
+  /// Models: whether the block starts from pretrained weights (unset: no).
+  std::function<bool(const Params& params)> pretrained;
 
   /// A default this plugin gives to a key of the block it joins (a pruner's calibration.samples for the prune
   /// stage's key), with what the plugin does with the value, for `expctl describe`.

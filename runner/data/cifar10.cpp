@@ -107,20 +107,33 @@ Split read_cifar10(const fs::path& batches_dir, bool train) {
 
 namespace {
 
+struct Cifar10Options {
+  std::string url = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+  std::string md5 = "c32a1d4ab5d03f1284b67883e8d87530";
+};
+
+const OptionBinder<Cifar10Options>& binder() {
+  static const OptionBinder<Cifar10Options> b = [] {
+    OptionBinder<Cifar10Options> b;
+    b.add_url(&Cifar10Options::url, "url", "the binary tarball");
+    b.add(&Cifar10Options::md5, "md5", "expected MD5 of the tarball ('' = do not check)");
+    return b;
+  }();
+  return b;
+}
+
 DatasetEntry cifar10() {
   DatasetEntry e;
   e.info.name = "CIFAR10";
   e.info.summary = "CIFAR-10, binary version: 50,000 train / 10,000 test 32x32 colour images, 10 classes";
-  ParamTable& t = e.info.params;
-  t.add_url("url", "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz", "the binary tarball");
-  t.add_string("md5", "c32a1d4ab5d03f1284b67883e8d87530", "expected MD5 of the tarball ('' = do not check)");
-  add_common_params(t, 4, true);
+  e.info.params = binder().table();
+  e.info.params.append(common_binder(4, true).table());
   e.describe = [](const Params&, const fs::path&) { return cifar10_info(); };
   e.train_size = 50000;
   e.test_size = 10000;
   e.files = [](const Params& p, const fs::path& dir) {
-    const std::string& url = p.get_string("url");
-    return std::vector<io::RemoteFile>{{url, dir / io::url_basename(url), "", p.get_string("md5"), dir / "CIFAR10",
+    const Cifar10Options o = binder().read(p, "dataset");
+    return std::vector<io::RemoteFile>{{o.url, dir / io::url_basename(o.url), "", o.md5, dir / "CIFAR10",
                                         "CIFAR-10 binary tarball", "dataset.url",
                                         [](const fs::path& root) { check_cifar10(root / "cifar-10-batches-bin"); }}};
   };

@@ -94,22 +94,39 @@ Split read_cifar100(const fs::path& dir, bool train, bool coarse) {
 
 namespace {
 
+struct Cifar100Options {
+  std::string url = "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz";
+  std::string md5 = "03b5dce01913d631647c71ecec9e9cb8";
+  bool coarse = false;  ///< labels: the 20 superclasses
+};
+
+const OptionBinder<Cifar100Options>& binder() {
+  static const OptionBinder<Cifar100Options> b = [] {
+    OptionBinder<Cifar100Options> b;
+    b.add_url(&Cifar100Options::url, "url", "the binary tarball");
+    b.add(&Cifar100Options::md5, "md5", "expected MD5 of the tarball ('' = do not check)");
+    b.add_enum<bool>(&Cifar100Options::coarse, "labels", {{"fine", false}, {"coarse", true}},
+                     "fine: the 100 classes; coarse: the 20 superclasses");
+    return b;
+  }();
+  return b;
+}
+
+Cifar100Options options_of(const Params& p) { return binder().read(p, "dataset"); }
+
 DatasetEntry cifar100() {
   DatasetEntry e;
   e.info.name = "CIFAR100";
   e.info.summary = "CIFAR-100, binary version: 50,000 train / 10,000 test 32x32 colour images, 100 classes "
                    "(or 20 superclasses)";
-  ParamTable& t = e.info.params;
-  t.add_url("url", "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz", "the binary tarball");
-  t.add_string("md5", "03b5dce01913d631647c71ecec9e9cb8", "expected MD5 of the tarball ('' = do not check)");
-  t.add_enum("labels", "fine", {"fine", "coarse"}, "fine: the 100 classes; coarse: the 20 superclasses");
-  add_common_params(t, 4, true);
-  e.describe = [](const Params& p, const fs::path&) { return cifar100_info(p.get_string("labels") == "coarse"); };
+  e.info.params = binder().table();
+  e.info.params.append(common_binder(4, true).table());
+  e.describe = [](const Params& p, const fs::path&) { return cifar100_info(options_of(p).coarse); };
   e.train_size = 50000;
   e.test_size = 10000;
   e.files = [](const Params& p, const fs::path& dir) {
-    const std::string& url = p.get_string("url");
-    return std::vector<io::RemoteFile>{{url, dir / io::url_basename(url), "", p.get_string("md5"), dir / "CIFAR100",
+    const Cifar100Options o = options_of(p);
+    return std::vector<io::RemoteFile>{{o.url, dir / io::url_basename(o.url), "", o.md5, dir / "CIFAR100",
                                         "CIFAR-100 binary tarball", "dataset.url", [](const fs::path& root) {
                                           for (bool train : {true, false})
                                             read_cifar100(root / "cifar-100-binary", train, false);
@@ -119,7 +136,7 @@ DatasetEntry cifar100() {
   e.read = [](const Params& p, const fs::path& dir, bool train) {
     const fs::path folder = dir / "CIFAR100" / "cifar-100-binary";
     require_downloaded(folder, "CIFAR-100");
-    return read_cifar100(folder, train, p.get_string("labels") == "coarse");
+    return read_cifar100(folder, train, options_of(p).coarse);
   };
   return e;
 }

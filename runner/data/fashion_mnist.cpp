@@ -154,23 +154,36 @@ namespace {
 const std::vector<std::string> kFashionFiles{"train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                                              "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"};
 
+struct FashionMnistOptions {
+  std::string url = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/";
+  // The official MD5s of the .gz files; Debian recompressed its copy, so its files have other MD5s.
+  std::vector<std::string> md5{"8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+                               "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"};
+};
+
+const OptionBinder<FashionMnistOptions>& binder() {
+  static const OptionBinder<FashionMnistOptions> b = [] {
+    OptionBinder<FashionMnistOptions> b;
+    b.add_url(&FashionMnistOptions::url, "url",
+              "folder URL of the four .gz IDX files (Debian's copy: file:///usr/share/datasets/fashion-mnist/)");
+    b.add(&FashionMnistOptions::md5, "md5",
+          "MD5 of train-images, train-labels, t10k-images, t10k-labels (.gz); [] = do not check");
+    return b;
+  }();
+  return b;
+}
+
 DatasetEntry fashion_mnist() {
   DatasetEntry e;
   e.info.name = "FashionMNIST";
   e.info.summary = "Fashion-MNIST: 60,000 train / 10,000 test 28x28 grey images, 10 classes (gz IDX files)";
-  ParamTable& t = e.info.params;
-  t.add_url("url", "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-            "folder URL of the four .gz IDX files (Debian's copy: file:///usr/share/datasets/fashion-mnist/)");
-  // The official MD5s of the .gz files; Debian recompressed its copy, so its files have other MD5s.
-  t.add_list("md5",
-             {"8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
-              "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"},
-             "MD5 of train-images, train-labels, t10k-images, t10k-labels (.gz); [] = do not check");
-  add_common_params(t, 2, false);
+  e.info.params = binder().table();
+  e.info.params.append(common_binder(2, false).table());
   e.info.check = [](const Params& p, const std::string& prefix, std::vector<Diagnostic>& diags) {
-    const auto& md5 = p.get_list("md5");
+    const auto& md5 = binder().read(p, prefix).md5;
     if (!md5.empty() && md5.size() != kFashionFiles.size())
-      diags.push_back({p.at("md5").mark, prefix + ".md5",
+      diags.push_back({binder().value(p, &FashionMnistOptions::md5).mark,
+                       prefix + "." + binder().key(&FashionMnistOptions::md5),
                        "expected 4 checksums (train-images, train-labels, t10k-images, t10k-labels) or [], got " +
                            std::to_string(md5.size())});
   };
@@ -178,9 +191,10 @@ DatasetEntry fashion_mnist() {
   e.train_size = 60000;
   e.test_size = 10000;
   e.files = [](const Params& p, const fs::path& dir) {
-    std::string base = p.get_string("url");
+    const FashionMnistOptions o = binder().read(p, "dataset");
+    std::string base = o.url;
     if (!base.empty() && base.back() != '/') base += '/';
-    const auto& md5 = p.get_list("md5");
+    const auto& md5 = o.md5;
     std::vector<io::RemoteFile> out;
     for (size_t i = 0; i < kFashionFiles.size(); ++i)
       out.push_back({base + kFashionFiles[i], dir / "FashionMNIST" / kFashionFiles[i], "", md5.empty() ? "" : md5[i],

@@ -57,8 +57,102 @@ struct FolderOptions {
   int64_t max_pixels = kDefaultMaxPixels;
 };
 
-fs::path archive_folder(const Params& p, const fs::path& datasets_dir) {
-  std::string name = io::url_basename(p.get_string("url"));
+// The keys of an image folder block, as written.
+struct FolderKeys {
+  std::string path, url, md5, subdir;
+  bool by_folders = true;  ///< split: folders | fraction
+  std::string train_dir = "train", test_dir = "val";
+  double test_fraction = 0.2;
+  int64_t split_seed = 0;
+  int64_t channels = 3, image_size = 224, resize = 0;
+  bool random_resized_crop = true;
+  std::vector<std::string> scale{"0.08", "1.0"}, ratio{"0.75", "1.3333333333333333"};
+  bool skip_bad = false;  ///< on_bad_image: fail | skip
+  int64_t max_pixels = kDefaultMaxPixels;
+  bool verify_decode = false;  ///< verify: header | decode
+  std::string load = "auto";
+  int64_t memory_limit_mb = 2048, workers = 2, prefetch = 2;
+};
+
+// The keys the image folder adds to the common ones, in the order `expctl describe` lists them: those before the
+// common keys, then those after.
+void bind_before_common(OptionBinder<FolderKeys>& b) {
+  using K = FolderKeys;
+  b.add_path(&K::path, "path", "the local folder (relative to the working directory); or give url");
+  b.add_url(&K::url, "url",
+            "a .tar(.gz/.xz/.bz2) or .zip archive of the folder, fetched and unpacked by the download "
+            "stage into <paths.datasets>/ImageFolder/<archive name>/");
+  b.add(&K::md5, "md5", "expected MD5 of the archive ('' = do not check)");
+  b.add(&K::subdir, "subdir", "the folder inside `path` or the archive that holds the splits ('' = the top)");
+  b.add_enum<bool>(&K::by_folders, "split", {{"folders", true}, {"fraction", false}},
+                   "folders: train_dir and test_dir hold the classes; fraction: the top folder holds the classes and "
+                   "a seeded test_fraction of each class is the test split");
+  b.add(&K::train_dir, "train_dir", "training split folder (split: folders)");
+  b.add(&K::test_dir, "test_dir", "test split folder (split: folders)");
+  b.add(&K::test_fraction, "test_fraction", "share of each class in the test split (split: fraction)")
+      .min(0.0)
+      .max(1.0);
+  b.add(&K::split_seed, "split_seed",
+        "seed of the fraction split (kept apart from runtime.seed so the split never moves)")
+      .min(0);
+  b.add(&K::channels, "channels", "3: RGB (PIL's convert('RGB')), 1: grey (convert('L'))").min(1).max(3);
+  b.add(&K::image_size, "image_size", "side of the square network input (CenterCrop / RandomResizedCrop size)")
+      .min(8)
+      .max(4096);
+  b.add(&K::resize, "resize", "Resize(resize) of the shorter side before the centre crop (0: image_size x 256/224)")
+      .min(0)
+      .max(8192);
+}
+
+void bind_after_common(OptionBinder<FolderKeys>& b) {
+  using K = FolderKeys;
+  b.add(&K::random_resized_crop, "augment.random_resized_crop",
+        "RandomResizedCrop(image_size, scale, ratio) for training");
+  b.add(&K::scale, "augment.scale", "RandomResizedCrop area range [lo, hi]");
+  b.add(&K::ratio, "augment.ratio", "RandomResizedCrop aspect-ratio range [lo, hi]");
+  b.add_enum<bool>(&K::skip_bad, "on_bad_image", {{"fail", false}, {"skip", true}},
+                   "an unreadable image (damaged, over max_pixels, not a regular file: a FIFO, a device) or a symlink "
+                   "loop: stop naming it, or leave it out and count it");
+  b.add(&K::max_pixels, "max_pixels",
+        "largest image decoded, in pixels (width x height), checked from the header before decoding: a few bytes "
+        "can declare gigabytes (decompression bombs). Default PIL's MAX_IMAGE_PIXELS; a decoded image takes 3 "
+        "bytes a pixel on each of `workers` threads. A larger one is a bad image (on_bad_image)")
+      .min(1);
+  b.add_enum<bool>(&K::verify_decode, "verify", {{"header", false}, {"decode", true}},
+                   "check every image when the split is read: its header only (fast), or a full decode");
+  b.add_choice(&K::load, "load", {"auto", "memory", "stream"},
+               "memory: decode once and hold the split (random crops then come from the held centre crop); stream: "
+               "decode each batch on worker threads; auto: memory when it fits memory_limit_mb");
+  b.add(&K::memory_limit_mb, "memory_limit_mb", "largest split held in memory under load: auto").min(0);
+  b.add(&K::workers, "workers", "decoding threads").min(1).max(256);
+  b.add(&K::prefetch, "prefetch", "batches decoded ahead while the model trains (streamed splits)").min(0).max(64);
+}
+
+const OptionBinder<FolderKeys>& binder() {
+  static const OptionBinder<FolderKeys> b = [] {
+    OptionBinder<FolderKeys> b;
+    bind_before_common(b);
+    bind_after_common(b);
+    return b;
+  }();
+  return b;
+}
+
+FolderKeys keys_of(const Params& p) { return binder().read(p, "dataset"); }
+
+// The entry's table: the folder's keys with the common ones in between (as `expctl describe` has always listed them).
+ParamTable folder_table() {
+  OptionBinder<FolderKeys> before, after;
+  bind_before_common(before);
+  bind_after_common(after);
+  ParamTable t = before.table();
+  t.append(common_binder(0, true).table());
+  t.append(after.table());
+  return t;
+}
+
+fs::path archive_folder(const FolderKeys& k, const fs::path& datasets_dir) {
+  std::string name = io::url_basename(k.url);
   for (const std::string ext : {".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".tar", ".zip"})
     if (name.size() > ext.size() && name.compare(name.size() - ext.size(), ext.size(), ext) == 0) {
       name.resize(name.size() - ext.size());
@@ -68,24 +162,24 @@ fs::path archive_folder(const Params& p, const fs::path& datasets_dir) {
 }
 
 FolderOptions folder_options(const Params& p, const fs::path& datasets_dir) {
+  const FolderKeys k = keys_of(p);
   FolderOptions o;
-  const std::string& url = p.get_string("url");
-  o.root = url.empty() ? fs::path(p.get_string("path")) : archive_folder(p, datasets_dir);
-  if (!p.get_string("subdir").empty()) o.root /= p.get_string("subdir");
-  o.by_folders = p.get_string("split") == "folders";
-  o.train_dir = p.get_string("train_dir");
-  o.test_dir = p.get_string("test_dir");
-  o.test_fraction = p.get_float("test_fraction");
-  o.split_seed = uint64_t(p.get_int("split_seed"));
-  o.channels = p.get_int("channels");
-  o.image_size = p.get_int("image_size");
-  o.resize = p.get_int("resize") > 0 ? p.get_int("resize") : default_resize(o.image_size);
-  o.skip_bad = p.get_string("on_bad_image") == "skip";
-  o.verify_decode = p.get_string("verify") == "decode";
-  o.load = p.get_string("load");
-  o.memory_limit_mb = p.get_int("memory_limit_mb");
-  o.workers = p.get_int("workers");
-  o.max_pixels = p.get_int("max_pixels");
+  o.root = k.url.empty() ? fs::path(k.path) : archive_folder(k, datasets_dir);
+  if (!k.subdir.empty()) o.root /= k.subdir;
+  o.by_folders = k.by_folders;
+  o.train_dir = k.train_dir;
+  o.test_dir = k.test_dir;
+  o.test_fraction = k.test_fraction;
+  o.split_seed = uint64_t(k.split_seed);
+  o.channels = k.channels;
+  o.image_size = k.image_size;
+  o.resize = k.resize > 0 ? k.resize : default_resize(o.image_size);
+  o.skip_bad = k.skip_bad;
+  o.verify_decode = k.verify_decode;
+  o.load = k.load;
+  o.memory_limit_mb = k.memory_limit_mb;
+  o.workers = k.workers;
+  o.max_pixels = k.max_pixels;
   return o;
 }
 
@@ -316,7 +410,7 @@ std::vector<int64_t> fraction_split(const std::vector<int64_t>& labels, int64_t 
 
 Split read_folder(const Params& p, const fs::path& datasets_dir, bool train) {
   const FolderOptions o = folder_options(p, datasets_dir);
-  if (!p.get_string("url").empty()) require_downloaded(o.root, "image folder");
+  if (!keys_of(p).url.empty()) require_downloaded(o.root, "image folder");
   // Labels always follow the training folder's classes, so that both splits agree.
   const std::vector<std::string> classes = list_classes(class_root(o, true));
   const fs::path dir = class_root(o, train);
@@ -383,70 +477,46 @@ DatasetEntry image_folder() {
   e.info.summary =
       "your own images as torchvision's ImageFolder reads them: ROOT/train/<class>/*.jpg|png and ROOT/val/<class>/..., "
       "from a local folder or a tar/zip URL";
-  ParamTable& t = e.info.params;
-  t.add_path("path", "", "the local folder (relative to the working directory); or give url");
-  t.add_url("url", "", "a .tar(.gz/.xz/.bz2) or .zip archive of the folder, fetched and unpacked by the download "
-                       "stage into <paths.datasets>/ImageFolder/<archive name>/");
-  t.add_string("md5", "", "expected MD5 of the archive ('' = do not check)");
-  t.add_string("subdir", "", "the folder inside `path` or the archive that holds the splits ('' = the top)");
-  t.add_enum("split", "folders", {"folders", "fraction"},
-             "folders: train_dir and test_dir hold the classes; fraction: the top folder holds the classes and a "
-             "seeded test_fraction of each class is the test split");
-  t.add_string("train_dir", "train", "training split folder (split: folders)");
-  t.add_string("test_dir", "val", "test split folder (split: folders)");
-  t.add_float("test_fraction", 0.2, "share of each class in the test split (split: fraction)").min(0.0).max(1.0);
-  t.add_int("split_seed", 0, "seed of the fraction split (kept apart from runtime.seed so the split never moves)")
-      .min(0);
-  t.add_int("channels", 3, "3: RGB (PIL's convert('RGB')), 1: grey (convert('L'))").min(1).max(3);
-  t.add_int("image_size", 224, "side of the square network input (CenterCrop / RandomResizedCrop size)")
-      .min(8)
-      .max(4096);
-  t.add_int("resize", 0, "Resize(resize) of the shorter side before the centre crop (0: image_size x 256/224)")
-      .min(0)
-      .max(8192);
-  add_common_params(t, 0, true);
-  t.add_bool("augment.random_resized_crop", true, "RandomResizedCrop(image_size, scale, ratio) for training");
-  t.add_list("augment.scale", {"0.08", "1.0"}, "RandomResizedCrop area range [lo, hi]");
-  t.add_list("augment.ratio", {"0.75", "1.3333333333333333"}, "RandomResizedCrop aspect-ratio range [lo, hi]");
-  t.add_enum("on_bad_image", "fail", {"fail", "skip"},
-             "an unreadable image (damaged, over max_pixels, not a regular file: a FIFO, a device) or a symlink "
-             "loop: stop naming it, or leave it out and count it");
-  t.add_int("max_pixels", kDefaultMaxPixels,
-            "largest image decoded, in pixels (width x height), checked from the header before decoding: a few bytes "
-            "can declare gigabytes (decompression bombs). Default PIL's MAX_IMAGE_PIXELS; a decoded image takes 3 "
-            "bytes a pixel on each of `workers` threads. A larger one is a bad image (on_bad_image)")
-      .min(1);
-  t.add_enum("verify", "header", {"header", "decode"},
-             "check every image when the split is read: its header only (fast), or a full decode");
-  t.add_enum("load", "auto", {"auto", "memory", "stream"},
-             "memory: decode once and hold the split (random crops then come from the held centre crop); stream: "
-             "decode each batch on worker threads; auto: memory when it fits memory_limit_mb");
-  t.add_int("memory_limit_mb", 2048, "largest split held in memory under load: auto").min(0);
-  t.add_int("workers", 2, "decoding threads").min(1).max(256);
-  t.add_int("prefetch", 2, "batches decoded ahead while the model trains (streamed splits)").min(0).max(64);
+  e.info.params = folder_table();
   e.info.check = [](const Params& p, const std::string& prefix, std::vector<Diagnostic>& diags) {
-    const bool has_path = !p.get_string("path").empty(), has_url = !p.get_string("url").empty();
+    const auto& b = binder();
+    const FolderKeys k = b.read(p, prefix);
+    const bool has_path = !k.path.empty(), has_url = !k.url.empty();
     if (has_path == has_url) {
       // Neither given has no position of its own: point at the first key the block does give.
-      Mark where = p.at(has_path ? "path" : "url").mark;
+      Mark where = has_path ? b.value(p, &FolderKeys::path).mark : b.value(p, &FolderKeys::url).mark;
       for (const auto& [key, value] : p.items())
         if (!where.file && value.mark.file) where = value.mark;
-      diags.push_back({where, prefix + ".path", "give exactly one of path (a local folder) and url"});
+      diags.push_back(
+          {where, prefix + "." + b.key(&FolderKeys::path), "give exactly one of path (a local folder) and url"});
     }
-    for (const std::string key : {"augment.scale", "augment.ratio"}) {
-      const auto& v = p.get_list(key);
+    for (auto field : {&FolderKeys::scale, &FolderKeys::ratio}) {
+      const auto& v = k.*field;
       std::string why;
       try {
-        if (v.size() != 2) why = "expected two numbers [lo, hi]";
-        else if (!(std::stod(v[0]) > 0) || std::stod(v[0]) > std::stod(v[1])) why = "expected 0 < lo <= hi";
+        if (v.size() != 2)
+          why = "expected two numbers [lo, hi]";
+        else if (!(std::stod(v[0]) > 0) || std::stod(v[0]) > std::stod(v[1]))
+          why = "expected 0 < lo <= hi";
       } catch (const std::exception&) {
         why = "expected two numbers [lo, hi]";
       }
-      if (!why.empty()) diags.push_back({p.at(key).mark, prefix + "." + key, why});
+      if (!why.empty()) diags.push_back({b.value(p, field).mark, prefix + "." + b.key(field), why});
     }
-    if (p.get_int("channels") == 2)
-      diags.push_back({p.at("channels").mark, prefix + ".channels", "expected 1 (grey) or 3 (RGB), got 2"});
+    if (k.channels == 2)
+      diags.push_back({b.value(p, &FolderKeys::channels).mark, prefix + "." + b.key(&FolderKeys::channels),
+                       "expected 1 (grey) or 3 (RGB), got 2"});
   };
+  e.augment = [](const Params& p, Augmentation& a) {
+    const FolderKeys k = keys_of(p);
+    auto& c = a.resized_crop;
+    c.enabled = k.random_resized_crop;
+    c.scale_lo = std::stod(k.scale.at(0));
+    c.scale_hi = std::stod(k.scale.at(1));
+    c.ratio_lo = std::stod(k.ratio.at(0));
+    c.ratio_hi = std::stod(k.ratio.at(1));
+  };
+  e.prefetch = [](const Params& p) { return keys_of(p).prefetch; };
   e.describe = [](const Params& p, const fs::path& datasets_dir) {
     const FolderOptions o = folder_options(p, datasets_dir);
     DatasetInfo info;
@@ -460,17 +530,17 @@ DatasetEntry image_folder() {
   };
   e.files = [](const Params& p, const fs::path& dir) {
     std::vector<io::RemoteFile> out;
-    const std::string& url = p.get_string("url");
-    if (url.empty()) return out;
+    const FolderKeys k = keys_of(p);
+    if (k.url.empty()) return out;
     const FolderOptions o = folder_options(p, dir);
     io::RemoteFile f;
-    f.url = url;
-    f.destination = dir / "ImageFolder" / io::url_basename(url);
-    f.md5 = p.get_string("md5");
-    f.extract_to = archive_folder(p, dir);
+    f.url = k.url;
+    f.destination = dir / "ImageFolder" / io::url_basename(k.url);
+    f.md5 = k.md5;
+    f.extract_to = archive_folder(k, dir);
     f.what = "image folder archive";
     f.config_key = "dataset.url";
-    const std::string subdir = p.get_string("subdir");
+    const std::string subdir = k.subdir;
     f.check_content = [subdir, o](const fs::path& root) {
       FolderOptions here = o;
       here.root = subdir.empty() ? root : root / subdir;

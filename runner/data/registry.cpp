@@ -10,17 +10,31 @@
 namespace expctl::data {
 namespace fs = std::filesystem;
 
-void add_common_params(ParamTable& t, int64_t crop_padding, bool hflip) {
-  t.add_int("train_subset", 0, "use only this many training images (class-balanced; 0: all)").min(0);
-  t.add_int("test_subset", 0, "use only this many test images (class-balanced; 0: all)").min(0);
-  t.add_int("augment.crop_padding", crop_padding, "random crop after zero padding by this many pixels (0: off)")
+OptionBinder<CommonOptions> common_binder(int64_t crop_padding, bool hflip) {
+  CommonOptions defaults;
+  defaults.crop_padding = crop_padding;
+  defaults.hflip = hflip;
+  OptionBinder<CommonOptions> b(defaults);
+  b.add(&CommonOptions::train_subset, "train_subset", "use only this many training images (class-balanced; 0: all)")
+      .min(0);
+  b.add(&CommonOptions::test_subset, "test_subset", "use only this many test images (class-balanced; 0: all)").min(0);
+  b.add(&CommonOptions::crop_padding, "augment.crop_padding",
+        "random crop after zero padding by this many pixels (0: off)")
       .min(0)
       .max(64);
-  t.add_bool("augment.hflip", hflip, "random horizontal flip (torchvision's RandomHorizontalFlip)");
-  t.add_enum("normalize", "auto", {"auto", "dataset", "imagenet", "none"},
-             "per-channel normalisation: the data set's statistics, ImageNet's, none (x / 255), or auto (ImageNet's "
-             "when the model starts from pretrained weights, else the data set's)");
+  b.add(&CommonOptions::hflip, "augment.hflip", "random horizontal flip (torchvision's RandomHorizontalFlip)");
+  b.add_choice(&CommonOptions::normalize, "normalize", {"auto", "dataset", "imagenet", "none"},
+               "per-channel normalisation: the data set's statistics, ImageNet's, none (x / 255), or auto (ImageNet's "
+               "when the model starts from pretrained weights, else the data set's)");
+  return b;
 }
+
+const OptionBinder<CommonOptions>& common_reader() {
+  static const OptionBinder<CommonOptions> b = common_binder(0, true);
+  return b;
+}
+
+CommonOptions common_options(const Params& dataset) { return common_reader().read(dataset, "dataset"); }
 
 void require_downloaded(const fs::path& dir, const std::string& what) {
   if (!fs::is_directory(dir))
@@ -33,40 +47,34 @@ Normalization imagenet_normalization(int64_t channels) {
   return {{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};
 }
 
-Augmentation augmentation_of(const Params& dataset) {
-  Augmentation a;
-  a.crop_padding = dataset.get_int("augment.crop_padding");
-  a.horizontal_flip = dataset.get_bool("augment.hflip");
-  if (dataset.has("augment.random_resized_crop")) {
-    auto& c = a.resized_crop;
-    c.enabled = dataset.get_bool("augment.random_resized_crop");
-    const auto& scale = dataset.get_list("augment.scale");
-    const auto& ratio = dataset.get_list("augment.ratio");
-    c.scale_lo = std::stod(scale.at(0));
-    c.scale_hi = std::stod(scale.at(1));
-    c.ratio_lo = std::stod(ratio.at(0));
-    c.ratio_hi = std::stod(ratio.at(1));
-  }
-  return a;
-}
-
-int64_t prefetch_of(const Params& dataset) { return dataset.has("prefetch") ? dataset.get_int("prefetch") : 0; }
-
 namespace {
 
 // The statistics `normalize` chooses for a data set whose own are `own`.
 Normalization chosen_normalization(const ScenarioConfig& cfg, const Normalization& own, int64_t channels) {
-  const std::string& how = cfg.dataset.get_string("normalize");
+  const std::string how = common_options(cfg.dataset).normalize;
   if (how == "none") return {};
   if (how == "imagenet") return imagenet_normalization(channels);
   if (how == "dataset") return own;
-  const bool pretrained = cfg.model.has("pretrained") && cfg.model.get_bool("pretrained");
-  return pretrained ? imagenet_normalization(channels) : own;
+  return cfg.model_pretrained ? imagenet_normalization(channels) : own;
 }
 
 }  // namespace
 
 const DatasetEntry& dataset_entry(const ScenarioConfig& cfg) { return *DatasetRegistry::find(cfg.dataset_name()); }
+
+Augmentation augmentation_of(const ScenarioConfig& cfg) {
+  const CommonOptions o = common_options(cfg.dataset);
+  Augmentation a;
+  a.crop_padding = o.crop_padding;
+  a.horizontal_flip = o.hflip;
+  if (const DatasetEntry& e = dataset_entry(cfg); e.augment) e.augment(cfg.dataset, a);
+  return a;
+}
+
+int64_t prefetch_of(const ScenarioConfig& cfg) {
+  const DatasetEntry& e = dataset_entry(cfg);
+  return e.prefetch ? e.prefetch(cfg.dataset) : 0;
+}
 
 DatasetInfo dataset_info(const ScenarioConfig& cfg) {
   DatasetInfo info = dataset_entry(cfg).describe(cfg.dataset, Naming(cfg).datasets_dir());
@@ -77,7 +85,8 @@ DatasetInfo dataset_info(const ScenarioConfig& cfg) {
 int64_t expected_split_size(const ScenarioConfig& cfg, bool train) {
   const DatasetEntry& e = dataset_entry(cfg);
   const int64_t published = train ? e.train_size : e.test_size;
-  const int64_t subset = cfg.dataset.get_int(train ? "train_subset" : "test_subset");
+  const CommonOptions o = common_options(cfg.dataset);
+  const int64_t subset = train ? o.train_subset : o.test_subset;
   if (subset > 0 && (published == 0 || subset < published)) return subset;
   return published;
 }
@@ -94,8 +103,9 @@ Split load_dataset(const ScenarioConfig& cfg, bool train) {
   }
   Split split = e.read(cfg.dataset, dir, train);
   split.norm = chosen_normalization(cfg, split.norm, split.channels());
-  int64_t n = cfg.dataset.get_int(train ? "train_subset" : "test_subset");
-  if (n > 0 && n < split.size()) split = subset(split, n, static_cast<uint64_t>(cfg.runtime.get_int("seed")));
+  const CommonOptions o = common_options(cfg.dataset);
+  const int64_t n = train ? o.train_subset : o.test_subset;
+  if (n > 0 && n < split.size()) split = subset(split, n, static_cast<uint64_t>(cfg.run.seed));
   return split;
 }
 

@@ -8,12 +8,22 @@
 #include <vector>
 
 #include "runner/core/config.h"
+#include "runner/core/options_binder.h"
 #include "runner/core/registry.h"
 #include "runner/data/loader.h"
 #include "runner/data/split.h"
 #include "runner/io/download.h"
 
 namespace expctl::data {
+
+/// The keys every data set has, typed (each data set gives its own augmentation defaults: common_binder()).
+struct CommonOptions {
+  int64_t train_subset = 0;        ///< 0: all
+  int64_t test_subset = 0;         ///< 0: all
+  int64_t crop_padding = 0;        ///< augment.crop_padding
+  bool hflip = true;               ///< augment.hflip
+  std::string normalize = "auto";  ///< auto | dataset | imagenet | none
+};
 
 struct DatasetEntry {
   static constexpr const char* kKind = "dataset";
@@ -28,6 +38,10 @@ struct DatasetEntry {
   std::function<std::vector<io::RemoteFile>(const Params&, const std::filesystem::path& datasets_dir)> files;
   /// Reads a whole split from what the download stage left in `datasets_dir`.
   std::function<Split(const Params&, const std::filesystem::path& datasets_dir, bool train)> read;
+  /// Optional: the training augmentation beyond the common keys (an image folder's RandomResizedCrop).
+  std::function<void(const Params&, Augmentation&)> augment;
+  /// Optional: batches a loader decodes ahead on a streamed split (unset: 0, the split is held in memory).
+  std::function<int64_t(const Params&)> prefetch;
 };
 using DatasetRegistry = TypedRegistry<DatasetEntry>;
 
@@ -43,14 +57,19 @@ DatasetInfo dataset_info(const ScenarioConfig& cfg);
 Normalization imagenet_normalization(int64_t channels);
 
 /// The training augmentation the data set's `augment.*` keys ask for.
-Augmentation augmentation_of(const Params& dataset);
+Augmentation augmentation_of(const ScenarioConfig& cfg);
 /// Batches a loader decodes ahead on a streamed split (`prefetch`; 0 for data sets held in memory).
-int64_t prefetch_of(const Params& dataset);
+int64_t prefetch_of(const ScenarioConfig& cfg);
+/// The common keys of a validated data set block.
+CommonOptions common_options(const Params& dataset);
+/// The binder that reads them (and names their keys, for diagnostics pointing at a value).
+const OptionBinder<CommonOptions>& common_reader();
 
 // ---- for the data-set files -------------------------------------------------------------------------------
 
-/// The keys every data set has: train_subset, test_subset, augment.crop_padding, augment.hflip, normalize.
-void add_common_params(ParamTable& t, int64_t crop_padding, bool hflip);
+/// The keys every data set has (train_subset, test_subset, augment.crop_padding, augment.hflip, normalize), with
+/// this data set's augmentation defaults; its table() joins the entry's parameters.
+OptionBinder<CommonOptions> common_binder(int64_t crop_padding, bool hflip);
 /// Throws DataError "<dir>: <what> not found; the download stage fetches it (...)" unless `dir` is a directory.
 void require_downloaded(const std::filesystem::path& dir, const std::string& what);
 

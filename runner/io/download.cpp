@@ -15,6 +15,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "runner/core/error.h"
@@ -364,6 +365,101 @@ void remove_quietly(const fs::path& p) {
 
 }  // namespace
 
+namespace {
+
+// A destination already present: its result when it matches the checksum given (or, without one, what was recorded
+// when it was fetched); otherwise it is removed (with a warning saying why) and nothing is returned.
+std::optional<DownloadResult> already_present(const DownloadOptions& o, bool verify) {
+  const fs::path& dest = o.destination;
+  std::error_code ec;
+  if (!fs::exists(dest, ec)) return std::nullopt;
+  if (!fs::is_regular_file(dest)) throw Error(dest.string() + ": exists and is not a regular file");
+  std::string why;
+  if (!verify) {
+    try {
+      check_verified(dest);  // no checksum to compare with, but what was recorded when it was fetched
+    } catch (const DataError& e) {
+      why = e.what();
+    }
+    if (why.empty()) {
+      spdlog::info("{}: already present (no checksum given, not verified)", dest.string());
+      return DownloadResult{dest, false, fs::file_size(dest), record_verified(dest, o.url)};
+    }
+  } else {
+    why = checksum_mismatch(dest, o.sha256_prefix, o.md5);
+    if (why.empty()) {
+      spdlog::info("{}: already present and verified", dest.string());
+      return DownloadResult{dest, false, fs::file_size(dest), record_verified(dest, o.url)};
+    }
+  }
+  spdlog::warn("{}: present but does not match ({}); fetching {} again", dest.string(), why, o.url);
+  fs::remove(dest);
+  forget_verified(dest);
+  return std::nullopt;
+}
+
+// Transfers into `part` until the server says it is complete: resumes where the file ends, retries what may pass
+// (backing off), starts over when the server ignores or cannot serve the range. Throws after o.max_attempts, keeping
+// a partial file for the next run. A restart from byte 0 clears `part_from_earlier_run`.
+void fetch_with_retries(const DownloadOptions& o, const fs::path& part, bool verify, bool& part_from_earlier_run) {
+  std::error_code ec;
+  int attempt = 0;
+  double delay = o.backoff_initial_s;
+  std::string last_error;
+  for (;;) {
+    if (++attempt > o.max_attempts) {
+      std::string msg = last_error + " (gave up after " + std::to_string(o.max_attempts) + " attempts)";
+      if (fs::exists(part, ec) && fs::file_size(part, ec) > 0) {
+        msg += "; the partial file " + part.string() + " is kept and the next run resumes it";
+      } else {
+        remove_quietly(part);
+      }
+      throw Error(msg);
+    }
+    const std::uintmax_t offset = fs::exists(part, ec) ? fs::file_size(part, ec) : 0;
+    if (offset > 0) {
+      spdlog::info("resuming {} at byte {} ({})", o.url, offset, part.string());
+    } else {
+      spdlog::info("downloading {} -> {}", o.url, o.destination.string());
+    }
+    const Attempt a = transfer_once(o, part, offset);
+    switch (a.outcome) {
+      case Outcome::kComplete:
+        return;
+      case Outcome::kRangeNotSatisfiable:
+        if (verify) {
+          spdlog::info("{}: the server has nothing past byte {}; checking whether it is already whole", part.string(),
+                       offset);
+          return;  // most likely the .part is already whole; verification decides
+        }
+        spdlog::warn("{}; cannot tell whether {} is whole, fetching from the start", a.error, part.string());
+        remove_quietly(part);
+        part_from_earlier_run = false;
+        last_error = a.error;
+        break;
+      case Outcome::kRangeIgnored:
+        spdlog::warn("{}; fetching from the start", a.error);
+        remove_quietly(part);
+        part_from_earlier_run = false;
+        last_error = a.error;
+        break;
+      case Outcome::kFatal:
+        remove_quietly(part);
+        throw Error(a.error + " (destination " + o.destination.string() + ")");
+      case Outcome::kRetryable:
+        last_error = a.error;
+        if (attempt < o.max_attempts) {
+          spdlog::warn("{} (attempt {}/{}); retrying in {:.3g} s", a.error, attempt, o.max_attempts, delay);
+          std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+          delay = std::min(delay * 2.0, o.backoff_max_s);
+        }
+        break;
+    }
+  }
+}
+
+}  // namespace
+
 DownloadResult download(const DownloadOptions& o) {
   validate(o);
   ensure_curl_initialised();
@@ -375,96 +471,15 @@ DownloadResult download(const DownloadOptions& o) {
   fs::create_directories(folder, ec);
   if (ec) throw Error("download " + o.url + ": cannot create folder " + folder.string() + ": " + ec.message());
   const FolderLock lock(folder);
+  if (auto present = already_present(o, verify)) return *present;
 
-  if (fs::exists(dest, ec)) {
-    if (!fs::is_regular_file(dest)) throw Error(dest.string() + ": exists and is not a regular file");
-    std::string why;
-    if (!verify) {
-      try {
-        check_verified(dest);  // no checksum to compare with, but what was recorded when it was fetched
-      } catch (const DataError& e) {
-        why = e.what();
-      }
-      if (why.empty()) {
-        spdlog::info("{}: already present (no checksum given, not verified)", dest.string());
-        return {dest, false, fs::file_size(dest), record_verified(dest, o.url)};
-      }
-    } else {
-      why = checksum_mismatch(dest, o.sha256_prefix, o.md5);
-      if (why.empty()) {
-        spdlog::info("{}: already present and verified", dest.string());
-        return {dest, false, fs::file_size(dest), record_verified(dest, o.url)};
-      }
-    }
-    spdlog::warn("{}: present but does not match ({}); fetching {} again", dest.string(), why, o.url);
-    fs::remove(dest);
-    forget_verified(dest);
-  }
   fs::path part = dest;
   part += ".part";
   // A .part from an earlier run may belong to another version of the file; if it fails verification we start
   // over once instead of failing (our own resumes within this call come from the same server response).
   bool part_from_earlier_run = fs::exists(part, ec) && fs::file_size(part, ec) > 0;
-  bool restarted = false;
-
-  for (;;) {
-    int attempt = 0;
-    double delay = o.backoff_initial_s;
-    std::string last_error;
-    bool complete = false;
-    while (!complete) {
-      if (++attempt > o.max_attempts) {
-        std::string msg = last_error + " (gave up after " + std::to_string(o.max_attempts) + " attempts)";
-        if (fs::exists(part, ec) && fs::file_size(part, ec) > 0) {
-          msg += "; the partial file " + part.string() + " is kept and the next run resumes it";
-        } else {
-          remove_quietly(part);
-        }
-        throw Error(msg);
-      }
-      const std::uintmax_t offset = fs::exists(part, ec) ? fs::file_size(part, ec) : 0;
-      if (offset > 0) {
-        spdlog::info("resuming {} at byte {} ({})", o.url, offset, part.string());
-      } else {
-        spdlog::info("downloading {} -> {}", o.url, dest.string());
-      }
-      const Attempt a = transfer_once(o, part, offset);
-      switch (a.outcome) {
-        case Outcome::kComplete:
-          complete = true;
-          break;
-        case Outcome::kRangeNotSatisfiable:
-          if (verify) {
-            spdlog::info("{}: the server has nothing past byte {}; checking whether it is already whole", part.string(),
-                         offset);
-            complete = true;  // most likely the .part is already whole; verification decides
-          } else {
-            spdlog::warn("{}; cannot tell whether {} is whole, fetching from the start", a.error, part.string());
-            remove_quietly(part);
-            part_from_earlier_run = false;
-            last_error = a.error;
-          }
-          break;
-        case Outcome::kRangeIgnored:
-          spdlog::warn("{}; fetching from the start", a.error);
-          remove_quietly(part);
-          part_from_earlier_run = false;
-          last_error = a.error;
-          break;
-        case Outcome::kFatal:
-          remove_quietly(part);
-          throw Error(a.error + " (destination " + dest.string() + ")");
-        case Outcome::kRetryable:
-          last_error = a.error;
-          if (attempt < o.max_attempts) {
-            spdlog::warn("{} (attempt {}/{}); retrying in {:.3g} s", a.error, attempt, o.max_attempts, delay);
-            std::this_thread::sleep_for(std::chrono::duration<double>(delay));
-            delay = std::min(delay * 2.0, o.backoff_max_s);
-          }
-          break;
-      }
-    }
-
+  for (bool restarted = false;;) {
+    fetch_with_retries(o, part, verify, part_from_earlier_run);
     const std::string why = verify ? checksum_mismatch(part, o.sha256_prefix, o.md5) : "";
     if (why.empty()) break;
     remove_quietly(part);

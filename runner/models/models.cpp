@@ -7,11 +7,13 @@
 #include <sys/stat.h>
 #include <torch/torch.h>
 
+#include <cctype>
 #include <cstdlib>
 
 #include "runner/core/error.h"
 #include "runner/core/files.h"
 #include "runner/core/naming.h"
+#include "runner/core/options_binder.h"
 #include "runner/data/registry.h"
 #include "runner/io/checksum.h"
 #include "runner/models/graph_net.h"
@@ -24,30 +26,55 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The keys of every torchvision model: where its ImageNet weights come from and which stem it uses.
+struct TorchvisionOptions {
+  bool pretrained = true;
+  std::string weights_url;
+  std::string weights_sha256;
+  Stem stem = Stem::ImageNet;
+};
+
+// `weights_url` and `small_input` are the model's own: the default URL and what its small-input stem changes.
+OptionBinder<TorchvisionOptions> torchvision_binder(const std::string& weights_url, const std::string& small_input) {
+  OptionBinder<TorchvisionOptions> b(TorchvisionOptions{true, weights_url, "", Stem::ImageNet});
+  b.add(&TorchvisionOptions::pretrained, "pretrained",
+        "start from torchvision's ImageNet weights (else random initialisation)");
+  b.add_url(&TorchvisionOptions::weights_url, "weights_url",
+            "where the pretrained weights come from (a mirror or file:// works)");
+  b.add(&TorchvisionOptions::weights_sha256, "weights_sha256",
+        "expected SHA-256 prefix of the weights ('' = taken from the file name)");
+  b.add_enum(&TorchvisionOptions::stem, "stem", {{"imagenet", Stem::ImageNet}, {"cifar", Stem::Cifar}},
+             "imagenet: torchvision's network; cifar: " + small_input);
+  return b;
+}
+
+// A validated model block always holds every key: the reading binder needs no model's own defaults.
+TorchvisionOptions torchvision_options(const Params& p) {
+  static const OptionBinder<TorchvisionOptions> b = torchvision_binder("", "");
+  return b.read(p, "model");
+}
+
 ModelEntry entry(const std::string& name, const std::string& summary, const std::string& weights_url,
                  const std::string& small_input) {
   ModelEntry e;
   e.info.name = name;
   e.info.summary = summary;
-  ParamTable& t = e.info.params;
-  t.add_bool("pretrained", true, "start from torchvision's ImageNet weights (else random initialisation)");
-  t.add_url("weights_url", weights_url, "where the pretrained weights come from (a mirror or file:// works)");
-  t.add_string("weights_sha256", "", "expected SHA-256 prefix of the weights ('' = taken from the file name)");
-  t.add_enum("stem", "imagenet", {"imagenet", "cifar"}, "imagenet: torchvision's network; cifar: " + small_input);
+  e.info.params = torchvision_binder(weights_url, small_input).table();
+  e.info.pretrained = [](const Params& p) { return torchvision_options(p).pretrained; };
   e.files = [](const Params& p, const fs::path& dir) {
     std::vector<io::RemoteFile> out;
-    if (!p.get_bool("pretrained")) return out;
-    const std::string& url = p.get_string("weights_url");
-    std::string file = io::url_basename(url);
-    std::string sha = p.get_string("weights_sha256");
+    const TorchvisionOptions o = torchvision_options(p);
+    if (!o.pretrained) return out;
+    std::string file = io::url_basename(o.weights_url);
+    std::string sha = o.weights_sha256;
     if (sha.empty()) sha = io::sha256_prefix_from_name(file);
-    out.push_back({url, dir / file, sha, "", "", "pretrained weights", "model.weights_url"});
+    out.push_back({o.weights_url, dir / file, sha, "", "", "pretrained weights", "model.weights_url"});
     return out;
   };
   return e;
 }
 
-bool small(const Params& p) { return parse_stem(p.get_string("stem")) == Stem::Cifar; }
+bool small(const Params& p) { return torchvision_options(p).stem == Stem::Cifar; }
 
 ModelEntry resnet(int depth, const std::string& weights_url) {
   ModelEntry e = entry("ResNet" + std::to_string(depth),
@@ -58,7 +85,7 @@ ModelEntry resnet(int depth, const std::string& weights_url) {
     ResNetSpec s;
     s.depth = depth;
     s.num_classes = num_classes;
-    s.stem = parse_stem(p.get_string("stem"));
+    s.stem = torchvision_options(p).stem;
     s.in_channels = in_channels;
     return make_resnet(s);
   };
@@ -136,39 +163,64 @@ std::string parse_input(const std::vector<std::string>& items, std::vector<int64
   return "";
 }
 
+struct TorchScriptOptions {
+  std::string file;
+  std::vector<std::string> input;  ///< [channels, height, width]
+  int64_t num_classes = 0;         ///< 0: keep the file's classifier
+};
+
+const OptionBinder<TorchScriptOptions>& torchscript_binder() {
+  static const OptionBinder<TorchScriptOptions> b = [] {
+    OptionBinder<TorchScriptOptions> b;
+    b.add_required(&TorchScriptOptions::file, "file", ParamType::Path,
+                   "the TorchScript file (relative to the working directory)");
+    b.add_required(&TorchScriptOptions::input, "input",
+                   "one image's shape [channels, height, width] as the model reads it, e.g. [3, 32, 32]: the data "
+                   "set's height and width, its channels or 3 for gray images; pooling and flatten sizes come from "
+                   "it");
+    b.add(&TorchScriptOptions::num_classes, "num_classes",
+          "0: keep the file's classifier (its logits must number the data set's classes); N: replace the layer "
+          "producing the logits by a fresh one with N outputs (N = the data set's classes)")
+        .min(0);
+    return b;
+  }();
+  return b;
+}
+
+// A TorchScript model is named after its file ("my_net" for models/my_net.pt), so that two such models in one test
+// scenario keep their checkpoints and report folders apart.
+std::string torchscript_label(const Params& p) {
+  std::string stem = fs::path(torchscript_binder().read(p, "model").file).stem().string();
+  for (char& c : stem)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '.') c = '-';
+  return stem;
+}
+
 ModelEntry torchscript() {
   ModelEntry e;
   e.info.name = "TorchScript";
   e.info.summary =
       "your own CNN: a file saved by torch.jit.trace(model.eval(), example).save(path), converted to expctl's model "
       "graph (docs/your-own-model.md)";
-  ParamTable& t = e.info.params;
-  t.add_required("file", ParamType::Path, "the TorchScript file (relative to the working directory)");
-  t.add_required("input", ParamType::StringList,
-                 "one image's shape [channels, height, width] as the model reads it, e.g. [3, 32, 32]: the data "
-                 "set's height and width, its channels or 3 for gray images; pooling and flatten sizes come from it");
-  t.add_int("num_classes", 0,
-            "0: keep the file's classifier (its logits must number the data set's classes); N: replace the layer "
-            "producing the logits by a fresh one with N outputs (N = the data set's classes)")
-      .min(0);
+  e.info.params = torchscript_binder().table();
+  e.info.label = torchscript_label;
   e.files = [](const Params&, const fs::path&) { return std::vector<io::RemoteFile>{}; };
   e.create = [](const Params& p, int64_t num_classes, int64_t in_channels) -> Network {
+    const TorchScriptOptions o = torchscript_binder().read(p, "model");
     std::vector<int64_t> input;
-    if (std::string why = parse_input(p.get_list("input"), input); !why.empty())
-      throw ConfigError("model.input: " + why);
-    const std::string file = p.get_string("file");
-    const ImportedModel m = import_torchscript(file, input);
+    if (std::string why = parse_input(o.input, input); !why.empty()) throw ConfigError("model.input: " + why);
+    const ImportedModel m = import_torchscript(o.file, input);
     spdlog::info("model {}: converted in {:.2f} s ({} nodes); logits match the TorchScript module's within {:.1e}",
-                 file, m.seconds, m.network->graph().nodes().size(), m.max_difference);
-    const int64_t replace = p.get_int("num_classes");
+                 o.file, m.seconds, m.network->graph().nodes().size(), m.max_difference);
+    const int64_t replace = o.num_classes;
     if (replace > 0 && replace != num_classes)
       throw ConfigError("model.num_classes: must be " + std::to_string(num_classes) +
                         ", the data set's classes (or 0 to keep the file's classifier); got " + std::to_string(replace));
     if (replace == 0 && m.num_classes != num_classes)
-      throw DataError(file + ": the model gives " + std::to_string(m.num_classes) + " logits, the data set has " +
-                      std::to_string(num_classes) + " classes; set model.num_classes: " +
-                      std::to_string(num_classes) + " to replace its classifier");
-    return adapt_imported(m, in_channels, replace, file);
+      throw DataError(o.file + ": the model gives " + std::to_string(m.num_classes) + " logits, the data set has " +
+                      std::to_string(num_classes) + " classes; set model.num_classes: " + std::to_string(num_classes) +
+                      " to replace its classifier");
+    return adapt_imported(m, in_channels, replace, o.file);
   };
   return e;
 }
@@ -176,16 +228,19 @@ ModelEntry torchscript() {
 // model.input and model.num_classes against the data set, when the scenario is loaded.
 void check_torchscript(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags) {
   if (cfg.model_name() != "TorchScript") return;
-  const Value& file = cfg.model.at("file");
-  if (struct stat st{}; ::stat(cfg.model.get_string("file").c_str(), &st) != 0)
-    diags.push_back({file.mark, "model.file", "file not found: " + cfg.model.get_string("file")});
+  const auto& b = torchscript_binder();
+  const TorchScriptOptions o = b.read(cfg.model, "model");
+  const Mark& file = b.value(cfg.model, &TorchScriptOptions::file).mark;
+  const std::string file_key = "model." + b.key(&TorchScriptOptions::file);
+  if (struct stat st{}; ::stat(o.file.c_str(), &st) != 0)
+    diags.push_back({file, file_key, "file not found: " + o.file});
   else if (!S_ISREG(st.st_mode))  // a folder or a FIFO is named for what it is, never opened here
-    diags.push_back({file.mark, "model.file",
-                     cfg.model.get_string("file") + " is " + file_kind(st.st_mode) + ", not a regular file"});
-  const Value& input = cfg.model.at("input");
+    diags.push_back({file, file_key, o.file + " is " + file_kind(st.st_mode) + ", not a regular file"});
+  const Mark& input = b.value(cfg.model, &TorchScriptOptions::input).mark;
+  const std::string input_key = "model." + b.key(&TorchScriptOptions::input);
   std::vector<int64_t> shape;
-  if (std::string why = parse_input(cfg.model.get_list("input"), shape); !why.empty()) {
-    diags.push_back({input.mark, "model.input", why});
+  if (std::string why = parse_input(o.input, shape); !why.empty()) {
+    diags.push_back({input, input_key, why});
     return;
   }
   // An image folder the download stage has yet to fetch has no class list: build_model() checks the fit then.
@@ -196,22 +251,24 @@ void check_torchscript(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags
     return;
   }
   if (shape[0] != d.channels && !(shape[0] == 3 && d.channels == 1)) {
-    diags.push_back({input.mark, "model.input",
+    diags.push_back({input, input_key,
                      "the model reads " + std::to_string(shape[0]) + "-channel images, " + d.name + " has " +
                          std::to_string(d.channels) + " (a 3-channel model adapts to 1-channel images, nothing else)"});
   } else if (d.height > 0 && (shape[1] != d.height || shape[2] != d.width)) {
     // Pooling and flatten sizes are computed for model.input: the images must be that size.
-    diags.push_back({input.mark, "model.input",
+    diags.push_back({input, input_key,
                      "is " + std::to_string(shape[1]) + "x" + std::to_string(shape[2]) + ", but " + d.name +
                          " images are " + std::to_string(d.height) + "x" + std::to_string(d.width) +
                          "; give the size the model sees (trace it for that size)"});
   }
-  const Value& classes = cfg.model.at("num_classes");
-  const int64_t n = std::get<int64_t>(classes.v);
+  const int64_t n = o.num_classes;
   if (n != 0 && n != d.num_classes)
-    diags.push_back({classes.mark, "model.num_classes",
-                     "must be " + std::to_string(d.num_classes) + ", the classes of " + d.name + " (or 0 to keep the "
-                     "file's classifier); got " + std::to_string(n)});
+    diags.push_back({b.value(cfg.model, &TorchScriptOptions::num_classes).mark,
+                     "model." + b.key(&TorchScriptOptions::num_classes),
+                     "must be " + std::to_string(d.num_classes) + ", the classes of " + d.name +
+                         " (or 0 to keep the "
+                         "file's classifier); got " +
+                         std::to_string(n)});
 }
 
 }  // namespace
@@ -225,10 +282,15 @@ Network make_model(const ModelEntry& e, const Params& params, int64_t num_classe
   return net;
 }
 
+fs::path model_file(const ScenarioConfig& cfg) {
+  if (cfg.model_name() != "TorchScript") return {};
+  return torchscript_binder().read(cfg.model, "model").file;
+}
+
 Network build_model(const ScenarioConfig& cfg) {
   const ModelEntry& e = *ModelRegistry::find(cfg.model_name());
   const data::DatasetInfo d = data::dataset_info(cfg);
-  torch::manual_seed(static_cast<uint64_t>(cfg.runtime.get_int("seed")));
+  torch::manual_seed(static_cast<uint64_t>(cfg.run.seed));
   auto files = e.files(cfg.model, Naming(cfg).models_dir());
   if (files.empty()) return make_model(e, cfg.model, d.num_classes, d.channels, nullptr);
   const fs::path& weights = files.front().destination;

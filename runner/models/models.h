@@ -27,6 +27,9 @@ struct ModelEntry {
 };
 using ModelRegistry = TypedRegistry<ModelEntry>;
 
+/// The user's own TorchScript file the scenario's model is read from ("" for a built-in model).
+std::filesystem::path model_file(const ScenarioConfig& cfg);
+
 /// The scenario's model, adapted to its data set (classes, stem, input channels), with the pretrained weights
 /// loaded when `model.pretrained` is true (they must have been downloaded: the error says how). Random
 /// initialisation is seeded by runtime.seed.

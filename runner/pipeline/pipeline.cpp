@@ -58,7 +58,7 @@ std::string settings_of(const ScenarioConfig& cfg, const std::string& stage) {
   j["scenario"] = scen;
   j["model"] = cfg.model.to_json();  // a model file's content is an upstream input of the stage that reads it
   j["dataset"] = cfg.dataset.to_json();
-  j["seed"] = cfg.runtime.get_int("seed");
+  j["seed"] = cfg.run.seed;
   j["paths"] = cfg.paths.to_json();
   j["stage"] = stage;
   j["params"] = cfg.stage(stage).to_json();
@@ -322,6 +322,51 @@ void write_manifest(const fs::path& manifest_path, const std::string& stage, con
   write_file_atomic(manifest_path, m.dump(2) + "\n");
 }
 
+// The resolved configuration and the first log lines of a run (the main process only).
+void announce(const ScenarioConfig& config, const Naming& naming, spdlog::logger& log) {
+  write_file_atomic(naming.resolved_config(), "# resolved configuration of " + config.file.string() +
+                                                  " (defaults filled in)\n" + config.resolved_yaml());
+  log.info("scenario {} from {}", naming.scenario_name(), config.file.string());
+  if (parallel::active()) {
+    const parallel::WorldInfo& w = parallel::world();
+    log.info("data parallel: rank {} of {} ({}), backend {}, master {}:{}", w.rank, w.world_size, w.source,
+             parallel::backend(), w.master_addr, w.master_port);
+  }
+}
+
+// Whether stage `name`'s manifest says its outputs are what this configuration makes (said in the log either way).
+bool manifest_up_to_date(const std::string& name, const StageState& st, const fs::path& manifest_path,
+                         spdlog::logger& log) {
+  const std::string why = why_run(manifest_path, st);
+  if (why.empty()) {
+    log.info("stage {}: up to date (manifest {}); --force redoes it", name, manifest_path.string());
+    return true;
+  }
+  if (fs::exists(manifest_path)) log.info("stage {}: running it again: {}", name, why);
+  return false;
+}
+
+// Runs one stage and returns its seconds; a failure or a stop request is told to the other ranks and thrown.
+double run_stage(const StageEntry& entry, StageContext& ctx, parallel::StageCoordinator& ranks, spdlog::logger& log) {
+  const std::string& name = entry.info.name;
+  log.info("stage {}: start", name);
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    entry.create()->run(ctx);
+  } catch (const std::exception& e) {
+    log.error("stage {} failed: {}", name, e.what());
+    ranks.failed(e.what());
+    throw;
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (stop_requested()) {
+    log.warn("stage {}: interrupted; rerun the same command to continue", name);
+    ranks.failed("interrupted during stage " + name);
+    throw Error("interrupted during stage " + name);
+  }
+  return seconds;
+}
+
 }  // namespace
 
 void Pipeline::run() {
@@ -329,7 +374,6 @@ void Pipeline::run() {
   // with one process it does nothing.
   const std::unique_ptr<parallel::StageCoordinator> ranks =
       parallel::StageCoordinator::create(naming_.run_log().string());
-  const bool data_parallel = parallel::active();
   const bool main = ranks->main();
 
   RunLocks locks;
@@ -353,57 +397,23 @@ void Pipeline::run() {
   StopSignals signals;
 
   try {
-    if (main) {
-      write_file_atomic(naming_.resolved_config(), "# resolved configuration of " + config_.file.string() +
-                                                   " (defaults filled in)\n" + config_.resolved_yaml());
-      log->info("scenario {} from {}", naming_.scenario_name(), config_.file.string());
-      if (data_parallel) {
-        const parallel::WorldInfo& w = parallel::world();
-        log->info("data parallel: rank {} of {} ({}), backend {}, master {}:{}", w.rank, w.world_size, w.source,
-                  parallel::backend(), w.master_addr, w.master_port);
-      }
-    }
+    if (main) announce(config_, naming_, *log);
     ranks->start();
 
     std::string previous;
     for (const auto& name : config_.stages) {
       const StageState st = state_of(config_, naming_, name, previous);
-      const std::string& fp = st.fingerprint;
-      previous = fp;
+      previous = st.fingerprint;
       if (!options_.only.empty() && name != options_.only) continue;
       const fs::path manifest_path = naming_.manifest(name);
-
-      bool up_to_date = false;
-      if (main && !options_.force) {
-        const std::string why = why_run(manifest_path, st);
-        if (why.empty()) {
-          log->info("stage {}: up to date (manifest {}); --force redoes it", name, manifest_path.string());
-          up_to_date = true;
-        } else if (fs::exists(manifest_path)) {
-          log->info("stage {}: running it again: {}", name, why);
-        }
-      }
+      const bool up_to_date = main && !options_.force && manifest_up_to_date(name, st, manifest_path, *log);
       if (ranks->agree_up_to_date(name, up_to_date)) continue;
 
       const StageEntry* entry = StageRegistry::find(name);
       if (!ranks->runs_here(name, entry->data_parallel)) continue;
-      StageContext ctx{config_, naming_, config_.stage(name), options_, log, fp, {}};
-      log->info("stage {}: start", name);
-      std::string started = now_iso();
-      auto t0 = std::chrono::steady_clock::now();
-      try {
-        entry->create()->run(ctx);
-      } catch (const std::exception& e) {
-        log->error("stage {} failed: {}", name, e.what());
-        ranks->failed(e.what());
-        throw;
-      }
-      double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      if (stop_requested()) {
-        log->warn("stage {}: interrupted; rerun the same command to continue", name);
-        ranks->failed("interrupted during stage " + name);
-        throw Error("interrupted during stage " + name);
-      }
+      StageContext ctx{config_, naming_, config_.stage(name), options_, log, st.fingerprint, {}};
+      const std::string started = now_iso();
+      const double seconds = run_stage(*entry, ctx, *ranks, *log);
       if (!main) continue;
       ranks->finished(entry->data_parallel);
       write_manifest(manifest_path, name, config_, naming_, st, started, seconds, ctx.outputs);

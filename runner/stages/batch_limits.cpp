@@ -10,11 +10,14 @@
 #include <mutex>
 #include <sstream>
 
+#include "plugins/pruner.h"
 #include "runner/core/config.h"
 #include "runner/core/error.h"
 #include "runner/data/registry.h"
 #include "runner/models/models.h"
 #include "runner/parallel/process_group.h"
+#include "runner/stages/report.h"
+#include "runner/training/training_params.h"
 
 namespace expctl {
 
@@ -123,21 +126,29 @@ namespace {
 
 // A key of a stage block that sizes a batch, and how that batch is used.
 struct BatchKey {
-  const char* stage;
-  const char* key;
+  std::string stage;
+  std::string key;
   enum class Use { Train, Evaluate, Synthetic } use;
 };
 
 // Every batch-size key: training batches (finetune, recover), evaluation batches over the test split, the prune
-// stage's calibration and evaluation batches, and the report's synthetic latency batch.
-const BatchKey kBatchKeys[] = {
-    {"finetune", "batch_size", BatchKey::Use::Train},
-    {"finetune", "eval_batch_size", BatchKey::Use::Evaluate},
-    {"recover", "batch_size", BatchKey::Use::Train},
-    {"recover", "eval_batch_size", BatchKey::Use::Evaluate},
-    {"prune", "calibration.batch_size", BatchKey::Use::Evaluate},
-    {"report", "latency.large_batch", BatchKey::Use::Synthetic},
-};
+// stage's calibration and evaluation batches, and the report's synthetic latency batch; named by their binders.
+const std::vector<BatchKey>& batch_keys() {
+  static const std::vector<BatchKey> keys = [] {
+    const auto training = training_binder(1);
+    const std::string& batch = training.key(&TrainingOptions::batch_size);
+    const std::string& eval = training.key(&TrainingOptions::eval_batch_size);
+    return std::vector<BatchKey>{
+        {"finetune", batch, BatchKey::Use::Train},
+        {"finetune", eval, BatchKey::Use::Evaluate},
+        {"recover", batch, BatchKey::Use::Train},
+        {"recover", eval, BatchKey::Use::Evaluate},
+        {"prune", prune_stage_binder().key(&PruneStageOptions::calibration_batch_size), BatchKey::Use::Evaluate},
+        {"report", report_binder().key(&ReportOptions::large_batch), BatchKey::Use::Synthetic},
+    };
+  }();
+  return keys;
+}
 
 // A factor no built-in network's largest layer exceeds over its input image (MobileNetV2's small-input stem on a
 // gray image is about 130): below `available / factor` no estimate can refuse the batch, so no model is built.
@@ -176,7 +187,7 @@ const models::Graph* model_graph(const ScenarioConfig& cfg, const data::DatasetI
 }
 
 bool runs_on_cpu(const ScenarioConfig& cfg) {
-  const std::string& device = cfg.runtime.get_string("device");
+  const std::string& device = cfg.run.device;
   return device == "cpu" || (device == "auto" && !torch::cuda::is_available());
 }
 
@@ -200,19 +211,19 @@ void check_batch_sizes(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags
   } catch (const std::exception&) {
     // a malformed launcher environment is reported when the run starts
   }
-  for (const BatchKey& b : kBatchKeys) {
+  for (const BatchKey& b : batch_keys()) {
     if (!cfg.has_stage(b.stage) || !cfg.stage(b.stage).has(b.key)) continue;
     const Params& p = cfg.stage(b.stage);
     const Value& v = p.at(b.key);
     const auto* set = std::get_if<int64_t>(&v.v);
     if (!set) continue;
-    const std::string key = std::string(b.stage) + "." + b.key;
+    const std::string key = b.stage + "." + b.key;
     int64_t batch = *set;
     if (b.use == BatchKey::Use::Train && train_images > 0 && batch > train_images) {
       // A default batch has no line: point at what made the split too small for it.
-      const Value& subset = cfg.dataset.at("train_subset");
+      const Value& subset = data::common_reader().value(cfg.dataset, &data::CommonOptions::train_subset);
       const bool by_subset = std::get<int64_t>(subset.v) == train_images;
-      const Mark where = !v.is_default ? v.mark : by_subset ? subset.mark : cfg.dataset.at("name").mark;
+      const Mark where = !v.is_default ? v.mark : by_subset ? subset.mark : cfg.dataset.at(kPluginKey).mark;
       diags.push_back({where, key,
                        "must be at most " + std::to_string(train_images) + ", the images of the train split" +
                            (by_subset ? " (dataset.train_subset)" : "") +
@@ -221,7 +232,7 @@ void check_batch_sizes(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags
       continue;
     }
     // A default has no line: point at the model, whose size makes the batch too large.
-    const Mark where = v.is_default ? cfg.model.at("name").mark : v.mark;
+    const Mark where = v.is_default ? cfg.model.at(kPluginKey).mark : v.mark;
     if (b.use == BatchKey::Use::Evaluate && test_images > 0) batch = std::min(batch, test_images);
     if (b.use == BatchKey::Use::Train && world.world_size > 1)
       batch = std::max<int64_t>(1, batch * world.local_world_size / world.world_size);
@@ -233,7 +244,7 @@ void check_batch_sizes(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags
     const ActivationElements a = activation_elements(*g, d.channels, d.height, d.width);
     // Training keeps its activations in bf16 under autocast (2 bytes), fp32 otherwise; evaluation is fp32.
     const bool train = b.use == BatchKey::Use::Train;
-    const int64_t bytes_per_element = train && p.get_string("precision") != "fp32" ? 2 : 4;
+    const int64_t bytes_per_element = train && training_options(p).precision != "fp32" ? 2 : 4;
     const int64_t per_image = (train ? a.training : a.inference) * bytes_per_element;
     if (per_image <= 0 || double(batch) * double(per_image) <= double(available)) continue;
     const int64_t fits = available / per_image;

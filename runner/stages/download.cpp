@@ -6,6 +6,7 @@
 
 #include "runner/core/error.h"
 #include "runner/core/lock.h"
+#include "runner/core/options_binder.h"
 #include "runner/data/registry.h"
 #include "runner/io/archive.h"
 #include "runner/io/checksum.h"
@@ -14,6 +15,28 @@
 
 namespace expctl {
 namespace {
+
+struct DownloadStageOptions {
+  int64_t retries = 5;
+  int64_t connect_timeout_s = 30;
+  int64_t stall_timeout_s = 60;
+  bool progress = true;
+};
+
+const OptionBinder<DownloadStageOptions>& binder() {
+  static const OptionBinder<DownloadStageOptions> b = [] {
+    using O = DownloadStageOptions;
+    OptionBinder<O> b;
+    b.add(&O::retries, "retries", "attempts per file before giving up").min(1).max(100);
+    b.add(&O::connect_timeout_s, "connect_timeout_s", "seconds to wait for a connection").min(1).max(3600);
+    b.add(&O::stall_timeout_s, "stall_timeout_s", "abort an attempt when under 1 KiB/s for this many seconds")
+        .min(1)
+        .max(3600);
+    b.add(&O::progress, "progress", "a progress bar on a terminal, periodic log lines otherwise");
+    return b;
+  }();
+  return b;
+}
 
 std::vector<io::RemoteFile> files_of(const ScenarioConfig& cfg, const Naming& n) {
   auto files = models::ModelRegistry::find(cfg.model_name())->files(cfg.model, n.models_dir());
@@ -64,10 +87,11 @@ class DownloadStage : public Stage {
       o.destination = f.destination;
       o.sha256_prefix = f.sha256_prefix;
       o.md5 = f.md5;
-      o.max_attempts = static_cast<int>(ctx.params.get_int("retries"));
-      o.connect_timeout_s = ctx.params.get_int("connect_timeout_s");
-      o.stall_timeout_s = ctx.params.get_int("stall_timeout_s");
-      o.progress = ctx.params.get_bool("progress");
+      const DownloadStageOptions k = binder().read(ctx.params, "download");
+      o.max_attempts = static_cast<int>(k.retries);
+      o.connect_timeout_s = k.connect_timeout_s;
+      o.stall_timeout_s = k.stall_timeout_s;
+      o.progress = k.progress;
       io::DownloadResult r;
       try {
         r = io::download(o);
@@ -94,11 +118,7 @@ StageEntry entry() {
   StageEntry e;
   e.info.name = "download";
   e.info.summary = "fetch pretrained weights and the data set (resumable, verified)";
-  ParamTable& t = e.info.params;
-  t.add_int("retries", 5, "attempts per file before giving up").min(1).max(100);
-  t.add_int("connect_timeout_s", 30, "seconds to wait for a connection").min(1).max(3600);
-  t.add_int("stall_timeout_s", 60, "abort an attempt when under 1 KiB/s for this many seconds").min(1).max(3600);
-  t.add_bool("progress", true, "a progress bar on a terminal, periodic log lines otherwise");
+  e.info.params = binder().table();
   e.plan = plan;
   e.create = [] { return std::make_unique<DownloadStage>(); };
   return e;

@@ -27,12 +27,13 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
   for (const auto& f : models::ModelRegistry::find(cfg.model_name())->files(cfg.model, n.models_dir()))
     out.push_back({PlannedFile::Access::Read, f.destination, f.what});
   // A model read from the user's own file (TorchScript) is what that file holds, not its name.
-  if (cfg.model.has("file")) {
-    out.push_back({PlannedFile::Access::Read, cfg.model.get_string("file"), "the model's TorchScript file"});
+  if (const fs::path file = models::model_file(cfg); !file.empty()) {
+    out.push_back({PlannedFile::Access::Read, file, "the model's TorchScript file"});
     out.back().upstream = true;
   }
   out.push_back({PlannedFile::Access::Write, n.initial_model(), "model before fine-tuning"});
-  for (int64_t e : checkpoint_epochs(p.get_int("epochs"), p.get_int("save_every"))) {
+  const TrainingOptions o = training_options(p);
+  for (int64_t e : checkpoint_epochs(o.epochs, o.save_every)) {
     out.push_back({PlannedFile::Access::Write, n.finetune_checkpoint(e), "checkpoint, epoch " + std::to_string(e)});
     out.back().shared = true;  // {Model}_{Dataset}_FT_{E}: every fine-tuning scenario of the test scenario
   }
@@ -46,7 +47,7 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
 fs::path start_file(const ScenarioConfig& cfg, const Naming& n) {
   for (const auto& f : models::ModelRegistry::find(cfg.model_name())->files(cfg.model, n.models_dir()))
     return f.destination;
-  return cfg.model.has("file") ? fs::path(cfg.model.get_string("file")) : fs::path();
+  return models::model_file(cfg);
 }
 
 class FinetuneStage : public Stage {
@@ -72,7 +73,7 @@ class FinetuneStage : public Stage {
     for (double missing : parallel::all_gather(measure ? 1.0 : 0.0)) measure = measure || missing > 0;
     if (measure) {
       model->to(device);
-      metrics::EvalResult ev = evaluate_all_ranks(model, test, p.get_int("eval_batch_size"), device);
+      metrics::EvalResult ev = evaluate_all_ranks(model, test, training_options(p).eval_batch_size, device);
       before = {{"accuracy", ev.accuracy}, {"loss", ev.loss}, {"images", ev.count}};
       if (parallel::is_main()) {
         nlohmann::json meta = lineage(ctx, "finetune", start_file(cfg, ctx.naming));
@@ -90,7 +91,7 @@ class FinetuneStage : public Stage {
     if (fs::path from = start_file(cfg, ctx.naming); !from.empty())
       job.meta["source"] = {{"path", from.string()}, {"sha256", content_id(from)}};
     else
-      job.meta["source"] = {{"init", "random, seed " + std::to_string(cfg.runtime.get_int("seed"))}};
+      job.meta["source"] = {{"init", "random, seed " + std::to_string(cfg.run.seed)}};
     TrainResult r = train(job);
     if (r.interrupted || !parallel::is_main()) return;  // rank 0 writes the metrics
 
@@ -115,7 +116,7 @@ StageEntry entry() {
   StageEntry e;
   e.info.name = "finetune";
   e.info.summary = "evaluate the adapted pretrained model, fine-tune it, checkpoint every save_every epochs";
-  add_training_params(e.info.params, 30);
+  e.info.params = training_binder(30).table();
   e.plan = plan;
   e.preflight = [](const ScenarioConfig& cfg, const Naming& n, const Params& p, bool force) {
     return foreign_checkpoints(cfg, n, plan(cfg, n, p), force);

@@ -15,6 +15,7 @@
 #include "runner/stages/lineage.h"
 #include "runner/training/runtime.h"
 #include "runner/training/trainer.h"
+#include "runner/training/training_params.h"
 
 namespace expctl {
 namespace fs = std::filesystem;
@@ -24,10 +25,14 @@ namespace {
 // The fine-tuning epoch to start from: prune.from_epoch, else the last epoch of scenario.starts_from's
 // finetune stage, else 0 (the newest FT checkpoint present).
 int64_t source_epoch(const ScenarioConfig& cfg, const Params& p) {
-  if (p.get_int("from_epoch") > 0) return p.get_int("from_epoch");
-  if (cfg.upstream && cfg.upstream->has_stage("finetune")) return cfg.upstream->stage("finetune").get_int("epochs");
+  if (const int64_t e = prune_stage_options(p).from_epoch; e > 0) return e;
+  if (cfg.upstream && cfg.upstream->has_stage("finetune"))
+    return training_options(cfg.upstream->stage("finetune")).epochs;
   return 0;
 }
+
+// calibration.split as written.
+std::string split_name(const PruneStageOptions& o) { return o.calibrate_on_train ? "train" : "test"; }
 
 fs::path source_checkpoint(const ScenarioConfig& cfg, const Naming& n, const Params& p) {
   int64_t e = source_epoch(cfg, p);
@@ -38,14 +43,15 @@ fs::path source_checkpoint(const ScenarioConfig& cfg, const Naming& n, const Par
 
 std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const Params& p) {
   std::vector<PlannedFile> out;
+  const PruneStageOptions o = prune_stage_options(p);
   std::string what = "fine-tuned model";
-  if (p.get_int("from_epoch") == 0 && cfg.upstream) what += " (last epoch of " + cfg.upstream->file.string() + ")";
+  if (o.from_epoch == 0 && cfg.upstream) what += " (last epoch of " + cfg.upstream->file.string() + ")";
   if (source_epoch(cfg, p) == 0) what += " (the newest FT checkpoint)";
   out.push_back({PlannedFile::Access::Read, source_checkpoint(cfg, n, p), what});
   out.back().upstream = true;  // its content is part of this stage's fingerprint (lineage)
-  out.push_back({PlannedFile::Access::Read, n.datasets_dir() / cfg.dataset_name(),
-                 "calibration data (" + std::to_string(p.get_int("calibration.samples")) + " images of the " +
-                     p.get_string("calibration.split") + " split)"});
+  out.push_back(
+      {PlannedFile::Access::Read, n.datasets_dir() / cfg.dataset_name(),
+       "calibration data (" + std::to_string(o.calibration_samples) + " images of the " + split_name(o) + " split)"});
   out.push_back({PlannedFile::Access::Write, n.pruned_checkpoint(), "pruned model"});
   out.push_back({PlannedFile::Access::Write, n.stage_metrics("prune"),
                  "accuracy before/after, per-layer statistics"});
@@ -99,12 +105,13 @@ class PruneStage : public Stage {
     model->eval();
     ctx.log->info("loaded {}", source.string());
 
-    const int64_t eval_batch = p.get_int("calibration.batch_size");
-    const uint64_t seed = static_cast<uint64_t>(cfg.runtime.get_int("seed"));
+    const PruneStageOptions o = prune_stage_options(p);
+    const int64_t eval_batch = o.calibration_batch_size;
+    const uint64_t seed = static_cast<uint64_t>(cfg.run.seed);
     data::Split test = data::load_dataset(cfg, false).to(device);
-    const bool from_test = p.get_string("calibration.split") == "test";
+    const bool from_test = !o.calibrate_on_train;
     data::Split pool = from_test ? test : data::load_dataset(cfg, true).to(device);
-    const int64_t samples = p.get_int("calibration.samples");
+    const int64_t samples = o.calibration_samples;
     if (samples > pool.size())  // the files hold fewer images than the data set entry promised
       throw Error("prune.calibration.samples: " + std::to_string(samples) + " images asked for, but " + pool.source +
                   " holds " + std::to_string(pool.size()));
@@ -115,11 +122,10 @@ class PruneStage : public Stage {
 
     nlohmann::ordered_json out;
     out["scenario"] = ctx.naming.scenario_name();
-    out["pruner"] = p.get_string("pruner");
+    out["pruner"] = o.pruner;
     out["source_checkpoint"] = source.string();
     out["source_sha256"] = source_id;
-    out["calibration"] = {
-        {"split", p.get_string("calibration.split")}, {"samples", calibration.size()}, {"source", calibration.source}};
+    out["calibration"] = {{"split", split_name(o)}, {"samples", calibration.size()}, {"source", calibration.source}};
     if (from_test) out["calibration"]["held_out_images"] = rest.size();
     if (from_test && !held_out) {
       out["calibration"]["held_out_note"] =
@@ -138,10 +144,10 @@ class PruneStage : public Stage {
     req.params = &p;
     req.device = device;
     auto t0 = std::chrono::steady_clock::now();
-    PrunePlan plan = PrunerRegistry::find(p.get_string("pruner"))->create()->prune(req);
+    PrunePlan plan = PrunerRegistry::find(o.pruner)->create()->prune(req);
     if (!plan.keep.empty()) models::prune_groups(model, plan.keep);
     apply_masks(model, plan.masks);
-    if (const int64_t bn_batches = p.get_int("recalibrate_bn"); bn_batches > 0) {
+    if (const int64_t bn_batches = o.recalibrate_bn; bn_batches > 0) {
       data::Split train_split = from_test ? data::load_dataset(cfg, true).to(device) : pool;
       recalibrate_batchnorm(model, train_split, bn_batches, eval_batch, seed);
       out["recalibrated_bn_batches"] = bn_batches;
@@ -160,7 +166,7 @@ class PruneStage : public Stage {
     for (const auto& [name, m] : plan.masks) masks.insert(name, m.to(torch::kCPU, torch::kBool));
     nlohmann::json meta = lineage(ctx, "prune", source);
     meta["source"]["sha256"] = source_id;
-    meta["pruner"] = p.get_string("pruner");
+    meta["pruner"] = o.pruner;
     meta["accuracy"] = out["after"]["accuracy"];
     models::save_checkpoint(ctx.naming.pruned_checkpoint(), model, meta, masks);
     out["pruned_sha256"] = content_id(ctx.naming.pruned_checkpoint());
@@ -173,43 +179,32 @@ class PruneStage : public Stage {
 // calibration.samples beyond the images of its split is known from the data set entry before any file is read:
 // refuse it when the scenario is loaded (validate), not after the fine-tuned model has been loaded.
 void check_calibration_size(const ScenarioConfig& cfg, std::vector<Diagnostic>& diags) {
-  if (!cfg.has_stage("prune") || !cfg.stage("prune").has("calibration.samples")) return;
+  if (!cfg.has_stage("prune")) return;
   const Params& p = cfg.stage("prune");
-  const bool train = p.get_string("calibration.split") == "train";
+  const PruneStageOptions o = prune_stage_options(p);
+  const bool train = o.calibrate_on_train;
   const int64_t available = data::expected_split_size(cfg, train);
-  const Value& samples = p.at("calibration.samples");
-  if (available <= 0 || std::get<int64_t>(samples.v) <= available) return;
-  const std::string subset_key = train ? "train_subset" : "test_subset";
-  const Value& subset = cfg.dataset.at(subset_key);
+  const auto& keys = prune_stage_binder();
+  const Value& samples = keys.value(p, &PruneStageOptions::calibration_samples);
+  if (available <= 0 || o.calibration_samples <= available) return;
+  const auto& common = data::common_reader();
+  const auto subset_field = train ? &data::CommonOptions::train_subset : &data::CommonOptions::test_subset;
+  const std::string& subset_key = common.key(subset_field);
+  const Value& subset = common.value(cfg.dataset, subset_field);
   const bool by_subset = std::get<int64_t>(subset.v) == available;
-  std::string reason = "must be at most " + std::to_string(available) + ", the images of the " +
-                       p.get_string("calibration.split") + " split" +
-                       (by_subset ? " (dataset." + subset_key + ")" : "") + "; got " + samples.to_text();
+  std::string reason = "must be at most " + std::to_string(available) + ", the images of the " + split_name(o) +
+                       " split" + (by_subset ? " (dataset." + subset_key + ")" : "") + "; got " + samples.to_text();
   // A default count has no line: point at what made the split too small.
   Mark where = samples.mark;
-  if (samples.is_default) where = by_subset ? subset.mark : cfg.dataset.at("name").mark;
-  diags.push_back({where, "prune.calibration.samples", reason});
+  if (samples.is_default) where = by_subset ? subset.mark : cfg.dataset.at(kPluginKey).mark;
+  diags.push_back({where, "prune." + keys.key(&PruneStageOptions::calibration_samples), reason});
 }
 
 StageEntry entry() {
   StageEntry e;
   e.info.name = "prune";
   e.info.summary = "load the fine-tuned model, prune it with the selected pruner, evaluate before and after";
-  ParamTable& t = e.info.params;
-  t.add_plugin("pruner", "pruner", "the pruning method (see `expctl list`); its parameters join this block");
-  t.add_int("from_epoch", 0, "fine-tuning epoch to start from (0: the last epoch of scenario.starts_from)").min(0);
-  t.add_int("recalibrate_bn", 0,
-            "after pruning, re-estimate BatchNorm statistics on this many training batches (adaptive BN); 0: keep "
-            "the fine-tuned statistics")
-      .min(0)
-      .max(100000);
-  // The calibration images are the stage's: it takes them, holds them out of the held-out accuracy and hands them
-  // to the pruner; each pruner sets its own defaults for the count and batch size (set_calibration_defaults).
-  t.add_enum("calibration.split", "test", {"test", "train"}, "split the calibration images come from");
-  t.add_int("calibration.samples", 128, "number of calibration images (default: the pruner's)").min(1).max(1000000);
-  t.add_int("calibration.batch_size", 64, "batch size for calibration forward passes (default: the pruner's)")
-      .min(1)
-      .max(65536);
+  e.info.params = prune_stage_binder().table();
   e.plan = plan;
   // The fine-tuned model must be the one scenario.starts_from makes now: checked before any stage works.
   e.preflight = [](const ScenarioConfig& cfg, const Naming& n, const Params& p, bool) {

@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include "plugins/pruner.h"
 #include "runner/core/error.h"
 #include "runner/data/registry.h"
 #include "runner/models/checkpoint.h"
@@ -23,7 +24,7 @@ std::string pruner_code(const ScenarioConfig& cfg) {
   if (!cfg.has_stage("prune"))
     throw Error(cfg.file.string() +
                 ": the recover stage fine-tunes the output of the prune stage; list prune before it");
-  return Catalog::instance().find("pruner", cfg.stage("prune").get_string("pruner"))->code;
+  return Catalog::instance().find("pruner", prune_stage_options(cfg.stage("prune")).pruner)->code;
 }
 
 std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const Params& p) {
@@ -31,7 +32,8 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
   out.push_back({PlannedFile::Access::Read, n.pruned_checkpoint(), "pruned model"});
   out.back().upstream = true;
   std::string code = cfg.has_stage("prune") ? pruner_code(cfg) : "?";
-  for (int64_t e : checkpoint_epochs(p.get_int("epochs"), p.get_int("save_every"))) {
+  const TrainingOptions o = training_options(p);
+  for (int64_t e : checkpoint_epochs(o.epochs, o.save_every)) {
     out.push_back(
         {PlannedFile::Access::Write, n.recover_checkpoint(code, e), "checkpoint, epoch " + std::to_string(e)});
     out.back().shared = true;  // {Model}_{Dataset}_FTAP_{code}_{E}: every scenario of the test scenario with this pruner
@@ -81,7 +83,7 @@ StageEntry entry() {
   StageEntry e;
   e.info.name = "recover";
   e.info.summary = "fine-tune the pruned model to regain accuracy (masks kept), checkpoint every save_every epochs";
-  add_training_params(e.info.params, 15);
+  e.info.params = training_binder(15).table();
   e.plan = plan;
   e.preflight = [](const ScenarioConfig& cfg, const Naming& n, const Params& p, bool force) {
     return foreign_checkpoints(cfg, n, plan(cfg, n, p), force);

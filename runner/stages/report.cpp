@@ -4,6 +4,8 @@
 //
 // Rows: fine-tuning scenario: before fine-tuning, fine-tuned. Pruning scenario: fine-tuned (loaded), pruned,
 // pruned + fine-tuned.
+#include "runner/stages/report.h"
+
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
@@ -130,12 +132,12 @@ Evaluation evaluation_of(const ScenarioConfig& cfg, const Metrics& metrics) {
   else if (auto ft = metrics.find("finetune"); ft != metrics.end() && ft->second.root().has("test_images"))
     ev.images = ft->second.root()["test_images"].integer();
   // load_dataset takes a subset only when test_subset is below the split's size.
-  const int64_t n = cfg.dataset.get_int("test_subset");
+  const int64_t n = data::common_options(cfg.dataset).test_subset;
   if (n > 0 && (ev.images == 0 || ev.images == n)) {
     ev.subset = ev.images = n;
     ev.on = count(n) +
             " test images, a class-balanced subset of the test split (dataset.test_subset: " + std::to_string(n) +
-            ", seed " + std::to_string(cfg.runtime.get_int("seed")) + ")";
+            ", seed " + std::to_string(cfg.run.seed) + ")";
     ev.on_short = count(n) + " test images (dataset.test_subset)";
   } else {
     ev.on = ev.images ? "the test split (" + count(ev.images) + " images)" : "the whole test split";
@@ -158,7 +160,7 @@ Evaluation evaluation_of(const ScenarioConfig& cfg, const Metrics& metrics) {
 }
 
 // The measurements of one model, as a row of report.json.
-json measure(const Row& r, const data::DatasetInfo& info, const Params& p, torch::Device device) {
+json measure(const Row& r, const data::DatasetInfo& info, const ReportOptions& p, torch::Device device) {
   models::Checkpoint ck;
   models::Network model = models::load_checkpoint(r.checkpoint, &ck);
   model->to(device);
@@ -168,13 +170,13 @@ json measure(const Row& r, const data::DatasetInfo& info, const Params& p, torch
   metrics::LatencyOptions lo;
   lo.height = info.height;
   lo.width = info.width;
-  lo.warmup = static_cast<int>(p.get_int("latency.warmup"));
-  lo.repeats = static_cast<int>(p.get_int("latency.repeats"));
+  lo.warmup = static_cast<int>(p.warmup);
+  lo.repeats = static_cast<int>(p.repeats);
   metrics::LatencyStats b1 = metrics::measure_latency(model, lo, device);
-  const int64_t large = p.get_int("latency.large_batch");
+  const int64_t large = p.large_batch;
   lo.batch = large;
   lo.warmup = std::min(lo.warmup, 3);
-  lo.repeats = static_cast<int>(p.get_int("latency.large_batch_repeats"));
+  lo.repeats = static_cast<int>(p.large_batch_repeats);
   metrics::LatencyStats bn;
   try {
     bn = metrics::measure_latency(model, lo, device);
@@ -261,9 +263,10 @@ Table report_table(const json& base, bool masked, bool held_out) {
 }
 
 // The training curves (loss and accuracy per epoch) of the finetune/recover stages.
-bool plot_curves(const fs::path& dir, const std::vector<std::pair<std::string, JsonValue>>& histories,
+bool plot_curves(const fs::path& chart, const std::vector<std::pair<std::string, JsonValue>>& histories,
                  const Evaluation& ev, spdlog::logger& log) {
   if (histories.empty()) return false;
+  const std::string stem = chart.stem().string(), png = chart.filename().string();
   std::ostringstream d, g;
   for (const auto& [name, h] : histories) {
     d << "# " << name << "\n";
@@ -275,121 +278,141 @@ bool plot_curves(const fs::path& dir, const std::vector<std::pair<std::string, J
   auto curves = [&](int train_col, int test_col) {
     std::ostringstream s;
     for (size_t i = 0; i < histories.size(); ++i)
-      s << (i ? ", " : "") << "'training_curves.dat' index " << i << " using 1:" << train_col
+      s << (i ? ", " : "") << plot::quote(stem + ".dat") << " index " << i << " using 1:" << train_col
         << " with linespoints title " << plot::quote(histories[i].first + " train") << ", '' index " << i
         << " using 1:" << test_col << " with linespoints title " << plot::quote(histories[i].first + " test");
     return s.str();
   };
-  g << "set terminal pngcairo noenhanced size 1200,480 font 'sans,10'\nset output 'training_curves.png'\n"
+  g << "set terminal pngcairo noenhanced size 1200,480 font 'sans,10'\nset output " << plot::quote(png) << "\n"
     << "set multiplot layout 1,2\nset grid\nset xlabel 'epoch'\nset xtics 1\nset key top right\n"
     << "set title 'loss (training loss includes label smoothing)'\nplot " << curves(2, 3) << "\n"
     << "set title " << plot::quote("top-1 accuracy (%); test: " + ev.on_short) << "\nset key bottom right\nplot "
     << curves(4, 5) << "\nunset multiplot\n";
-  return plot::draw(dir, "training_curves", g.str(), d.str(), "training_curves.png", log);
+  return plot::draw(chart.parent_path(), stem, g.str(), d.str(), png, log);
+}
+
+// One part of the pruning section: its Markdown, and the chart's gnuplot commands, data and caption.
+struct PruningPart {
+  std::ostringstream md, dat;
+  std::string chart, caption;
+};
+
+std::string num(const JsonValue& v, const char* k, int d) {
+  return v.has(k) ? Table::fixed(v[k].number(), d) : std::string("-");
+}
+
+// Structured plans: channels per group before and kept, with the coverage (Neuron Coverage) or the raw channel
+// scores (the baselines) the pruner recorded.
+void groups_part(const JsonValue& prune, const std::string& calibration, const std::string& data, PruningPart& out) {
+  const JsonValue stats = prune["stats"];
+  // Columns for what the pruner recorded: coverage (Neuron Coverage) or the raw channel scores (baselines).
+  bool coverage = false, scores = false;
+  for (const auto& [name, g] : stats["groups"].members()) {
+    coverage = coverage || g.has("mean_coverage");
+    scores = scores || g.has("mean_score");
+  }
+  std::vector<Column> columns{{"group", "", "group", nullptr, Align::Left},
+                              {"size", "", "channels", Table::fixed_cell("size", 0)},
+                              {"kept", "", "kept", Table::fixed_cell("kept", 0)}};
+  if (coverage) {
+    columns.emplace_back("mean_coverage", "", "mean coverage", Table::fixed_cell("mean_coverage", 3));
+    columns.emplace_back("covered_fraction", "", "covered fraction", Table::fixed_cell("covered_fraction", 3));
+  }
+  if (scores) {
+    columns.emplace_back("min_score", "", "min score", Table::fixed_cell("min_score", 4));
+    columns.emplace_back("mean_score", "", "mean score", Table::fixed_cell("mean_score", 4));
+    columns.emplace_back("max_score", "", "max score", Table::fixed_cell("max_score", 4));
+  }
+  Table t(columns);
+  for (const auto& [name, g] : stats["groups"].members()) {
+    json row = g.json();
+    row["group"] = name;
+    t.add_row(row);
+    const double size = g.has("size") ? g["size"].number() : 0;
+    out.dat << plot::data_label(name) << " " << size << " " << (g.has("kept") ? g["kept"].number() : size) << " "
+            << (g.has("mean_coverage") ? g["mean_coverage"].number() : 0.0) << "\n";
+  }
+  out.md << "\n## Channels per group\n\n" << t.markdown();
+  if (coverage) out.md << "\nCoverage measured on the " << calibration << ".\n";
+  if (scores)
+    out.md << "\nScores: the channel scores of " << (stats.has("pruner") ? stats["pruner"].string() : "the pruner")
+           << " before each group's are divided by their mean (higher = kept).\n";
+  // The coverage line only for Neuron Coverage; the other structured pruners' groups have no coverage.
+  out.chart = "set title " +
+              plot::quote(coverage ? "channels per group: before, kept (bars); mean coverage on " +
+                                         count(prune["calibration.samples"].integer()) + " calibration images (line)"
+                                   : std::string("channels per group: before, kept")) +
+              "\nset style data histograms\nset style histogram clustered\nset style fill solid 0.6\n"
+              "set xtics rotate by -60\nset ylabel 'channels'\n" +
+              (coverage ? "set y2label 'coverage'\nset y2range [0:1]\nset y2tics\n" : "") + "plot " + data +
+              " using 2:xtic(1) title 'channels', '' using 3 title 'kept'" +
+              (coverage ? ", '' using 0:4 axes x1y2 with linespoints lw 2 title 'mean coverage'" : "") + "\n";
+  out.caption = "Channels of each group before pruning and kept" +
+                (coverage ? "; the line: mean coverage on the " + calibration : std::string()) + ".";
+}
+
+// Mask plans: the sparsity of every layer.
+void layers_part(const JsonValue& prune, const std::string& calibration, const std::string& data, PruningPart& out) {
+  const JsonValue stats = prune["stats"];
+  // A layer left alone says why in its sparsity cell.
+  auto sparsity = [](const json& row) {
+    if (row.contains("skipped")) return "not pruned (" + row["skipped"].get<std::string>() + ")";
+    return Table::fixed_cell("sparsity", 4)(row);
+  };
+  Table t({{"layer", "", "layer", nullptr, Align::Left},
+           {"weights", "", "weights", Table::fixed_cell("weights", 0)},
+           {"zeros", "", "zeros", Table::fixed_cell("zeros", 0)},
+           {"sparsity", "", "sparsity", sparsity}});
+  for (const auto& [name, l] : stats["layers"].members()) {
+    json row = l.json();
+    row["layer"] = name;
+    if (l.has("skipped")) row.erase("zeros");
+    t.add_row(row);
+    const double s = l.has("skipped") || !l.has("sparsity") ? 0.0 : l["sparsity"].number();
+    out.dat << plot::data_label(name) << " " << s << "\n";
+  }
+  out.md << "\n## Sparsity per layer\n\n" << t.markdown();
+  if (stats.has("overall"))
+    for (const auto& [scope, o] : stats["overall"].members())
+      out.md << "\nOverall sparsity over "
+             << (scope == "pruned_layers" ? "the pruned layers" : "all conv/linear weights") << ": "
+             << num(o, "sparsity", 4) << " (" << num(o, "zeros", 0) << " of " << num(o, "weights", 0) << " weights).";
+  out.md << "\n";
+  out.chart =
+      "set title 'sparsity per layer'\nset style data histograms\nset style fill solid 0.6\n"
+      "set xtics rotate by -60\nset yrange [0:1]\nplot " +
+      data + " using 2:xtic(1) notitle\n";
+  out.caption = "Fraction of each layer's weights set to zero; the pruner scored them on the " + calibration + ".";
 }
 
 // Per-layer pruning statistics from prune_metrics.json: a Markdown table and a chart (channels kept and coverage
 // per group for structured pruning, sparsity per layer for masks).
-std::string pruning_section(const JsonValue& prune, const fs::path& dir, bool plot, spdlog::logger& log,
+std::string pruning_section(const JsonValue& prune, const fs::path& chart_file, bool plot, spdlog::logger& log,
                             std::vector<fs::path>& outputs) {
+  const std::string stem = chart_file.stem().string(), png = chart_file.filename().string();
+  const std::string data = plot::quote(stem + ".dat");
   const JsonValue stats = prune["stats"];
   const std::string calibration = count(prune["calibration.samples"].integer()) + " calibration images (" +
                                   prune["calibration.source"].string() + ")";
-  std::ostringstream md, dat;
-  std::string chart, caption;
-  auto num = [](const JsonValue& v, const char* k, int d) {
-    return v.has(k) ? Table::fixed(v[k].number(), d) : std::string("-");
-  };
-  if (stats.has("groups")) {
-    // Columns for what the pruner recorded: coverage (Neuron Coverage) or the raw channel scores (baselines).
-    bool coverage = false, scores = false;
-    for (const auto& [name, g] : stats["groups"].members()) {
-      coverage = coverage || g.has("mean_coverage");
-      scores = scores || g.has("mean_score");
-    }
-    std::vector<Column> columns{{"group", "", "group", nullptr, Align::Left},
-                                {"size", "", "channels", Table::fixed_cell("size", 0)},
-                                {"kept", "", "kept", Table::fixed_cell("kept", 0)}};
-    if (coverage) {
-      columns.emplace_back("mean_coverage", "", "mean coverage", Table::fixed_cell("mean_coverage", 3));
-      columns.emplace_back("covered_fraction", "", "covered fraction", Table::fixed_cell("covered_fraction", 3));
-    }
-    if (scores) {
-      columns.emplace_back("min_score", "", "min score", Table::fixed_cell("min_score", 4));
-      columns.emplace_back("mean_score", "", "mean score", Table::fixed_cell("mean_score", 4));
-      columns.emplace_back("max_score", "", "max score", Table::fixed_cell("max_score", 4));
-    }
-    Table t(columns);
-    for (const auto& [name, g] : stats["groups"].members()) {
-      json row = g.json();
-      row["group"] = name;
-      t.add_row(row);
-      const double size = g.has("size") ? g["size"].number() : 0;
-      dat << plot::data_label(name) << " " << size << " " << (g.has("kept") ? g["kept"].number() : size) << " "
-          << (g.has("mean_coverage") ? g["mean_coverage"].number() : 0.0) << "\n";
-    }
-    md << "\n## Channels per group\n\n" << t.markdown();
-    if (coverage) md << "\nCoverage measured on the " << calibration << ".\n";
-    if (scores)
-      md << "\nScores: the channel scores of " << (stats.has("pruner") ? stats["pruner"].string() : "the pruner")
-         << " before each group's are divided by their mean (higher = kept).\n";
-    // The coverage line only for Neuron Coverage; the other structured pruners' groups have no coverage.
-    chart = "set title " +
-            plot::quote(coverage ? "channels per group: before, kept (bars); mean coverage on " +
-                                       count(prune["calibration.samples"].integer()) + " calibration images (line)"
-                                 : std::string("channels per group: before, kept")) +
-            "\nset style data histograms\nset style histogram clustered\nset style fill solid 0.6\n"
-            "set xtics rotate by -60\nset ylabel 'channels'\n" +
-            (coverage ? "set y2label 'coverage'\nset y2range [0:1]\nset y2tics\n" : "") +
-            "plot 'pruning_layers.dat' using 2:xtic(1) title 'channels', '' using 3 title 'kept'" +
-            (coverage ? ", '' using 0:4 axes x1y2 with linespoints lw 2 title 'mean coverage'" : "") + "\n";
-    caption = "Channels of each group before pruning and kept" +
-              (coverage ? "; the line: mean coverage on the " + calibration : std::string()) + ".";
-  } else if (stats.has("layers")) {
-    // A layer left alone says why in its sparsity cell.
-    auto sparsity = [](const json& row) {
-      if (row.contains("skipped")) return "not pruned (" + row["skipped"].get<std::string>() + ")";
-      return Table::fixed_cell("sparsity", 4)(row);
-    };
-    Table t({{"layer", "", "layer", nullptr, Align::Left},
-             {"weights", "", "weights", Table::fixed_cell("weights", 0)},
-             {"zeros", "", "zeros", Table::fixed_cell("zeros", 0)},
-             {"sparsity", "", "sparsity", sparsity}});
-    for (const auto& [name, l] : stats["layers"].members()) {
-      json row = l.json();
-      row["layer"] = name;
-      if (l.has("skipped")) row.erase("zeros");
-      t.add_row(row);
-      const double s = l.has("skipped") || !l.has("sparsity") ? 0.0 : l["sparsity"].number();
-      dat << plot::data_label(name) << " " << s << "\n";
-    }
-    md << "\n## Sparsity per layer\n\n" << t.markdown();
-    if (stats.has("overall"))
-      for (const auto& [scope, o] : stats["overall"].members())
-        md << "\nOverall sparsity over " << (scope == "pruned_layers" ? "the pruned layers" : "all conv/linear weights")
-           << ": " << num(o, "sparsity", 4) << " (" << num(o, "zeros", 0) << " of " << num(o, "weights", 0)
-           << " weights).";
-    md << "\n";
-    chart =
-        "set title 'sparsity per layer'\nset style data histograms\nset style fill solid 0.6\n"
-        "set xtics rotate by -60\nset yrange [0:1]\nplot 'pruning_layers.dat' using 2:xtic(1) notitle\n";
-    caption = "Fraction of each layer's weights set to zero; the pruner scored them on the " + calibration + ".";
-  } else {
+  PruningPart part;
+  if (stats.has("groups"))
+    groups_part(prune, calibration, data, part);
+  else if (stats.has("layers"))
+    layers_part(prune, calibration, data, part);
+  else
     return "";
+  if (plot && plot::draw(chart_file.parent_path(), stem,
+                         "set terminal pngcairo noenhanced size 1200,520 font 'sans,9'\nset output " +
+                             plot::quote(png) + "\nset grid ytics\nset key top right\n" + part.chart,
+                         part.dat.str(), png, log)) {
+    part.md << "\n![per-layer pruning](" << png << ")\n\n*" << part.caption << "*\n";
+    outputs.push_back(chart_file);
   }
-  if (plot && plot::draw(dir, "pruning_layers",
-                         "set terminal pngcairo noenhanced size 1200,520 font 'sans,9'\n"
-                         "set output 'pruning_layers.png'\nset grid ytics\nset key top right\n" +
-                             chart,
-                         dat.str(), "pruning_layers.png", log)) {
-    md << "\n![per-layer pruning](pruning_layers.png)\n\n*" << caption << "*\n";
-    outputs.push_back(dir / "pruning_layers.png");
-  }
-  return md.str();
+  return part.md.str();
 }
 
 // What each column means and what the accuracies were measured on.
-std::string notes(const json& report, const Evaluation& ev, const Params& p, bool masked) {
+std::string notes(const json& report, const Evaluation& ev, const ReportOptions& p, bool masked) {
   const json& base = report["rows"][0];
   const int64_t large = base["latency_large_batch"]["batch"].get<int64_t>();
   std::ostringstream doc;
@@ -402,9 +425,8 @@ std::string notes(const json& report, const Evaluation& ev, const Params& p, boo
   doc << "\n- Size: bytes of the saved weights / 2^20."
       << (masked ? " Compact size: non-zero weights as fp32 values plus a 1-bit mask per weight." : "")
       << "\n- MACs: multiply-accumulates of the conv and linear layers for one image; FLOPs = 2 x MACs."
-      << "\n- Latency: median over " << p.get_int("latency.repeats") << " timed forward passes at batch 1 after "
-      << p.get_int("latency.warmup") << " warm-up passes (mean and p95 beside it), and median time per image at batch "
-      << large << ".\n";
+      << "\n- Latency: median over " << p.repeats << " timed forward passes at batch 1 after " << p.warmup
+      << " warm-up passes (mean and p95 beside it), and median time per image at batch " << large << ".\n";
   doc << "- Precision: every accuracy and latency here comes from fp32 forward passes (no autocast, NCHW input).";
   for (const auto& [stage, t] : report["precision"]["training"].items())
     doc << " Training (" << stage << "): " << t["forward"].get<std::string>()
@@ -436,20 +458,20 @@ std::string machine(const json& report) {
   return doc.str();
 }
 
-std::string curves_caption(const ScenarioConfig& cfg, const Evaluation& ev) {
-  const int64_t n = cfg.dataset.get_int("train_subset");
+std::string curves_caption(const ScenarioConfig& cfg, const Evaluation& ev, const fs::path& chart) {
+  const int64_t n = data::common_options(cfg.dataset).train_subset;
   const std::string train =
       n > 0 ? "at most " + count(n) + " training images, dataset.train_subset" : "the training split";
-  return "\n![training curves](training_curves.png)\n\n*Loss and top-1 accuracy per epoch. Test curves: " + ev.on +
+  return "\n![training curves](" + chart.filename().string() +
+         ")\n\n*Loss and top-1 accuracy per epoch. Test curves: " + ev.on +
          ". Train curves: means over each epoch's training batches (" + train + ").*\n";
 }
-
 
 class ReportStage : public Stage {
  public:
   void run(StageContext& ctx) override {
     const ScenarioConfig& cfg = ctx.config;
-    const Params& p = ctx.params;
+    const ReportOptions p = report_binder().read(ctx.params, "report");
     torch::Device device = prepare_runtime(cfg, *ctx.log);
     const data::DatasetInfo info = data::dataset_info(cfg);
     const Metrics stages = stage_metrics(cfg, ctx.naming);
@@ -461,7 +483,7 @@ class ReportStage : public Stage {
     report["method"] = method_info(cfg);
     if (!cfg.sweep_cell.empty()) report["sweep_cell"] = {{"id", cfg.sweep_cell}, {"settings", cfg.sweep_values}};
     report["environment"] = metrics::environment_info(device, at::get_num_threads());
-    report["seed"] = cfg.runtime.get_int("seed");
+    report["seed"] = cfg.run.seed;
     report["input"] = {info.channels, info.height, info.width};
     report["evaluation"] = ev.to_json();
     if (stages.count("prune")) report["calibration"] = stages.at("prune").root()["calibration"].json();
@@ -488,24 +510,23 @@ class ReportStage : public Stage {
     std::vector<std::pair<std::string, JsonValue>> histories;
     for (const char* stage : {"finetune", "recover"})
       if (stages.count(stage)) histories.emplace_back(stage, stages.at(stage).root()["history"]);
-    const fs::path dir = ctx.naming.report_dir();
-    const bool plotted = p.get_bool("plot") && plot_curves(dir, histories, ev, *ctx.log);
+    const bool plotted = p.plot && plot_curves(ctx.naming.training_curves_chart(), histories, ev, *ctx.log);
 
     std::fprintf(stderr, "\n%s\n%s\nAccuracy: top-1 on %s.\n\n", ctx.naming.scenario_name().c_str(),
                  table.console().c_str(), ev.on.c_str());
     std::ostringstream doc;
     doc << "# " << ctx.naming.scenario_name()
         << (cfg.sweep_cell.empty() ? std::string() : " (sweep cell " + cfg.sweep_cell + ")") << "\n\n"
-        << "Scenario file `" << cfg.file.string() << "`, seed " << cfg.runtime.get_int("seed") << ". Input "
-        << info.channels << "x" << info.height << "x" << info.width << ".\n\n"
+        << "Scenario file `" << cfg.file.string() << "`, seed " << cfg.run.seed << ". Input " << info.channels << "x"
+        << info.height << "x" << info.width << ".\n\n"
         << table.markdown() << "\n"
         << notes(report, ev, p, masked) << machine(report);
-    if (plotted) doc << curves_caption(cfg, ev);
+    if (plotted) doc << curves_caption(cfg, ev, ctx.naming.training_curves_chart());
     std::vector<fs::path> extra_outputs;
     if (stages.count("prune"))
-      doc << pruning_section(stages.at("prune").root(), dir, p.get_bool("plot"), *ctx.log, extra_outputs);
+      doc << pruning_section(stages.at("prune").root(), ctx.naming.pruning_chart(), p.plot, *ctx.log, extra_outputs);
 
-    if (p.get_bool("export_torchscript")) {
+    if (p.export_torchscript) {
       // The scenario's final model (the last row), runnable from Python without expctl.
       models::Network final_model = models::load_checkpoint(models.back().checkpoint);
       final_model->eval();
@@ -519,11 +540,12 @@ class ReportStage : public Stage {
     write_file_atomic(n.report_file("csv"), table.csv());
     write_file_atomic(n.report_file("json"), report.dump(2) + "\n");
     ctx.outputs = {n.report_file("md"), n.report_file("csv"), n.report_file("json")};
-    if (plotted) ctx.outputs.push_back(dir / "training_curves.png");
+    if (plotted) ctx.outputs.push_back(n.training_curves_chart());
     ctx.outputs.insert(ctx.outputs.end(), extra_outputs.begin(), extra_outputs.end());
   }
 };
-std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const Params& p) {
+std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const Params& block) {
+  const ReportOptions p = report_binder().read(block, "report");
   std::vector<PlannedFile> out;
   // The metrics files name (and hash) the models of the rows: a stage that ran again rewrites them.
   for (const char* stage : {"finetune", "prune", "recover"})
@@ -533,27 +555,40 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
     }
   for (const char* f : {"md", "csv", "json"})
     out.push_back({PlannedFile::Access::Write, n.report_file(f), "report"});
-  if (p.get_bool("plot"))
-    out.push_back({PlannedFile::Access::Write, n.report_dir() / "training_curves.png", "loss/accuracy plot"});
-  if (p.get_bool("export_torchscript"))
-    out.push_back({PlannedFile::Access::Write, n.exported_model(), "TorchScript model"});
+  if (p.plot) out.push_back({PlannedFile::Access::Write, n.training_curves_chart(), "loss/accuracy plot"});
+  if (p.export_torchscript) out.push_back({PlannedFile::Access::Write, n.exported_model(), "TorchScript model"});
   return out;
 }
+
+}  // namespace
+
+const OptionBinder<ReportOptions>& report_binder() {
+  static const OptionBinder<ReportOptions> b = [] {
+    using O = ReportOptions;
+    OptionBinder<O> b;
+    b.add(&O::warmup, "latency.warmup", "untimed forward passes before timing").min(0).max(10000);
+    b.add(&O::repeats, "latency.repeats", "timed forward passes at batch 1 (median, mean and p95 reported)")
+        .min(1)
+        .max(100000);
+    b.add(&O::large_batch, "latency.large_batch", "the large batch size timed beside batch 1").min(1).max(65536);
+    b.add(&O::large_batch_repeats, "latency.large_batch_repeats", "timed forward passes at the large batch")
+        .min(1)
+        .max(100000);
+    b.add(&O::plot, "plot", "draw the training curves (gnuplot)");
+    b.add(&O::export_torchscript, "export_torchscript",
+          "write the final model as model.torchscript.pt (Python: torch.jit.load(file)(images), no expctl)");
+    return b;
+  }();
+  return b;
+}
+
+namespace {
 
 StageEntry entry() {
   StageEntry e;
   e.info.name = "report";
   e.info.summary = "measure accuracy, size, MACs/FLOPs and latency of every model; write the tables";
-  ParamTable& t = e.info.params;
-  t.add_int("latency.warmup", 10, "untimed forward passes before timing").min(0).max(10000);
-  t.add_int("latency.repeats", 50, "timed forward passes at batch 1 (median, mean and p95 reported)")
-      .min(1)
-      .max(100000);
-  t.add_int("latency.large_batch", 128, "the large batch size timed beside batch 1").min(1).max(65536);
-  t.add_int("latency.large_batch_repeats", 10, "timed forward passes at the large batch").min(1).max(100000);
-  t.add_bool("plot", true, "draw the training curves (gnuplot)");
-  t.add_bool("export_torchscript", true,
-             "write the final model as model.torchscript.pt (Python: torch.jit.load(file)(images), no expctl)");
+  e.info.params = report_binder().table();
   e.plan = plan;
   e.create = [] { return std::make_unique<ReportStage>(); };
   return e;

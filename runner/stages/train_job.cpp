@@ -16,9 +16,9 @@ TrainJob make_train_job(const StageContext& ctx, const std::string& stage, model
   job.train = &train;
   job.test = &test;
   job.params = &ctx.params;
-  job.augment = data::augmentation_of(cfg.dataset);
-  job.prefetch = data::prefetch_of(cfg.dataset);
-  job.seed = static_cast<uint64_t>(cfg.runtime.get_int("seed"));
+  job.augment = data::augmentation_of(cfg);
+  job.prefetch = data::prefetch_of(cfg);
+  job.seed = static_cast<uint64_t>(cfg.run.seed);
   job.device = device;
   job.checkpoint_path = std::move(checkpoint_path);
   job.interrupt_path = ctx.naming.interrupt_state(stage);

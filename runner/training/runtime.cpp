@@ -26,8 +26,8 @@ torch::Device resolve_device(const std::string& spec, const parallel::WorldInfo&
 
 torch::Device prepare_runtime(const ScenarioConfig& cfg, spdlog::logger& log) {
   const parallel::WorldInfo& world = parallel::world();
-  torch::Device device = resolve_device(cfg.runtime.get_string("device"), world);
-  int64_t requested = cfg.runtime.get_int("threads");
+  torch::Device device = resolve_device(cfg.run.device, world);
+  int64_t requested = cfg.run.threads;
   // Processes of one machine share its cores; a launcher that binds each to its own cores (Slurm) has already
   // narrowed what usable_cores() sees.
   const int cores = metrics::usable_cores();
@@ -47,9 +47,9 @@ void with_process_group(const parallel::WorldInfo& world, const std::vector<cons
     return;
   }
   const ScenarioConfig& first = *scenarios.front();
-  const torch::Device device = resolve_device(first.runtime.get_string("device"), world);
+  const torch::Device device = resolve_device(first.run.device, world);
   for (const ScenarioConfig* s : scenarios) {
-    const torch::Device d = resolve_device(s->runtime.get_string("device"), world);
+    const torch::Device d = resolve_device(s->run.device, world);
     if (d != device)
       throw Error(s->file.string() + ": runtime.device resolves to " + d.str() + ", but " + first.file.string() +
                   " to " + device.str() + "; scenarios run together over several processes must share the device");

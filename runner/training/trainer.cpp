@@ -25,6 +25,7 @@
 #include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
 #include "runner/parallel/coordinator.h"
+#include "runner/training/training_params.h"
 
 namespace expctl {
 namespace fs = std::filesystem;
@@ -130,13 +131,10 @@ void apply_masks(models::Network model, const std::map<std::string, torch::Tenso
 namespace {
 
 // Weight decay on conv/linear weights only: decaying BN scales and biases hurts accuracy and does not regularise.
-std::unique_ptr<torch::optim::SGD> make_optimizer(models::Network model, const Params& p) {
+std::unique_ptr<torch::optim::SGD> make_optimizer(models::Network model, const TrainingOptions& o) {
   std::vector<torch::Tensor> decay, no_decay;
   for (auto& kv : model->named_parameters()) (kv.value().dim() > 1 ? decay : no_decay).push_back(kv.value());
-  auto opts = torch::optim::SGDOptions(p.get_float("optimizer.lr"))
-                  .momentum(p.get_float("optimizer.momentum"))
-                  .nesterov(p.get_bool("optimizer.nesterov"))
-                  .weight_decay(p.get_float("optimizer.weight_decay"));
+  auto opts = torch::optim::SGDOptions(o.lr).momentum(o.momentum).nesterov(o.nesterov).weight_decay(o.weight_decay);
   auto no_decay_opts = opts;
   no_decay_opts.weight_decay(0);
   std::vector<torch::optim::OptimizerParamGroup> groups;
@@ -146,11 +144,11 @@ std::unique_ptr<torch::optim::SGD> make_optimizer(models::Network model, const P
 }
 
 // Learning rate at global step `t` of `total`: linear warm-up, then the schedule down from the peak.
-double lr_at(const Params& p, int64_t t, int64_t total, int64_t warmup) {
-  const double peak = p.get_float("optimizer.lr");
+double lr_at(const TrainingOptions& o, int64_t t, int64_t total, int64_t warmup) {
+  const double peak = o.lr;
   if (t < warmup) return peak * double(t + 1) / double(warmup);
   const double q = total > warmup ? double(t - warmup) / double(total - warmup) : 1.0;
-  const std::string& s = p.get_string("schedule");
+  const std::string& s = o.schedule;
   if (s == "cosine") return peak * 0.5 * (1.0 + std::cos(M_PI * q));
   if (s == "onecycle") return peak * (1.0 - q);
   return peak;
@@ -348,9 +346,9 @@ class Trainer {
  public:
   explicit Trainer(TrainJob& job)
       : job_(job),
-        p_(*job.params),
-        epochs_(p_.get_int("epochs")),
-        planned_(checkpoint_epochs(epochs_, p_.get_int("save_every"))),
+        p_(training_options(*job.params)),
+        epochs_(p_.epochs),
+        planned_(checkpoint_epochs(epochs_, p_.save_every)),
         coord_(parallel::TrainingCoordinator::create([] { return stop_requested(); })) {}
 
   TrainResult run() {
@@ -393,7 +391,7 @@ class Trainer {
   void setup() {
     const bool cuda = job_.device.is_cuda();
     const metrics::Bf16Support cpu = metrics::cpu_bf16_support();
-    precision_ = choose_precision(p_.get_string("precision"), p_.get_bool("channels_last"), job_.device, cpu);
+    precision_ = choose_precision(p_.precision, p_.channels_last, job_.device, cpu);
     result_.precision = precision_;
     if (coord_->main()) {
       if (precision_.bf16 && !cuda && !cpu.native)
@@ -403,7 +401,7 @@ class Trainer {
     }
     if (cuda) at::globalContext().setBenchmarkCuDNN(true);
 
-    const int64_t global_batch = p_.get_int("batch_size");
+    const int64_t global_batch = p_.batch_size;
     if (global_batch % coord_->ranks() != 0)
       throw Error(job_.meta.value("stage", std::string("training")) + ".batch_size: " + std::to_string(global_batch) +
                   " is not divisible by the " + std::to_string(coord_->ranks()) +
@@ -443,8 +441,8 @@ class Trainer {
       throw Error("the training split has " + std::to_string(job_.train->size()) + " images, fewer than one batch of " +
                   std::to_string(global_batch) + "; lower batch_size");
     steps_ = loader_->num_batches();
-    warmup_ = std::llround(p_.get_float("warmup_epochs") * double(steps_));
-    ce_ = F::CrossEntropyFuncOptions().label_smoothing(p_.get_float("label_smoothing"));
+    warmup_ = std::llround(p_.warmup_epochs * double(steps_));
+    ce_ = F::CrossEntropyFuncOptions().label_smoothing(p_.label_smoothing);
   }
 
   // The model on its device in its memory format, and a new optimizer for its parameters (fp32 master weights).
@@ -457,7 +455,7 @@ class Trainer {
   // ---- one epoch ----
   EpochTotals train_epoch(int64_t epoch) {
     job_.model->train();
-    if (p_.get_bool("freeze_bn")) freeze_batchnorm(job_.model);
+    if (p_.freeze_bn) freeze_batchnorm(job_.model);
     loader_->set_epoch(epoch - 1);
     EpochProgress bar(epoch, epochs_, steps_, coord_->main());
     EpochTotals t;
@@ -538,7 +536,7 @@ class Trainer {
     rec.train_accuracy = 100.0 * double(t.correct.item<int64_t>()) / double(t.seen);
     coord_->before_evaluation(*job_.model);
     const auto t1 = std::chrono::steady_clock::now();
-    metrics::EvalResult ev = evaluate_all_ranks(job_.model, *job_.test, p_.get_int("eval_batch_size"), job_.device);
+    metrics::EvalResult ev = evaluate_all_ranks(job_.model, *job_.test, p_.eval_batch_size, job_.device);
     rec.eval_images_per_second =
         double(ev.count) / std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
     // The weights can blow up in the last steps of an epoch, or only the BN running statistics (used in eval mode):
@@ -636,7 +634,7 @@ class Trainer {
   }
 
   TrainJob& job_;
-  const Params& p_;
+  const TrainingOptions p_;
   const int64_t epochs_;
   const std::vector<int64_t> planned_;
   std::unique_ptr<parallel::TrainingCoordinator> coord_;

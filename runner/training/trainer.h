@@ -65,7 +65,7 @@ struct TrainJob {
   models::Network model{nullptr};      ///< trained in place (replaced by the resumed model when resuming)
   const data::Split* train = nullptr;  ///< on `device`
   const data::Split* test = nullptr;   ///< evaluated after every epoch
-  const Params* params = nullptr;      ///< the stage block (see add_training_params)
+  const Params* params = nullptr;      ///< the stage block (read by training_options())
   data::Augmentation augment;          ///< from the data set's parameters
   int64_t prefetch = 0;                ///< batches decoded ahead on a streamed split
   uint64_t seed = 0;

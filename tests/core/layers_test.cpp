@@ -50,7 +50,49 @@ std::vector<std::string> sources() {
   return out;
 }
 
+// A parameter read or declared by its string key outside the binder ("p.get_int(\"epochs\")",
+// "t.add_bool(\"plot\", ...)"): every stage, model, data set, section and pruner binds its keys to the fields of
+// an options struct (runner/core/options_binder.h), so a key is written once, where it is declared.
+bool keyed_by_string(const std::string& line) {
+  static const std::regex read(R"(\.(get_int|get_float|get_string|get_bool|get_list)\(\s*")");
+  static const std::regex declare(
+      R"((\.|->)add_(int|float|bool|string|enum|list|path|url|name|required|plugin)\(\s*")");
+  const auto code = line.find_first_not_of(" \t");
+  if (code == std::string::npos || line.compare(code, 2, "//") == 0) return false;  // comments show examples
+  return std::regex_search(line, read) || std::regex_search(line, declare);
+}
+
+// The files that implement the tables and the binder themselves.
+bool is_binder_itself(const std::string& path) {
+  return path == "runner/core/params.h" || path == "runner/core/params.cpp" || path == "runner/core/options_binder.h";
+}
+
 }  // namespace
+
+TEST(Parameters, EveryKeyIsDeclaredAndReadThroughABinder) {
+  std::vector<std::string> keyed;
+  for (const auto& f : sources()) {
+    if (is_binder_itself(f)) continue;
+    std::ifstream in(fs::path(EXPCTL_SOURCE_DIR) / f);
+    ASSERT_TRUE(in) << f;
+    int line_no = 0;
+    for (std::string line; std::getline(in, line);)
+      if (++line_no; keyed_by_string(line)) keyed.push_back(f + ":" + std::to_string(line_no) + ": " + line);
+  }
+  std::string all;
+  for (const auto& k : keyed) all += "\n  " + k;
+  EXPECT_TRUE(keyed.empty()) << keyed.size() << " keys read or declared by string outside a binder:" << all;
+}
+
+TEST(Parameters, TheCheckSeesAKeyReadByString) {
+  EXPECT_TRUE(keyed_by_string("  const int64_t e = p.get_int(\"epochs\");"));
+  EXPECT_TRUE(keyed_by_string("    if (cfg.dataset.get_bool( \"augment.hflip\")) {"));
+  EXPECT_TRUE(keyed_by_string("  t.add_int(\"retries\", 5, \"attempts\").min(1);"));
+  EXPECT_TRUE(keyed_by_string("  table->add_enum(\"mode\", \"a\", {\"a\"}, \"m\");"));
+  EXPECT_FALSE(keyed_by_string("  b.add(&O::retries, \"retries\", \"attempts\").min(1);"));
+  EXPECT_FALSE(keyed_by_string("  const int64_t e = o.epochs;"));
+  EXPECT_FALSE(keyed_by_string("///     t.add_int(\"epochs\", 30, \"Training epochs\");"));
+}
 
 TEST(Layers, EveryFolderHasItsPlace) {
   std::vector<std::string> homeless;

@@ -65,7 +65,7 @@ TEST_F(Sweep, ExpandsTheCartesianProductFirstKeySlowest) {
   EXPECT_EQ(cells[1].settings_text(), "prune.sparsity=0.3 prune.score=magnitude");
   // Values not swept stay as the file says; --set reaches every cell.
   EXPECT_EQ(cells[0].config.stage("recover").get_int("epochs"), 3);
-  EXPECT_EQ(cells[0].config.paths.get_string("checkpoints"), (dir_.path() / "ck").string());
+  EXPECT_EQ(cells[0].config.dirs.checkpoints, (dir_.path() / "ck").string());
 }
 
 TEST_F(Sweep, CellFoldersNeverCollideAndShareTheFineTunedModel) {

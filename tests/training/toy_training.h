@@ -41,10 +41,8 @@ inline models::GraphNet tiny_model() {
 }
 
 inline Params training_params(int64_t epochs) {
-  ParamTable t;
-  add_training_params(t, epochs);
   std::vector<Diagnostic> diags;
-  Params p = validate_block(nullptr, Mark{}, "finetune", t, diags);
+  Params p = validate_block(nullptr, Mark{}, "finetune", training_binder(epochs).table(), diags);
   Value v;
   v.v = int64_t(16);
   p.set("batch_size", v);

@@ -1,0 +1,21 @@
+// The report stage's keys, declared once (the stage itself is registered in report.cpp; batch_limits.cpp checks
+// its large latency batch against memory).
+#pragma once
+#include <cstdint>
+
+#include "runner/core/options_binder.h"
+
+namespace expctl {
+
+struct ReportOptions {
+  int64_t warmup = 10;               ///< latency.warmup: untimed passes before timing
+  int64_t repeats = 50;              ///< latency.repeats: timed passes at batch 1
+  int64_t large_batch = 128;         ///< latency.large_batch
+  int64_t large_batch_repeats = 10;  ///< latency.large_batch_repeats
+  bool plot = true;                  ///< draw the charts (gnuplot)
+  bool export_torchscript = true;    ///< write the final model as TorchScript
+};
+
+const OptionBinder<ReportOptions>& report_binder();
+
+}  // namespace expctl
