@@ -49,11 +49,10 @@ void compare(const CompareOpts& o) {
   }
   if (!missing.empty()) throw Error("nothing to compare yet:\n  " + join(missing, "\n  "));
   ScenarioConfig first = load_scenario(o.files.front(), o.sets);
-  const fs::path dir = o.output.empty() ? Naming(first).reports_dir() / ("compare_" + join(methods, "_vs_"))
-                                        : fs::path(o.output);
+  const fs::path dir = o.output.empty() ? Naming(first).comparison_dir(methods) : fs::path(o.output);
   sweep::write_summary(dir, ts + ": " + join(methods, " vs "), runs, !o.no_plot);
-  std::ifstream md(dir / "summary.md");
-  std::cout << md.rdbuf() << "\ncomparison: " << (dir / "summary.md").string() << "\n";
+  std::ifstream md(Naming::summary_file(dir, "md"));
+  std::cout << md.rdbuf() << "\ncomparison: " << Naming::summary_file(dir, "md").string() << "\n";
 }
 
 }  // namespace

@@ -34,7 +34,7 @@ fs::path summarise(const std::vector<sweep::Cell>& cells) {
   for (const auto& c : cells)
     if (auto r = sweep::read_run(Naming(c.config).report_file("json"), c.id)) runs.push_back(*r);
   if (runs.empty()) return {};
-  const fs::path dir = sweep::summary_dir(cells.front().config);
+  const fs::path dir = Naming(cells.front().config).sweep_summary_dir();
   sweep::write_summary(dir, Naming(cells.front().config).scenario_name() + " sweep", runs, true);
   return dir;
 }
@@ -89,7 +89,7 @@ void run_cells(const SweepOpts& o, const parallel::WorldInfo& world, const std::
       sweep::SlurmOptions so;
       so.expctl = self_path();
       so.workdir = fs::absolute(fs::current_path());
-      so.log_dir = fs::absolute(sweep::summary_dir(all.front().config));
+      so.log_dir = fs::absolute(Naming(all.front().config).sweep_summary_dir());
       so.job_name = Naming(all.front().config).scenario_name() + "_sweep";
       so.sbatch = o.sbatch;
       fs::path out = o.output.empty() || sweeps.size() > 1 ? so.log_dir / "sweep.sbatch" : fs::path(o.output);
@@ -135,8 +135,10 @@ void run_cells(const SweepOpts& o, const parallel::WorldInfo& world, const std::
       if (o.summary_only) throw Error(file + ": no sweep cell has finished yet; run `expctl sweep " + file + "`");
       continue;
     }
-    std::ifstream md(dir / "summary.md");
-    std::cout << "\n" << md.rdbuf() << "\n" << "sweep summary: " << (dir / "summary.md").string() << "\n";
+    std::ifstream md(Naming::summary_file(dir, "md"));
+    std::cout << "\n"
+              << md.rdbuf() << "\n"
+              << "sweep summary: " << Naming::summary_file(dir, "md").string() << "\n";
   }
   if (!failures.empty())
     throw Error(std::to_string(failures.size()) + " of " + std::to_string(total) + " sweep cells failed:\n  " +

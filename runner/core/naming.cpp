@@ -42,6 +42,20 @@ std::filesystem::path Naming::report_file(const std::string& extension) const {
 std::filesystem::path Naming::exported_model() const { return report_dir() / "model.torchscript.pt"; }
 std::filesystem::path Naming::training_curves_chart() const { return report_dir() / "training_curves.png"; }
 std::filesystem::path Naming::pruning_chart() const { return report_dir() / "pruning_layers.png"; }
+std::filesystem::path Naming::sweep_summary_dir() const { return reports_dir() / (scenario_name() + "_sweep"); }
+std::filesystem::path Naming::comparison_dir(const std::vector<std::string>& methods) const {
+  std::string name = "compare";
+  for (size_t i = 0; i < methods.size(); ++i) name += (i ? "_vs_" : "_") + methods[i];
+  return reports_dir() / name;
+}
+std::filesystem::path Naming::download_lock() const { return datasets_dir_ / ".download.lock"; }
+std::filesystem::path Naming::summary_file(const std::filesystem::path& dir, const std::string& extension) {
+  return dir / ("summary." + extension);
+}
+std::filesystem::path Naming::equal_macs_table(const std::filesystem::path& dir) { return dir / "equal_macs.csv"; }
+std::filesystem::path Naming::summary_chart(const std::filesystem::path& dir, const std::string& against) {
+  return dir / ("accuracy_vs_" + against + ".png");
+}
 
 // A cell of a pruning sweep reads the shared fine-tuned model; only a cell that fine-tunes keeps its own.
 std::filesystem::path Naming::checkpoint_dir() const { return cell_finetunes_ ? report_dir() : checkpoints_ / ts_; }

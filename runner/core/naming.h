@@ -68,6 +68,14 @@ class Naming {
   /// and data beside each: same stem, .gp and .dat).
   std::filesystem::path training_curves_chart() const;
   std::filesystem::path pruning_chart() const;
+  /// {datasets}/.download.lock: held by the process that downloads, so that others sharing the folder wait.
+  std::filesystem::path download_lock() const;
+  /// The files of a summary folder (a sweep's or a comparison's, under reports_dir()): {dir}/summary.{md,csv,json}
+  /// for `extension` "md", "csv" or "json"; {dir}/equal_macs.csv; the charts {dir}/accuracy_vs_macs.png and
+  /// {dir}/accuracy_vs_latency.png (`against`: "macs" or "latency").
+  static std::filesystem::path summary_file(const std::filesystem::path& dir, const std::string& extension);
+  static std::filesystem::path equal_macs_table(const std::filesystem::path& dir);
+  static std::filesystem::path summary_chart(const std::filesystem::path& dir, const std::string& against);
   /// The lock that writers of a shared checkpoint name take: "{dir}/{Model}_{Dataset}_FT_5.pt" ->
   /// "{dir}/.{Model}_{Dataset}_FT.lock" (one per family of epochs).
   static std::filesystem::path writer_lock(const std::filesystem::path& checkpoint);
@@ -76,6 +84,10 @@ class Naming {
   std::filesystem::path datasets_dir() const { return datasets_dir_; }
   /// Cross-scenario reports: {reports}/{TS}/
   std::filesystem::path reports_dir() const;
+  /// A sweep's summary folder: {reports}/{TS}/{scenario_name()}_sweep/
+  std::filesystem::path sweep_summary_dir() const;
+  /// `expctl compare`'s folder for these methods: {reports}/{TS}/compare_{A}_vs_{B}.../
+  std::filesystem::path comparison_dir(const std::vector<std::string>& methods) const;
   /// Folder of the fine-tuning checkpoints: {checkpoints}/{TS}/ (also for the cells of a pruning sweep, which
   /// start from the shared fine-tuned model; a cell of a fine-tuning sweep: its own folder). FTAP checkpoints of
   /// a cell go to its own folder.

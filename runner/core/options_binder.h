@@ -1,6 +1,7 @@
-// Parameters declared once: each entry of a plugin's parameter table is bound to a field of its options struct,
-// so the default is the field's initializer, and reading a block fills the struct (as PyTorch's TORCH_ARG and
-// micromamba's configurables do). Nothing is written twice: not the key, not the default, not the range.
+// Parameters declared once: each entry of a block's parameter table (a stage, a pruner, a model, a data set, a
+// section) is bound to a field of its options struct, so the default is the field's initializer, and reading a
+// block fills the struct (as PyTorch's TORCH_ARG and micromamba's configurables do). Nothing is written twice: not
+// the key, not the default, not the range.
 //
 //     struct Options {
 //       double sparsity = 0.5;
@@ -132,16 +133,16 @@ class OptionBinder {
   /// The key bound to `field` ("calibration.samples" for &Options::samples): for a diagnostic that points at where
   /// the value was written (`params.at(binder.key(&O::samples)).mark`). Throws std::logic_error for a field never
   /// bound, a programming error.
-  template <class T>
-  const std::string& key(T O::*field) const {
-    const std::ptrdiff_t at = offset_of(field);
+  template <class T, class C>  // C: O or a base of O (a field of the base struct)
+  const std::string& key(T C::*field) const {
+    const std::ptrdiff_t at = offset_of(static_cast<T O::*>(field));
     for (size_t i = 0; i < offsets_.size(); ++i)
       if (offsets_[i] == at) return table_.specs()[i].key;
     throw std::logic_error("OptionBinder::key: the field is not bound");
   }
   /// Where the value of `field` came from, and whether it is the declared default.
-  template <class T>
-  const Value& value(const Params& params, T O::*field) const {
+  template <class T, class C>
+  const Value& value(const Params& params, T C::*field) const {
     return params.at(key(field));
   }
 

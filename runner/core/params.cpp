@@ -386,7 +386,31 @@ std::string range_reason(const ParamSpec& s, const std::string& got) {
   return r + ", got " + got;
 }
 
+namespace {
 
+// The items of a YAML sequence as a StringList: each a string (one of spec.choices when given); every bad item is
+// a diagnostic at its own position.
+bool parse_list(const YNodePtr& node, const ParamSpec& spec, const std::string& full_key, Value& out,
+                std::vector<Diagnostic>& diags) {
+  std::vector<std::string> items;
+  bool ok = true;
+  for (const auto& item : node->items) {
+    if (!item->is_scalar()) {
+      diags.push_back({item->mark, full_key, "list items must be strings, got " + item->describe()});
+      ok = false;
+    } else if (!spec.choices.empty() &&
+               std::find(spec.choices.begin(), spec.choices.end(), item->scalar) == spec.choices.end()) {
+      diags.push_back({item->mark, full_key, choice_reason(item->scalar, spec.choices)});
+      ok = false;
+    } else {
+      items.push_back(item->scalar);
+    }
+  }
+  out.v = std::move(items);
+  return ok;
+}
+
+}  // namespace
 
 bool parse_value(const YNodePtr& node, const ParamSpec& spec, const std::string& full_key, Value& out,
                  std::vector<Diagnostic>& diags) {
@@ -454,25 +478,9 @@ bool parse_value(const YNodePtr& node, const ParamSpec& spec, const std::string&
         return fail(choice_reason(s, spec.choices));
       out.v = s;
       return true;
-    case ParamType::StringList: {
+    case ParamType::StringList:
       if (!node->is_seq()) return fail("expected a list, got " + node->describe());
-      std::vector<std::string> items;
-      bool ok = true;
-      for (const auto& item : node->items) {
-        if (!item->is_scalar()) {
-          diags.push_back({item->mark, full_key, "list items must be strings, got " + item->describe()});
-          ok = false;
-        } else if (!spec.choices.empty() &&
-                   std::find(spec.choices.begin(), spec.choices.end(), item->scalar) == spec.choices.end()) {
-          diags.push_back({item->mark, full_key, choice_reason(item->scalar, spec.choices)});
-          ok = false;
-        } else {
-          items.push_back(item->scalar);
-        }
-      }
-      out.v = std::move(items);
-      return ok;
-    }
+      return parse_list(node, spec, full_key, out, diags);
   }
   return fail("unsupported parameter type");
 }

@@ -471,6 +471,38 @@ Split read_folder(const Params& p, const fs::path& datasets_dir, bool train) {
   return split;
 }
 
+// The rules across keys: exactly one of path and url, two ordered positive numbers for scale and ratio, and 1 or 3
+// channels.
+void check_folder_keys(const Params& p, const std::string& prefix, std::vector<Diagnostic>& diags) {
+  const auto& b = binder();
+  const FolderKeys k = b.read(p, prefix);
+  const bool has_path = !k.path.empty(), has_url = !k.url.empty();
+  if (has_path == has_url) {
+    // Neither given has no position of its own: point at the first key the block does give.
+    Mark where = has_path ? b.value(p, &FolderKeys::path).mark : b.value(p, &FolderKeys::url).mark;
+    for (const auto& [key, value] : p.items())
+      if (!where.file && value.mark.file) where = value.mark;
+    diags.push_back(
+        {where, prefix + "." + b.key(&FolderKeys::path), "give exactly one of path (a local folder) and url"});
+  }
+  for (auto field : {&FolderKeys::scale, &FolderKeys::ratio}) {
+    const auto& v = k.*field;
+    std::string why;
+    try {
+      if (v.size() != 2)
+        why = "expected two numbers [lo, hi]";
+      else if (!(std::stod(v[0]) > 0) || std::stod(v[0]) > std::stod(v[1]))
+        why = "expected 0 < lo <= hi";
+    } catch (const std::exception&) {
+      why = "expected two numbers [lo, hi]";
+    }
+    if (!why.empty()) diags.push_back({b.value(p, field).mark, prefix + "." + b.key(field), why});
+  }
+  if (k.channels == 2)
+    diags.push_back({b.value(p, &FolderKeys::channels).mark, prefix + "." + b.key(&FolderKeys::channels),
+                     "expected 1 (grey) or 3 (RGB), got 2"});
+}
+
 DatasetEntry image_folder() {
   DatasetEntry e;
   e.info.name = "ImageFolder";
@@ -478,35 +510,7 @@ DatasetEntry image_folder() {
       "your own images as torchvision's ImageFolder reads them: ROOT/train/<class>/*.jpg|png and ROOT/val/<class>/..., "
       "from a local folder or a tar/zip URL";
   e.info.params = folder_table();
-  e.info.check = [](const Params& p, const std::string& prefix, std::vector<Diagnostic>& diags) {
-    const auto& b = binder();
-    const FolderKeys k = b.read(p, prefix);
-    const bool has_path = !k.path.empty(), has_url = !k.url.empty();
-    if (has_path == has_url) {
-      // Neither given has no position of its own: point at the first key the block does give.
-      Mark where = has_path ? b.value(p, &FolderKeys::path).mark : b.value(p, &FolderKeys::url).mark;
-      for (const auto& [key, value] : p.items())
-        if (!where.file && value.mark.file) where = value.mark;
-      diags.push_back(
-          {where, prefix + "." + b.key(&FolderKeys::path), "give exactly one of path (a local folder) and url"});
-    }
-    for (auto field : {&FolderKeys::scale, &FolderKeys::ratio}) {
-      const auto& v = k.*field;
-      std::string why;
-      try {
-        if (v.size() != 2)
-          why = "expected two numbers [lo, hi]";
-        else if (!(std::stod(v[0]) > 0) || std::stod(v[0]) > std::stod(v[1]))
-          why = "expected 0 < lo <= hi";
-      } catch (const std::exception&) {
-        why = "expected two numbers [lo, hi]";
-      }
-      if (!why.empty()) diags.push_back({b.value(p, field).mark, prefix + "." + b.key(field), why});
-    }
-    if (k.channels == 2)
-      diags.push_back({b.value(p, &FolderKeys::channels).mark, prefix + "." + b.key(&FolderKeys::channels),
-                       "expected 1 (grey) or 3 (RGB), got 2"});
-  };
+  e.info.check = check_folder_keys;
   e.augment = [](const Params& p, Augmentation& a) {
     const FolderKeys k = keys_of(p);
     auto& c = a.resized_crop;

@@ -231,24 +231,10 @@ bool is_http(const std::string& url) {
   return scheme == "http" || scheme == "https";
 }
 
-Attempt transfer_once(const DownloadOptions& o, const fs::path& part, std::uintmax_t offset) {
-  const std::string where = o.url + " to " + part.string();
-  Sink sink;
-  sink.file = std::fopen(part.c_str(), offset > 0 ? "ab" : "wb");
-  if (!sink.file) {
-    return {Outcome::kFatal,
-            "cannot download " + o.url + ": cannot open " + part.string() + " for writing: " + std::strerror(errno)};
-  }
-  std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), &curl_easy_cleanup);
-  if (!curl) {
-    std::fclose(sink.file);
-    return {Outcome::kFatal, "cannot download " + o.url + ": curl_easy_init failed"};
-  }
-  CURL* h = curl.get();
-  char errbuf[CURL_ERROR_SIZE] = {0};
-  Progress progress(o.destination.filename().string(), o.progress, offset);
-  ProgressState progress_state{&progress};
-
+// The options of one transfer of o.url: the protocols allowed (a redirect never reaches a local file), failing on
+// HTTP errors, the timeouts, the body into `sink`, progress into `progress_state`, resuming at `offset`.
+void configure_transfer(CURL* h, const DownloadOptions& o, char* errbuf, Sink& sink, ProgressState& progress_state,
+                        std::uintmax_t offset) {
   curl_easy_setopt(h, CURLOPT_URL, o.url.c_str());
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);  // signals are process-wide; the runner may be multi-threaded
@@ -273,21 +259,12 @@ Attempt transfer_once(const DownloadOptions& o, const fs::path& part, std::uintm
   curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, &on_progress);
   curl_easy_setopt(h, CURLOPT_XFERINFODATA, &progress_state);
   if (offset > 0) curl_easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, static_cast<curl_off_t>(offset));
+}
 
-  const CURLcode rc = curl_easy_perform(h);
-  long status = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-  progress.finish(progress_state.total, progress_state.now);
-
-  // Flush to the disk before deciding: a full disk shows up here, not in fwrite.
-  const bool flushed = std::fflush(sink.file) == 0 && ::fsync(::fileno(sink.file)) == 0;
-  const int flush_errno = errno;
-  const bool closed = std::fclose(sink.file) == 0;
-  if (sink.error != 0 || !flushed || !closed) {
-    const int e = sink.error != 0 ? sink.error : flush_errno;
-    return {Outcome::kFatal, "cannot download " + o.url + ": cannot write " + part.string() + ": " + std::strerror(e)};
-  }
-
+// What a finished transfer means: complete, worth retrying, a range the server cannot or will not serve, or fatal.
+Attempt outcome_of(CURLcode rc, long status, const DownloadOptions& o, const fs::path& part, std::uintmax_t offset,
+                   const char* errbuf, const Progress& progress) {
+  const std::string where = o.url + " to " + part.string();
   std::string detail = errbuf[0] != '\0' ? std::string(errbuf) : std::string(curl_easy_strerror(rc));
   while (!detail.empty() && (detail.back() == '.' || detail.back() == '\n')) detail.pop_back();
   const std::string http_status = http_status_text(status);
@@ -315,6 +292,40 @@ Attempt transfer_once(const DownloadOptions& o, const fs::path& part, std::uintm
                                      std::to_string(o.stall_timeout_s) + " s)"};
   }
   return {is_retryable(rc) ? Outcome::kRetryable : Outcome::kFatal, "cannot download " + o.url + ": " + detail};
+}
+
+Attempt transfer_once(const DownloadOptions& o, const fs::path& part, std::uintmax_t offset) {
+  Sink sink;
+  sink.file = std::fopen(part.c_str(), offset > 0 ? "ab" : "wb");
+  if (!sink.file) {
+    return {Outcome::kFatal,
+            "cannot download " + o.url + ": cannot open " + part.string() + " for writing: " + std::strerror(errno)};
+  }
+  std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), &curl_easy_cleanup);
+  if (!curl) {
+    std::fclose(sink.file);
+    return {Outcome::kFatal, "cannot download " + o.url + ": curl_easy_init failed"};
+  }
+  CURL* h = curl.get();
+  char errbuf[CURL_ERROR_SIZE] = {0};
+  Progress progress(o.destination.filename().string(), o.progress, offset);
+  ProgressState progress_state{&progress};
+  configure_transfer(h, o, errbuf, sink, progress_state, offset);
+
+  const CURLcode rc = curl_easy_perform(h);
+  long status = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+  progress.finish(progress_state.total, progress_state.now);
+
+  // Flush to the disk before deciding: a full disk shows up here, not in fwrite.
+  const bool flushed = std::fflush(sink.file) == 0 && ::fsync(::fileno(sink.file)) == 0;
+  const int flush_errno = errno;
+  const bool closed = std::fclose(sink.file) == 0;
+  if (sink.error != 0 || !flushed || !closed) {
+    const int e = sink.error != 0 ? sink.error : flush_errno;
+    return {Outcome::kFatal, "cannot download " + o.url + ": cannot write " + part.string() + ": " + std::strerror(e)};
+  }
+  return outcome_of(rc, status, o, part, offset, errbuf, progress);
 }
 
 bool all_hex(const std::string& s) {

@@ -14,8 +14,8 @@
 #include "runner/core/compat.h"
 #include "runner/core/error.h"
 #include "runner/data/loader.h"
+#include "runner/io/torch_file.h"
 #include "runner/models/mode_guard.h"
-#include "runner/models/torch_file.h"
 
 namespace expctl::metrics {
 namespace {
@@ -163,10 +163,10 @@ ModelSize model_size(const torch::nn::Module& model) {
   torch::NoGradGuard no_grad;
   const models::StateDict sd = models::state_dict(model);
   // Serialising is the definition: the same writer as checkpoints, so the figure is the file a user would get.
-  auto dict = models::PickleValue::dict();
-  for (const auto& item : sd) dict.set(item.key(), models::PickleValue::from(item.value().detach()));
+  auto dict = io::PickleValue::dict();
+  for (const auto& item : sd) dict.set(item.key(), io::PickleValue::from(item.value().detach()));
   ModelSize s;
-  s.dense_bytes = static_cast<int64_t>(models::serialize_torch_file(dict).size());
+  s.dense_bytes = static_cast<int64_t>(io::serialize_torch_file(dict).size());
 
   s.compact_bytes = s.dense_bytes;
   for (const auto& p : model.named_parameters()) {

@@ -51,7 +51,7 @@ constexpr double kBytesPerMB = 1024.0 * 1024.0;
 /// The size of a model's weights.
 ///
 /// dense_bytes: the exact length of the file expctl writes for the weights alone, i.e. of
-/// models::serialize_torch_file() of a dict {state-dict name: tensor} holding every parameter and buffer
+/// io::serialize_torch_file() of a dict {state-dict name: tensor} holding every parameter and buffer
 /// (torch.save's zip format: data.pkl, one 64-byte-aligned record per tensor, zip headers). ResNet-18 with 1000
 /// classes: 46,840,268 bytes = 44.67 MB; Python's torch.save of torchvision's resnet18().state_dict() is
 /// 46,834,317 bytes, and torchvision's resnet18-f37072fd.pth (no `num_batches_tracked`) 46,830,571 bytes.

@@ -9,9 +9,9 @@
 
 #include "runner/core/error.h"
 #include "runner/core/files.h"
+#include "runner/io/torch_file.h"
 #include "runner/io/zip_check.h"
 #include "runner/models/graph_net.h"
-#include "runner/models/torch_file.h"
 #include "runner/models/zoo.h"
 
 namespace expctl::models {
@@ -21,30 +21,30 @@ namespace {
 constexpr const char* kFormat = "expctl.checkpoint";
 constexpr int64_t kVersion = 1;
 
-PickleValue to_pickle(const nlohmann::json& j, const std::string& path) {
+io::PickleValue to_pickle(const nlohmann::json& j, const std::string& path) {
   switch (j.type()) {
     case nlohmann::json::value_t::null:
-      return PickleValue::none();
+      return io::PickleValue::none();
     case nlohmann::json::value_t::boolean:
-      return PickleValue::from(j.get<bool>());
+      return io::PickleValue::from(j.get<bool>());
     case nlohmann::json::value_t::number_integer:
-      return PickleValue::from(j.get<int64_t>());
+      return io::PickleValue::from(j.get<int64_t>());
     case nlohmann::json::value_t::number_unsigned: {
       const auto u = j.get<uint64_t>();
       if (u > static_cast<uint64_t>(INT64_MAX)) throw Error(path + ": integer too large");
-      return PickleValue::from(static_cast<int64_t>(u));
+      return io::PickleValue::from(static_cast<int64_t>(u));
     }
     case nlohmann::json::value_t::number_float:
-      return PickleValue::from(j.get<double>());
+      return io::PickleValue::from(j.get<double>());
     case nlohmann::json::value_t::string:
-      return PickleValue::from(j.get<std::string>());
+      return io::PickleValue::from(j.get<std::string>());
     case nlohmann::json::value_t::array: {
-      auto l = PickleValue::list();
+      auto l = io::PickleValue::list();
       for (size_t i = 0; i < j.size(); ++i) l.items.push_back(to_pickle(j[i], path + "[" + std::to_string(i) + "]"));
       return l;
     }
     case nlohmann::json::value_t::object: {
-      auto d = PickleValue::dict();
+      auto d = io::PickleValue::dict();
       for (auto it = j.begin(); it != j.end(); ++it) d.set(it.key(), to_pickle(it.value(), path + "." + it.key()));
       return d;
     }
@@ -53,29 +53,29 @@ PickleValue to_pickle(const nlohmann::json& j, const std::string& path) {
   }
 }
 
-nlohmann::json to_json(const PickleValue& v, const std::string& path) {
+nlohmann::json to_json(const io::PickleValue& v, const std::string& path) {
   switch (v.kind) {
-    case PickleValue::Kind::None:
+    case io::PickleValue::Kind::None:
       return nullptr;
-    case PickleValue::Kind::Bool:
+    case io::PickleValue::Kind::Bool:
       return v.boolean;
-    case PickleValue::Kind::Int:
+    case io::PickleValue::Kind::Int:
       return v.integer;
-    case PickleValue::Kind::Float:
+    case io::PickleValue::Kind::Float:
       return v.real;
-    case PickleValue::Kind::String:
+    case io::PickleValue::Kind::String:
       return v.text;
-    case PickleValue::Kind::List:
-    case PickleValue::Kind::Tuple: {
+    case io::PickleValue::Kind::List:
+    case io::PickleValue::Kind::Tuple: {
       auto a = nlohmann::json::array();
       for (size_t i = 0; i < v.items.size(); ++i)
         a.push_back(to_json(v.items[i], path + "[" + std::to_string(i) + "]"));
       return a;
     }
-    case PickleValue::Kind::Dict: {
+    case io::PickleValue::Kind::Dict: {
       auto o = nlohmann::json::object();
       for (const auto& [k, x] : v.entries) {
-        if (k.kind != PickleValue::Kind::String) throw DataError(path + ": non-string key");
+        if (k.kind != io::PickleValue::Kind::String) throw DataError(path + ": non-string key");
         o[k.text] = to_json(x, path + "." + k.text);
       }
       return o;
@@ -85,29 +85,30 @@ nlohmann::json to_json(const PickleValue& v, const std::string& path) {
   }
 }
 
-PickleValue state_dict_value(const StateDict& sd) {
-  auto d = PickleValue::dict();
+io::PickleValue state_dict_value(const StateDict& sd) {
+  auto d = io::PickleValue::dict();
   // Keys are unique in a StateDict, so append directly instead of set()'s linear search.
-  for (const auto& item : sd) d.entries.emplace_back(PickleValue::from(item.key()), PickleValue::from(item.value()));
+  for (const auto& item : sd)
+    d.entries.emplace_back(io::PickleValue::from(item.key()), io::PickleValue::from(item.value()));
   return d;
 }
 
-int64_t arch_int(const PickleValue& arch, const std::string& key, const std::string& file) {
-  const PickleValue* v = arch.find(key);
+int64_t arch_int(const io::PickleValue& arch, const std::string& key, const std::string& file) {
+  const io::PickleValue* v = arch.find(key);
   if (!v) throw DataError(file + ": arch." + key + " is missing");
-  if (v->kind != PickleValue::Kind::Int)
+  if (v->kind != io::PickleValue::Kind::Int)
     throw DataError(file + ": arch." + key + " is a " + v->kind_name() + ", expected an int");
   return v->integer;
 }
 
-std::vector<int64_t> arch_ints(const PickleValue& arch, const std::string& key, const std::string& file) {
-  const PickleValue* v = arch.find(key);
+std::vector<int64_t> arch_ints(const io::PickleValue& arch, const std::string& key, const std::string& file) {
+  const io::PickleValue* v = arch.find(key);
   if (!v) throw DataError(file + ": arch." + key + " is missing");
-  if (v->kind != PickleValue::Kind::List && v->kind != PickleValue::Kind::Tuple)
+  if (v->kind != io::PickleValue::Kind::List && v->kind != io::PickleValue::Kind::Tuple)
     throw DataError(file + ": arch." + key + " is a " + v->kind_name() + ", expected a list of ints");
   std::vector<int64_t> out;
   for (const auto& x : v->items) {
-    if (x.kind != PickleValue::Kind::Int) throw DataError(file + ": arch." + key + " holds a " + x.kind_name());
+    if (x.kind != io::PickleValue::Kind::Int) throw DataError(file + ": arch." + key + " holds a " + x.kind_name());
     out.push_back(x.integer);
   }
   return out;
@@ -141,17 +142,17 @@ void save_checkpoint(const fs::path& file, const Network& model, const nlohmann:
     check_masks(masks, sd, where);
     if (!dynamic_cast<const GraphNetImpl*>(model.get()))
       throw Error("a " + model->arch_name() + " cannot be saved (not a graph network)");
-    auto arch = PickleValue::dict();
-    arch.set("family", PickleValue::from("graph"));
-    arch.set("name", PickleValue::from(model->arch_name()));
+    auto arch = io::PickleValue::dict();
+    arch.set("family", io::PickleValue::from("graph"));
+    arch.set("name", io::PickleValue::from(model->arch_name()));
     arch.set("graph", to_pickle(model->graph().to_json(), "arch.graph"));
 
     StateDict bool_masks;
     for (const auto& m : masks) bool_masks.insert(m.key(), m.value().to(torch::kBool));
 
-    auto root = PickleValue::dict();
-    root.set("format", PickleValue::from(kFormat));
-    root.set("version", PickleValue::from(kVersion));
+    auto root = io::PickleValue::dict();
+    root.set("format", io::PickleValue::from(kFormat));
+    root.set("version", io::PickleValue::from(kVersion));
     root.set("arch", std::move(arch));
     // Module::to(dtype) in LibTorch also casts integer buffers; torchvision keeps num_batches_tracked int64.
     StateDict saved;
@@ -163,7 +164,7 @@ void save_checkpoint(const fs::path& file, const Network& model, const nlohmann:
     root.set("state_dict", state_dict_value(saved));
     root.set("masks", state_dict_value(bool_masks));
     root.set("meta", to_pickle(meta, "meta"));
-    bytes = serialize_torch_file(root);
+    bytes = io::serialize_torch_file(root);
   } catch (const c10::Error& e) {
     throw Error(where + ": could not write checkpoint: " + e.what_without_backtrace() + intact);
   } catch (const std::exception& e) {
@@ -175,34 +176,36 @@ void save_checkpoint(const fs::path& file, const Network& model, const nlohmann:
 
 Checkpoint read_checkpoint(const fs::path& path) {
   const std::string file = path.string();
-  const PickleValue root = read_torch_file(path);
-  if (root.kind != PickleValue::Kind::Dict)
+  const io::PickleValue root = io::read_torch_file(path);
+  if (root.kind != io::PickleValue::Kind::Dict)
     throw DataError(file + ": not an expctl checkpoint (top level is a " + root.kind_name() + ", not a dict)");
-  const PickleValue* format = root.find("format");
-  const PickleValue* arch = root.find("arch");
-  const PickleValue* sd = root.find("state_dict");
+  const io::PickleValue* format = root.find("format");
+  const io::PickleValue* arch = root.find("arch");
+  const io::PickleValue* sd = root.find("state_dict");
   if (!arch || !sd) {
-    const bool looks_like_sd = !root.entries.empty() && root.entries[0].second.kind == PickleValue::Kind::Tensor;
+    const bool looks_like_sd = !root.entries.empty() && root.entries[0].second.kind == io::PickleValue::Kind::Tensor;
     throw DataError(file + ": not an expctl checkpoint (no 'arch' and 'state_dict' entries)" +
                     (looks_like_sd ? std::string("; it looks like a plain state dict (pretrained weights?)") : ""));
   }
-  if (format && (format->kind != PickleValue::Kind::String || format->text != kFormat))
+  if (format && (format->kind != io::PickleValue::Kind::String || format->text != kFormat))
     throw DataError(file + ": unknown checkpoint format");
-  if (const PickleValue* v = root.find("version"); v && (v->kind != PickleValue::Kind::Int || v->integer > kVersion))
+  if (const io::PickleValue* v = root.find("version");
+      v && (v->kind != io::PickleValue::Kind::Int || v->integer > kVersion))
     throw DataError(file + ": checkpoint version is newer than this expctl understands (" + std::to_string(v->integer) +
                     " > " + std::to_string(kVersion) + ")");
-  if (arch->kind != PickleValue::Kind::Dict)
+  if (arch->kind != io::PickleValue::Kind::Dict)
     throw DataError(file + ": arch is a " + arch->kind_name() + ", not a dict");
 
   Checkpoint ckpt;
-  const PickleValue* family = arch->find("family");
-  if (family && family->kind != PickleValue::Kind::String)
+  const io::PickleValue* family = arch->find("family");
+  if (family && family->kind != io::PickleValue::Kind::String)
     throw DataError(file + ": arch.family is a " + family->kind_name() + ", not a string");
   ckpt.family = family ? family->text : "resnet";
   if (ckpt.family == "graph") {
-    const PickleValue* name = arch->find("name");
-    const PickleValue* graph = arch->find("graph");
-    if (!name || name->kind != PickleValue::Kind::String) throw DataError(file + ": arch.name is missing or not a string");
+    const io::PickleValue* name = arch->find("name");
+    const io::PickleValue* graph = arch->find("graph");
+    if (!name || name->kind != io::PickleValue::Kind::String)
+      throw DataError(file + ": arch.name is missing or not a string");
     if (!graph) throw DataError(file + ": arch.graph is missing");
     ckpt.name = name->text;
     ckpt.graph = Graph::from_json(to_json(*graph, file + ": arch.graph"), file + ": arch.graph");
@@ -212,8 +215,8 @@ Checkpoint read_checkpoint(const fs::path& path) {
     spec.depth = static_cast<int>(arch_int(*arch, "depth", file));
     spec.num_classes = arch_int(*arch, "num_classes", file);
     spec.in_channels = arch_int(*arch, "in_channels", file);
-    const PickleValue* stem = arch->find("stem");
-    if (!stem || stem->kind != PickleValue::Kind::String)
+    const io::PickleValue* stem = arch->find("stem");
+    if (!stem || stem->kind != io::PickleValue::Kind::String)
       throw DataError(file + ": arch.stem is missing or not a string");
     spec.stage_widths = arch_ints(*arch, "stage_widths", file);
     spec.block_widths = arch_ints(*arch, "block_widths", file);
@@ -227,9 +230,9 @@ Checkpoint read_checkpoint(const fs::path& path) {
   } else {
     throw DataError(file + ": arch.family '" + ckpt.family + "' is unknown (resnet, graph)");
   }
-  ckpt.state_dict = to_state_dict(*sd, file + ": state_dict");
-  if (const PickleValue* masks = root.find("masks")) ckpt.masks = to_state_dict(*masks, file + ": masks");
-  if (const PickleValue* meta = root.find("meta")) {
+  ckpt.state_dict = io::to_state_dict(*sd, file + ": state_dict");
+  if (const io::PickleValue* masks = root.find("masks")) ckpt.masks = io::to_state_dict(*masks, file + ": masks");
+  if (const io::PickleValue* meta = root.find("meta")) {
     ckpt.meta = to_json(*meta, file + ": meta");
     if (!ckpt.meta.is_object()) throw DataError(file + ": meta is not a dict");
   }
@@ -303,7 +306,7 @@ void save_training_state(const fs::path& checkpoint, torch::optim::Optimizer& op
 namespace {
 
 torch::serialize::InputArchive open_training_state(const fs::path& file, torch::Device device) {
-  // As read_torch_file(): a regular file only, read once, its zip records checked before LibTorch trusts them.
+  // As io::read_torch_file(): a regular file only, read once, its zip records checked before LibTorch trusts them.
   RegularFile in(file);
   const std::string bytes = in.read_all();
   if (bytes.size() < 4 || bytes.compare(0, 4, "PK\x03\x04") != 0)

@@ -16,8 +16,8 @@
 #include "runner/core/options_binder.h"
 #include "runner/data/registry.h"
 #include "runner/io/checksum.h"
+#include "runner/io/torch_file.h"
 #include "runner/models/graph_net.h"
-#include "runner/models/torch_file.h"
 #include "runner/models/torchscript_import.h"
 #include "runner/models/zoo.h"
 
@@ -298,7 +298,7 @@ Network build_model(const ScenarioConfig& cfg) {
     throw DataError(weights.string() +
                     ": pretrained weights not found; the download stage fetches them (expctl run SCENARIO.yaml "
                     "--only download)");
-  const StateDict pretrained = read_state_dict_file(weights);
+  const StateDict pretrained = io::read_state_dict_file(weights);
   return make_model(e, cfg.model, d.num_classes, d.channels, &pretrained, weights.string());
 }
 

@@ -15,12 +15,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "runner/io/state_dict.h"
 #include "runner/models/graph.h"
 
 namespace expctl::models {
 
 /// An ordered name → tensor map, in torchvision's `state_dict()` order (per module: parameters, then buffers).
-using StateDict = torch::OrderedDict<std::string, torch::Tensor>;
+using io::StateDict;  // runner/io/state_dict.h
 
 /// Receives the tensors flowing through a forward pass (C++ modules have no forward hooks).
 /// Names are torchvision's module paths: layer inputs use the layer's parameter prefix ("conv1",

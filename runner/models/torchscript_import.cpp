@@ -17,8 +17,8 @@
 #include "runner/core/error.h"
 #include "runner/core/files.h"
 #include "runner/core/params.h"
+#include "runner/io/torch_file.h"
 #include "runner/models/graph_net.h"
-#include "runner/models/torch_file.h"
 
 namespace expctl::models {
 namespace {
@@ -585,7 +585,7 @@ ImportedModel import_torchscript(const std::filesystem::path& path, const std::v
   auto bytes = std::make_shared<const std::string>(in.read_all());
   if (bytes->size() < 4 || bytes->compare(0, 4, "PK\x03\x04") != 0)
     throw DataError(file + not_torchscript + "not a zip archive");
-  auto reader = zip_bytes_reader(bytes, file);
+  auto reader = io::zip_bytes_reader(bytes, file);
   jit::Module module;
   try {
     module = torch::jit::load(reader, torch::kCPU);
@@ -594,8 +594,8 @@ ImportedModel import_torchscript(const std::filesystem::path& path, const std::v
   }
   module.eval();
   // Before the conversion check, which would otherwise blame NaN logits on the conversion.
-  for (const auto& p : module.named_parameters(true)) check_finite(p.value, p.name, file);
-  for (const auto& b : module.named_buffers(true)) check_finite(b.value, b.name, file);
+  for (const auto& p : module.named_parameters(true)) io::check_finite(p.value, p.name, file);
+  for (const auto& b : module.named_buffers(true)) io::check_finite(b.value, b.name, file);
 
   Converter converter(module, file, input);
   Graph graph = converter.convert();

@@ -78,7 +78,7 @@ class DownloadStage : public Stage {
   void run(StageContext& ctx) override {
     // Sweep cells and Slurm array tasks share the download folders: one process fetches, the others wait and
     // then find the files present and verified.
-    const std::filesystem::path lock_file = ctx.naming.datasets_dir() / ".download.lock";
+    const std::filesystem::path lock_file = ctx.naming.download_lock();
     WaitLock lock(lock_file,
                   [&] { ctx.log->info("waiting for another expctl that downloads ({})", lock_file.string()); });
     for (const auto& f : files_of(ctx.config, ctx.naming)) {

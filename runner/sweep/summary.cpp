@@ -11,6 +11,7 @@
 #include "runner/core/error.h"
 #include "runner/core/files.h"
 #include "runner/core/json_file.h"
+#include "runner/core/naming.h"
 #include "runner/core/plot.h"
 #include "runner/core/table.h"
 
@@ -103,7 +104,10 @@ bool plot_summary(const fs::path& dir, const std::string& title, const std::vect
   dat << "\n\n# unpruned\n"
       << g(base.base_macs / 1e6) << " " << g(base.base_latency_b1_ms) << " " << g(base.base_latency_large_ms) << " "
       << g(base.acc_loaded) << "\n";
-  const std::string d = "'summary.dat'";
+  const std::string macs_png = Naming::summary_chart(dir, "macs").filename().string();
+  const std::string latency_png = Naming::summary_chart(dir, "latency").filename().string();
+  const std::string stem = Naming::summary_file(dir, "dat").stem().string();  // summary.gp, summary.dat
+  const std::string d = plot::quote(stem + ".dat");
   auto unpruned = [&](int xcol) {
     return ", " + d + " index " + std::to_string(labels.size()) + " using " + std::to_string(xcol) +
            ":4 with points pt 3 ps 2 lc rgb 'black' title 'unpruned'";
@@ -125,18 +129,17 @@ bool plot_summary(const fs::path& dir, const std::string& title, const std::vect
   std::ostringstream gp;
   gp << "set terminal pngcairo noenhanced size 1000,620 font 'sans,10'\nset grid\nset key outside right top\n"
      << "set offsets graph 0.05, graph 0.05, graph 0.08, graph 0.05\n"
-     << "set output 'accuracy_vs_macs.png'\n"
+     << "set output " << plot::quote(macs_png) << "\n"
      << "set title " << plot::quote(title + ": accuracy against non-zero MACs (labels: sparsity)") << "\n"
      << "set xlabel 'non-zero MACs per image (M)'\nset ylabel " << plot::quote(ylabel) << "\n"
      << "plot " << curves("2", true) << unpruned(1) << "\n"
-     << "set output 'accuracy_vs_latency.png'\nset size 1,1\nset tmargin 3\n"
+     << "set output " << plot::quote(latency_png) << "\nset size 1,1\nset tmargin 3\n"
      << "set multiplot layout 1,2 title " << plot::quote(title + ": accuracy against latency (recovered models)")
      << "\nunset title\nset key inside bottom right font ',8'\nset xlabel 'latency at batch 1, median (ms)'\nplot "
      << curves("5", false) << unpruned(2) << "\n"
      << "set xlabel 'latency per image at batch " << base.large_batch << ", median (ms)'\nplot " << curves("6", false)
      << unpruned(3) << "\nunset multiplot\n";
-  return plot::draw(dir, "summary", gp.str(), dat.str(), "accuracy_vs_macs.png and accuracy_vs_latency.png",
-                    *spdlog::default_logger());
+  return plot::draw(dir, stem, gp.str(), dat.str(), macs_png + " and " + latency_png, *spdlog::default_logger());
 }
 
 // Two MAC counts within 0.5% of each other are one cost level.
@@ -323,19 +326,21 @@ std::vector<fs::path> write_summary(const fs::path& dir, const std::string& titl
     j["equal_macs"] = levels;
   }
 
-  std::vector<fs::path> out{dir / "summary.md", dir / "summary.csv", dir / "summary.json"};
-  if (labels.size() >= 2) out.push_back(dir / "equal_macs.csv");
+  std::vector<fs::path> out{Naming::summary_file(dir, "md"), Naming::summary_file(dir, "csv"),
+                            Naming::summary_file(dir, "json")};
+  if (labels.size() >= 2) out.push_back(Naming::equal_macs_table(dir));
   if (plot && plot_summary(dir, title, runs)) {
-    md << "\n![accuracy against MACs](accuracy_vs_macs.png)\n\n![accuracy against latency](accuracy_vs_latency.png)"
+    md << "\n![accuracy against MACs](" << Naming::summary_chart(dir, "macs").filename().string()
+       << ")\n\n![accuracy against latency](" << Naming::summary_chart(dir, "latency").filename().string() << ")"
        << "\n\n*Top-1 accuracy on " << (on.empty() ? "each run's test images (see the table)" : on)
        << "; labels on the curves: sparsity.*\n";
-    out.push_back(dir / "accuracy_vs_macs.png");
-    out.push_back(dir / "accuracy_vs_latency.png");
+    out.push_back(Naming::summary_chart(dir, "macs"));
+    out.push_back(Naming::summary_chart(dir, "latency"));
   }
-  write_file_atomic(dir / "summary.md", md.str());
-  write_file_atomic(dir / "summary.csv", table.csv());
-  write_file_atomic(dir / "summary.json", j.dump(2) + "\n");
-  if (labels.size() >= 2) write_file_atomic(dir / "equal_macs.csv", equal_table.csv());
+  write_file_atomic(Naming::summary_file(dir, "md"), md.str());
+  write_file_atomic(Naming::summary_file(dir, "csv"), table.csv());
+  write_file_atomic(Naming::summary_file(dir, "json"), j.dump(2) + "\n");
+  if (labels.size() >= 2) write_file_atomic(Naming::equal_macs_table(dir), equal_table.csv());
   return out;
 }
 

@@ -136,9 +136,4 @@ std::vector<Cell> select(const std::vector<Cell>& cells, const std::vector<std::
 
 bool finished(const Cell& cell) { return fs::exists(Naming(cell.config).report_file("json")); }
 
-fs::path summary_dir(const ScenarioConfig& base) {
-  Naming n(base);
-  return n.reports_dir() / (n.scenario_name() + "_sweep");
-}
-
 }  // namespace expctl::sweep

@@ -48,7 +48,4 @@ std::vector<std::string> cell_ids(const std::vector<std::string>& keys,
 /// True when the cell's report exists (its run finished; rerunning it only checks that it is up to date).
 bool finished(const Cell& cell);
 
-/// Folder of a sweep's summary: {reports}/{TS}/{scenario name}_sweep/
-std::filesystem::path summary_dir(const ScenarioConfig& base);
-
 }  // namespace expctl::sweep

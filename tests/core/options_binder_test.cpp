@@ -105,4 +105,76 @@ TEST(OptionBinder, OutOfRangeAndUnknownNamesSpeakTheValidationsWords) {
   EXPECT_EQ(error_of(b, m), "who: mode: expected one of a, b; got 'bb' (did you mean 'b'?)");
 }
 
+// Text of each kind, a list and a choice kept as text, required keys and a plugin selector: the table gets the
+// declared type (what validation checks), the struct the text.
+struct Texts {
+  std::string path = "out", url, name = "TS1", schedule = "cosine", file, pruner;
+  std::vector<std::string> input;
+};
+
+OptionBinder<Texts> text_binder() {
+  OptionBinder<Texts> b;
+  b.add_path(&Texts::path, "path", "a folder");
+  b.add_url(&Texts::url, "url", "a mirror");
+  b.add_name(&Texts::name, "name", "a file-name part");
+  b.add_choice(&Texts::schedule, "schedule", {"cosine", "constant"}, "the schedule");
+  b.add_required(&Texts::file, "file", expctl::ParamType::Path, "the model file");
+  b.add_required(&Texts::input, "input", "the input shape");
+  b.add_plugin(&Texts::pruner, "pruner", "pruner", "the pruner");
+  return b;
+}
+
+TEST(OptionBinder, TextKindsRequiredKeysAndSelectorsGetTheirDeclaredType) {
+  using expctl::ParamType;
+  const auto b = text_binder();
+  const auto& t = b.table();
+  EXPECT_EQ(t.find("path")->type, ParamType::Path);
+  EXPECT_EQ(t.find("path")->default_text(), "out");
+  EXPECT_EQ(t.find("url")->type, ParamType::Url);
+  EXPECT_EQ(t.find("name")->type, ParamType::Name);
+  EXPECT_EQ(t.find("schedule")->type, ParamType::Enum);
+  EXPECT_EQ(t.find("schedule")->range_text(), "cosine | constant");
+  EXPECT_EQ(t.find("schedule")->default_text(), "cosine");
+  EXPECT_TRUE(t.find("file")->required);
+  EXPECT_EQ(t.find("file")->type, ParamType::Path);
+  EXPECT_TRUE(t.find("input")->required);
+  EXPECT_EQ(t.find("input")->type, ParamType::StringList);
+  EXPECT_EQ(t.find("pruner")->type, ParamType::Plugin);
+  EXPECT_EQ(t.find("pruner")->plugin_kind, "pruner");
+
+  Params p;
+  p.set("schedule", v(std::string("constant")));
+  p.set("file", v(std::string("net.pt")));
+  p.set("input", v(std::vector<std::string>{"3", "32", "32"}));
+  p.set("pruner", v(std::string("wanda")));
+  const Texts o = b.read(p, "who");
+  EXPECT_EQ(o.schedule, "constant");
+  EXPECT_EQ(o.file, "net.pt");
+  EXPECT_EQ(o.input, (std::vector<std::string>{"3", "32", "32"}));
+  EXPECT_EQ(o.pruner, "wanda");
+  EXPECT_EQ(o.path, "out");  // absent: the default
+}
+
+TEST(OptionBinder, AFieldNamesItsKeyAndTheValueWrittenForIt) {
+  const auto b = make_binder();
+  const auto copy = b;  // offsets, not addresses: a copy answers the same
+  EXPECT_EQ(copy.key(&Options::count), "count");
+  EXPECT_EQ(copy.key(&Options::sparsity), "sparsity");  // a field of the base struct
+  EXPECT_EQ(copy.key(&Options::global), "scope");       // an enum spelt by names
+  EXPECT_EQ(copy.key(&Options::exclude), "exclude");
+  Params p;
+  Value written = v(int64_t{4});
+  written.mark.line = 7;
+  p.set("count", written);
+  EXPECT_EQ(copy.value(p, &Options::count).mark.line, 7);
+  EXPECT_THROW(copy.value(p, &Options::flag), std::out_of_range);  // bound, but not in this block
+  struct Unbound : Options {
+    int64_t extra = 0;
+  };
+  OptionBinder<Unbound> partial;
+  partial.add(&Unbound::count, "count", "how many");
+  EXPECT_EQ(partial.key(&Unbound::count), "count");
+  EXPECT_THROW(partial.key(&Unbound::extra), std::logic_error);
+}
+
 }  // namespace

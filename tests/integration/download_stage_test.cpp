@@ -10,9 +10,9 @@
 #include "runner/core/error.h"
 #include "runner/data/registry.h"
 #include "runner/io/checksum.h"
+#include "runner/io/torch_file.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/models.h"
-#include "runner/models/torch_file.h"
 #include "runner/models/zoo.h"
 #include "tests/core/test_util.h"
 #include "tests/integration/fakes.h"
@@ -74,7 +74,7 @@ TEST(DownloadStage, FetchesVerifiesUnpacksAndSkipsWhenUpToDate) {
   models::GraphNet net = models::build_model(cfg);
   EXPECT_EQ(models::resnet_spec(*net).num_classes, 10);
   EXPECT_EQ(models::resnet_spec(*net).stem, models::Stem::Cifar);
-  auto pretrained = models::read_state_dict_file(tmp / "downloaded_models" / weights.filename());
+  auto pretrained = expctl::io::read_state_dict_file(tmp / "downloaded_models" / weights.filename());
   auto mine = models::state_dict(*net);
   EXPECT_TRUE(torch::equal(mine["layer3.1.conv2.weight"], pretrained["layer3.1.conv2.weight"]));
   EXPECT_TRUE(torch::equal(mine["conv1.weight"], pretrained["conv1.weight"].slice(2, 2, 5).slice(3, 2, 5)));

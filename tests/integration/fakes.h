@@ -5,8 +5,8 @@
 #include <filesystem>
 
 #include "runner/io/checksum.h"
+#include "runner/io/torch_file.h"
 #include "runner/models/zoo.h"
-#include "runner/models/torch_file.h"
 #include "tests/core/test_util.h"
 
 namespace expctl::test {
@@ -15,9 +15,9 @@ namespace expctl::test {
 inline std::filesystem::path write_fake_torchvision_weights(const std::filesystem::path& dir) {
   torch::manual_seed(7);
   models::GraphNet net = models::make_resnet(models::ResNetSpec{});
-  auto d = models::PickleValue::dict();
-  for (const auto& kv : models::state_dict(*net)) d.set(kv.key(), models::PickleValue::from(kv.value()));
-  auto bytes = models::serialize_torch_file(d);
+  auto d = expctl::io::PickleValue::dict();
+  for (const auto& kv : models::state_dict(*net)) d.set(kv.key(), expctl::io::PickleValue::from(kv.value()));
+  auto bytes = expctl::io::serialize_torch_file(d);
   std::filesystem::path tmp = dir / "weights.pth";
   write_file(tmp, std::string(bytes.begin(), bytes.end()));
   std::filesystem::path named = dir / ("resnet18-" + expctl::sha256_file(tmp).substr(0, 8) + ".pth");

@@ -10,8 +10,8 @@
 
 #include "runner/core/error.h"
 #include "runner/core/files.h"
+#include "runner/io/torch_file.h"
 #include "runner/models/checkpoint.h"
-#include "runner/models/torch_file.h"
 #include "runner/models/zoo.h"
 #include "tests/core/test_util.h"
 
@@ -59,7 +59,7 @@ TEST(HostileTorchFiles, APickleBombIsRefusedQuicklyWithBoundedMemory) {
   write_torch_zip(tmp / "bomb.pt", p);
   const long rss = max_rss_kb();
   const auto t0 = std::chrono::steady_clock::now();
-  const std::string msg = error_of([&] { em::read_torch_file(tmp / "bomb.pt"); });
+  const std::string msg = error_of([&] { expctl::io::read_torch_file(tmp / "bomb.pt"); });
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
   EXPECT_LT(max_rss_kb() - rss, 64 * 1024) << "KiB more at peak";
   EXPECT_EQ(msg, (tmp / "bomb.pt").string() +
@@ -71,7 +71,7 @@ TEST(HostileTorchFiles, CyclesDepthMemoAndOversizedTensorsHitNamedLimits) {
   TempDir tmp;
   auto refused = [&](const std::string& name, const std::string& pickle) {
     write_torch_zip(tmp / name, pickle);
-    return error_of([&] { em::read_torch_file(tmp / name); });
+    return error_of([&] { expctl::io::read_torch_file(tmp / name); });
   };
   // A list that contains itself.
   EXPECT_EQ(refused("cycle.pt", ops({0x80, 2, ']', 'q', 0, 'h', 0, 'a', '.'})),
@@ -91,9 +91,9 @@ TEST(HostileTorchFiles, CyclesDepthMemoAndOversizedTensorsHitNamedLimits) {
 
 TEST(HostileTorchFiles, TensorsLargerThanTheirStoragesAreRefused) {
   TempDir tmp;
-  auto d = em::PickleValue::dict();
-  d.set("w", em::PickleValue::from(torch::ones({4})));
-  expctl::write_file_atomic(tmp / "ok.pt", em::serialize_torch_file(d));
+  auto d = expctl::io::PickleValue::dict();
+  d.set("w", expctl::io::PickleValue::from(torch::ones({4})));
+  expctl::write_file_atomic(tmp / "ok.pt", expctl::io::serialize_torch_file(d));
   caffe2::serialize::PyTorchStreamReader reader((tmp / "ok.pt").string());
   auto [pkl, pkl_size] = reader.getRecord("data.pkl");
   auto [data, data_size] = reader.getRecord("data/0");
@@ -115,7 +115,7 @@ TEST(HostileTorchFiles, TensorsLargerThanTheirStoragesAreRefused) {
   writer.writeRecord("data/0", data.get(), data_size);
   writer.writeEndOfFile();
   expctl::write_file_atomic(tmp / "huge.pt", out);
-  EXPECT_EQ(error_of([&] { em::read_torch_file(tmp / "huge.pt"); }),
+  EXPECT_EQ(error_of([&] { expctl::io::read_torch_file(tmp / "huge.pt"); }),
             (tmp / "huge.pt").string() +
                 ": 4398046511104 bytes of tensors from 16 bytes of storage: more than storage + 16777216 bytes (a "
                 "limit of expctl's torch-file reader: a damaged or hostile file must not exhaust memory)");
@@ -138,10 +138,10 @@ TEST(HostileTorchFiles, NonFiniteWeightsAreRefusedNamingFileAndTensor) {
                 ": state_dict: tensor 'layer1.1.conv2.weight' holds NaN (element 5 of 144, 1 not finite): the file is "
                 "damaged or comes from a diverged run; refusing to use it");
 
-  auto d = em::PickleValue::dict();
-  d.set("fc.bias", em::PickleValue::from(torch::tensor({1.0f, -INFINITY, 2.0f})));
-  expctl::write_file_atomic(tmp / "inf.pth", em::serialize_torch_file(d));
-  EXPECT_EQ(error_of([&] { em::read_state_dict_file(tmp / "inf.pth"); }),
+  auto d = expctl::io::PickleValue::dict();
+  d.set("fc.bias", expctl::io::PickleValue::from(torch::tensor({1.0f, -INFINITY, 2.0f})));
+  expctl::write_file_atomic(tmp / "inf.pth", expctl::io::serialize_torch_file(d));
+  EXPECT_EQ(error_of([&] { expctl::io::read_state_dict_file(tmp / "inf.pth"); }),
             (tmp / "inf.pth").string() +
                 ": tensor 'fc.bias' holds -Inf (element 1 of 3, 1 not finite): the file is damaged or comes from a "
                 "diverged run; refusing to use it");

@@ -13,12 +13,12 @@
 
 #include "runner/core/error.h"
 #include "runner/core/files.h"
+#include "runner/io/torch_file.h"
 #include "runner/io/zip_check.h"
 #include "runner/models/checkpoint.h"
-#include "runner/models/zoo.h"
-#include "runner/models/torch_file.h"
 #include "runner/models/torchscript_export.h"
 #include "runner/models/torchscript_import.h"
+#include "runner/models/zoo.h"
 #include "tests/core/test_util.h"
 
 namespace em = expctl::models;
@@ -147,9 +147,9 @@ TEST(HostileZipFiles, DeclaredSizesBeyondTheFilesLimitsAreRefusedBeforeAllocatin
                                    "bytes from " + std::to_string(deflated.size()) +
                                    " deflated bytes, more than deflate's largest ratio (1032:1) allows: a damaged or "
                                    "hostile file";
-  EXPECT_EQ(error_of([&] { em::read_torch_file(tmp / "deflated.pt"); }), deflated_msg);
+  EXPECT_EQ(error_of([&] { expctl::io::read_torch_file(tmp / "deflated.pt"); }), deflated_msg);
   EXPECT_EQ(error_of([&] { em::import_torchscript(tmp / "deflated.pt", {3, 8, 8}); }), deflated_msg);
-  EXPECT_EQ(error_of([&] { em::read_torch_file(tmp / "stored.pt"); }),
+  EXPECT_EQ(error_of([&] { expctl::io::read_torch_file(tmp / "stored.pt"); }),
             (tmp / "stored.pt").string() +
                 ": record 'archive/data/0': is stored (not compressed) but declares 8589934592 bytes for 4096 bytes of "
                 "data");

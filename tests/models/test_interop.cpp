@@ -10,11 +10,11 @@
 
 #include "runner/core/error.h"
 #include "runner/core/files.h"
+#include "runner/io/torch_file.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/checkpoint.h"
-#include "runner/models/zoo.h"
-#include "runner/models/torch_file.h"
 #include "runner/models/torchscript_export.h"
+#include "runner/models/zoo.h"
 
 namespace em = expctl::models;
 namespace fs = std::filesystem;
@@ -65,20 +65,20 @@ void expect_data_error(Fn fn, std::initializer_list<std::string> parts) {
 }
 
 // The "arch" entry versions before the single executor wrote for a ResNet-18/34.
-em::PickleValue legacy_arch(const em::ResNetSpec& spec) {
+expctl::io::PickleValue legacy_arch(const em::ResNetSpec& spec) {
   const em::ResNetSpec s = spec.resolved();
   auto ints = [](const std::vector<int64_t>& v) {
-    auto l = em::PickleValue::list();
-    for (int64_t x : v) l.items.push_back(em::PickleValue::from(x));
+    auto l = expctl::io::PickleValue::list();
+    for (int64_t x : v) l.items.push_back(expctl::io::PickleValue::from(x));
     return l;
   };
-  auto arch = em::PickleValue::dict();
-  arch.set("family", em::PickleValue::from("resnet"));
-  arch.set("name", em::PickleValue::from(s.name()));
-  arch.set("depth", em::PickleValue::from(int64_t{s.depth}));
-  arch.set("num_classes", em::PickleValue::from(s.num_classes));
-  arch.set("stem", em::PickleValue::from(em::to_string(s.stem)));
-  arch.set("in_channels", em::PickleValue::from(s.in_channels));
+  auto arch = expctl::io::PickleValue::dict();
+  arch.set("family", expctl::io::PickleValue::from("resnet"));
+  arch.set("name", expctl::io::PickleValue::from(s.name()));
+  arch.set("depth", expctl::io::PickleValue::from(int64_t{s.depth}));
+  arch.set("num_classes", expctl::io::PickleValue::from(s.num_classes));
+  arch.set("stem", expctl::io::PickleValue::from(em::to_string(s.stem)));
+  arch.set("in_channels", expctl::io::PickleValue::from(s.in_channels));
   arch.set("stage_widths", ints(s.stage_widths));
   arch.set("block_widths", ints(s.block_widths));
   return arch;
@@ -125,8 +125,8 @@ class TorchvisionInterop : public ::testing::Test {
 
   // Runs the input saved in `io` through `model` and compares with the logits Python saved beside it.
   static void expect_same_logits(em::GraphNet model, const std::string& io) {
-    const auto v = em::read_torch_file(file(io));
-    ASSERT_EQ(v.kind, em::PickleValue::Kind::Dict);
+    const auto v = expctl::io::read_torch_file(file(io));
+    ASSERT_EQ(v.kind, expctl::io::PickleValue::Kind::Dict);
     torch::NoGradGuard g;
     model->eval();
     const auto logits = model->forward(v.find("x")->tensor);
@@ -139,7 +139,7 @@ class TorchvisionInterop : public ::testing::Test {
 
 TEST_F(TorchvisionInterop, LoadsTorchvisionStateDictsAndGivesTheSameLogits) {
   for (const std::string variant : {"imagenet", "cifar"}) {
-    const auto sd = em::read_state_dict_file(file("tv_" + variant + ".pth"));
+    const auto sd = expctl::io::read_state_dict_file(file("tv_" + variant + ".pth"));
     EXPECT_EQ(sd.size(), 122u);
     EXPECT_EQ(sd["bn1.num_batches_tracked"].scalar_type(), torch::kLong);
     EXPECT_EQ(sd["bn1.num_batches_tracked"].item<int64_t>(), 7);
@@ -153,9 +153,9 @@ TEST_F(TorchvisionInterop, LoadsTorchvisionStateDictsAndGivesTheSameLogits) {
 }
 
 TEST_F(TorchvisionInterop, LoadsTheLegacyFormatWithoutNumBatchesTracked) {
-  const auto legacy = em::read_state_dict_file(file("tv_imagenet_legacy.pth"));
+  const auto legacy = expctl::io::read_state_dict_file(file("tv_imagenet_legacy.pth"));
   EXPECT_EQ(legacy.size(), 122u - 20u);
-  const auto zip = em::read_state_dict_file(file("tv_imagenet.pth"));
+  const auto zip = expctl::io::read_state_dict_file(file("tv_imagenet.pth"));
   for (const auto& item : legacy) EXPECT_TRUE(torch::equal(item.value(), zip[item.key()])) << item.key();
   em::ResNetSpec spec;
   spec.num_classes = 10;
@@ -168,32 +168,32 @@ TEST_F(TorchvisionInterop, AdaptingToTheCifarStemMatchesPython) {
   em::ResNetSpec spec;
   spec.num_classes = 10;
   spec.stem = em::Stem::Cifar;
-  auto model = em::make_pretrained_resnet(spec, em::read_state_dict_file(file("tv_imagenet.pth")));
+  auto model = em::make_pretrained_resnet(spec, expctl::io::read_state_dict_file(file("tv_imagenet.pth")));
   expect_same_logits(model, "io_adapted_cifar.pth");
 }
 
 TEST_F(TorchvisionInterop, ForeignTruncatedAndMismatchedFilesAreClearErrors) {
   const auto whole = file("whole_module.pth").string();
-  expect_data_error([&] { em::read_state_dict_file(whole); },
+  expect_data_error([&] { expctl::io::read_state_dict_file(whole); },
                     {whole, "torch.nn.modules.linear.Linear", "state_dict()"});
 
   const std::string bytes = read_bytes(file("tv_cifar.pth"));
   const auto cut = file("cut.pth");
   write_bytes(cut, bytes.substr(0, bytes.size() / 2));
-  expect_data_error([&] { em::read_state_dict_file(cut); }, {cut.string(), "truncated"});
+  expect_data_error([&] { expctl::io::read_state_dict_file(cut); }, {cut.string(), "truncated"});
   const std::string legacy = read_bytes(file("tv_imagenet_legacy.pth"));
   write_bytes(cut, legacy.substr(0, legacy.size() - 1000));
-  expect_data_error([&] { em::read_state_dict_file(cut); }, {cut.string(), "end of file"});
+  expect_data_error([&] { expctl::io::read_state_dict_file(cut); }, {cut.string(), "end of file"});
 
   const auto text = file("text.pth");
   write_bytes(text, "hello, not a model\n");
-  expect_data_error([&] { em::read_state_dict_file(text); }, {text.string(), "not a PyTorch file"});
+  expect_data_error([&] { expctl::io::read_state_dict_file(text); }, {text.string(), "not a PyTorch file"});
   write_bytes(text, "");
-  expect_data_error([&] { em::read_state_dict_file(text); }, {text.string(), "empty"});
-  expect_data_error([&] { em::read_state_dict_file(file("nope.pth")); }, {"nope.pth", "no such file"});
+  expect_data_error([&] { expctl::io::read_state_dict_file(text); }, {text.string(), "empty"});
+  expect_data_error([&] { expctl::io::read_state_dict_file(file("nope.pth")); }, {"nope.pth", "no such file"});
 
   // A ResNet-18 file into a ResNet-34 / a 1000-class model: names the keys and shapes.
-  const auto sd = em::read_state_dict_file(file("tv_cifar.pth"));
+  const auto sd = expctl::io::read_state_dict_file(file("tv_cifar.pth"));
   em::ResNetSpec r34;
   r34.depth = 34;
   r34.num_classes = 10;
@@ -256,10 +256,10 @@ TEST_F(Checkpoints, RoundTripAndPythonReproducesTheLogits) {
     const auto ckpt = dir_ / "sub" / (c.name + ".pt");
     em::save_checkpoint(ckpt, model, meta, masks);
     em::export_torchscript(*model, model->graph(), dir_ / "sub" / (c.name + ".torchscript.pt"));
-    auto io = em::PickleValue::dict();
-    io.set("x", em::PickleValue::from(x));
-    io.set("logits", em::PickleValue::from(logits));
-    expctl::write_file_atomic(dir_ / (c.name + "_io.pt"), em::serialize_torch_file(io), "io");
+    auto io = expctl::io::PickleValue::dict();
+    io.set("x", expctl::io::PickleValue::from(x));
+    io.set("logits", expctl::io::PickleValue::from(logits));
+    expctl::write_file_atomic(dir_ / (c.name + "_io.pt"), expctl::io::serialize_torch_file(io), "io");
     args += " " + ckpt.string() + " " + (dir_ / (c.name + "_io.pt")).string();
 
     em::Checkpoint contents;
@@ -293,28 +293,28 @@ TEST_F(Checkpoints, TruncatedForeignAndInconsistentFilesAreClearErrors) {
     write_bytes(cut, bytes.substr(0, keep));
     expect_data_error([&] { em::read_checkpoint(cut); }, {cut.string()});
   }
-  auto notckpt = em::PickleValue::dict();
-  notckpt.set("weights", em::PickleValue::from(int64_t{3}));
-  expctl::write_file_atomic(dir_ / "other.pt", em::serialize_torch_file(notckpt), "x");
+  auto notckpt = expctl::io::PickleValue::dict();
+  notckpt.set("weights", expctl::io::PickleValue::from(int64_t{3}));
+  expctl::write_file_atomic(dir_ / "other.pt", expctl::io::serialize_torch_file(notckpt), "x");
   expect_data_error([&] { em::read_checkpoint(dir_ / "other.pt"); }, {"other.pt", "not an expctl checkpoint"});
   // A checkpoint whose arch disagrees with its tensors: a graph with another class count, and a file of an earlier
   // version whose ResNet widths say so.
-  auto v = em::read_torch_file(ckpt);
-  auto* arch = const_cast<em::PickleValue*>(v.find("arch"));
+  auto v = expctl::io::read_torch_file(ckpt);
+  auto* arch = const_cast<expctl::io::PickleValue*>(v.find("arch"));
   em::ResNetSpec twelve;
   twelve.num_classes = 12;
   em::save_checkpoint(dir_ / "twelve.pt", em::make_resnet(twelve));
-  const auto twelve_file = em::read_torch_file(dir_ / "twelve.pt");
+  const auto twelve_file = expctl::io::read_torch_file(dir_ / "twelve.pt");
   arch->set("graph", *twelve_file.find("arch")->find("graph"));
-  expctl::write_file_atomic(dir_ / "bad_arch.pt", em::serialize_torch_file(v), "x");
+  expctl::write_file_atomic(dir_ / "bad_arch.pt", expctl::io::serialize_torch_file(v), "x");
   expect_data_error([&] { em::load_checkpoint(dir_ / "bad_arch.pt"); },
                     {"bad_arch.pt", "fc.weight: file has [1000, 512], model has [12, 512]"});
   *arch = legacy_arch(twelve);
-  expctl::write_file_atomic(dir_ / "bad_arch.pt", em::serialize_torch_file(v), "x");
+  expctl::write_file_atomic(dir_ / "bad_arch.pt", expctl::io::serialize_torch_file(v), "x");
   expect_data_error([&] { em::load_checkpoint(dir_ / "bad_arch.pt"); },
                     {"bad_arch.pt", "fc.weight: file has [1000, 512], model has [12, 512]"});
-  arch->set("depth", em::PickleValue::from(int64_t{50}));
-  expctl::write_file_atomic(dir_ / "bad_arch.pt", em::serialize_torch_file(v), "x");
+  arch->set("depth", expctl::io::PickleValue::from(int64_t{50}));
+  expctl::write_file_atomic(dir_ / "bad_arch.pt", expctl::io::serialize_torch_file(v), "x");
   expect_data_error([&] { em::read_checkpoint(dir_ / "bad_arch.pt"); }, {"bad_arch.pt", "depth 50"});
 }
 
@@ -339,10 +339,10 @@ TEST_F(Checkpoints, ResNetFilesOfEarlierVersionsLoadAsTheirGraph) {
   masks.insert("fc.weight", em::state_dict(*model)["fc.weight"].abs() > 0.01);
   const auto ckpt = dir_ / "now.pt";
   em::save_checkpoint(ckpt, model, {{"epoch", 3}}, masks);
-  auto v = em::read_torch_file(ckpt);
-  *const_cast<em::PickleValue*>(v.find("arch")) = legacy_arch(pruned);
+  auto v = expctl::io::read_torch_file(ckpt);
+  *const_cast<expctl::io::PickleValue*>(v.find("arch")) = legacy_arch(pruned);
   const auto old_file = dir_ / "ResNet18_FashionMNIST_FTAP_NC_3.pt";
-  expctl::write_file_atomic(old_file, em::serialize_torch_file(v), "x");
+  expctl::write_file_atomic(old_file, expctl::io::serialize_torch_file(v), "x");
 
   em::Checkpoint contents;
   em::GraphNet back = em::load_checkpoint(old_file, &contents);

@@ -17,12 +17,11 @@
 #include "plugins/pruner.h"
 #include "runner/core/error.h"
 #include "runner/core/files.h"
+#include "runner/io/torch_file.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/checkpoint.h"
 #include "runner/models/graph_net.h"
-#include "runner/models/zoo.h"
-#include "runner/models/torch_file.h"
 #include "runner/models/torchscript_export.h"
 #include "runner/models/zoo.h"
 #include "tests/core/test_util.h"
@@ -92,7 +91,7 @@ TEST(TorchScriptImport, TracedModelsGiveTheModulesLogitsPruneWithNcAndWandaAndEx
     EXPECT_EQ(m.in_channels, 3);
     EXPECT_EQ(m.num_classes, 10);
     // Python's float32 logits for its own seeded batch.
-    const auto io = em::read_torch_file(dir / ("io_" + name + ".pth"));
+    const auto io = expctl::io::read_torch_file(dir / ("io_" + name + ".pth"));
     const torch::Tensor x = io.find("x")->tensor;
     {
       torch::NoGradGuard ng;
@@ -130,10 +129,10 @@ TEST(TorchScriptImport, TracedModelsGiveTheModulesLogitsPruneWithNcAndWandaAndEx
       EXPECT_LE(relative_difference(back->forward(x), logits), 1e-6);
       if (pruner == "neuron_coverage") {
         em::export_torchscript(*model, model->graph(), dir / (name + "_pruned.torchscript.pt"));
-        auto d = em::PickleValue::dict();
-        d.set("x", em::PickleValue::from(x));
-        d.set("logits", em::PickleValue::from(logits));
-        expctl::write_file_atomic(dir / (name + "_pruned.io.pth"), em::serialize_torch_file(d), "logits");
+        auto d = expctl::io::PickleValue::dict();
+        d.set("x", expctl::io::PickleValue::from(x));
+        d.set("logits", expctl::io::PickleValue::from(logits));
+        expctl::write_file_atomic(dir / (name + "_pruned.io.pth"), expctl::io::serialize_torch_file(d), "logits");
       }
     }
   }

@@ -1,6 +1,8 @@
 // The built-in CNNs beyond ResNet-18/34 (runner/models/zoo.h run by GraphNet): torchvision's structure, MACs and
 // weights; derived channel groups against hand-written expectations; surgery; NC and Wanda-sp pruning; training,
 // checkpoints, TorchScript export and Python interop.
+#include "runner/models/zoo.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <unistd.h>
@@ -14,14 +16,13 @@
 #include "plugins/pruner.h"
 #include "runner/core/config.h"
 #include "runner/core/files.h"
+#include "runner/io/torch_file.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/checkpoint.h"
 #include "runner/models/graph_net.h"
 #include "runner/models/models.h"
-#include "runner/models/torch_file.h"
 #include "runner/models/torchscript_export.h"
-#include "runner/models/zoo.h"
 #include "tests/core/test_util.h"
 #include "tests/models/block_params.h"
 
@@ -320,9 +321,9 @@ TEST(Zoo, PythonInterop) {
   ASSERT_EQ(made.exit_code, 0) << made.output;
   for (const std::string arch : {"vgg11_bn", "mobilenet_v2", "densenet121", "resnet50"}) {
     em::GraphNet model = make(arch, 10, 3, false);
-    em::load_state_dict(*model, em::read_state_dict_file(dir / ("tv_" + arch + ".pth")), arch);
+    em::load_state_dict(*model, expctl::io::read_state_dict_file(dir / ("tv_" + arch + ".pth")), arch);
     model->eval();
-    const auto io = em::read_torch_file(dir / ("io_" + arch + ".pth"));
+    const auto io = expctl::io::read_torch_file(dir / ("io_" + arch + ".pth"));
     const torch::Tensor xin = io.find("x")->tensor;
     torch::NoGradGuard ng;
     const torch::Tensor logits = model->forward(xin);
@@ -331,20 +332,20 @@ TEST(Zoo, PythonInterop) {
         << arch;
     em::save_checkpoint(dir / (arch + ".pt"), model);
     em::export_torchscript(*model, model->graph(), dir / (arch + ".torchscript.pt"));
-    auto d = em::PickleValue::dict();
-    d.set("x", em::PickleValue::from(xin));
-    d.set("logits", em::PickleValue::from(logits));
-    expctl::write_file_atomic(dir / (arch + ".io.pth"), em::serialize_torch_file(d), "logits");
+    auto d = expctl::io::PickleValue::dict();
+    d.set("x", expctl::io::PickleValue::from(xin));
+    d.set("logits", expctl::io::PickleValue::from(logits));
+    expctl::write_file_atomic(dir / (arch + ".io.pth"), expctl::io::serialize_torch_file(d), "logits");
     // Half of every group's channels removed (every other one): checkpoint, export and logits for Python.
     std::map<std::string, torch::Tensor> keep;
     for (const auto& g : em::channel_groups(model)) keep[g.name] = torch::arange(0, g.size, 2);
     em::prune_groups(model, keep);
     em::save_checkpoint(dir / (arch + "_pruned.pt"), model);
     em::export_torchscript(*model, model->graph(), dir / (arch + "_pruned.torchscript.pt"));
-    auto p = em::PickleValue::dict();
-    p.set("x", em::PickleValue::from(xin));
-    p.set("logits", em::PickleValue::from(model->forward(xin)));
-    expctl::write_file_atomic(dir / (arch + "_pruned.io.pth"), em::serialize_torch_file(p), "logits");
+    auto p = expctl::io::PickleValue::dict();
+    p.set("x", expctl::io::PickleValue::from(xin));
+    p.set("logits", expctl::io::PickleValue::from(model->forward(xin)));
+    expctl::write_file_atomic(dir / (arch + "_pruned.io.pth"), expctl::io::serialize_torch_file(p), "logits");
   }
   const auto checked = expctl::test::run_shell(python + " " + script + " check " + dir.string());
   EXPECT_EQ(checked.exit_code, 0) << checked.output;

@@ -88,7 +88,7 @@ TEST_F(Sweep, CellFoldersNeverCollideAndShareTheFineTunedModel) {
   EXPECT_EQ(a.finetune_checkpoint(4), fs::path("checkpoints/TS9/ResNet18_CIFAR10_FT_4.pt"));
   ASSERT_TRUE(cells[0].config.upstream);
   EXPECT_EQ(cells[0].config.upstream->stage("finetune").get_int("epochs"), 4);
-  EXPECT_EQ(sweep::summary_dir(plain), fs::path("reports/TS9/TS9_Wanda_ResNet18_CIFAR10_sweep"));
+  EXPECT_EQ(Naming(plain).sweep_summary_dir(), fs::path("reports/TS9/TS9_Wanda_ResNet18_CIFAR10_sweep"));
 }
 
 TEST_F(Sweep, AFineTuningSweepKeepsItsCheckpointsInTheCell) {

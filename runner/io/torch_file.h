@@ -10,12 +10,12 @@
 #include <filesystem>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
-#include "runner/models/network.h"
+#include "runner/io/pickle_value.h"
+#include "runner/io/state_dict.h"
 
-namespace expctl::models {
+namespace expctl::io {
 
 /// Hard limits of read_torch_file(), so that a small damaged or hostile file cannot exhaust memory or time
 /// (a pickle can reference one object many times; expanded, a 1 KB file could describe an exponentially large
@@ -26,39 +26,6 @@ inline constexpr int64_t kPickleMaxMemo = 1000000;     ///< memo entries
 inline constexpr int kPickleMaxDepth = 200;            ///< nesting of MARKs and of containers
 /// The tensors of a file may take at most its storage records' bytes plus this (views can overlap via stride 0).
 inline constexpr int64_t kTensorSlackBytes = int64_t{16} << 20;
-
-/// A value of the pickle subset torch files use: None, bool, int, float, str, bytes, tensor, list, tuple, dict
-/// (OrderedDict reads as Dict; keys keep their order).
-struct PickleValue {
-  enum class Kind { None, Bool, Int, Float, String, Bytes, Tensor, List, Tuple, Dict };
-  Kind kind = Kind::None;
-  bool boolean = false;
-  int64_t integer = 0;
-  double real = 0.0;
-  std::string text;                                          ///< String (UTF-8) or Bytes
-  torch::Tensor tensor;                                      ///< Tensor (CPU)
-  std::vector<PickleValue> items;                            ///< List / Tuple
-  std::vector<std::pair<PickleValue, PickleValue>> entries;  ///< Dict, in insertion order
-
-  static PickleValue none() { return {}; }
-  static PickleValue from(bool v);
-  static PickleValue from(int64_t v);
-  static PickleValue from(int v) { return from(static_cast<int64_t>(v)); }
-  static PickleValue from(double v);
-  static PickleValue from(std::string v);
-  static PickleValue from(const char* v) { return from(std::string(v)); }
-  static PickleValue from(torch::Tensor v);
-  static PickleValue list(std::vector<PickleValue> v = {});
-  static PickleValue tuple(std::vector<PickleValue> v = {});
-  static PickleValue dict();
-
-  /// Dict only: appends or replaces the entry with string key `key`.
-  PickleValue& set(const std::string& key, PickleValue value);
-  /// Dict only: the value of string key `key`, or nullptr.
-  const PickleValue* find(const std::string& key) const;
-  /// "None", "bool", "int", "float", "str", "bytes", "tensor", "list", "tuple", "dict".
-  std::string kind_name() const;
-};
 
 /// Reads a torch.save file (zip or legacy format). Throws expctl::DataError "<file>: <what is wrong>" for a
 /// missing, empty, truncated or foreign file, one holding pickled Python objects other than the subset, or one
@@ -93,4 +60,4 @@ StateDict to_state_dict(const PickleValue& value, const std::string& what);
 /// dict holding the state dict under "state_dict" (expctl checkpoints, many training scripts).
 StateDict read_state_dict_file(const std::filesystem::path& file);
 
-}  // namespace expctl::models
+}  // namespace expctl::io
