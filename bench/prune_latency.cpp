@@ -1,5 +1,7 @@
 // Dense against Neuron-Coverage-pruned built-in model (small-input variant `stem: cifar`, 10 classes, 3x32x32) in
-// one run: MACs, size and latency at batch 1 and a large batch on this machine's CPU. Prints a table; asserts
+// one run: MACs, size and latency at batch 1 and a large batch on this machine's CPU, of the eager network and of
+// its deployed form (runner/models/deployment.h: frozen, batch norms folded, optimize_for_inference), the four
+// timed interleaved (metrics::measure_interleaved) so that their ratios are fair. Prints a table; asserts
 // nothing. MODEL is a `model.name` of `expctl list` (ResNet18, ResNet34, ResNet50, VGG11_BN, VGG16_BN, MobileNetV2,
 // DenseNet121).
 //
@@ -17,6 +19,7 @@
 #include "runner/core/registry.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/channel_groups.h"
+#include "runner/models/deployment.h"
 #include "runner/models/models.h"
 #include "runner/models/torchscript_export.h"
 
@@ -66,37 +69,49 @@ int main(int argc, char** argv) {
 
   std::printf(
       "%s, cifar stem, 10 classes, 32x32; Neuron Coverage sparsity %.2f (default exclude: first, last); "
-      "%d threads; %d timed runs after warm-up\n\n",
-      model.c_str(), sparsity, threads, repeats);
-  std::printf("%-8s %10s %10s %9s %16s %22s\n", "model", "params(M)", "MACs(M)", "size(MB)", "b1 median (ms)",
+      "%d threads; %d timed runs at batch 1, %d at batch %lld, after warm-up, in 5 interleaved rounds\n\n",
+      model.c_str(), sparsity, threads, repeats, std::max(5, repeats / 4), (long long)large);
+  const models::Deployable dense_d = models::make_deployable(*dense, 32, 32);
+  const models::Deployable pruned_d = models::make_deployable(*pruned, 32, 32);
+  torch::jit::Module dense_m = dense_d.optimized, pruned_m = pruned_d.optimized;
+  const std::vector<metrics::Forward> forwards{
+      [&](const torch::Tensor& x) { return dense->forward(x); },
+      [&](const torch::Tensor& x) { return dense_m.forward({x}).toTensor(); },
+      [&](const torch::Tensor& x) { return pruned->forward(x); },
+      [&](const torch::Tensor& x) { return pruned_m.forward({x}).toTensor(); }};
+  metrics::LatencyOptions lo;
+  lo.warmup = 5;
+  lo.repeats = repeats;
+  const auto b1 = metrics::measure_interleaved(forwards, 3, lo, torch::kCPU, 5);
+  lo.batch = large;
+  lo.warmup = 2;
+  lo.repeats = std::max(5, repeats / 4);
+  const auto bn = metrics::measure_interleaved(forwards, 3, lo, torch::kCPU, 5);
+
+  std::printf("%-16s %10s %10s %9s %16s %24s\n", "model", "params(M)", "MACs(M)", "size(MB)", "b1 median (ms)",
               ("b" + std::to_string(large) + " median (ms/img)").c_str());
-  double macs[2], lat1[2], latn[2];
-  int i = 0;
-  for (models::Network* m : {&dense, &pruned}) {
-    auto ops = metrics::count_macs(*m, 32, 32);
-    auto size = metrics::model_size(**m);
-    auto count = metrics::count_parameters(**m);
-    metrics::LatencyOptions lo;
-    lo.warmup = 5;
-    lo.repeats = repeats;
-    auto b1 = metrics::measure_latency(*m, lo, torch::kCPU);
-    lo.batch = large;
-    lo.warmup = 2;
-    lo.repeats = std::max(3, repeats / 4);
-    auto bn = metrics::measure_latency(*m, lo, torch::kCPU);
-    macs[i] = double(ops.macs);
-    lat1[i] = b1.median_ms;
-    latn[i] = bn.median_ms / double(large);
-    std::printf("%-8s %10.2f %10.1f %9.2f %9.2f (p95 %5.2f) %12.3f (p95 %6.3f)\n", i ? "pruned" : "dense",
-                double(count.total) / 1e6, macs[i] / 1e6, size.dense_mb(), b1.median_ms, b1.p95_ms, latn[i],
-                bn.p95_ms / double(large));
-    ++i;
+  const char* names[] = {"dense eager", "dense deployed", "pruned eager", "pruned deployed"};
+  double macs[2];
+  for (int k = 0; k < 4; ++k) {
+    models::Network& m = k < 2 ? dense : pruned;
+    const auto ops = metrics::count_macs(m, 32, 32);
+    macs[k / 2] = double(ops.macs);
+    std::printf("%-16s %10.2f %10.1f %9.2f %9.2f (p95 %5.2f) %12.3f (p95 %6.3f)\n", names[k],
+                double(metrics::count_parameters(*m).total) / 1e6, macs[k / 2] / 1e6,
+                metrics::model_size(*m).dense_mb(), b1[k].median_ms, b1[k].p95_ms, bn[k].per_image_median_ms(),
+                bn[k].p95_ms / double(large));
   }
   const double mac_factor = macs[0] / macs[1];
-  const double speedup = latn[0] / latn[1];
-  std::printf(
-      "\nMAC reduction x%.2f; latency speed-up x%.2f at batch 1, x%.2f at batch %lld = %.2f of the MAC "
-      "reduction (target >= 0.90)\n",
-      mac_factor, lat1[0] / lat1[1], speedup, (long long)large, speedup / mac_factor);
+  std::printf("\nMAC reduction x%.2f\n", mac_factor);
+  for (int form = 0; form < 2; ++form) {
+    const double s1 = b1[form].median_ms / b1[2 + form].median_ms, sn = bn[form].median_ms / bn[2 + form].median_ms;
+    std::printf("%s: speed-up x%.2f at batch 1, x%.2f at batch %lld = %.2f of the MAC reduction (target >= 0.90)\n",
+                form ? "deployed" : "eager", s1, sn, (long long)large, sn / mac_factor);
+  }
+  std::printf("deployed against eager: x%.2f (dense) and x%.2f (pruned) at batch 1, x%.2f and x%.2f at batch %lld\n",
+              b1[0].median_ms / b1[1].median_ms, b1[2].median_ms / b1[3].median_ms, bn[0].median_ms / bn[1].median_ms,
+              bn[2].median_ms / bn[3].median_ms, (long long)large);
+  std::printf("expctl deployed (ms): b1 %.3f %.3f; b%lld per image %.4f %.4f\n", b1[1].median_ms, b1[3].median_ms,
+              (long long)large, bn[1].per_image_median_ms(), bn[3].per_image_median_ms());
   return 0;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Dense against Neuron-Coverage-pruned for every built-in model (small-input variant, 32x32): expctl's latency
-# (build/expctl_bench_prune_latency) and PyTorch's on the very same models (exported as TorchScript, timed by
-# bench/prune_latency_torch.py), one model after the other in one run.
+# Dense against Neuron-Coverage-pruned for every built-in model (small-input variant, 32x32): expctl's latency of the
+# eager and the deployed form (build/expctl_bench_prune_latency) and PyTorch's on the very same models (exported as
+# TorchScript; as loaded and through optimize_for_inference(freeze(m)), timed by bench/prune_latency_torch.py), one
+# model after the other in one run.
 #   bench/prune_latency.sh [sparsity=0.5] [threads=2] [large_batch=128] [repeats=20] [models...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +16,7 @@ for m in "${models[@]}"; do
   echo "=== $m"
   out=$(build/expctl_bench_prune_latency "$sparsity" "$threads" "$large" "$repeats" "$m" "$dir")
   echo "$out"
-  factor=$(echo "$out" | sed -n 's/^MAC reduction x\([0-9.]*\);.*/\1/p')
+  factor=$(echo "$out" | sed -n 's/^MAC reduction x\([0-9.]*\)$/\1/p')
   /usr/bin/python3 bench/prune_latency_torch.py "$dir" "$m" "$factor" "$threads" "$large" "$repeats"
   rm -f "$dir/${m}_dense.pt" "$dir/${m}_pruned.pt"
 done

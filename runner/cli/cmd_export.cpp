@@ -1,4 +1,5 @@
-// expctl export CHECKPOINT [-o OUT]: a checkpoint as a TorchScript file that Python runs without expctl.
+// expctl export CHECKPOINT [-o OUT] [--form eager|deployed] [--input H W]: a checkpoint as a TorchScript file that
+// Python runs without expctl: the network as it trains (eager), or frozen with its batch norms folded (deployed).
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -7,6 +8,7 @@
 #include "runner/core/files.h"
 #include "runner/io/zip_check.h"
 #include "runner/models/checkpoint.h"
+#include "runner/models/deployment.h"
 #include "runner/models/torchscript_export.h"
 
 namespace expctl::cli {
@@ -58,18 +60,31 @@ void add_export(CLI::App& app, int& exit_code) {
       "export", "Write a checkpoint's model as TorchScript (Python: torch.jit.load(OUT)(images) gives the logits)");
   cmd->add_option("checkpoint", *file, "an expctl checkpoint (.pt)")->required();
   cmd->add_option("-o,--output", *out,
-                  "the TorchScript file (default: CHECKPOINT with .torchscript.pt); an earlier export is replaced, "
-                  "a checkpoint never");
-  cmd->callback([file, out, &exit_code] {
+                  "the TorchScript file (default: CHECKPOINT with .torchscript.pt, or .deployed.pt with --form "
+                  "deployed); an earlier export is replaced, a checkpoint never");
+  auto form = std::make_shared<std::string>("eager");
+  cmd->add_option("--form", *form,
+                  "eager: the network as it trains; deployed: frozen, batch norms folded into the convs, checked "
+                  "against the checkpoint's logits (Python: torch.jit.optimize_for_inference(torch.jit.load(OUT)))")
+      ->check(CLI::IsMember({"eager", "deployed"}));
+  auto input = std::make_shared<std::vector<int64_t>>(std::vector<int64_t>{32, 32});
+  cmd->add_option("--input", *input, "height and width of the images the deployed form is checked on (default 32 32)")
+      ->expected(2)
+      ->check(CLI::Range(int64_t{1}, int64_t{65536}));
+  cmd->callback([file, out, form, input, &exit_code] {
     guarded(exit_code, [&] {
+      const bool deployed = *form == "deployed";
       fs::path target = *out;
-      if (target.empty()) target = fs::path(*file).replace_extension(".torchscript.pt");
+      if (target.empty()) target = fs::path(*file).replace_extension(deployed ? ".deployed.pt" : ".torchscript.pt");
       if (const std::string why = why_not_overwrite(target, *file); !why.empty())
         throw ConfigError("expctl export: " + target.string() + ": " + why +
                           "; export does not overwrite it: give another -o");
       models::Network model = models::load_checkpoint(*file);
       model->eval();
-      models::export_torchscript(*model, model->graph(), target);
+      if (deployed)
+        models::write_deployable(*model, (*input)[0], (*input)[1], target);
+      else
+        models::export_torchscript(*model, model->graph(), target);
       std::cout << target.string() << "\n";
     });
   });

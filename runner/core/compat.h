@@ -4,7 +4,10 @@
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
+#include <algorithm>
+#include <string>
 #include <variant>
+#include <vector>
 
 #define EXPCTL_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
@@ -114,5 +117,32 @@ void use_classic_tcp_store(Options& options) {
 
 /// A string such as "1.13.1" for reports.
 inline const char* torch_version() { return TORCH_VERSION; }
+
+/// Collects LibTorch's warnings (TORCH_WARN) on this thread while a Guard holds it, instead of printing each one:
+/// LibTorch 1.13's oneDNN kernels warn on every forward of some optimized models (MobileNetV2, DenseNet: "An output
+/// with one or more elements was resized ..."), hundreds of lines for one latency measurement. The distinct
+/// messages, in order, are left for the caller to say once. LibTorch 2.0 moved the handler API
+/// (c10::WarningUtils, process(const c10::Warning&)).
+///
+///     compat::WarningCollector warnings;
+///     { compat::WarningCollector::Guard g(&warnings); run(); }
+///     for (const auto& m : warnings.messages()) log.warn("LibTorch: {}", m);
+class WarningCollector : public c10::WarningHandler {
+ public:
+#if EXPCTL_TORCH_AT_LEAST(2, 0)
+  using Guard = c10::WarningUtils::WarningHandlerGuard;
+  void process(const c10::Warning& warning) override { add(warning.msg()); }
+#else
+  using Guard = c10::Warning::WarningHandlerGuard;
+  void process(const c10::SourceLocation&, const std::string& msg, const bool) override { add(msg); }
+#endif
+  const std::vector<std::string>& messages() const { return messages_; }
+
+ private:
+  void add(const std::string& msg) {
+    if (std::find(messages_.begin(), messages_.end(), msg) == messages_.end()) messages_.push_back(msg);
+  }
+  std::vector<std::string> messages_;
+};
 
 }  // namespace expctl::compat

@@ -40,6 +40,7 @@ std::filesystem::path Naming::report_file(const std::string& extension) const {
   return report_dir() / ("report." + extension);
 }
 std::filesystem::path Naming::exported_model() const { return report_dir() / "model.torchscript.pt"; }
+std::filesystem::path Naming::deployed_model() const { return report_dir() / "model.deployed.pt"; }
 std::filesystem::path Naming::training_curves_chart() const { return report_dir() / "training_curves.png"; }
 std::filesystem::path Naming::pruning_chart() const { return report_dir() / "pruning_layers.png"; }
 std::filesystem::path Naming::sweep_summary_dir() const { return reports_dir() / (scenario_name() + "_sweep"); }

@@ -64,6 +64,8 @@ class Naming {
   std::filesystem::path report_file(const std::string& extension) const;
   /// {report}/model.torchscript.pt: the final model for Python (torch.jit.load).
   std::filesystem::path exported_model() const;
+  /// {report}/model.deployed.pt: the final model frozen, batch norms folded (runner/models/deployment.h).
+  std::filesystem::path deployed_model() const;
   /// {report}/training_curves.png and {report}/pruning_layers.png: the report's charts (gnuplot writes the script
   /// and data beside each: same stem, .gp and .dat).
   std::filesystem::path training_curves_chart() const;

@@ -2,8 +2,10 @@
 #include "runner/metrics/metrics.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <future>
@@ -248,41 +250,70 @@ LatencyStats latency_stats(std::vector<double> times_ms, int64_t batch) {
   return s;
 }
 
-LatencyStats measure_latency(models::Network model, const LatencyOptions& options, torch::Device device) {
+std::vector<LatencyStats> measure_interleaved(const std::vector<Forward>& forwards, int64_t in_channels,
+                                              const LatencyOptions& options, torch::Device device, int rounds) {
   const std::string what = "measure_latency";
   if (options.batch < 1 || options.height < 1 || options.width < 1)
     throw Error(what + ": batch, height and width must be at least 1, got " + std::to_string(options.batch) + ", " +
                 std::to_string(options.height) + ", " + std::to_string(options.width));
   if (options.repeats < 1) throw Error(what + ": repeats must be at least 1, got " + std::to_string(options.repeats));
   if (options.warmup < 0) throw Error(what + ": warmup must not be negative, got " + std::to_string(options.warmup));
-  require_on_device(*model, device, what);
+  if (rounds < 1) throw Error(what + ": rounds must be at least 1, got " + std::to_string(rounds));
+  rounds = std::min(rounds, options.repeats);
 
   // Denormal arithmetic is up to 100× slower on x86 and appears in trained weights' tails: flush it.
   at::globalContext().setFlushDenormal(true);
-  models::EvalModeGuard mode(*model);
   torch::InferenceMode inference;
-
-  const int64_t channels = model->in_channels();
   // Drawn on the CPU with its own generator: the same input on every device, global RNG untouched.
   auto gen = at::detail::createCPUGenerator(options.seed);
-  auto input = torch::randn({options.batch, channels, options.height, options.width}, gen).to(device);
+  const auto input = torch::randn({options.batch, in_channels, options.height, options.width}, gen).to(device);
   const bool cuda = device.is_cuda();
   auto sync = [&] {
     if (cuda) torch::cuda::synchronize(device.has_index() ? device.index() : -1);
   };
 
-  for (int i = 0; i < options.warmup; ++i) model->forward(input);
-  sync();
-  std::vector<double> times;
-  times.reserve(options.repeats);
-  for (int i = 0; i < options.repeats; ++i) {
-    const auto start = std::chrono::steady_clock::now();
-    auto out = model->forward(input);
+  compat::WarningCollector warnings;  // said once below, not once per forward
+  compat::WarningCollector::Guard quiet(&warnings);
+  for (const Forward& f : forwards) {
+    for (int i = 0; i < options.warmup; ++i) f(input);
     sync();
-    const auto stop = std::chrono::steady_clock::now();
-    times.push_back(std::chrono::duration<double, std::milli>(stop - start).count());
   }
-  return latency_stats(std::move(times), options.batch);
+  std::vector<std::vector<double>> times(forwards.size());
+  for (int r = 0; r < rounds; ++r) {
+    const int share = options.repeats / rounds + (r < options.repeats % rounds ? 1 : 0);
+    for (size_t k = 0; k < forwards.size(); ++k)
+      for (int i = 0; i < share; ++i) {
+        const auto start = std::chrono::steady_clock::now();
+        auto out = forwards[k](input);
+        sync();
+        const auto stop = std::chrono::steady_clock::now();
+        times[k].push_back(std::chrono::duration<double, std::milli>(stop - start).count());
+      }
+  }
+  // The same warning about other shapes is one warning: said once, with the number of shapes.
+  std::vector<std::pair<std::string, int>> kinds;
+  for (const auto& m : warnings.messages()) {
+    std::string kind = m.substr(0, m.find('\n'));
+    kind.erase(std::remove_if(kind.begin(), kind.end(), [](unsigned char c) { return std::isdigit(c); }), kind.end());
+    auto it = std::find_if(kinds.begin(), kinds.end(), [&](const auto& k) { return k.first == kind; });
+    if (it == kinds.end())
+      kinds.emplace_back(kind, 1);
+    else
+      ++it->second;
+  }
+  for (const auto& [kind, count] : kinds)
+    spdlog::warn("LibTorch warned while timing ({} variant{}, said once here, not once per forward): {}", count,
+                 count == 1 ? "" : "s", kind);
+  std::vector<LatencyStats> out;
+  for (auto& t : times) out.push_back(latency_stats(std::move(t), options.batch));
+  return out;
+}
+
+LatencyStats measure_latency(models::Network model, const LatencyOptions& options, torch::Device device) {
+  require_on_device(*model, device, "measure_latency");
+  models::EvalModeGuard mode(*model);
+  const Forward forward = [&](const torch::Tensor& x) { return model->forward(x); };
+  return measure_interleaved({forward}, model->in_channels(), options, device, 1).front();
 }
 
 }  // namespace expctl::metrics

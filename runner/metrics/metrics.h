@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -132,6 +133,17 @@ struct LatencyStats {
   /// median_ms / batch.
   double per_image_median_ms() const { return batch > 0 ? median_ms / double(batch) : 0.0; }
 };
+
+/// One form of a model to time: a call of its forward on a batch (the eager network's, or a TorchScript module's).
+using Forward = std::function<torch::Tensor(const torch::Tensor&)>;
+
+/// Times several forwards on one fixed random input [batch, in_channels, height, width] on `device`, interleaved so
+/// that their ratio is fair on a noisy host: each first runs options.warmup untimed passes, then `rounds` rounds
+/// follow in which every forward in turn runs its share of options.repeats timed passes (a slow minute of the host
+/// falls on all of them alike). One LatencyStats per forward, in order; inference mode, denormals flushed, CUDA
+/// synchronised after each pass. The forwards must expect inputs on `device`.
+std::vector<LatencyStats> measure_interleaved(const std::vector<Forward>& forwards, int64_t in_channels,
+                                              const LatencyOptions& options, torch::Device device, int rounds);
 
 /// Times `model` on one fixed random input [batch, in_channels, height, width] on `device` (the model must be
 /// there): eval mode and inference mode, denormals flushed (at::globalContext().setFlushDenormal(true), left on

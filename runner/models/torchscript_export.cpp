@@ -121,7 +121,7 @@ std::string torchscript_source(const Graph& graph) {
   return src.str();
 }
 
-void export_torchscript(const torch::nn::Module& module, const Graph& graph, const std::filesystem::path& path) {
+torch::jit::Module to_torchscript(const torch::nn::Module& module, const Graph& graph) {
   const std::string source = torchscript_source(graph);
   // Every module of the file gets a class of its own in one compilation unit; names are unique per export.
   auto cu = std::make_shared<torch::jit::CompilationUnit>();
@@ -177,8 +177,12 @@ void export_torchscript(const torch::nn::Module& module, const Graph& graph, con
                 std::string(e.what_without_backtrace()) + ")");
   }
   root.eval();
+  return root;
+}
+
+void export_torchscript(const torch::nn::Module& module, const Graph& graph, const std::filesystem::path& path) {
   std::ostringstream bytes;
-  root.save(bytes);
+  to_torchscript(module, graph).save(bytes);
   write_file_atomic(path, bytes.str(), "TorchScript model");
 }
 

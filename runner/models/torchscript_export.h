@@ -11,6 +11,7 @@
 // forward method generated from the graph (runner/models/graph.h) with torch's functional ops. It is an inference
 // model: batch norms use their running statistics and dropout is off, whatever mode the module was in.
 #pragma once
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <filesystem>
@@ -24,9 +25,12 @@ namespace expctl::models {
 /// state-dict names. Throws expctl::Error naming the node for an op or kind it cannot express.
 std::string torchscript_source(const Graph& graph);
 
-/// Writes `module`'s parameters and buffers and the forward of `graph` (which must describe `module`) as a
-/// TorchScript file at `path`, through a temporary file and a rename (no half-written file on failure). Tensors
-/// are saved on the CPU. Throws expctl::Error when the graph names a tensor the module lacks.
+/// `module`'s parameters and buffers (copied to the CPU) with the forward of `graph` (which must describe `module`),
+/// as a TorchScript module in eval mode. Throws expctl::Error when the graph names a tensor the module lacks.
+torch::jit::Module to_torchscript(const torch::nn::Module& module, const Graph& graph);
+
+/// Writes to_torchscript(module, graph) as a TorchScript file at `path`, through a temporary file and a rename
+/// (no half-written file on failure).
 void export_torchscript(const torch::nn::Module& module, const Graph& graph, const std::filesystem::path& path);
 
 }  // namespace expctl::models

@@ -11,6 +11,7 @@
 
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "plugins/pruner.h"
@@ -22,6 +23,7 @@
 #include "runner/data/registry.h"
 #include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
+#include "runner/models/deployment.h"
 #include "runner/models/torchscript_export.h"
 #include "runner/pipeline/pipeline.h"
 #include "runner/training/runtime.h"
@@ -159,36 +161,45 @@ Evaluation evaluation_of(const ScenarioConfig& cfg, const Metrics& metrics) {
   return ev;
 }
 
-// The measurements of one model, as a row of report.json.
-json measure(const Row& r, const data::DatasetInfo& info, const ReportOptions& p, torch::Device device) {
-  models::Checkpoint ck;
-  models::Network model = models::load_checkpoint(r.checkpoint, &ck);
-  model->to(device);
-  metrics::ParamCount params = metrics::count_parameters(*model);
-  metrics::ModelSize size = metrics::model_size(*model);
-  metrics::MacsReport ops = metrics::count_macs(model, info.height, info.width);
-  metrics::LatencyOptions lo;
-  lo.height = info.height;
-  lo.width = info.width;
-  lo.warmup = static_cast<int>(p.warmup);
-  lo.repeats = static_cast<int>(p.repeats);
-  metrics::LatencyStats b1 = metrics::measure_latency(model, lo, device);
-  const int64_t large = p.large_batch;
-  lo.batch = large;
-  lo.warmup = std::min(lo.warmup, 3);
-  lo.repeats = static_cast<int>(p.large_batch_repeats);
-  metrics::LatencyStats bn;
-  try {
-    bn = metrics::measure_latency(model, lo, device);
-  } catch (const std::bad_alloc&) {  // the load-time bound is a lower one: name the key the allocator cannot
-    throw Error("report.latency.large_batch: a forward of " + std::to_string(large) + " images ran out of memory");
-  } catch (const c10::Error& e) {
-    const std::string what = e.what_without_backtrace();
-    if (what.find("alloc") == std::string::npos) throw;
-    throw Error("report.latency.large_batch: a forward of " + std::to_string(large) + " images ran out of memory (" +
-                what.substr(0, what.find('\n')) + "); set a smaller batch");
+// Rounds of the interleaved timing (metrics::measure_interleaved).
+constexpr int kLatencyRounds = 5;
+
+// The form and precision of the timed figures, in words (report.md and report.json's precision.latency).
+std::string latency_form_text(const ReportOptions& p) {
+  const std::string deployed =
+      "deployed form (frozen TorchScript, batch norms folded, LibTorch's optimize_for_inference), fp32";
+  switch (p.form) {
+    case ReportOptions::LatencyForm::Eager:
+      return "eager form (the network as it trains), fp32, NCHW input, no autocast";
+    case ReportOptions::LatencyForm::Both:
+      return deployed + "; the eager form (fp32, NCHW, no autocast) beside it";
+    default:
+      return deployed;
   }
+}
+
+// One model of the table: its row of report.json so far, and the forms of it that are timed.
+struct Measured {
   json row;
+  models::Network eager{nullptr};
+  std::optional<models::Deployable> deployed;
+};
+
+bool times_deployed(const ReportOptions& p) { return p.form != ReportOptions::LatencyForm::Eager; }
+bool times_eager(const ReportOptions& p) { return p.form != ReportOptions::LatencyForm::Deployed; }
+
+// Everything of one model but its latency: accuracy as its stage recorded it, parameters, size, MACs.
+Measured describe_model(const Row& r, const data::DatasetInfo& info, const ReportOptions& p, torch::Device device) {
+  models::Checkpoint ck;
+  Measured m;
+  m.eager = models::load_checkpoint(r.checkpoint, &ck);
+  m.eager->to(device);
+  m.eager->eval();
+  metrics::ParamCount params = metrics::count_parameters(*m.eager);
+  metrics::ModelSize size = metrics::model_size(*m.eager);
+  metrics::MacsReport ops = metrics::count_macs(m.eager, info.height, info.width);
+  if (times_deployed(p)) m.deployed = models::make_deployable(*m.eager, info.height, info.width, device);
+  json& row = m.row;
   row["model"] = r.label;
   row["checkpoint"] = r.checkpoint.string();
   row["sha256"] = content_id(r.checkpoint);
@@ -202,16 +213,101 @@ json measure(const Row& r, const data::DatasetInfo& info, const ReportOptions& p
   row["macs"] = ops.macs;
   row["flops"] = ops.flops();
   row["nonzero_macs"] = ops.nonzero_macs;
-  row["latency_b1_ms"] = {{"median", b1.median_ms}, {"mean", b1.mean_ms}, {"p95", b1.p95_ms}, {"repeats", b1.repeats}};
-  row["latency_large_batch"] = {
-      {"batch", large},        {"median_ms", bn.median_ms}, {"median_ms_per_image", bn.median_ms / double(large)},
-      {"mean_ms", bn.mean_ms}, {"p95_ms", bn.p95_ms},       {"repeats", bn.repeats}};
-  return row;
+  return m;
+}
+
+json batch1_json(const metrics::LatencyStats& t) {
+  return {{"median", t.median_ms}, {"mean", t.mean_ms}, {"p95", t.p95_ms},     {"min", t.min_ms},
+          {"max", t.max_ms},       {"std", t.std_ms},   {"repeats", t.repeats}};
+}
+
+json large_json(const metrics::LatencyStats& t) {
+  return {{"batch", t.batch},     {"median_ms", t.median_ms}, {"median_ms_per_image", t.per_image_median_ms()},
+          {"mean_ms", t.mean_ms}, {"p95_ms", t.p95_ms},       {"min_ms", t.min_ms},
+          {"max_ms", t.max_ms},   {"std_ms", t.std_ms},       {"repeats", t.repeats}};
+}
+
+// The latency of every model, all of them timed interleaved (dense and pruned in the same rounds, so that their
+// ratio is fair on a noisy host), at batch 1 and at the large batch: latency_b1_ms and latency_large_batch hold
+// the timed form (the deployed one unless latency.form is eager); with `both`, latency_eager_* the eager form's.
+void time_models(std::vector<Measured>& models, const data::DatasetInfo& info, const ReportOptions& p,
+                 torch::Device device) {
+  std::vector<metrics::Forward> forwards;
+  for (Measured& m : models) {
+    if (m.deployed) {
+      torch::jit::Module* module = &m.deployed->optimized;
+      forwards.push_back([module](const torch::Tensor& x) { return module->forward({x}).toTensor(); });
+    }
+    if (times_eager(p)) {
+      std::shared_ptr<models::NetworkImpl> net = m.eager.ptr();
+      forwards.push_back([net](const torch::Tensor& x) { return net->forward(x); });
+    }
+  }
+  const int64_t channels = models.front().eager->in_channels();
+  metrics::LatencyOptions lo;
+  lo.height = info.height;
+  lo.width = info.width;
+  lo.warmup = static_cast<int>(p.warmup);
+  lo.repeats = static_cast<int>(p.repeats);
+  const auto b1 = metrics::measure_interleaved(forwards, channels, lo, device, kLatencyRounds);
+  lo.batch = p.large_batch;
+  lo.warmup = std::min(lo.warmup, 3);
+  lo.repeats = static_cast<int>(p.large_batch_repeats);
+  std::vector<metrics::LatencyStats> bn;
+  try {
+    bn = metrics::measure_interleaved(forwards, channels, lo, device, kLatencyRounds);
+  } catch (const std::bad_alloc&) {  // the load-time bound is a lower one: name the key the allocator cannot
+    throw Error("report.latency.large_batch: a forward of " + std::to_string(lo.batch) + " images ran out of memory");
+  } catch (const c10::Error& e) {
+    const std::string what = e.what_without_backtrace();
+    if (what.find("alloc") == std::string::npos) throw;
+    throw Error("report.latency.large_batch: a forward of " + std::to_string(lo.batch) + " images ran out of memory (" +
+                what.substr(0, what.find('\n')) + "); set a smaller batch");
+  }
+  size_t k = 0;
+  for (Measured& m : models) {
+    json& row = m.row;
+    row["latency_form"] = !m.deployed                         ? "eager"
+                          : m.deployed->not_optimized.empty() ? "deployed"
+                                                              : "deployed, frozen only";
+    if (m.deployed && !m.deployed->not_optimized.empty()) row["not_optimized"] = m.deployed->not_optimized;
+    row["latency_b1_ms"] = batch1_json(b1[k]);
+    row["latency_large_batch"] = large_json(bn[k]);
+    ++k;
+    if (m.deployed && times_eager(p)) {
+      row["latency_eager_b1_ms"] = batch1_json(b1[k]);
+      row["latency_eager_large_batch"] = large_json(bn[k]);
+      ++k;
+    }
+  }
+}
+
+// What a reader checks a pruned row against the first (dense) one with, as ShrinkBench asks: the theoretical
+// speed-up (dense MACs / non-zero MACs), the compression ratio (parameters / non-zero parameters) and the measured
+// speed-up at each batch size (and of the eager form, when it was timed too).
+void add_speedups(std::vector<json>& rows) {
+  const json base = rows.front();
+  auto ratio = [](double a, double b) { return b > 0 ? json(a / b) : json(nullptr); };
+  for (json& r : rows) {
+    json s;
+    s["theoretical"] = ratio(base["macs"].get<double>(), r["nonzero_macs"].get<double>());
+    s["compression"] = ratio(base["params"].get<double>(), r["nonzero_params"].get<double>());
+    s["measured_b1"] = ratio(base["latency_b1_ms"]["median"].get<double>(), r["latency_b1_ms"]["median"].get<double>());
+    s["measured_large"] = ratio(base["latency_large_batch"]["median_ms"].get<double>(),
+                                r["latency_large_batch"]["median_ms"].get<double>());
+    if (r.contains("latency_eager_b1_ms")) {
+      s["measured_eager_b1"] =
+          ratio(base["latency_eager_b1_ms"]["median"].get<double>(), r["latency_eager_b1_ms"]["median"].get<double>());
+      s["measured_eager_large"] = ratio(base["latency_eager_large_batch"]["median_ms"].get<double>(),
+                                        r["latency_eager_large_batch"]["median_ms"].get<double>());
+    }
+    r["speedup"] = s;
+  }
 }
 
 // The comparison table: every field of a report.json row, and which of them report.csv and the Markdown and
 // console tables show. `base` is the first row: the others show their changes against it.
-Table report_table(const json& base, bool masked, bool held_out) {
+Table report_table(const json& base, bool masked, bool held_out, bool both) {
   auto num = [](const json& r, const char* key) { return Table::find(r, key)->get<double>(); };
   auto against = [&](const char* key, double scale, int digits) {
     return [=, b = num(base, key)](const json& r) {
@@ -234,6 +330,12 @@ Table report_table(const json& base, bool masked, bool held_out) {
            ", p95 " + Table::fixed(l["p95"].get<double>(), 2) + ")";
   };
   const std::string large = std::to_string(base["latency_large_batch"]["batch"].get<int64_t>());
+  auto times = [](const char* key) {
+    return [key](const json& r) {
+      const json* v = Table::find(r, key);
+      return v ? "x" + Table::fixed(v->get<double>(), 2) : std::string("-");
+    };
+  };
   return Table(
       {{"model", "model", "Model", nullptr, Align::Left},
        {"checkpoint"},
@@ -252,6 +354,9 @@ Table report_table(const json& base, bool masked, bool held_out) {
        {"latency_b1_ms.median", "latency_b1_median_ms", "Latency b1 (ms)", latency},
        {"latency_b1_ms.mean", "latency_b1_mean_ms"},
        {"latency_b1_ms.p95", "latency_b1_p95_ms"},
+       {"latency_b1_ms.min"},
+       {"latency_b1_ms.max"},
+       {"latency_b1_ms.std"},
        {"latency_b1_ms.repeats"},
        {"latency_large_batch.batch", "large_batch"},
        {"latency_large_batch.median_ms"},
@@ -259,7 +364,37 @@ Table report_table(const json& base, bool masked, bool held_out) {
         "Latency b" + large + " (ms/img)", Table::fixed_cell("latency_large_batch.median_ms_per_image", 3)},
        {"latency_large_batch.mean_ms"},
        {"latency_large_batch.p95_ms"},
-       {"latency_large_batch.repeats"}});
+       {"latency_large_batch.min_ms"},
+       {"latency_large_batch.max_ms"},
+       {"latency_large_batch.std_ms"},
+       {"latency_large_batch.repeats"},
+       {"latency_form", "latency_form"},
+       {"not_optimized", "not_optimized"},  // why optimize_for_inference's form could not run this model
+       {"latency_eager_b1_ms.median", "latency_eager_b1_median_ms", both ? "Eager b1 (ms)" : "",
+        Table::fixed_cell("latency_eager_b1_ms.median", 2)},
+       {"latency_eager_b1_ms.mean"},
+       {"latency_eager_b1_ms.p95", "latency_eager_b1_p95_ms"},
+       {"latency_eager_b1_ms.min"},
+       {"latency_eager_b1_ms.max"},
+       {"latency_eager_b1_ms.std"},
+       {"latency_eager_b1_ms.repeats"},
+       {"latency_eager_large_batch.batch"},
+       {"latency_eager_large_batch.median_ms"},
+       {"latency_eager_large_batch.median_ms_per_image", "latency_eager_large_median_ms_per_image",
+        both ? "Eager b" + large + " (ms/img)" : "",
+        Table::fixed_cell("latency_eager_large_batch.median_ms_per_image", 3)},
+       {"latency_eager_large_batch.mean_ms"},
+       {"latency_eager_large_batch.p95_ms"},
+       {"latency_eager_large_batch.min_ms"},
+       {"latency_eager_large_batch.max_ms"},
+       {"latency_eager_large_batch.std_ms"},
+       {"latency_eager_large_batch.repeats"},
+       {"speedup.theoretical", "speedup_theoretical", "Speed-up (MACs)", times("speedup.theoretical")},
+       {"speedup.compression", "compression_ratio", "Compression", times("speedup.compression")},
+       {"speedup.measured_b1", "speedup_measured_b1", "Speed-up b1", times("speedup.measured_b1")},
+       {"speedup.measured_large", "speedup_measured_large", "Speed-up b" + large, times("speedup.measured_large")},
+       {"speedup.measured_eager_b1", "speedup_measured_eager_b1"},
+       {"speedup.measured_eager_large", "speedup_measured_eager_large"}});
 }
 
 // The training curves (loss and accuracy per epoch) of the finetune/recover stages.
@@ -425,9 +560,14 @@ std::string notes(const json& report, const Evaluation& ev, const ReportOptions&
   doc << "\n- Size: bytes of the saved weights / 2^20."
       << (masked ? " Compact size: non-zero weights as fp32 values plus a 1-bit mask per weight." : "")
       << "\n- MACs: multiply-accumulates of the conv and linear layers for one image; FLOPs = 2 x MACs."
-      << "\n- Latency: median over " << p.repeats << " timed forward passes at batch 1 after " << p.warmup
-      << " warm-up passes (mean and p95 beside it), and median time per image at batch " << large << ".\n";
-  doc << "- Precision: every accuracy and latency here comes from fp32 forward passes (no autocast, NCHW input).";
+      << "\n- Latency: " << latency_form_text(p) << "; median over " << p.repeats
+      << " timed forward passes at batch 1 after " << p.warmup
+      << " warm-up passes (mean and p95 beside it), and median time per image at batch " << large
+      << ". Every model is timed in the same " << kLatencyRounds
+      << " interleaved rounds, so that a slow minute of the host falls on all of them alike."
+      << "\n- Speed-ups against the first row: theoretical = its MACs / the row's non-zero MACs; compression = its "
+         "parameters / the row's non-zero parameters; measured = its median latency / the row's, at each batch size.\n";
+  doc << "- Precision: every accuracy here comes from fp32 forward passes (no autocast, NCHW input).";
   for (const auto& [stage, t] : report["precision"]["training"].items())
     doc << " Training (" << stage << "): " << t["forward"].get<std::string>()
         << (t["channels_last"].get<bool>() ? " + channels_last" : "") << ", " << t["why"].get<std::string>() << ".";
@@ -435,8 +575,9 @@ std::string notes(const json& report, const Evaluation& ev, const ReportOptions&
   if (masked)
     doc << "\nUnstructured sparsity zeroes weights but keeps tensor shapes, so dense kernels do the same work: the "
            "non-zero MACs and the compact size show what sparse kernels could save, while latency and the saved "
-           "size stay those of the dense model. A 2:4 pattern would run faster only on GPUs with sparse tensor "
-           "cores (NVIDIA Ampere or later, through cuSPARSELt), which this build does not use.\n";
+           "size stay those of the dense model: dense kernels do not skip zeros, so no measured speed-up is expected "
+           "on this device. A 2:4 pattern would run faster only on GPUs with sparse tensor cores (NVIDIA Ampere or "
+           "later, through cuSPARSELt), which this build does not use.\n";
   return doc.str();
 }
 
@@ -487,22 +628,38 @@ class ReportStage : public Stage {
     report["input"] = {info.channels, info.height, info.width};
     report["evaluation"] = ev.to_json();
     if (stages.count("prune")) report["calibration"] = stages.at("prune").root()["calibration"].json();
-    // Every forward this stage times or evaluates is plain fp32 (no autocast) on NCHW inputs, whatever the
-    // training stages computed in; their precision is copied from their metrics files.
-    report["precision"] = {{"accuracy", "fp32"}, {"latency", "fp32, NCHW input, no autocast"}, {"training", json::object()}};
+    // Every forward this stage times is fp32 (no autocast), in the form latency.form names, whatever the training
+    // stages computed in; their precision is copied from their metrics files.
+    report["precision"] = {{"accuracy", "fp32"}, {"latency", latency_form_text(p)}, {"training", json::object()}};
     for (const char* stage : {"finetune", "recover"})
       if (stages.count(stage) && stages.at(stage).root().has("precision"))
         report["precision"]["training"][stage] = stages.at(stage).root()["precision"].json();
-    std::vector<json> rows;
     bool masked = false;
     const std::vector<Row> models = rows_of(stages, ctx.naming);
     for (const Row& r : models) check_same_model(r, cfg);  // before any measurement
+    std::vector<Measured> measured;
     for (const Row& r : models) {
-      rows.push_back(measure(r, info, p, device));
-      masked = masked || rows.back()["masked"].get<bool>();
-      ctx.log->info("measured {}: {}", r.label, r.checkpoint.string());
+      measured.push_back(describe_model(r, info, p, device));
+      masked = masked || measured.back().row["masked"].get<bool>();
+      if (const auto& d = measured.back().deployed) {
+        ctx.log->info("{}: deployable form checked (logits within {:.1e} of the model's, {} batch norms left)", r.label,
+                      d->max_difference, d->batch_norms_left);
+        if (!d->not_optimized.empty())
+          ctx.log->warn(
+              "{}: optimize_for_inference's form does not run on these images ({}); its frozen form is "
+              "timed instead",
+              r.label, d->not_optimized);
+      }
     }
-    Table table = report_table(rows.front(), masked, !ev.held_out.empty());
+    time_models(measured, info, p, device);
+    std::vector<json> rows;
+    for (size_t i = 0; i < measured.size(); ++i) {
+      rows.push_back(std::move(measured[i].row));
+      ctx.log->info("measured {}: {}", models[i].label, models[i].checkpoint.string());
+    }
+    measured.clear();
+    add_speedups(rows);
+    Table table = report_table(rows.front(), masked, !ev.held_out.empty(), p.form == ReportOptions::LatencyForm::Both);
     for (auto& r : rows) table.add_row(std::move(r));
     report["rows"] = table.json();
     report["peak_memory_mb"] = metrics::peak_memory_mb();
@@ -532,6 +689,8 @@ class ReportStage : public Stage {
       final_model->eval();
       models::export_torchscript(*final_model, final_model->graph(), ctx.naming.exported_model());
       extra_outputs.push_back(ctx.naming.exported_model());
+      models::write_deployable(*final_model, info.height, info.width, ctx.naming.deployed_model());
+      extra_outputs.push_back(ctx.naming.deployed_model());
       ctx.log->info("exported {} as TorchScript: {}", models.back().label, ctx.naming.exported_model().string());
     }
 
@@ -556,7 +715,10 @@ std::vector<PlannedFile> plan(const ScenarioConfig& cfg, const Naming& n, const 
   for (const char* f : {"md", "csv", "json"})
     out.push_back({PlannedFile::Access::Write, n.report_file(f), "report"});
   if (p.plot) out.push_back({PlannedFile::Access::Write, n.training_curves_chart(), "loss/accuracy plot"});
-  if (p.export_torchscript) out.push_back({PlannedFile::Access::Write, n.exported_model(), "TorchScript model"});
+  if (p.export_torchscript) {
+    out.push_back({PlannedFile::Access::Write, n.exported_model(), "TorchScript model"});
+    out.push_back({PlannedFile::Access::Write, n.deployed_model(), "deployed model (frozen, batch norms folded)"});
+  }
   return out;
 }
 
@@ -566,6 +728,12 @@ const OptionBinder<ReportOptions>& report_binder() {
   static const OptionBinder<ReportOptions> b = [] {
     using O = ReportOptions;
     OptionBinder<O> b;
+    b.add_enum(
+        &O::form, "latency.form",
+        {{"deployed", O::LatencyForm::Deployed}, {"eager", O::LatencyForm::Eager}, {"both", O::LatencyForm::Both}},
+        "the form of each model that is timed: deployed (frozen TorchScript, batch norms folded into the convs, "
+        "LibTorch's optimize_for_inference: what a user deploys), eager (the network as it trains), or both "
+        "(deployed, with the eager figures beside it)");
     b.add(&O::warmup, "latency.warmup", "untimed forward passes before timing").min(0).max(10000);
     b.add(&O::repeats, "latency.repeats", "timed forward passes at batch 1 (median, mean and p95 reported)")
         .min(1)
@@ -576,7 +744,9 @@ const OptionBinder<ReportOptions>& report_binder() {
         .max(100000);
     b.add(&O::plot, "plot", "draw the training curves (gnuplot)");
     b.add(&O::export_torchscript, "export_torchscript",
-          "write the final model as model.torchscript.pt (Python: torch.jit.load(file)(images), no expctl)");
+          "write the final model as model.torchscript.pt (Python: torch.jit.load(file)(images), no expctl) and as "
+          "model.deployed.pt (frozen, batch norms folded; torch.jit.optimize_for_inference(torch.jit.load(file)) "
+          "gives the deployed form)");
     return b;
   }();
   return b;

@@ -8,12 +8,15 @@
 namespace expctl {
 
 struct ReportOptions {
+  /// latency.form: which form of each model is timed. deployed: frozen TorchScript, batch norms folded, optimized
+  /// for inference (runner/models/deployment.h); eager: the network as it trains; both: deployed, eager beside it.
+  enum class LatencyForm { Deployed, Eager, Both } form = LatencyForm::Deployed;
   int64_t warmup = 10;               ///< latency.warmup: untimed passes before timing
   int64_t repeats = 50;              ///< latency.repeats: timed passes at batch 1
   int64_t large_batch = 128;         ///< latency.large_batch
   int64_t large_batch_repeats = 10;  ///< latency.large_batch_repeats
   bool plot = true;                  ///< draw the charts (gnuplot)
-  bool export_torchscript = true;    ///< write the final model as TorchScript
+  bool export_torchscript = true;    ///< write the final model as TorchScript, eager and deployed
 };
 
 const OptionBinder<ReportOptions>& report_binder();

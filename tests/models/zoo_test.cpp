@@ -20,6 +20,7 @@
 #include "runner/metrics/metrics.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/checkpoint.h"
+#include "runner/models/deployment.h"
 #include "runner/models/graph_net.h"
 #include "runner/models/models.h"
 #include "runner/models/torchscript_export.h"
@@ -342,6 +343,7 @@ TEST(Zoo, PythonInterop) {
     em::prune_groups(model, keep);
     em::save_checkpoint(dir / (arch + "_pruned.pt"), model);
     em::export_torchscript(*model, model->graph(), dir / (arch + "_pruned.torchscript.pt"));
+    em::write_deployable(*model, xin.size(2), xin.size(3), dir / (arch + "_pruned.deployed.pt"));
     auto p = expctl::io::PickleValue::dict();
     p.set("x", expctl::io::PickleValue::from(xin));
     p.set("logits", expctl::io::PickleValue::from(model->forward(xin)));

@@ -59,11 +59,11 @@ class Report : public ::testing::Test {
                           {"history", hist}}
                          .dump());
   }
-  void run_report() {
+  void run_report(const std::vector<std::string>& sets = {}) {
     RunOptions o;
     o.only = "report";
     o.console_log = false;
-    Pipeline(load_scenario(tmp_ / "s.yaml", {}), o).run();
+    Pipeline(load_scenario(tmp_ / "s.yaml", sets), o).run();
   }
   std::string md() { return test::read_file(dir() / "report.md"); }
   static bool have_gnuplot() { return test::run_shell("command -v gnuplot").exit_code == 0; }
@@ -91,7 +91,11 @@ TEST_F(Report, ATestSubsetIsNamedInEveryAccuracyStatementAndCaption) {
   const std::string csv = test::read_file(dir() / "report.csv");
   EXPECT_EQ(csv.substr(0, csv.find('\n')),
             "model,accuracy,accuracy_held_out,params,nonzero_params,size_mb,compact_size_mb,macs,flops,nonzero_macs,"
-            "latency_b1_median_ms,latency_b1_mean_ms,latency_b1_p95_ms,large_batch,latency_large_median_ms_per_image");
+            "latency_b1_median_ms,latency_b1_mean_ms,latency_b1_p95_ms,large_batch,latency_large_median_ms_per_image,"
+            "latency_form,not_optimized,latency_eager_b1_median_ms,latency_eager_b1_p95_ms,latency_eager_large_median_"
+            "ms_per_image,"
+            "speedup_theoretical,compression_ratio,speedup_measured_b1,speedup_measured_large,"
+            "speedup_measured_eager_b1,speedup_measured_eager_large");
   EXPECT_EQ(csv.find("\n\"fine-tuned\",50.0,,"), csv.find('\n', csv.find('\n') + 1)) << csv;
   if (!have_gnuplot()) return;
   EXPECT_NE(text.find("*Loss and top-1 accuracy per epoch. Test curves: 160 test images, a class-balanced subset of "
@@ -170,4 +174,47 @@ TEST_F(Report, AHostileReportFolderRunsNoCommandAndTheCurvesAreDrawn) {
     for (const char* name : {"X", "Y", "Z"}) EXPECT_NE(it->path().filename(), name) << it->path();
   EXPECT_TRUE(fs::exists(dir() / "report.md"));
   if (have_gnuplot()) EXPECT_TRUE(fs::exists(dir() / "training_curves.png"));
+}
+
+// The speed-up columns are the ratios of the report's own figures against its first row; the deployed form is
+// timed by default, the eager one beside it with latency.form: both, alone with eager.
+TEST_F(Report, SpeedUpsAreTheRatiosOfItsOwnMacsParametersAndTimesInTheFormAsked) {
+  scenario("finetune, report", "dataset: {name: FashionMNIST, test_subset: 160}\n", tmp_ / "ck");
+  finetune_metrics(160);
+  for (const std::string form : {"deployed", "both", "eager"}) {
+    run_report({"report.latency.form=" + form});
+    const auto rep = json::parse(test::read_file(dir() / "report.json"));
+    const json& base = rep["rows"][0];
+    ASSERT_EQ(rep["rows"].size(), 2u);
+    for (const json& r : rep["rows"]) {
+      const json& s = r["speedup"];
+      EXPECT_EQ(r["latency_form"], form == "eager" ? "eager" : "deployed") << form;
+      EXPECT_DOUBLE_EQ(s["theoretical"].get<double>(), base["macs"].get<double>() / r["nonzero_macs"].get<double>())
+          << form;
+      EXPECT_DOUBLE_EQ(s["compression"].get<double>(), base["params"].get<double>() / r["nonzero_params"].get<double>())
+          << form;
+      EXPECT_DOUBLE_EQ(s["measured_b1"].get<double>(),
+                       base["latency_b1_ms"]["median"].get<double>() / r["latency_b1_ms"]["median"].get<double>())
+          << form;
+      EXPECT_DOUBLE_EQ(s["measured_large"].get<double>(), base["latency_large_batch"]["median_ms"].get<double>() /
+                                                              r["latency_large_batch"]["median_ms"].get<double>())
+          << form;
+      EXPECT_EQ(r.contains("latency_eager_b1_ms"), form == "both") << form;
+      EXPECT_EQ(s.contains("measured_eager_b1"), form == "both") << form;
+      if (form == "both")
+        EXPECT_DOUBLE_EQ(s["measured_eager_large"].get<double>(),
+                         base["latency_eager_large_batch"]["median_ms"].get<double>() /
+                             r["latency_eager_large_batch"]["median_ms"].get<double>());
+    }
+    EXPECT_EQ(rep["rows"][0]["speedup"]["measured_b1"], 1.0) << form;
+    const std::string text = md();
+    EXPECT_NE(text.find(form == "eager" ? "- Latency: eager form" : "- Latency: deployed form (frozen TorchScript"),
+              std::string::npos)
+        << text;
+    EXPECT_EQ(text.find("| Eager b1 (ms) |") != std::string::npos, form == "both") << text;
+    EXPECT_NE(text.find("| Speed-up (MACs) | Compression | Speed-up b1 | Speed-up b2 |"), std::string::npos) << text;
+  }
+  // The final model is written in both forms.
+  EXPECT_TRUE(fs::exists(dir() / "model.torchscript.pt"));
+  EXPECT_TRUE(fs::exists(dir() / "model.deployed.pt"));
 }
