@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <sstream>
 #include <string>
+#include <tuple>
 
 #include "runner/core/compat.h"
 #include "runner/core/error.h"
@@ -28,6 +29,33 @@ torch::jit::Module frozen_module(NetworkImpl& net, torch::Device device) {
   return torch::jit::freeze(scripted);
 }
 
+// The eager model's logits on one fixed batch of 4 (drawn with its own generator: the global RNG is left alone),
+// and the check of a TorchScript form against them.
+struct LogitCheck {
+  LogitCheck(NetworkImpl& net, int64_t height, int64_t width, torch::Device device) : arch(net.arch_name()) {
+    if (height < 1 || width < 1)
+      throw Error("deployable model: height and width must be at least 1, got " + std::to_string(height) + "x" +
+                  std::to_string(width));
+    auto gen = at::detail::createCPUGenerator(20261207);
+    x = torch::randn({4, net.in_channels(), height, width}, gen).to(device);
+    torch::NoGradGuard no_grad;
+    EvalModeGuard mode(net);
+    eager = net.forward(x);
+  }
+  // {largest |logit difference|, largest |logit|} of `m`; throws expctl::Error naming `form` beyond 1e-3 of the
+  // logits' scale.
+  std::pair<double, double> operator()(torch::jit::Module& m, const char* form) const {
+    torch::NoGradGuard no_grad;
+    const auto [diff, scale] = difference(m.forward({x}).toTensor(), eager);
+    if (!(diff <= 1e-3 * std::max(scale, 1.0)))
+      throw Error("deployable model of " + arch + ": its logits differ from the model's by " + std::to_string(diff) +
+                  " (logits up to " + std::to_string(scale) + ") " + form);
+    return {diff, scale};
+  }
+  std::string arch;
+  torch::Tensor x, eager;
+};
+
 }  // namespace
 
 int64_t batch_norm_count(const torch::jit::Module& module) {
@@ -46,9 +74,7 @@ int64_t batch_norm_count(const torch::jit::Module& module) {
 }
 
 Deployable make_deployable(NetworkImpl& net, int64_t height, int64_t width, torch::Device device) {
-  if (height < 1 || width < 1)
-    throw Error("deployable model: height and width must be at least 1, got " + std::to_string(height) + "x" +
-                std::to_string(width));
+  const LogitCheck check(net, height, width, device);
   Deployable d;
   d.frozen = frozen_module(net, device);
   d.batch_norms_left = batch_norm_count(d.frozen);
@@ -57,29 +83,13 @@ Deployable make_deployable(NetworkImpl& net, int64_t height, int64_t width, torc
   torch::jit::Module to_optimize = frozen_module(net, device);
   d.optimized = torch::jit::optimize_for_inference(to_optimize);
 
-  // One fixed batch, drawn with its own generator (the global RNG is left alone).
-  auto gen = at::detail::createCPUGenerator(20261207);
-  const torch::Tensor x = torch::randn({4, net.in_channels(), height, width}, gen).to(device);
-  torch::NoGradGuard no_grad;
-  EvalModeGuard mode(net);
-  const torch::Tensor eager = net.forward(x);
   compat::WarningCollector warnings;  // oneDNN's per-forward warnings: the timing says them once
   compat::WarningCollector::Guard quiet(&warnings);
-  auto check = [&](torch::jit::Module& m, const char* form) {
-    const torch::Tensor got = m.forward({x}).toTensor();
-    const auto [diff, scale] = difference(got, eager);
-    if (!(diff <= 1e-3 * std::max(scale, 1.0)))
-      throw Error("deployable model of " + net.arch_name() + ": its logits differ from the model's by " +
-                  std::to_string(diff) + " (logits up to " + std::to_string(scale) + ") " + form);
-    d.max_difference = diff;
-    d.logit_scale = scale;
-  };
-  check(d.frozen, "after freezing");
+  std::tie(d.max_difference, d.logit_scale) = check(d.frozen, "after freezing");
   // optimize_for_inference may refuse a shape oneDNN does not support, or change the logits of a model beyond
   // float rounding (seen on a user's traced CNN): then the frozen module is the deployed form, and d says why.
-  const double frozen_difference = d.max_difference;
   try {
-    check(d.optimized, "after optimize_for_inference");
+    std::tie(d.max_difference, d.logit_scale) = check(d.optimized, "after optimize_for_inference");
   } catch (const Error& e) {
     d.not_optimized = e.what();
   } catch (const std::exception& e) {  // c10::Error, or the interpreter's JITException around it
@@ -89,18 +99,17 @@ Deployable make_deployable(NetworkImpl& net, int64_t height, int64_t width, torc
     d.not_optimized = line == std::string::npos ? why.substr(0, why.find('\n'))
                                                 : why.substr(line + 14, why.find('\n', line) - line - 14);
   }
-  if (!d.not_optimized.empty()) {
-    d.optimized = d.frozen;
-    d.max_difference = frozen_difference;
-  }
+  if (!d.not_optimized.empty()) d.optimized = d.frozen;
   return d;
 }
 
 void write_deployable(NetworkImpl& net, int64_t height, int64_t width, const std::filesystem::path& path) {
-  // make_deployable() checks the frozen form's logits; the file gets a frozen module that no pass touched since.
-  make_deployable(net, height, width);
+  // Only the frozen form goes into the file: it is checked, and no optimizing pass is run for it.
+  const LogitCheck check(net, height, width, torch::kCPU);
+  torch::jit::Module frozen = frozen_module(net, torch::kCPU);
+  check(frozen, "after freezing");
   std::ostringstream bytes;
-  frozen_module(net, torch::kCPU).save(bytes);
+  frozen.save(bytes);
   write_file_atomic(path, bytes.str(), "deployed model");
 }
 
