@@ -1,14 +1,15 @@
 // Dense against Neuron-Coverage-pruned built-in model (small-input variant `stem: cifar`, 10 classes, 3x32x32) in
 // one run: MACs, size and latency at batch 1 and a large batch on this machine's CPU, of the eager network and of
-// its deployed form (runner/models/deployment.h: frozen, batch norms folded, optimize_for_inference), the four
-// timed interleaved (metrics::measure_interleaved) so that their ratios are fair. Prints a table; asserts
-// nothing. MODEL is a `model.name` of `expctl list` (ResNet18, ResNet34, ResNet50, VGG11_BN, VGG16_BN, MobileNetV2,
-// DenseNet121).
+// its deployed form (runner/models/deployment.h: frozen, batch norms folded, optimize_for_inference) and of that
+// form in bf16 (the report's bf16 row), the six timed interleaved (metrics::measure_interleaved) so that their
+// ratios are fair. Prints a table; asserts nothing. MODEL is a `model.name` of `expctl list` (ResNet18, ResNet34,
+// ResNet50, VGG11_BN, VGG16_BN, MobileNetV2, DenseNet121).
 //
 //   build/expctl_bench_prune_latency [sparsity=0.5] [threads=0] [large_batch=128] [repeats=20] [model=ResNet18]
 //                                    [export_dir]
 // With export_dir, the dense and pruned models are also written there as TorchScript (<model>_dense.pt,
-// <model>_pruned.pt): bench/prune_latency.sh times them in PyTorch, the same models in the same run.
+// <model>_pruned.pt) and as expctl's deployed files (<model>_dense.deployed.pt, ...): bench/prune_latency.sh times
+// them in PyTorch, the same models in the same run.
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -65,6 +66,8 @@ int main(int argc, char** argv) {
   if (!export_dir.empty()) {
     models::export_torchscript(*dense, dense->graph(), export_dir + "/" + model + "_dense.pt");
     models::export_torchscript(*pruned, pruned->graph(), export_dir + "/" + model + "_pruned.pt");
+    models::write_deployable(*dense, 32, 32, export_dir + "/" + model + "_dense.deployed.pt");
+    models::write_deployable(*pruned, 32, 32, export_dir + "/" + model + "_pruned.deployed.pt");
   }
 
   std::printf(
@@ -73,12 +76,18 @@ int main(int argc, char** argv) {
       model.c_str(), sparsity, threads, repeats, std::max(5, repeats / 4), (long long)large);
   const models::Deployable dense_d = models::make_deployable(*dense, 32, 32);
   const models::Deployable pruned_d = models::make_deployable(*pruned, 32, 32);
+  const auto bf16 = models::DeployPrecision::Bf16;
+  const models::Deployable dense_b = models::make_deployable(*dense, 32, 32, torch::kCPU, bf16);
+  const models::Deployable pruned_b = models::make_deployable(*pruned, 32, 32, torch::kCPU, bf16);
   torch::jit::Module dense_m = dense_d.optimized, pruned_m = pruned_d.optimized;
+  torch::jit::Module dense_bm = dense_b.optimized, pruned_bm = pruned_b.optimized;
   const std::vector<metrics::Forward> forwards{
       [&](const torch::Tensor& x) { return dense->forward(x); },
       [&](const torch::Tensor& x) { return dense_m.forward({x}).toTensor(); },
+      [&](const torch::Tensor& x) { return dense_bm.forward({x}).toTensor(); },
       [&](const torch::Tensor& x) { return pruned->forward(x); },
-      [&](const torch::Tensor& x) { return pruned_m.forward({x}).toTensor(); }};
+      [&](const torch::Tensor& x) { return pruned_m.forward({x}).toTensor(); },
+      [&](const torch::Tensor& x) { return pruned_bm.forward({x}).toTensor(); }};
   metrics::LatencyOptions lo;
   lo.warmup = 5;
   lo.repeats = repeats;
@@ -90,28 +99,34 @@ int main(int argc, char** argv) {
 
   std::printf("%-16s %10s %10s %9s %16s %24s\n", "model", "params(M)", "MACs(M)", "size(MB)", "b1 median (ms)",
               ("b" + std::to_string(large) + " median (ms/img)").c_str());
-  const char* names[] = {"dense eager", "dense deployed", "pruned eager", "pruned deployed"};
+  const char* names[] = {"dense eager",  "dense deployed",  "dense bf16",
+                         "pruned eager", "pruned deployed", "pruned bf16"};
   double macs[2];
-  for (int k = 0; k < 4; ++k) {
-    models::Network& m = k < 2 ? dense : pruned;
+  for (int k = 0; k < 6; ++k) {
+    models::Network& m = k < 3 ? dense : pruned;
     const auto ops = metrics::count_macs(m, 32, 32);
-    macs[k / 2] = double(ops.macs);
+    macs[k / 3] = double(ops.macs);
     std::printf("%-16s %10.2f %10.1f %9.2f %9.2f (p95 %5.2f) %12.3f (p95 %6.3f)\n", names[k],
-                double(metrics::count_parameters(*m).total) / 1e6, macs[k / 2] / 1e6,
+                double(metrics::count_parameters(*m).total) / 1e6, macs[k / 3] / 1e6,
                 metrics::model_size(*m).dense_mb(), b1[k].median_ms, b1[k].p95_ms, bn[k].per_image_median_ms(),
                 bn[k].p95_ms / double(large));
   }
   const double mac_factor = macs[0] / macs[1];
   std::printf("\nMAC reduction x%.2f\n", mac_factor);
-  for (int form = 0; form < 2; ++form) {
-    const double s1 = b1[form].median_ms / b1[2 + form].median_ms, sn = bn[form].median_ms / bn[2 + form].median_ms;
+  const char* forms[] = {"eager", "deployed", "deployed bf16"};
+  for (int form = 0; form < 3; ++form) {
+    const double s1 = b1[form].median_ms / b1[3 + form].median_ms, sn = bn[form].median_ms / bn[3 + form].median_ms;
     std::printf("%s: speed-up x%.2f at batch 1, x%.2f at batch %lld = %.2f of the MAC reduction (target >= 0.90)\n",
-                form ? "deployed" : "eager", s1, sn, (long long)large, sn / mac_factor);
+                forms[form], s1, sn, (long long)large, sn / mac_factor);
   }
   std::printf("deployed against eager: x%.2f (dense) and x%.2f (pruned) at batch 1, x%.2f and x%.2f at batch %lld\n",
-              b1[0].median_ms / b1[1].median_ms, b1[2].median_ms / b1[3].median_ms, bn[0].median_ms / bn[1].median_ms,
-              bn[2].median_ms / bn[3].median_ms, (long long)large);
-  std::printf("expctl deployed (ms): b1 %.3f %.3f; b%lld per image %.4f %.4f\n", b1[1].median_ms, b1[3].median_ms,
-              (long long)large, bn[1].per_image_median_ms(), bn[3].per_image_median_ms());
+              b1[0].median_ms / b1[1].median_ms, b1[3].median_ms / b1[4].median_ms, bn[0].median_ms / bn[1].median_ms,
+              bn[3].median_ms / bn[4].median_ms, (long long)large);
+  std::printf(
+      "bf16 against fp32 deployed: x%.2f (dense) and x%.2f (pruned) at batch 1, x%.2f and x%.2f at batch %lld;"
+      " largest logit difference %.2g (dense, logits up to %.2g) and %.2g (pruned)\n",
+      b1[1].median_ms / b1[2].median_ms, b1[4].median_ms / b1[5].median_ms, bn[1].median_ms / bn[2].median_ms,
+      bn[4].median_ms / bn[5].median_ms, (long long)large, dense_b.max_difference, dense_b.logit_scale,
+      pruned_b.max_difference);
   return 0;
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Dense against Neuron-Coverage-pruned for every built-in model (small-input variant, 32x32): expctl's latency of the
-# eager and the deployed form (build/expctl_bench_prune_latency) and PyTorch's on the very same models (exported as
-# TorchScript; as loaded and through optimize_for_inference(freeze(m)), timed by bench/prune_latency_torch.py), one
+# eager, the deployed and the deployed bf16 form (build/expctl_bench_prune_latency, interleaved in one process), then
+# in one PyTorch process, interleaved, the very same models: expctl's TorchScript export as loaded and through
+# PyTorch's optimize_for_inference(freeze(m)), against expctl's deployed file (bench/prune_latency_torch.py); one
 # model after the other in one run.
 #   bench/prune_latency.sh [sparsity=0.5] [threads=2] [large_batch=128] [repeats=20] [models...]
 set -euo pipefail
@@ -18,5 +19,5 @@ for m in "${models[@]}"; do
   echo "$out"
   factor=$(echo "$out" | sed -n 's/^MAC reduction x\([0-9.]*\)$/\1/p')
   /usr/bin/python3 bench/prune_latency_torch.py "$dir" "$m" "$factor" "$threads" "$large" "$repeats"
-  rm -f "$dir/${m}_dense.pt" "$dir/${m}_pruned.pt"
+  rm -f "$dir/${m}"_*.pt
 done

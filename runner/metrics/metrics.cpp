@@ -112,12 +112,18 @@ LayerMacs linear_macs(const std::string& name, const torch::nn::LinearImpl& line
 // ---- accuracy ------------------------------------------------------------------------------------
 
 EvalResult evaluate(models::Network model, const data::Split& split, int64_t batch_size, torch::Device device) {
+  require_on_device(*model, device, "evaluate(" + (split.source.empty() ? std::string("split") : split.source) + ")");
+  models::EvalModeGuard mode(*model);
+  return evaluate_forward([&model](const torch::Tensor& images) { return model->forward(images); }, split, batch_size,
+                          device);
+}
+
+EvalResult evaluate_forward(const Forward& forward, const data::Split& split, int64_t batch_size,
+                            torch::Device device) {
   const std::string what = "evaluate(" + (split.source.empty() ? std::string("split") : split.source) + ")";
   if (split.size() == 0) throw Error(what + ": the split is empty; there is nothing to evaluate");
   if (batch_size < 1) throw Error(what + ": batch_size must be at least 1, got " + std::to_string(batch_size));
-  require_on_device(*model, device, what);
 
-  models::EvalModeGuard mode(*model);
   torch::InferenceMode inference;
   // Sums stay on the device and are read once at the end: one synchronisation instead of two per batch.
   auto loss_sum = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(device));
@@ -135,7 +141,7 @@ EvalResult evaluate(models::Network model, const data::Split& split, int64_t bat
     // uint8 travels to the device (4× less than float), and is converted there.
     auto images = data::normalize(pixels.to(device), split.norm);
     auto labels = split.labels.slice(0, begin, end).to(device);
-    auto logits = model->forward(images);
+    auto logits = forward(images).to(torch::kFloat);
     loss_sum += torch::nn::functional::cross_entropy(
                     logits, labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
                     .to(torch::kDouble);

@@ -33,6 +33,15 @@ struct EvalResult {
 ///     EvalResult r = evaluate(model, test_split, 256, torch::kCPU);  // r.accuracy == 93.1, r.loss == 0.24
 EvalResult evaluate(models::Network model, const data::Split& split, int64_t batch_size, torch::Device device);
 
+/// One form of a model to evaluate or time: a call of its forward on a batch (the eager network's, or a TorchScript
+/// module's, such as models::make_deployable()'s).
+using Forward = std::function<torch::Tensor(const torch::Tensor&)>;
+
+/// evaluate() of any form of a model: `forward` gets the normalised images of each batch on `device` and returns
+/// their logits (in any floating type: they are converted to fp32 before the loss and the arg-max). The caller
+/// puts the model in its evaluation mode.
+EvalResult evaluate_forward(const Forward& forward, const data::Split& split, int64_t batch_size, torch::Device device);
+
 // ---- parameters and size -------------------------------------------------------------------------
 
 /// Parameter counts (parameters only, not BN running statistics).
@@ -133,9 +142,6 @@ struct LatencyStats {
   /// median_ms / batch.
   double per_image_median_ms() const { return batch > 0 ? median_ms / double(batch) : 0.0; }
 };
-
-/// One form of a model to time: a call of its forward on a batch (the eager network's, or a TorchScript module's).
-using Forward = std::function<torch::Tensor(const torch::Tensor&)>;
 
 /// Times several forwards on one fixed random input [batch, in_channels, height, width] on `device`, interleaved so
 /// that their ratio is fair on a noisy host: each first runs options.warmup untimed passes, then `rounds` rounds

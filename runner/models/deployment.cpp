@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <tuple>
@@ -42,12 +43,13 @@ struct LogitCheck {
     EvalModeGuard mode(net);
     eager = net.forward(x);
   }
-  // {largest |logit difference|, largest |logit|} of `m`; throws expctl::Error naming `form` beyond 1e-3 of the
-  // logits' scale.
-  std::pair<double, double> operator()(torch::jit::Module& m, const char* form) const {
+  // {largest |logit difference|, largest |logit|} of `m`; throws expctl::Error naming `form` when the difference is
+  // not within `bound` (by default 1e-3 of the logits' scale; non-finite logits are never within it).
+  std::pair<double, double> operator()(torch::jit::Module& m, const char* form, double bound = -1) const {
     torch::NoGradGuard no_grad;
     const auto [diff, scale] = difference(m.forward({x}).toTensor(), eager);
-    if (!(diff <= 1e-3 * std::max(scale, 1.0)))
+    if (bound < 0) bound = 1e-3 * std::max(scale, 1.0);
+    if (!(diff <= bound))
       throw Error("deployable model of " + arch + ": its logits differ from the model's by " + std::to_string(diff) +
                   " (logits up to " + std::to_string(scale) + ") " + form);
     return {diff, scale};
@@ -56,40 +58,85 @@ struct LogitCheck {
   torch::Tensor x, eager;
 };
 
+// Calls f on every node of `graph`, those in the blocks of an if or a loop too.
+template <class F>
+void for_each_node(torch::jit::Graph& graph, F f) {
+  std::vector<torch::jit::Block*> blocks{graph.block()};
+  while (!blocks.empty()) {
+    torch::jit::Block* b = blocks.back();
+    blocks.pop_back();
+    for (torch::jit::Node* node : b->nodes()) {
+      f(node);
+      for (torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
+    }
+  }
+}
+
 }  // namespace
 
 int64_t batch_norm_count(const torch::jit::Module& module) {
   int64_t n = 0;
-  const auto graph = module.get_method("forward").graph();
-  std::vector<const torch::jit::Block*> blocks{graph->block()};
-  while (!blocks.empty()) {
-    const torch::jit::Block* b = blocks.back();
-    blocks.pop_back();
-    for (const torch::jit::Node* node : b->nodes()) {
-      if (node->kind() == c10::Symbol::fromQualString("aten::batch_norm")) ++n;
-      for (const torch::jit::Block* inner : node->blocks()) blocks.push_back(inner);
-    }
-  }
+  for_each_node(*module.get_method("forward").graph(), [&n](const torch::jit::Node* node) {
+    n += node->kind() == c10::Symbol::fromQualString("aten::batch_norm");
+  });
   return n;
 }
 
-Deployable make_deployable(NetworkImpl& net, int64_t height, int64_t width, torch::Device device) {
+torch::jit::Module& to_bf16(torch::jit::Module& frozen) {
+  const std::shared_ptr<torch::jit::Graph> graph = frozen.get_method("forward").graph();
+  if (graph->inputs().size() != 2 || graph->outputs().size() != 1)
+    throw Error("to_bf16: the frozen forward must take one input batch and return one tensor");
+  std::vector<torch::jit::Node*> constants;
+  for_each_node(*graph, [&](torch::jit::Node* node) {
+    if (node->kind() == c10::prim::Constant && node->output()->type()->kind() == c10::TypeKind::TensorType)
+      constants.push_back(node);
+  });
+  for (torch::jit::Node* node : constants) {
+    const at::Tensor t = torch::jit::toIValue(node->output())->toTensor();
+    if (t.scalar_type() != torch::kFloat) continue;
+    torch::jit::WithInsertPoint here(node);
+    node->output()->replaceAllUsesWith(graph->insertConstant(t.to(torch::kBFloat16)));
+    node->destroy();
+  }
+  torch::jit::Value* images = graph->inputs()[1];
+  {
+    torch::jit::WithInsertPoint first(*graph->nodes().begin());
+    torch::jit::Value* cast = graph->insert(c10::aten::to, {images, c10::kBFloat16});
+    images->replaceAllUsesWith(cast);
+    cast->node()->replaceInput(0, images);
+  }
+  torch::jit::WithInsertPoint last(graph->return_node());
+  graph->return_node()->replaceInput(0, graph->insert(c10::aten::to, {graph->outputs()[0], c10::kFloat}));
+  return frozen;
+}
+
+Deployable make_deployable(NetworkImpl& net, int64_t height, int64_t width, torch::Device device,
+                           DeployPrecision precision) {
   const LogitCheck check(net, height, width, device);
+  const bool bf16 = precision == DeployPrecision::Bf16;
+  auto deployable_module = [&] {
+    torch::jit::Module m = frozen_module(net, device);
+    return bf16 ? to_bf16(m) : m;
+  };
   Deployable d;
-  d.frozen = frozen_module(net, device);
+  d.precision = precision;
+  d.frozen = deployable_module();
   d.batch_norms_left = batch_norm_count(d.frozen);
   // optimize_for_inference rewrites the module it is given, graph included (oneDNN constants and ops, which a saved
   // file cannot hold): it gets a module of its own, scripted apart, so that the frozen one stays as it is.
-  torch::jit::Module to_optimize = frozen_module(net, device);
+  torch::jit::Module to_optimize = deployable_module();
   d.optimized = torch::jit::optimize_for_inference(to_optimize);
 
   compat::WarningCollector warnings;  // oneDNN's per-forward warnings: the timing says them once
   compat::WarningCollector::Guard quiet(&warnings);
-  std::tie(d.max_difference, d.logit_scale) = check(d.frozen, "after freezing");
+  // bf16 rounds the logits: the frozen form's difference is recorded, not bounded (its accuracy is measured).
+  std::tie(d.max_difference, d.logit_scale) =
+      check(d.frozen, "after freezing", bf16 ? std::numeric_limits<double>::max() : -1.0);
+  const double optimized_bound = bf16 ? std::max(2 * d.max_difference, 1e-3 * std::max(d.logit_scale, 1.0)) : -1.0;
   // optimize_for_inference may refuse a shape oneDNN does not support, or change the logits of a model beyond
   // float rounding (seen on a user's traced CNN): then the frozen module is the deployed form, and d says why.
   try {
-    std::tie(d.max_difference, d.logit_scale) = check(d.optimized, "after optimize_for_inference");
+    std::tie(d.max_difference, d.logit_scale) = check(d.optimized, "after optimize_for_inference", optimized_bound);
   } catch (const Error& e) {
     d.not_optimized = e.what();
   } catch (const std::exception& e) {  // c10::Error, or the interpreter's JITException around it

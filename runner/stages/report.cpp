@@ -183,13 +183,21 @@ struct Measured {
   json row;
   models::Network eager{nullptr};
   std::optional<models::Deployable> deployed;
+  std::optional<models::Deployable> bf16;  ///< the deployed form in bf16 (latency.bf16)
 };
 
 bool times_deployed(const ReportOptions& p) { return p.form != ReportOptions::LatencyForm::Eager; }
 bool times_eager(const ReportOptions& p) { return p.form != ReportOptions::LatencyForm::Deployed; }
 
+// Whether the table gets a bf16 row per model: latency.bf16, and for auto whether `device` computes bf16 natively.
+bool bf16_rows(const ReportOptions& p, torch::Device device) {
+  if (p.bf16 != ReportOptions::Bf16::Auto) return p.bf16 == ReportOptions::Bf16::On;
+  return device.is_cuda() || metrics::cpu_bf16_support().native;
+}
+
 // Everything of one model but its latency: accuracy as its stage recorded it, parameters, size, MACs.
-Measured describe_model(const Row& r, const data::DatasetInfo& info, const ReportOptions& p, torch::Device device) {
+Measured describe_model(const Row& r, const data::DatasetInfo& info, const ReportOptions& p, bool bf16,
+                        torch::Device device) {
   models::Checkpoint ck;
   Measured m;
   m.eager = models::load_checkpoint(r.checkpoint, &ck);
@@ -199,6 +207,16 @@ Measured describe_model(const Row& r, const data::DatasetInfo& info, const Repor
   metrics::ModelSize size = metrics::model_size(*m.eager);
   metrics::MacsReport ops = metrics::count_macs(m.eager, info.height, info.width);
   if (times_deployed(p)) m.deployed = models::make_deployable(*m.eager, info.height, info.width, device);
+  if (bf16) {
+    // A model whose ops LibTorch cannot run in bf16 keeps its fp32 figures: its bf16 row says why it has none.
+    try {
+      m.bf16 = models::make_deployable(*m.eager, info.height, info.width, device, models::DeployPrecision::Bf16);
+    } catch (const std::exception& e) {
+      const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+      const std::string why = c10 ? c10->what_without_backtrace() : e.what();
+      m.row["bf16"] = {{"form", "none: " + why.substr(0, why.find('\n'))}};
+    }
+  }
   json& row = m.row;
   row["model"] = r.label;
   row["checkpoint"] = r.checkpoint.string();
@@ -242,6 +260,10 @@ void time_models(std::vector<Measured>& models, const data::DatasetInfo& info, c
       std::shared_ptr<models::NetworkImpl> net = m.eager.ptr();
       forwards.push_back([net](const torch::Tensor& x) { return net->forward(x); });
     }
+    if (m.bf16) {
+      torch::jit::Module* module = &m.bf16->optimized;
+      forwards.push_back([module](const torch::Tensor& x) { return module->forward({x}).toTensor(); });
+    }
   }
   const int64_t channels = models.front().eager->in_channels();
   metrics::LatencyOptions lo;
@@ -279,6 +301,33 @@ void time_models(std::vector<Measured>& models, const data::DatasetInfo& info, c
       row["latency_eager_large_batch"] = large_json(bn[k]);
       ++k;
     }
+    if (m.bf16) {
+      row["latency_bf16_b1_ms"] = batch1_json(b1[k]);
+      row["latency_bf16_large_batch"] = large_json(bn[k]);
+      ++k;
+    }
+  }
+}
+
+// The accuracy of every model's bf16 form on the test images its fp32 accuracy was measured on (the split the
+// stages load), and how far its logits moved from the fp32 model's on the deployment check batch.
+void evaluate_bf16(std::vector<Measured>& models, const ScenarioConfig& cfg, const ReportOptions& p,
+                   torch::Device device, spdlog::logger& log) {
+  const data::Split test = data::load_dataset(cfg, /*train=*/false);
+  for (Measured& m : models) {
+    if (!m.bf16) continue;
+    torch::jit::Module* module = &m.bf16->optimized;
+    const metrics::EvalResult r = metrics::evaluate_forward(
+        [module](const torch::Tensor& x) { return module->forward({x}).toTensor(); }, test, p.large_batch, device);
+    json& row = m.row;
+    row["bf16"] = {{"accuracy", r.accuracy},
+                   {"images", r.count},
+                   {"form", m.bf16->not_optimized.empty() ? "deployed" : "deployed, frozen only"},
+                   {"max_logit_difference", m.bf16->max_difference}};
+    if (!m.bf16->not_optimized.empty()) row["bf16"]["not_optimized"] = m.bf16->not_optimized;
+    log.info("{}: bf16 accuracy {:.2f}% on {} images (fp32 {:.2f}%), logits within {:.1e} of fp32's",
+             row["model"].get<std::string>(), r.accuracy, r.count, row["accuracy"].get<double>(),
+             m.bf16->max_difference);
   }
 }
 
@@ -300,6 +349,17 @@ void add_speedups(std::vector<json>& rows) {
           ratio(base["latency_eager_b1_ms"]["median"].get<double>(), r["latency_eager_b1_ms"]["median"].get<double>());
       s["measured_eager_large"] = ratio(base["latency_eager_large_batch"]["median_ms"].get<double>(),
                                         r["latency_eager_large_batch"]["median_ms"].get<double>());
+    }
+    if (r.contains("latency_bf16_b1_ms") && base.contains("latency_bf16_b1_ms")) {
+      s["measured_bf16_b1"] =
+          ratio(base["latency_bf16_b1_ms"]["median"].get<double>(), r["latency_bf16_b1_ms"]["median"].get<double>());
+      s["measured_bf16_large"] = ratio(base["latency_bf16_large_batch"]["median_ms"].get<double>(),
+                                       r["latency_bf16_large_batch"]["median_ms"].get<double>());
+      // What bf16 buys the row itself: its fp32 timed form's latency / its bf16 form's.
+      s["bf16_over_fp32_b1"] =
+          ratio(r["latency_b1_ms"]["median"].get<double>(), r["latency_bf16_b1_ms"]["median"].get<double>());
+      s["bf16_over_fp32_large"] = ratio(r["latency_large_batch"]["median_ms"].get<double>(),
+                                        r["latency_bf16_large_batch"]["median_ms"].get<double>());
     }
     r["speedup"] = s;
   }
@@ -394,7 +454,77 @@ Table report_table(const json& base, bool masked, bool held_out, bool both) {
        {"speedup.measured_b1", "speedup_measured_b1", "Speed-up b1", times("speedup.measured_b1")},
        {"speedup.measured_large", "speedup_measured_large", "Speed-up b" + large, times("speedup.measured_large")},
        {"speedup.measured_eager_b1", "speedup_measured_eager_b1"},
-       {"speedup.measured_eager_large", "speedup_measured_eager_large"}});
+       {"speedup.measured_eager_large", "speedup_measured_eager_large"},
+       // The bf16 row of each model (latency.bf16): CSV and JSON here, its Markdown in bf16_table().
+       {"bf16.accuracy", "accuracy_bf16"},
+       {"bf16.images"},
+       {"bf16.form", "bf16_form"},
+       {"bf16.not_optimized"},
+       {"bf16.max_logit_difference", "bf16_max_logit_difference"},
+       {"latency_bf16_b1_ms.median", "latency_bf16_b1_median_ms"},
+       {"latency_bf16_b1_ms.mean"},
+       {"latency_bf16_b1_ms.p95", "latency_bf16_b1_p95_ms"},
+       {"latency_bf16_b1_ms.min"},
+       {"latency_bf16_b1_ms.max"},
+       {"latency_bf16_b1_ms.std"},
+       {"latency_bf16_b1_ms.repeats"},
+       {"latency_bf16_large_batch.batch"},
+       {"latency_bf16_large_batch.median_ms"},
+       {"latency_bf16_large_batch.median_ms_per_image", "latency_bf16_large_median_ms_per_image"},
+       {"latency_bf16_large_batch.mean_ms"},
+       {"latency_bf16_large_batch.p95_ms"},
+       {"latency_bf16_large_batch.min_ms"},
+       {"latency_bf16_large_batch.max_ms"},
+       {"latency_bf16_large_batch.std_ms"},
+       {"latency_bf16_large_batch.repeats"},
+       {"speedup.measured_bf16_b1", "speedup_measured_bf16_b1"},
+       {"speedup.measured_bf16_large", "speedup_measured_bf16_large"},
+       {"speedup.bf16_over_fp32_b1", "bf16_over_fp32_b1"},
+       {"speedup.bf16_over_fp32_large", "bf16_over_fp32_large"}});
+}
+
+// The bf16 rows in Markdown: each model's accuracy in bf16 (its change against the same model's fp32 accuracy),
+// its bf16 latency, the speed-ups against the first row's bf16 form, and what bf16 gains over the row's fp32 form.
+Table bf16_table(int64_t large_batch) {
+  const std::string large = std::to_string(large_batch);
+  auto accuracy = [](const json& r) {
+    if (!Table::find(r, "bf16.accuracy")) return std::string("-");
+    const double v = r["bf16"]["accuracy"].get<double>(), fp32 = r["accuracy"].get<double>();
+    return Table::fixed(v, 2) + " (" + (v >= fp32 ? "+" : "") + Table::fixed(v - fp32, 2) + ")";
+  };
+  auto latency = [](const json& r) {
+    if (!r.contains("latency_bf16_b1_ms")) return std::string("-");
+    const json& l = r["latency_bf16_b1_ms"];
+    return Table::fixed(l["median"].get<double>(), 2) + " (p95 " + Table::fixed(l["p95"].get<double>(), 2) + ")";
+  };
+  auto times = [](const char* key) {
+    return [key](const json& r) {
+      const json* v = Table::find(r, key);
+      return v ? "x" + Table::fixed(v->get<double>(), 2) : std::string("-");
+    };
+  };
+  return Table({{"model", "", "Model", nullptr, Align::Left},
+                {"bf16.accuracy", "", "Accuracy bf16 (%) (vs fp32)", accuracy},
+                {"latency_bf16_b1_ms.median", "", "Latency b1 (ms)", latency},
+                {"latency_bf16_large_batch.median_ms_per_image", "", "Latency b" + large + " (ms/img)",
+                 Table::fixed_cell("latency_bf16_large_batch.median_ms_per_image", 3)},
+                {"speedup.measured_bf16_b1", "", "Speed-up b1", times("speedup.measured_bf16_b1")},
+                {"speedup.measured_bf16_large", "", "Speed-up b" + large, times("speedup.measured_bf16_large")},
+                {"speedup.bf16_over_fp32_b1", "", "bf16 / fp32 b1", times("speedup.bf16_over_fp32_b1")},
+                {"speedup.bf16_over_fp32_large", "", "bf16 / fp32 b" + large, times("speedup.bf16_over_fp32_large")},
+                {"bf16.form", "", "Form", nullptr, Align::Left}});
+}
+
+// What the bf16 table shows, in words.
+std::string bf16_notes(const Evaluation& ev, const ReportOptions& p) {
+  return "\nEach model's deployed form computing in bf16: the weights rounded to bf16 after the batch norms were "
+         "folded into them in fp32, the input cast to bf16 and the logits back to fp32 inside the module "
+         "(LibTorch's optimize_for_inference on it). Accuracy: top-1 of that form on " +
+         ev.on + ", against the same model's fp32 accuracy in the table above. Latency as above (median over " +
+         std::to_string(p.repeats) +
+         " passes at batch 1, median per image at the large batch, timed in the same interleaved rounds as the fp32 "
+         "forms). Speed-ups against the first row's bf16 form; bf16 / fp32: the row's fp32 latency above over its "
+         "bf16 latency.\n";
 }
 
 // The training curves (loss and accuracy per epoch) of the finetune/recover stages.
@@ -567,7 +697,8 @@ std::string notes(const json& report, const Evaluation& ev, const ReportOptions&
       << " interleaved rounds, so that a slow minute of the host falls on all of them alike."
       << "\n- Speed-ups against the first row: theoretical = its MACs / the row's non-zero MACs; compression = its "
          "parameters / the row's non-zero parameters; measured = its median latency / the row's, at each batch size.\n";
-  doc << "- Precision: every accuracy here comes from fp32 forward passes (no autocast, NCHW input).";
+  doc << "- Precision: every accuracy here comes from fp32 forward passes (no autocast, NCHW input)"
+      << (report["precision"].contains("bf16") ? "; those of the bf16 table below from bf16 ones." : ".");
   for (const auto& [stage, t] : report["precision"]["training"].items())
     doc << " Training (" << stage << "): " << t["forward"].get<std::string>()
         << (t["channels_last"].get<bool>() ? " + channels_last" : "") << ", " << t["why"].get<std::string>() << ".";
@@ -637,9 +768,11 @@ class ReportStage : public Stage {
     bool masked = false;
     const std::vector<Row> models = rows_of(stages, ctx.naming);
     for (const Row& r : models) check_same_model(r, cfg);  // before any measurement
+    const bool bf16 = bf16_rows(p, device);
+    if (bf16) report["precision"]["bf16"] = "deployed form in bf16 (weights rounded after folding in fp32)";
     std::vector<Measured> measured;
     for (const Row& r : models) {
-      measured.push_back(describe_model(r, info, p, device));
+      measured.push_back(describe_model(r, info, p, bf16, device));
       masked = masked || measured.back().row["masked"].get<bool>();
       if (const auto& d = measured.back().deployed) {
         ctx.log->info("{}: deployable form checked (logits within {:.1e} of the model's, {} batch norms left)", r.label,
@@ -652,6 +785,7 @@ class ReportStage : public Stage {
       }
     }
     time_models(measured, info, p, device);
+    if (bf16) evaluate_bf16(measured, cfg, p, device, *ctx.log);
     std::vector<json> rows;
     for (size_t i = 0; i < measured.size(); ++i) {
       rows.push_back(std::move(measured[i].row));
@@ -660,6 +794,11 @@ class ReportStage : public Stage {
     measured.clear();
     add_speedups(rows);
     Table table = report_table(rows.front(), masked, !ev.held_out.empty(), p.form == ReportOptions::LatencyForm::Both);
+    std::optional<Table> bf16_rows_table;
+    if (bf16) {
+      bf16_rows_table = bf16_table(p.large_batch);
+      for (const auto& r : rows) bf16_rows_table->add_row(r);
+    }
     for (auto& r : rows) table.add_row(std::move(r));
     report["rows"] = table.json();
     report["peak_memory_mb"] = metrics::peak_memory_mb();
@@ -671,13 +810,16 @@ class ReportStage : public Stage {
 
     std::fprintf(stderr, "\n%s\n%s\nAccuracy: top-1 on %s.\n\n", ctx.naming.scenario_name().c_str(),
                  table.console().c_str(), ev.on.c_str());
+    if (bf16_rows_table) std::fprintf(stderr, "In bf16 (deployed form):\n%s\n", bf16_rows_table->console().c_str());
     std::ostringstream doc;
     doc << "# " << ctx.naming.scenario_name()
         << (cfg.sweep_cell.empty() ? std::string() : " (sweep cell " + cfg.sweep_cell + ")") << "\n\n"
         << "Scenario file `" << cfg.file.string() << "`, seed " << cfg.run.seed << ". Input " << info.channels << "x"
         << info.height << "x" << info.width << ".\n\n"
         << table.markdown() << "\n"
-        << notes(report, ev, p, masked) << machine(report);
+        << notes(report, ev, p, masked);
+    if (bf16_rows_table) doc << "\n## In bf16\n\n" << bf16_rows_table->markdown() << bf16_notes(ev, p);
+    doc << machine(report);
     if (plotted) doc << curves_caption(cfg, ev, ctx.naming.training_curves_chart());
     std::vector<fs::path> extra_outputs;
     if (stages.count("prune"))
@@ -734,6 +876,11 @@ const OptionBinder<ReportOptions>& report_binder() {
         "the form of each model that is timed: deployed (frozen TorchScript, batch norms folded into the convs, "
         "LibTorch's optimize_for_inference: what a user deploys), eager (the network as it trains), or both "
         "(deployed, with the eager figures beside it)");
+    b.add_enum(&O::bf16, "latency.bf16", {{"auto", O::Bf16::Auto}, {"on", O::Bf16::On}, {"off", O::Bf16::Off}},
+               "a bf16 row for every model: its deployed form with the weights rounded to bf16 (batch norms folded "
+               "first, in fp32) and its input cast to bf16, timed with the others and its accuracy measured in bf16 "
+               "on the same test images; auto: on CUDA and on CPUs that compute bf16 natively (AVX512_BF16, "
+               "AMX-BF16, Arm BF16), where it is the fast form; on; off");
     b.add(&O::warmup, "latency.warmup", "untimed forward passes before timing").min(0).max(10000);
     b.add(&O::repeats, "latency.repeats", "timed forward passes at batch 1 (median, mean and p95 reported)")
         .min(1)

@@ -316,6 +316,35 @@ TEST(Evaluate, MatchesAOneBatchReference) {
   EXPECT_FALSE(model->is_training());
 }
 
+// A forward in another precision: its logits are converted to fp32 before the loss and the arg-max, and the images
+// it gets are the normalised ones of each batch.
+TEST(Evaluate, AForwardOfAnyPrecisionIsEvaluatedLikeTheNetwork) {
+  torch::manual_seed(8);
+  auto model = em::make_resnet(thin_spec(5));
+  ed::Split split = random_split(23, 5, 9);
+  model->eval();
+  int64_t images = 0;
+  const ex::EvalResult bf16 = ex::evaluate_forward(
+      [&](const torch::Tensor& x) {
+        images += x.size(0);
+        return model->forward(x).to(torch::kBFloat16);
+      },
+      split, 5, torch::kCPU);
+  EXPECT_EQ(images, 23);
+  torch::Tensor logits;
+  {
+    torch::NoGradGuard g;
+    logits = model->forward(ed::normalize(split.images, split.norm)).to(torch::kBFloat16).to(torch::kFloat);
+  }
+  EXPECT_EQ(bf16.correct, logits.argmax(1).eq(split.labels).sum().item<int64_t>());
+  EXPECT_NEAR(bf16.loss, torch::nn::functional::cross_entropy(logits, split.labels).item<double>(), 1e-5);
+  const ex::EvalResult fp32 =
+      ex::evaluate_forward([&](const torch::Tensor& x) { return model->forward(x); }, split, 5, torch::kCPU);
+  const ex::EvalResult net = ex::evaluate(model, split, 5, torch::kCPU);
+  EXPECT_EQ(fp32.correct, net.correct);
+  EXPECT_DOUBLE_EQ(fp32.loss, net.loss);
+}
+
 TEST(Evaluate, RejectsEmptySplitsAndBadBatchSizes) {
   auto model = em::make_resnet(thin_spec(5));
   ed::Split empty = random_split(0, 5, 1);

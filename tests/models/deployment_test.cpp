@@ -100,6 +100,35 @@ TEST(Deployment, APrunedAndAMaskedModelKeepTheirLogits) {
   expect_deployable(masked, "ResNet18 masked by wanda");
 }
 
+// The bf16 form: every weight a bf16 constant (batch norms folded in fp32 first), fp32 in and out, logits within
+// bf16's rounding of the fp32 model's; DenseNet's unfoldable batch norms run in bf16 too.
+TEST(Deployment, TheBf16FormComputesInBf16AndKeepsTheLogitsWithinItsRounding) {
+  for (const std::string name : {"ResNet18", "MobileNetV2", "DenseNet121"}) {
+    em::Network net = built_in(name);
+    em::Deployable d = em::make_deployable(*net, 32, 32, torch::kCPU, em::DeployPrecision::Bf16);
+    EXPECT_EQ(d.precision, em::DeployPrecision::Bf16);
+    EXPECT_EQ(d.batch_norms_left, unfoldable_batch_norms(net->graph())) << name;
+    int64_t weights = 0;
+    for (const torch::jit::Node* node : d.frozen.get_method("forward").graph()->nodes()) {
+      if (node->kind() != c10::prim::Constant || node->output()->type()->kind() != c10::TypeKind::TensorType) continue;
+      const at::Tensor t = torch::jit::toIValue(node->output())->toTensor();
+      if (t.is_floating_point()) {
+        EXPECT_EQ(t.scalar_type(), torch::kBFloat16) << name;
+        ++weights;
+      }
+    }
+    EXPECT_GE(weights, 2) << name;
+    torch::NoGradGuard g;
+    const torch::Tensor x = torch::randn({3, 3, 32, 32});
+    const torch::Tensor logits = d.frozen.forward({x}).toTensor();
+    EXPECT_EQ(logits.scalar_type(), torch::kFloat) << name;
+    // bf16 keeps 8 significant bits: a difference beyond fp32's rounding, well within a few per cent of the scale.
+    EXPECT_GT(d.max_difference, 1e-5 * d.logit_scale) << name;
+    EXPECT_LT(d.max_difference, 0.05 * std::max(d.logit_scale, 1.0)) << name;
+    EXPECT_TRUE(torch::allclose(d.optimized.forward({x}).toTensor(), logits, 0.05, 0.05 * d.logit_scale)) << name;
+  }
+}
+
 TEST(Deployment, AnInputSizeOfZeroIsRefused) {
   em::Network net = built_in("ResNet18");
   EXPECT_THROW(em::make_deployable(*net, 0, 32), expctl::Error);

@@ -6,7 +6,10 @@
 #include <nlohmann/json.hpp>
 
 #include "runner/core/error.h"
+#include "runner/data/registry.h"
+#include "runner/metrics/metrics.h"
 #include "runner/models/checkpoint.h"
+#include "runner/models/deployment.h"
 #include "runner/pipeline/pipeline.h"
 #include "tests/training/toy_training.h"
 
@@ -32,16 +35,38 @@ json history(const json& second_test_loss = 1.5) {
            {"test_accuracy", 50.0}}};
 }
 
+// Fashion-MNIST's test split in its IDX format (uncompressed), `n` images of a fixed pattern, labels i mod 4 (the
+// classes of test::tiny_model()).
+void write_fashion_mnist_test_split(const fs::path& dir, uint32_t n) {
+  auto header = [](std::initializer_list<uint32_t> words) {
+    std::string b;
+    for (uint32_t w : words)
+      for (int s = 24; s >= 0; s -= 8) b.push_back(char((w >> s) & 0xff));
+    return b;
+  };
+  std::string images = header({2051, n, 28, 28}), labels = header({2049, n});
+  for (uint32_t i = 0; i < n; ++i) {
+    for (int p = 0; p < 28 * 28; ++p) images.push_back(char((i * 37 + uint32_t(p) * (i % 10 + 1)) % 256));
+    labels.push_back(char(i % 4));
+  }
+  fs::create_directories(dir);
+  test::write_file(dir / "t10k-images-idx3-ubyte", images);
+  test::write_file(dir / "t10k-labels-idx1-ubyte", labels);
+}
+
 class Report : public ::testing::Test {
  protected:
   // A scenario whose stages before the report "ran": their metrics files and checkpoints are written here.
-  fs::path scenario(const std::string& stages, const std::string& extra, const fs::path& checkpoints) {
-    test::write_file(tmp_ / "s.yaml",
-                     "schema: 1\nscenario: {test_scenario: TS0, method: M}\nmodel: {name: ResNet18, pretrained: "
-                     "false}\nstages: [" +
-                         stages + "]\npaths: {checkpoints: " + yaml_quoted(checkpoints.string()) +
-                         "}\nreport: {latency: {warmup: 0, repeats: 1, large_batch: 2, large_batch_repeats: 1}}\n" +
-                         extra);
+  fs::path scenario(const std::string& stages, const std::string& extra, const fs::path& checkpoints,
+                    const fs::path& datasets = {}) {
+    test::write_file(
+        tmp_ / "s.yaml",
+        "schema: 1\nscenario: {test_scenario: TS0, method: M}\nmodel: {name: ResNet18, pretrained: "
+        "false}\nstages: [" +
+            stages + "]\npaths: {checkpoints: " + yaml_quoted(checkpoints.string()) +
+            (datasets.empty() ? "" : ", datasets: " + yaml_quoted(datasets.string())) +
+            "}\nreport: {latency: {warmup: 0, repeats: 1, large_batch: 2, large_batch_repeats: 1, bf16: off}}\n" +
+            extra);
     return tmp_ / "s.yaml";
   }
   fs::path dir(const std::vector<std::string>& sets = {}) {
@@ -95,7 +120,9 @@ TEST_F(Report, ATestSubsetIsNamedInEveryAccuracyStatementAndCaption) {
             "latency_form,not_optimized,latency_eager_b1_median_ms,latency_eager_b1_p95_ms,latency_eager_large_median_"
             "ms_per_image,"
             "speedup_theoretical,compression_ratio,speedup_measured_b1,speedup_measured_large,"
-            "speedup_measured_eager_b1,speedup_measured_eager_large");
+            "speedup_measured_eager_b1,speedup_measured_eager_large,accuracy_bf16,bf16_form,bf16_max_logit_difference,"
+            "latency_bf16_b1_median_ms,latency_bf16_b1_p95_ms,latency_bf16_large_median_ms_per_image,"
+            "speedup_measured_bf16_b1,speedup_measured_bf16_large,bf16_over_fp32_b1,bf16_over_fp32_large");
   EXPECT_EQ(csv.find("\n\"fine-tuned\",50.0,,"), csv.find('\n', csv.find('\n') + 1)) << csv;
   if (!have_gnuplot()) return;
   EXPECT_NE(text.find("*Loss and top-1 accuracy per epoch. Test curves: 160 test images, a class-balanced subset of "
@@ -217,4 +244,57 @@ TEST_F(Report, SpeedUpsAreTheRatiosOfItsOwnMacsParametersAndTimesInTheFormAsked)
   // The final model is written in both forms.
   EXPECT_TRUE(fs::exists(dir() / "model.torchscript.pt"));
   EXPECT_TRUE(fs::exists(dir() / "model.deployed.pt"));
+}
+
+// latency.bf16: every model gets a bf16 row: its deployed form in bf16, timed with the others, and its accuracy in
+// bf16 on the test images, which equals a hand evaluation of that form on the split the stages load.
+TEST_F(Report, ABf16RowGivesTheAccuracyOfTheBf16FormOnTheTestImagesAndItsSpeedUps) {
+  const fs::path data = tmp_ / "data";
+  scenario("finetune, report", "dataset: {name: FashionMNIST}\n", tmp_ / "ck", data);
+  write_fashion_mnist_test_split(data / "FashionMNIST", 37);
+  finetune_metrics(37);
+  run_report({"report.latency.bf16=on"});
+  const auto rep = json::parse(test::read_file(dir() / "report.json"));
+  ASSERT_EQ(rep["rows"].size(), 2u);
+  const ScenarioConfig cfg = load_scenario(tmp_ / "s.yaml");
+  const data::Split test = data::load_dataset(cfg, false);
+  for (const json& r : rep["rows"]) {
+    models::Network net = models::load_checkpoint(r["checkpoint"].get<std::string>());
+    models::Deployable d = models::make_deployable(*net, 28, 28, torch::kCPU, models::DeployPrecision::Bf16);
+    const metrics::EvalResult hand = metrics::evaluate_forward(
+        [&d](const torch::Tensor& x) { return d.optimized.forward({x}).toTensor(); }, test, 2, torch::kCPU);
+    EXPECT_EQ(r["bf16"]["accuracy"].get<double>(), hand.accuracy);
+    EXPECT_EQ(r["bf16"]["images"], 37);
+    EXPECT_EQ(r["bf16"]["max_logit_difference"].get<double>(), d.max_difference);
+    const json& s = r["speedup"];
+    const json& base = rep["rows"][0];
+    auto median = [](const json& row, const char* key) { return row[key]["median"].get<double>(); };
+    auto per_batch = [](const json& row, const char* key) { return row[key]["median_ms"].get<double>(); };
+    EXPECT_DOUBLE_EQ(s["measured_bf16_b1"].get<double>(),
+                     median(base, "latency_bf16_b1_ms") / median(r, "latency_bf16_b1_ms"));
+    EXPECT_DOUBLE_EQ(s["measured_bf16_large"].get<double>(),
+                     per_batch(base, "latency_bf16_large_batch") / per_batch(r, "latency_bf16_large_batch"));
+    EXPECT_DOUBLE_EQ(s["bf16_over_fp32_b1"].get<double>(),
+                     median(r, "latency_b1_ms") / median(r, "latency_bf16_b1_ms"));
+    EXPECT_DOUBLE_EQ(s["bf16_over_fp32_large"].get<double>(),
+                     per_batch(r, "latency_large_batch") / per_batch(r, "latency_bf16_large_batch"));
+  }
+  EXPECT_EQ(rep["precision"]["bf16"], "deployed form in bf16 (weights rounded after folding in fp32)");
+  const std::string text = md();
+  EXPECT_NE(text.find("## In bf16\n\n| Model | Accuracy bf16 (%) (vs fp32) | Latency b1 (ms) | Latency b2 (ms/img) |"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("; those of the bf16 table below from bf16 ones."), std::string::npos) << text;
+  const std::string csv = test::read_file(dir() / "report.csv");
+  EXPECT_NE(csv.find(",accuracy_bf16,bf16_form,bf16_max_logit_difference,latency_bf16_b1_median_ms,"),
+            std::string::npos)
+      << csv.substr(0, csv.find('\n'));
+
+  // off: no bf16 row, no data read.
+  fs::remove_all(data);
+  run_report({"report.latency.bf16=off"});
+  const auto off = json::parse(test::read_file(dir() / "report.json"));
+  EXPECT_FALSE(off["rows"][0].contains("bf16"));
+  EXPECT_FALSE(off["rows"][0]["speedup"].contains("measured_bf16_b1"));
+  EXPECT_EQ(md().find("## In bf16"), std::string::npos);
 }
