@@ -21,6 +21,7 @@
 #include "runner/metrics/metrics.h"
 #include "runner/models/channel_groups.h"
 #include "runner/models/checkpoint.h"
+#include "runner/models/deployment.h"
 #include "runner/models/graph_net.h"
 #include "runner/models/torchscript_export.h"
 #include "runner/models/zoo.h"
@@ -195,6 +196,26 @@ TEST(TorchScriptImport, ResNet18KeepsTorchvisionsNamesAndItsStageStreamsAreGroup
   EXPECT_TRUE(sd.contains("layer3.1.bn2.running_var"));
   EXPECT_TRUE(sd.contains("fc.bias"));
   EXPECT_EQ(sd.size(), 122u);  // torchvision's resnet18 state dict
+}
+
+// An imported model deploys like a built-in one: its deployable form (batch norms folded, optimized) gives the
+// logits of the user's own TorchScript file, and its bf16 form stays within bf16's rounding of them.
+TEST(TorchScriptImport, AnImportedModelDeploysWithTheLogitsOfTheUsersFile) {
+  for (const std::string name : {"resnet18", "hand"}) {
+    em::ImportedModel m = import(name);
+    em::Deployable d = em::make_deployable(*m.network, 32, 32);
+    if (name == "resnet18") EXPECT_EQ(d.batch_norms_left, 0);
+    torch::jit::Module file = torch::jit::load((traced({name.c_str()}) / ("ts_" + name + ".pt")).string());
+    file.eval();
+    torch::manual_seed(21);
+    const torch::Tensor x = torch::randn({3, 3, 32, 32});
+    torch::NoGradGuard g;
+    const torch::Tensor want = file.forward({x}).toTensor();
+    EXPECT_LE(relative_difference(d.optimized.forward({x}).toTensor(), want), 1e-4) << name;
+    EXPECT_LE(relative_difference(d.frozen.forward({x}).toTensor(), want), 1e-4) << name;
+    em::Deployable b = em::make_deployable(*m.network, 32, 32, torch::kCPU, em::DeployPrecision::Bf16);
+    EXPECT_LE(relative_difference(b.optimized.forward({x}).toTensor(), want), 0.05) << name;
+  }
 }
 
 // The groups derived from a traced torchvision model are the built-in model's, tensor for tensor: every coupling
