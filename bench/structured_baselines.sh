@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 bin=${EXPCTL:-build/expctl}
 py=${PYTHON:-/usr/bin/python3}
 seeds=${SEEDS:-"0 1 2"}
-methods=${METHODS:-"group_l2 group_l1 bn_scale taylor random nc wanda_sp wanda_sp_magnitude"}
+methods=${METHODS:-"group_l2 group_l1 bn_scale taylor random nc wanda_sp wanda_sp_magnitude apoz mean_activation"}
 out=${OUT:-bench-output/structured_baselines}
 dir=bench/structured_baselines
 threads=${THREADS:-$(nproc)}
@@ -33,7 +33,8 @@ done
 import json, statistics, sys
 out, seeds, methods = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 names = {"group_l2": "GroupL2", "group_l1": "GroupL1", "bn_scale": "BNScale", "taylor": "Taylor", "random": "Random",
-         "nc": "NeuronCoverage", "wanda_sp": "WandaSP", "wanda_sp_magnitude": "WandaSPMagnitude"}
+         "nc": "NeuronCoverage", "wanda_sp": "WandaSP", "wanda_sp_magnitude": "WandaSPMagnitude", "apoz": "APoZ",
+         "mean_activation": "MeanActivation"}
 def report(seed, method):
     return json.load(open(f"{out}/seed{seed}/BL_{method}_ResNet18_FashionMNIST/report.json"))
 def stats(v):

@@ -2,6 +2,8 @@
 // shared channel selection. The scores themselves live in one file per pruner (see baselines.h).
 #include "plugins/baselines/baselines.h"
 
+#include <algorithm>
+
 #include "runner/core/error.h"
 
 namespace expctl::baselines {
@@ -41,6 +43,37 @@ PrunePlan BaselinePruner::prune(PruneRequest& request) {
     g["max_score"] = s.max().item<double>();
   }
   return plan;
+}
+
+std::vector<torch::Tensor> scores_by_group(const std::vector<models::ChannelGroup>& groups,
+                                           const std::map<std::string, torch::Tensor>& per_point,
+                                           const std::string& who) {
+  std::vector<torch::Tensor> out;
+  for (const auto& g : groups) {
+    torch::Tensor s;  // stays undefined (unmeasured: kept whole) when no activation carries the group
+    for (size_t k = 0; k < g.activation_points.size(); ++k) {
+      const std::string& p = g.activation_points[k];
+      const int64_t offset = k < g.activation_offsets.size() ? g.activation_offsets[k] : 0;
+      auto it = per_point.find(p);
+      if (it == per_point.end()) throw Error(who + ": group '" + g.name + "': no values for activation '" + p + "'");
+      const torch::Tensor& all = it->second;
+      if (all.size(0) < offset + g.size)
+        throw Error(who + ": group '" + g.name + "' has " + std::to_string(g.size) + " channels at offset " +
+                    std::to_string(offset) + " but '" + p + "' has " + std::to_string(all.size(0)));
+      const torch::Tensor v = all.slice(0, offset, offset + g.size);
+      s = s.defined() ? s + v : v.clone();
+    }
+    out.push_back(s.defined() ? s / static_cast<double>(g.activation_points.size()) : s);
+  }
+  return out;
+}
+
+std::vector<std::string> activation_points(const std::vector<models::ChannelGroup>& groups) {
+  std::vector<std::string> points;
+  for (const auto& g : groups)
+    for (const auto& p : g.activation_points)
+      if (std::find(points.begin(), points.end(), p) == points.end()) points.push_back(p);
+  return points;
 }
 
 bool is_batch_norm_scale(const models::StateDict& sd, const std::string& tensor) {

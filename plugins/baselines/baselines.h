@@ -65,6 +65,17 @@ std::map<std::string, torch::Tensor> taylor_scores(models::Network model, const 
 /// `seed` (53 random bits per value: the same numbers with every standard library).
 std::vector<torch::Tensor> random_scores(const std::vector<models::ChannelGroup>& groups, uint64_t seed);
 
+/// One value per channel of every group from values per channel of activation points (`per_point`: double [C] per
+/// point, a point holding a group's channels at the group's offset there): the mean over the group's activation
+/// points; undefined (unmeasured) for a group no activation point carries. Throws expctl::Error naming `who`, the
+/// group and the point when a point is missing or too narrow.
+std::vector<torch::Tensor> scores_by_group(const std::vector<models::ChannelGroup>& groups,
+                                           const std::map<std::string, torch::Tensor>& per_point,
+                                           const std::string& who);
+
+/// The activation points of `groups`, each once, in order of first appearance.
+std::vector<std::string> activation_points(const std::vector<models::ChannelGroup>& groups);
+
 /// True when `tensor` is a BatchNorm scale γ: a "x.weight" with "x.running_var" beside it in `sd`.
 bool is_batch_norm_scale(const models::StateDict& sd, const std::string& tensor);
 

@@ -115,28 +115,9 @@ PrunerEntry entry() {
       "is smallest on calibration images (Molchanov et al. 2017)",
       512, "their loss gradients are measured",
       [](PruneRequest& r, const std::vector<models::ChannelGroup>& groups) {
-        std::vector<std::string> points;
-        for (const auto& g : groups) {
-          for (const auto& p : g.activation_points)
-            if (std::find(points.begin(), points.end(), p) == points.end()) points.push_back(p);
-        }
-        const auto per_point = taylor_scores(r.model, r.calibration, r.calibration_labels, r.batch_size, points);
-        std::vector<torch::Tensor> out;
-        for (const auto& g : groups) {
-          torch::Tensor s;  // stays undefined (unmeasured: kept whole) when no activation carries the group
-          for (size_t k = 0; k < g.activation_points.size(); ++k) {
-            const std::string& p = g.activation_points[k];
-            const int64_t offset = k < g.activation_offsets.size() ? g.activation_offsets[k] : 0;
-            const torch::Tensor& all = per_point.at(p);
-            if (all.size(0) < offset + g.size)
-              throw Error(kWho + ": group '" + g.name + "' has " + std::to_string(g.size) + " channels at offset " +
-                          std::to_string(offset) + " but '" + p + "' has " + std::to_string(all.size(0)));
-            const torch::Tensor v = all.slice(0, offset, offset + g.size);
-            s = s.defined() ? s + v : v.clone();
-          }
-          out.push_back(s.defined() ? s / static_cast<double>(g.activation_points.size()) : s);
-        }
-        return out;
+        const auto per_point =
+            taylor_scores(r.model, r.calibration, r.calibration_labels, r.batch_size, activation_points(groups));
+        return scores_by_group(groups, per_point, kWho);
       },
       [](const Params&) { return std::string("Taylor"); });
 }

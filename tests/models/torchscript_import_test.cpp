@@ -105,7 +105,7 @@ TEST(TorchScriptImport, TracedModelsGiveTheModulesLogitsPruneWithNcAndWandaAndEx
     torch::manual_seed(3);
     const auto calib = torch::randn({8, 3, 32, 32});
     const auto labels = torch::randint(0, 10, {8}, torch::kLong);
-    for (const std::string pruner : {"neuron_coverage", "wanda"}) {
+    for (const std::string pruner : {"neuron_coverage", "wanda", "apoz", "mean_activation"}) {
       SCOPED_TRACE(pruner);
       em::Network model = em::copy_network(m.network);
       model->eval();

@@ -259,7 +259,7 @@ TEST(Zoo, NeuronCoverageAndWandaStructuredShrinkEveryModelWhichThenTrainsSavesAn
   const auto x = torch::randn({8, 3, 32, 32});
   const auto y = torch::randint(0, 10, {8}, torch::kLong);
   for (const Case& c : kCases) {
-    for (const std::string pruner : {"neuron_coverage", "wanda"}) {
+    for (const std::string pruner : {"neuron_coverage", "wanda", "apoz", "mean_activation"}) {
       const std::string what = std::string(c.arch) + " " + pruner;
       em::GraphNet model = make(c.arch, 10, 3, /*small=*/true);
       randomise_bn(*model);

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "plugins/channel_selection.h"
+#include "plugins/coverage/activation_stats.h"
 #include "runner/core/error.h"
 #include "runner/core/params.h"
 #include "runner/models/channel_groups.h"
@@ -310,7 +311,7 @@ TEST(Baselines, EveryPrunerShrinksEveryPrunableGroupByItsLocalBudgetAndTheModelS
   torch::manual_seed(5);
   const torch::Tensor x = torch::randn({8, 3, 16, 16});
   const torch::Tensor y = torch::randint(0, 5, {8}, torch::kLong);
-  for (const char* name : {"group_magnitude", "bn_scale", "taylor", "random"}) {
+  for (const char* name : {"group_magnitude", "bn_scale", "taylor", "random", "apoz", "mean_activation"}) {
     SCOPED_TRACE(name);
     em::GraphNet m = small_model();
     const auto groups = em::channel_groups(m);
@@ -333,6 +334,118 @@ TEST(Baselines, EveryPrunerShrinksEveryPrunableGroupByItsLocalBudgetAndTheModelS
   EXPECT_THROW(run_pruner("group_magnitude", m,
                           params_for("group_magnitude", {{"exclude", val(std::vector<std::string>{"layer9"})}})),
                expctl::Error);
+}
+
+// ---- activation statistics (plugins/coverage) ------------------------------------------------------------------
+
+namespace {
+
+// Every activation of one forward pass, kept whole (the brute force the statistics pass must equal).
+class KeepAll : public em::ForwardObserver {
+ public:
+  void on_activation(const std::string& point, const torch::Tensor& y) override { kept[point] = y.detach().clone(); }
+  std::map<std::string, torch::Tensor> kept;
+};
+
+// Every activation of `x` run through `m` in batches of `batch` (a conv's float rounding may depend on the batch
+// size: the same batches as the code under test), kept whole and concatenated.
+std::map<std::string, torch::Tensor> every_activation(em::GraphNet& m, const torch::Tensor& x, int64_t batch) {
+  std::map<std::string, std::vector<torch::Tensor>> batches;
+  for (int64_t b0 = 0; b0 < x.size(0); b0 += batch) {
+    KeepAll one;
+    torch::NoGradGuard g;
+    m->forward(x.slice(0, b0, std::min(x.size(0), b0 + batch)), &one);
+    for (auto& [p, y] : one.kept) batches[p].push_back(y);
+  }
+  std::map<std::string, torch::Tensor> out;
+  for (auto& [p, ys] : batches) out[p] = torch::cat(ys);
+  return out;
+}
+
+// Per point, a group's channels' value averaged over the group's activation points, from per-point values.
+torch::Tensor group_mean(const em::ChannelGroup& g, const std::map<std::string, torch::Tensor>& per_point) {
+  torch::Tensor s = torch::zeros({g.size}, torch::kDouble);
+  for (const auto& p : g.activation_points) s += per_point.at(p).slice(0, 0, g.size);
+  return s / double(g.activation_points.size());
+}
+
+// Every kept channel scores at least as high as every removed one (whatever the tie rule).
+void expect_kept_score_highest(const torch::Tensor& keep, const torch::Tensor& score, const std::string& what) {
+  std::vector<bool> kept(size_t(score.size(0)), false);
+  for (int64_t i = 0; i < keep.size(0); ++i) kept[size_t(keep[i].item<int64_t>())] = true;
+  double lowest_kept = 1e300, highest_removed = -1e300;
+  for (int64_t c = 0; c < score.size(0); ++c) {
+    const double v = score[c].item<double>();
+    if (kept[size_t(c)])
+      lowest_kept = std::min(lowest_kept, v);
+    else
+      highest_removed = std::max(highest_removed, v);
+  }
+  EXPECT_GE(lowest_kept, highest_removed) << what;
+}
+
+}  // namespace
+
+// The streamed statistics equal the definitions computed on every activation kept whole: per channel, over images,
+// the spatial mean's mean, population std, min and max, and the share of exact zeros over images and positions.
+TEST(ActivationStats, EqualTheDefinitionsComputedOnEveryActivation) {
+  em::GraphNet m = small_model(3);
+  torch::manual_seed(9);
+  const torch::Tensor x = torch::randn({7, 3, 16, 16});
+  const auto points = bl::activation_points(em::channel_groups(m));
+  const auto stats = expctl::coverage::measure_stats(m, x, /*batch_size=*/3, points);
+  const std::map<std::string, torch::Tensor> all = every_activation(m, x, 3);
+  ASSERT_EQ(stats.size(), points.size());
+  for (const auto& p : points) {
+    SCOPED_TRACE(p);
+    const torch::Tensor y = all.at(p).to(torch::kDouble);
+    const torch::Tensor flat = y.reshape({y.size(0), y.size(1), -1});
+    const torch::Tensor a = flat.mean(2);
+    const auto& s = stats.at(p);
+    EXPECT_EQ(s.images, 7);
+    EXPECT_EQ(s.positions, flat.size(2));
+    EXPECT_TRUE(torch::allclose(s.mean(), a.mean(0), 1e-9, 1e-12));
+    EXPECT_TRUE(torch::allclose(s.std(), a.std(0, /*unbiased=*/false), 1e-6, 1e-9));
+    EXPECT_TRUE(torch::equal(s.low, std::get<0>(a.min(0))));
+    EXPECT_TRUE(torch::equal(s.high, std::get<0>(a.max(0))));
+    EXPECT_TRUE(torch::equal(s.zero_fraction(),
+                             flat.eq(0).sum(torch::IntArrayRef{0, 2}).to(torch::kDouble) / double(7 * flat.size(2))));
+    EXPECT_GT(s.zero_fraction().max().item<double>(), 0.0);  // ReLU outputs: zeros are there to count
+    // Memory: the statistics hold one value per channel, whatever the number of images.
+    EXPECT_EQ(s.sum.numel(), y.size(1));
+  }
+  EXPECT_THROW(expctl::coverage::measure_stats(m, x, 3, {"no.such.point"}), expctl::Error);
+  EXPECT_THROW(expctl::coverage::measure_stats(m, torch::randn({0, 3, 16, 16}), 3, points), expctl::Error);
+}
+
+// apoz keeps the channels with the fewest zeros, mean_activation those with the highest mean, each group scored by
+// the mean over its activation points of the definition computed by hand.
+TEST(ActivationStats, ApozAndMeanActivationKeepTheChannelsTheirDefinitionsRankHighest) {
+  em::GraphNet m = small_model(4);
+  const auto groups = em::channel_groups(m);
+  torch::manual_seed(10);
+  const torch::Tensor x = torch::randn({12, 3, 16, 16});
+  std::map<std::string, torch::Tensor> nonzero, mean;
+  for (const auto& [p, y] : every_activation(m, x, 4)) {  // the pruners' calibration batch size
+    const torch::Tensor flat = y.to(torch::kDouble).reshape({y.size(0), y.size(1), -1});
+    nonzero[p] =
+        1.0 - flat.eq(0).sum(torch::IntArrayRef{0, 2}).to(torch::kDouble) / double(flat.size(0) * flat.size(2));
+    mean[p] = flat.mean(2).mean(0);
+  }
+  for (const char* name : {"apoz", "mean_activation"}) {
+    SCOPED_TRACE(name);
+    em::GraphNet copy = small_model(4);
+    const PrunePlan plan =
+        run_pruner(name, copy, params_for(name, {{"min_channels", val(int64_t{1})}, {"round_to", val(int64_t{1})}}), x);
+    for (const char* g : {"layer1.0.conv1", "layer2", "layer3.1.conv1"}) {
+      const em::ChannelGroup& grp = group(groups, g);
+      const torch::Tensor want = group_mean(grp, std::string(name) == "apoz" ? nonzero : mean);
+      ASSERT_TRUE(plan.keep.count(g)) << g;
+      EXPECT_EQ(plan.keep.at(g).size(0), grp.size / 2) << g;
+      expect_kept_score_highest(plan.keep.at(g), want, g);
+      EXPECT_NEAR(plan.stats["groups"][g]["mean_score"].get<double>(), want.mean().item<double>(), 1e-9) << g;
+    }
+  }
 }
 
 TEST(Baselines, GroupMagnitudeKeepsTheHighestScoringChannelsOfEachGroup) {

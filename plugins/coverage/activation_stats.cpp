@@ -1,0 +1,84 @@
+// One pass of activation statistics per channel (see activation_stats.h).
+#include "plugins/coverage/activation_stats.h"
+
+#include <algorithm>
+
+#include "runner/core/error.h"
+#include "runner/models/mode_guard.h"
+
+namespace expctl::coverage {
+
+torch::Tensor ChannelStats::mean() const { return images ? sum / double(images) : torch::zeros_like(sum); }
+
+torch::Tensor ChannelStats::std() const {
+  if (!images) return torch::zeros_like(sum);
+  const torch::Tensor m = mean();
+  return (sum_squares / double(images) - m * m).clamp_min(0).sqrt();
+}
+
+torch::Tensor ChannelStats::zero_fraction() const {
+  return images ? zeros / double(images * positions) : torch::zeros_like(zeros);
+}
+
+StatsObserver::StatsObserver(const std::vector<std::string>& points) : points_(points) {}
+
+void StatsObserver::on_activation(const std::string& point, const torch::Tensor& y) {
+  if (std::find(points_.begin(), points_.end(), point) == points_.end()) return;
+  if (y.dim() < 2) throw Error("activation statistics: activation '" + point + "' has no channel dimension");
+  const int64_t n = y.size(0), c = y.size(1);
+  const torch::Tensor flat = y.detach().reshape({n, c, -1});
+  const torch::Tensor a = flat.to(torch::kDouble).mean(2);  // [N, C]: each channel's spatial mean per image
+  const torch::Tensor zeros = flat.eq(0).sum(torch::IntArrayRef{0, 2}).to(torch::kDouble);
+  auto it = acc_.find(point);
+  if (it == acc_.end()) {
+    ChannelStats s;
+    s.images = n;
+    s.positions = flat.size(2);
+    s.sum = a.sum(0);
+    s.sum_squares = (a * a).sum(0);
+    s.low = std::get<0>(a.min(0));
+    s.high = std::get<0>(a.max(0));
+    s.zeros = zeros;
+    acc_.emplace(point, s);
+    return;
+  }
+  ChannelStats& s = it->second;
+  if (s.sum.size(0) != c || s.positions != flat.size(2))
+    throw Error("activation statistics: activation '" + point + "' changed its shape between batches");
+  s.images += n;
+  s.sum += a.sum(0);
+  s.sum_squares += (a * a).sum(0);
+  s.low = torch::minimum(s.low, std::get<0>(a.min(0)));
+  s.high = torch::maximum(s.high, std::get<0>(a.max(0)));
+  s.zeros += zeros;
+}
+
+std::map<std::string, ChannelStats> StatsObserver::result() const {
+  std::map<std::string, ChannelStats> out;
+  for (const auto& [point, s] : acc_) {
+    ChannelStats c = s;
+    for (torch::Tensor* t : {&c.sum, &c.sum_squares, &c.low, &c.high, &c.zeros}) *t = t->to(torch::kCPU);
+    out.emplace(point, c);
+  }
+  return out;
+}
+
+std::map<std::string, ChannelStats> measure_stats(models::Network model, const torch::Tensor& images,
+                                                  int64_t batch_size, const std::vector<std::string>& points,
+                                                  const std::string& who) {
+  if (!images.defined() || images.dim() != 4 || images.size(0) == 0 || !images.is_floating_point())
+    throw Error(who + ": calibration images must be a non-empty float tensor [N, C, H, W]");
+  if (batch_size < 1) throw Error(who + ": calibration batch size must be at least 1");
+  models::EvalModeGuard eval(*model);
+  torch::InferenceMode inference;
+  StatsObserver observer(points);
+  const torch::Device device = model->device();
+  for (int64_t b0 = 0; b0 < images.size(0); b0 += batch_size)
+    model->forward(images.slice(0, b0, std::min(images.size(0), b0 + batch_size)).to(device), &observer);
+  std::map<std::string, ChannelStats> stats = observer.result();
+  for (const auto& p : points)
+    if (!stats.count(p)) throw Error(who + ": activation point '" + p + "' was never reached by the forward pass");
+  return stats;
+}
+
+}  // namespace expctl::coverage
