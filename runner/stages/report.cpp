@@ -365,6 +365,14 @@ void add_speedups(std::vector<json>& rows) {
   }
 }
 
+// A ratio cell: "x1.23", or "-" where the row has none.
+Column::Cell times(const char* key) {
+  return [key](const json& r) {
+    const json* v = Table::find(r, key);
+    return v ? "x" + Table::fixed(v->get<double>(), 2) : std::string("-");
+  };
+}
+
 // The comparison table: every field of a report.json row, and which of them report.csv and the Markdown and
 // console tables show. `base` is the first row: the others show their changes against it.
 Table report_table(const json& base, bool masked, bool held_out, bool both) {
@@ -390,12 +398,6 @@ Table report_table(const json& base, bool masked, bool held_out, bool both) {
            ", p95 " + Table::fixed(l["p95"].get<double>(), 2) + ")";
   };
   const std::string large = std::to_string(base["latency_large_batch"]["batch"].get<int64_t>());
-  auto times = [](const char* key) {
-    return [key](const json& r) {
-      const json* v = Table::find(r, key);
-      return v ? "x" + Table::fixed(v->get<double>(), 2) : std::string("-");
-    };
-  };
   return Table(
       {{"model", "model", "Model", nullptr, Align::Left},
        {"checkpoint"},
@@ -496,12 +498,6 @@ Table bf16_table(int64_t large_batch) {
     if (!r.contains("latency_bf16_b1_ms")) return std::string("-");
     const json& l = r["latency_bf16_b1_ms"];
     return Table::fixed(l["median"].get<double>(), 2) + " (p95 " + Table::fixed(l["p95"].get<double>(), 2) + ")";
-  };
-  auto times = [](const char* key) {
-    return [key](const json& r) {
-      const json* v = Table::find(r, key);
-      return v ? "x" + Table::fixed(v->get<double>(), 2) : std::string("-");
-    };
   };
   return Table({{"model", "", "Model", nullptr, Align::Left},
                 {"bf16.accuracy", "", "Accuracy bf16 (%) (vs fp32)", accuracy},
