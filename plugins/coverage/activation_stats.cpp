@@ -2,6 +2,7 @@
 #include "plugins/coverage/activation_stats.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "runner/core/error.h"
 #include "runner/models/mode_guard.h"
@@ -30,17 +31,15 @@ void StatsObserver::on_activation(const std::string& point, const torch::Tensor&
   const torch::Tensor a = flat.to(torch::kDouble).mean(2);  // [N, C]: each channel's spatial mean per image
   const torch::Tensor zeros = flat.eq(0).sum(torch::IntArrayRef{0, 2}).to(torch::kDouble);
   auto it = acc_.find(point);
-  if (it == acc_.end()) {
+  if (it == acc_.end()) {  // empty statistics: the update below is the same for every batch
     ChannelStats s;
-    s.images = n;
     s.positions = flat.size(2);
-    s.sum = a.sum(0);
-    s.sum_squares = (a * a).sum(0);
-    s.low = std::get<0>(a.min(0));
-    s.high = std::get<0>(a.max(0));
-    s.zeros = zeros;
-    acc_.emplace(point, s);
-    return;
+    s.sum = torch::zeros({c}, a.options());
+    s.sum_squares = torch::zeros({c}, a.options());
+    s.low = torch::full({c}, std::numeric_limits<double>::infinity(), a.options());
+    s.high = torch::full({c}, -std::numeric_limits<double>::infinity(), a.options());
+    s.zeros = torch::zeros({c}, a.options());
+    it = acc_.emplace(point, s).first;
   }
   ChannelStats& s = it->second;
   if (s.sum.size(0) != c || s.positions != flat.size(2))

@@ -111,8 +111,15 @@ LayerMacs linear_macs(const std::string& name, const torch::nn::LinearImpl& line
 
 // ---- accuracy ------------------------------------------------------------------------------------
 
+namespace {
+// "evaluate(<split>)": how the evaluation's errors name themselves.
+std::string evaluation_of(const data::Split& split) {
+  return "evaluate(" + (split.source.empty() ? std::string("split") : split.source) + ")";
+}
+}  // namespace
+
 EvalResult evaluate(models::Network model, const data::Split& split, int64_t batch_size, torch::Device device) {
-  require_on_device(*model, device, "evaluate(" + (split.source.empty() ? std::string("split") : split.source) + ")");
+  require_on_device(*model, device, evaluation_of(split));
   models::EvalModeGuard mode(*model);
   return evaluate_forward([&model](const torch::Tensor& images) { return model->forward(images); }, split, batch_size,
                           device);
@@ -120,7 +127,7 @@ EvalResult evaluate(models::Network model, const data::Split& split, int64_t bat
 
 EvalResult evaluate_forward(const Forward& forward, const data::Split& split, int64_t batch_size,
                             torch::Device device) {
-  const std::string what = "evaluate(" + (split.source.empty() ? std::string("split") : split.source) + ")";
+  const std::string what = evaluation_of(split);
   if (split.size() == 0) throw Error(what + ": the split is empty; there is nothing to evaluate");
   if (batch_size < 1) throw Error(what + ": batch_size must be at least 1, got " + std::to_string(batch_size));
 

@@ -58,6 +58,16 @@ struct LogitCheck {
   torch::Tensor x, eager;
 };
 
+// What went wrong, in one line: an expctl::Error's message, a c10::Error's without its backtrace, or the
+// "RuntimeError: ..." line of the interpreter's exception around a c10::Error.
+std::string exception_text(const std::exception& e) {
+  const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+  const std::string why = c10 ? c10->what_without_backtrace() : e.what();
+  const auto line = why.find("RuntimeError: ");
+  return line == std::string::npos ? why.substr(0, why.find('\n'))
+                                   : why.substr(line + 14, why.find('\n', line) - line - 14);
+}
+
 // Calls f on every node of `graph`, those in the blocks of an if or a loop too.
 template <class F>
 void for_each_node(torch::jit::Graph& graph, F f) {
@@ -120,31 +130,30 @@ Deployable make_deployable(NetworkImpl& net, int64_t height, int64_t width, torc
   };
   Deployable d;
   d.precision = precision;
-  d.frozen = deployable_module();
-  d.batch_norms_left = batch_norm_count(d.frozen);
-  // optimize_for_inference rewrites the module it is given, graph included (oneDNN constants and ops, which a saved
-  // file cannot hold): it gets a module of its own, scripted apart, so that the frozen one stays as it is.
-  torch::jit::Module to_optimize = deployable_module();
-  d.optimized = torch::jit::optimize_for_inference(to_optimize);
-
   compat::WarningCollector warnings;  // oneDNN's per-forward warnings: the timing says them once
   compat::WarningCollector::Guard quiet(&warnings);
-  // bf16 rounds the logits: the frozen form's difference is recorded, not bounded (its accuracy is measured).
-  std::tie(d.max_difference, d.logit_scale) =
-      check(d.frozen, "after freezing", bf16 ? std::numeric_limits<double>::max() : -1.0);
+  try {
+    d.frozen = deployable_module();
+    d.batch_norms_left = batch_norm_count(d.frozen);
+    // optimize_for_inference rewrites the module it is given, graph included (oneDNN constants and ops, which a
+    // saved file cannot hold): it gets a module of its own, scripted apart, so that the frozen one stays as it is.
+    torch::jit::Module to_optimize = deployable_module();
+    d.optimized = torch::jit::optimize_for_inference(to_optimize);
+    // bf16 rounds the logits: the frozen form's difference is recorded, not bounded (its accuracy is measured).
+    std::tie(d.max_difference, d.logit_scale) =
+        check(d.frozen, "after freezing", bf16 ? std::numeric_limits<double>::max() : -1.0);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {  // LibTorch cannot build or run this form (an op without a bf16 kernel)
+    throw Error("deployable model of " + check.arch + (bf16 ? " in bf16" : "") + ": " + exception_text(e));
+  }
   const double optimized_bound = bf16 ? std::max(2 * d.max_difference, 1e-3 * std::max(d.logit_scale, 1.0)) : -1.0;
   // optimize_for_inference may refuse a shape oneDNN does not support, or change the logits of a model beyond
   // float rounding (seen on a user's traced CNN): then the frozen module is the deployed form, and d says why.
   try {
     std::tie(d.max_difference, d.logit_scale) = check(d.optimized, "after optimize_for_inference", optimized_bound);
-  } catch (const Error& e) {
-    d.not_optimized = e.what();
-  } catch (const std::exception& e) {  // c10::Error, or the interpreter's JITException around it
-    const auto* c10 = dynamic_cast<const c10::Error*>(&e);
-    const std::string why = c10 ? c10->what_without_backtrace() : e.what();
-    const auto line = why.find("RuntimeError: ");
-    d.not_optimized = line == std::string::npos ? why.substr(0, why.find('\n'))
-                                                : why.substr(line + 14, why.find('\n', line) - line - 14);
+  } catch (const std::exception& e) {  // expctl::Error, c10::Error, or the interpreter's JITException around it
+    d.not_optimized = exception_text(e);
   }
   if (!d.not_optimized.empty()) d.optimized = d.frozen;
   return d;

@@ -45,7 +45,8 @@ struct Deployable {
 /// throws expctl::Error naming both values; an optimized one falls back to the frozen form (not_optimized says
 /// why). In bf16 the frozen form's logits differ by bf16's rounding, which max_difference records (the report
 /// measures its accuracy): only non-finite logits throw, and the optimized form falls back when it moves the
-/// logits further than twice the frozen bf16 form did (or 1e-3 of their scale, if more).
+/// logits further than twice the frozen bf16 form did (or 1e-3 of their scale, if more). A form LibTorch cannot
+/// build or run (an op without a kernel for that precision) throws expctl::Error with LibTorch's reason in one line.
 Deployable make_deployable(NetworkImpl& net, int64_t height, int64_t width, torch::Device device = torch::kCPU,
                            DeployPrecision precision = DeployPrecision::Fp32);
 

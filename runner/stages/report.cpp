@@ -186,6 +186,11 @@ struct Measured {
   std::optional<models::Deployable> bf16;  ///< the deployed form in bf16 (latency.bf16)
 };
 
+// How a deployable form was timed: optimized, or frozen only where optimize_for_inference could not run it.
+const char* form_name(const models::Deployable& d) {
+  return d.not_optimized.empty() ? "deployed" : "deployed, frozen only";
+}
+
 bool times_deployed(const ReportOptions& p) { return p.form != ReportOptions::LatencyForm::Eager; }
 bool times_eager(const ReportOptions& p) { return p.form != ReportOptions::LatencyForm::Deployed; }
 
@@ -211,10 +216,8 @@ Measured describe_model(const Row& r, const data::DatasetInfo& info, const Repor
     // A model whose ops LibTorch cannot run in bf16 keeps its fp32 figures: its bf16 row says why it has none.
     try {
       m.bf16 = models::make_deployable(*m.eager, info.height, info.width, device, models::DeployPrecision::Bf16);
-    } catch (const std::exception& e) {
-      const auto* c10 = dynamic_cast<const c10::Error*>(&e);
-      const std::string why = c10 ? c10->what_without_backtrace() : e.what();
-      m.row["bf16"] = {{"form", "none: " + why.substr(0, why.find('\n'))}};
+    } catch (const Error& e) {
+      m.row["bf16"] = {{"form", "none: " + std::string(e.what())}};
     }
   }
   json& row = m.row;
@@ -289,9 +292,7 @@ void time_models(std::vector<Measured>& models, const data::DatasetInfo& info, c
   size_t k = 0;
   for (Measured& m : models) {
     json& row = m.row;
-    row["latency_form"] = !m.deployed                         ? "eager"
-                          : m.deployed->not_optimized.empty() ? "deployed"
-                                                              : "deployed, frozen only";
+    row["latency_form"] = m.deployed ? form_name(*m.deployed) : "eager";
     if (m.deployed && !m.deployed->not_optimized.empty()) row["not_optimized"] = m.deployed->not_optimized;
     row["latency_b1_ms"] = batch1_json(b1[k]);
     row["latency_large_batch"] = large_json(bn[k]);
@@ -322,7 +323,7 @@ void evaluate_bf16(std::vector<Measured>& models, const ScenarioConfig& cfg, con
     json& row = m.row;
     row["bf16"] = {{"accuracy", r.accuracy},
                    {"images", r.count},
-                   {"form", m.bf16->not_optimized.empty() ? "deployed" : "deployed, frozen only"},
+                   {"form", form_name(*m.bf16)},
                    {"max_logit_difference", m.bf16->max_difference}};
     if (!m.bf16->not_optimized.empty()) row["bf16"]["not_optimized"] = m.bf16->not_optimized;
     log.info("{}: bf16 accuracy {:.2f}% on {} images (fp32 {:.2f}%), logits within {:.1e} of fp32's",

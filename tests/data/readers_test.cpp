@@ -8,6 +8,7 @@
 #include "runner/core/error.h"
 #include "runner/data/split.h"
 #include "tests/core/test_util.h"
+#include "tests/data/idx_files.h"
 
 namespace fs = std::filesystem;
 using expctl::DataError;
@@ -16,7 +17,10 @@ using namespace expctl::data;
 
 namespace {
 
-using Bytes = std::vector<unsigned char>;
+using expctl::test::Bytes;
+using expctl::test::idx_images;
+using expctl::test::idx_labels;
+using expctl::test::mnist_pixel;
 
 // A pixel value that differs with every coordinate, so a misplaced plane, row or record is caught.
 unsigned char cifar_pixel(int record, int c, int y, int x) { return (record * 37 + c * 91 + y * 13 + x * 3) % 256; }
@@ -42,32 +46,6 @@ void write_gz(const fs::path& file, const Bytes& bytes) {
   ASSERT_NE(f, nullptr);
   ASSERT_EQ(gzwrite(f, bytes.data(), unsigned(bytes.size())), int(bytes.size()));
   ASSERT_EQ(gzclose(f), Z_OK);
-}
-
-void put_u32(Bytes& b, uint32_t v) {
-  for (int s = 24; s >= 0; s -= 8) b.push_back((v >> s) & 0xff);
-}
-
-unsigned char mnist_pixel(int i, int y, int x) { return (i * 29 + y * 28 + x) % 256; }
-
-Bytes idx_images(int count, int rows = 28, int cols = 28, uint32_t magic = 2051, int data_count = -1) {
-  Bytes b;
-  put_u32(b, magic);
-  put_u32(b, count);
-  put_u32(b, rows);
-  put_u32(b, cols);
-  for (int i = 0; i < (data_count < 0 ? count : data_count); ++i)
-    for (int y = 0; y < rows; ++y)
-      for (int x = 0; x < cols; ++x) b.push_back(mnist_pixel(i, y, x));
-  return b;
-}
-
-Bytes idx_labels(int count, uint32_t magic = 2049, int bad_at = -1) {
-  Bytes b;
-  put_u32(b, magic);
-  put_u32(b, count);
-  for (int i = 0; i < count; ++i) b.push_back(i == bad_at ? 10 : (i * 3) % 10);
-  return b;
 }
 
 // Runs `f`, expecting a DataError whose message contains every string in `parts`.

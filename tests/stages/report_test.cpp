@@ -11,6 +11,7 @@
 #include "runner/models/checkpoint.h"
 #include "runner/models/deployment.h"
 #include "runner/pipeline/pipeline.h"
+#include "tests/data/idx_files.h"
 #include "tests/training/toy_training.h"
 
 namespace fs = std::filesystem;
@@ -35,23 +36,13 @@ json history(const json& second_test_loss = 1.5) {
            {"test_accuracy", 50.0}}};
 }
 
-// Fashion-MNIST's test split in its IDX format (uncompressed), `n` images of a fixed pattern, labels i mod 4 (the
-// classes of test::tiny_model()).
-void write_fashion_mnist_test_split(const fs::path& dir, uint32_t n) {
-  auto header = [](std::initializer_list<uint32_t> words) {
-    std::string b;
-    for (uint32_t w : words)
-      for (int s = 24; s >= 0; s -= 8) b.push_back(char((w >> s) & 0xff));
-    return b;
-  };
-  std::string images = header({2051, n, 28, 28}), labels = header({2049, n});
-  for (uint32_t i = 0; i < n; ++i) {
-    for (int p = 0; p < 28 * 28; ++p) images.push_back(char((i * 37 + uint32_t(p) * (i % 10 + 1)) % 256));
-    labels.push_back(char(i % 4));
-  }
+// Fashion-MNIST's test split in its IDX format (uncompressed), `n` images, labels within the 4 classes of
+// test::tiny_model().
+void write_fashion_mnist_test_split(const fs::path& dir, int n) {
+  auto text = [](const test::Bytes& b) { return std::string(b.begin(), b.end()); };
   fs::create_directories(dir);
-  test::write_file(dir / "t10k-images-idx3-ubyte", images);
-  test::write_file(dir / "t10k-labels-idx1-ubyte", labels);
+  test::write_file(dir / "t10k-images-idx3-ubyte", text(test::idx_images(n)));
+  test::write_file(dir / "t10k-labels-idx1-ubyte", text(test::idx_labels(n, 2049, -1, 4)));
 }
 
 class Report : public ::testing::Test {
