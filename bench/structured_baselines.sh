@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 bin=${EXPCTL:-build/expctl}
 py=${PYTHON:-/usr/bin/python3}
 seeds=${SEEDS:-"0 1 2"}
-methods=${METHODS:-"group_l2 group_l1 bn_scale taylor random nc wanda_sp wanda_sp_magnitude apoz mean_activation"}
+methods=${METHODS:-"group_l2 group_l1 bn_scale taylor random nc wanda_sp wanda_sp_magnitude apoz mean_activation kmnc nbc snac tknc"}
 out=${OUT:-bench-output/structured_baselines}
 dir=bench/structured_baselines
 threads=${THREADS:-$(nproc)}
@@ -34,7 +34,7 @@ import json, statistics, sys
 out, seeds, methods = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
 names = {"group_l2": "GroupL2", "group_l1": "GroupL1", "bn_scale": "BNScale", "taylor": "Taylor", "random": "Random",
          "nc": "NeuronCoverage", "wanda_sp": "WandaSP", "wanda_sp_magnitude": "WandaSPMagnitude", "apoz": "APoZ",
-         "mean_activation": "MeanActivation"}
+         "mean_activation": "MeanActivation", "kmnc": "KMNC", "nbc": "NBC", "snac": "SNAC", "tknc": "TKNC"}
 def report(seed, method):
     return json.load(open(f"{out}/seed{seed}/BL_{method}_ResNet18_FashionMNIST/report.json"))
 def stats(v):
@@ -45,16 +45,25 @@ first = report(seeds[0], names[methods[0]])
 print(f"Fashion-MNIST 28x28 (10,000 test images), ResNet-18 ImageNet stem; seeds {', '.join(seeds)}; "
       f"{first['rows'][0]['params'] / 1e6:.2f} M -> {first['rows'][1]['params'] / 1e6:.2f} M parameters, "
       f"{first['rows'][0]['macs'] / 1e6:.1f} M -> {first['rows'][1]['macs'] / 1e6:.1f} M MACs\n")
-print("| method | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | pruned (mean) | MACs (M) |")
-print("|---|" + "---:|" * (len(seeds) + 3))
+print("| method | " + " | ".join(f"seed {s}" for s in seeds) +
+      " | mean ± std | pruned (mean) | MACs (M) | vs group L2, paired (t) |")
+print("|---|" + "---:|" * (len(seeds) + 4))
+l2 = [report(s, "GroupL2")["rows"][2]["accuracy"] for s in seeds] if "group_l2" in methods else None
+def paired(rec):  # mean of the per-seed differences against group L2, and its t statistic
+    if l2 is None or rec == l2: return "-"
+    d = [a - b for a, b in zip(rec, l2)]
+    md, sdd = stats(d)
+    t = md / (sdd / len(d) ** 0.5) if len(d) > 1 and sdd > 0 else float("nan")
+    return f"{md:+.2f} (t = {t:.1f})"
 m, sd = stats(dense)
 print("| dense (2 epochs) | " + " | ".join(f"{a:.2f}" for a in dense) + f" | {m:.2f} ± {sd:.2f} | - | "
-      f"{first['rows'][0]['macs'] / 1e6:.1f} |")
+      f"{first['rows'][0]['macs'] / 1e6:.1f} | - |")
 for meth in methods:
     reps = [report(s, names[meth]) for s in seeds]
     rec = [r["rows"][2]["accuracy"] for r in reps]
     pru = [r["rows"][1]["accuracy"] for r in reps]
     m, sd = stats(rec)
     print(f"| {reps[0]['method']['label']} ({meth}) | " + " | ".join(f"{a:.2f}" for a in rec) +
-          f" | {m:.2f} ± {sd:.2f} | {statistics.mean(pru):.2f} | {reps[0]['rows'][2]['macs'] / 1e6:.1f} |")
+          f" | {m:.2f} ± {sd:.2f} | {statistics.mean(pru):.2f} | {reps[0]['rows'][2]['macs'] / 1e6:.1f} |"
+          f" {paired(rec)} |")
 PY

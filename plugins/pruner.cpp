@@ -29,6 +29,14 @@ const OptionBinder<PruneStageOptions>& prune_stage_binder() {
           "batch size for calibration forward passes (default: the pruner's)")
         .min(1)
         .max(65536);
+    // Profile images (DeepGauge profiles each neuron's range on training data): drawn apart from the calibration
+    // images, so that what is measured never overlaps what the ranges were taken from.
+    b.add_enum<bool>(&O::profile_on_test, "profile.split", {{"train", false}, {"test", true}},
+                     "split the profile images come from (never the calibration images)");
+    b.add(&O::profile_samples, "profile.samples",
+          "number of profile images for the pruners that profile neuron ranges (default: the pruner's; 0: none)")
+        .min(0)
+        .max(1000000);
     return b;
   }();
   return b;
@@ -41,6 +49,11 @@ void set_calibration_defaults(PluginInfo& info, int64_t samples, int64_t batch_s
   info.overrides.push_back({b.key(&PruneStageOptions::calibration_samples), Value{samples, {}, true}, use});
   info.overrides.push_back({b.key(&PruneStageOptions::calibration_batch_size), Value{batch_size, {}, true},
                             "batch size of its forward passes"});
+}
+
+void set_profile_default(PluginInfo& info, int64_t samples, const std::string& use) {
+  info.overrides.push_back(
+      {prune_stage_binder().key(&PruneStageOptions::profile_samples), Value{samples, {}, true}, use});
 }
 
 nlohmann::ordered_json method_info(const ScenarioConfig& cfg) {

@@ -34,6 +34,9 @@ struct PruneRequest {
   const Params* params = nullptr;            ///< the prune block (the pruner's own keys included)
   torch::Device device = torch::kCPU;
   torch::Tensor calibration_labels;  ///< the calibration images' labels, int64 [N] on `device` (gradient-based scores)
+  /// Profile images (DeepGauge's training-data profile: each neuron's range), normalised float [N, C, H, W] on
+  /// `device`, never overlapping the calibration images; undefined when prune.profile.samples is 0.
+  torch::Tensor profile;
 };
 
 /// A pruner's plan.
@@ -87,6 +90,8 @@ struct PruneStageOptions {
   bool calibrate_on_train = false;      ///< calibration.split: test | train
   int64_t calibration_samples = 128;    ///< each pruner sets its own default (set_calibration_defaults)
   int64_t calibration_batch_size = 64;  ///< idem
+  bool profile_on_test = false;         ///< profile.split: train | test
+  int64_t profile_samples = 0;          ///< profile.samples; 0: no profile (the pruners that need one set a default)
 };
 const OptionBinder<PruneStageOptions>& prune_stage_binder();
 /// The prune stage's options of a validated prune block.
@@ -97,6 +102,11 @@ PruneStageOptions prune_stage_options(const Params& block);
 /// defaults for the count and the batch size here (PluginInfo::overrides); `use` says in `expctl describe` what it
 /// does with the images.
 void set_calibration_defaults(PluginInfo& info, int64_t samples, int64_t batch_size, const std::string& use);
+
+/// The prune stage owns profile.split (default train) and profile.samples (default 0: none): images drawn apart from
+/// the calibration images, handed to the pruner as PruneRequest::profile. A pruner that profiles its neurons gives
+/// its own default count here; `use` says in `expctl describe` what it does with them.
+void set_profile_default(PluginInfo& info, int64_t samples, const std::string& use);
 
 struct ScenarioConfig;
 /// What identifies a run's method in tables and legends: {"scenario_method", "pruner", "label", "sparsity", and the

@@ -16,8 +16,9 @@ PrunePlan BaselinePruner::prune(PruneRequest& request) {
   const std::vector<std::string> layers = request.model->layer_names();
   rules.exclude = selection::resolve_exclude(rules.exclude, layers);
   selection::check_exclude(rules.exclude, groups, layers, name_);
-  const std::vector<torch::Tensor> raw = scorer_(request, groups);
-  if (raw.size() != groups.size())
+  const Scores scored = scorer_(request, groups);
+  const std::vector<torch::Tensor>& raw = scored.score;
+  if (raw.size() != groups.size() || (!scored.tie.empty() && scored.tie.size() != groups.size()))
     throw Error(name_ + ": scored " + std::to_string(raw.size()) + " of " + std::to_string(groups.size()) + " groups");
   std::vector<torch::Tensor> scores;
   std::vector<selection::GroupScores> ranked;
@@ -30,10 +31,12 @@ PrunePlan BaselinePruner::prune(PruneRequest& request) {
     scores.push_back(raw[i].to(torch::kCPU, torch::kDouble));
     if (!torch::isfinite(scores.back()).all().item<bool>())
       throw Error(name_ + ": group '" + groups[i].name + "' has scores that are not finite");
-    ranked.push_back({&groups[i], selection::normalize_by_mean(scores.back()), {}});
+    const torch::Tensor tie = scored.tie.empty() ? torch::Tensor() : scored.tie[i].to(torch::kCPU, torch::kDouble);
+    ranked.push_back({&groups[i], selection::normalize_by_mean(scores.back()), tie});
   }
   PrunePlan plan = selection::make_plan(selection::choose(ranked, rules, name_), rules, name_);
   plan.stats["normalizer"] = "mean";
+  if (!scored.criterion.empty()) plan.stats["criterion"] = scored.criterion;
   for (size_t i = 0; i < groups.size(); ++i) {
     const torch::Tensor& s = scores[i];
     if (!s.defined()) continue;  // unmeasured: no score columns ("-" in the report)

@@ -79,11 +79,19 @@ std::vector<std::string> activation_points(const std::vector<models::ChannelGrou
 /// True when `tensor` is a BatchNorm scale γ: a "x.weight" with "x.running_var" beside it in `sd`.
 bool is_batch_norm_scale(const models::StateDict& sd, const std::string& tensor);
 
-/// Scores every group of a request (one double [C] per group, in order), given the request. An undefined tensor
-/// marks a group the score cannot measure (no activation carries it, no BatchNorm normalises it): it is kept whole
-/// and listed in the plan's stats as "unmeasured".
-using Scorer = std::function<std::vector<torch::Tensor>(PruneRequest& request,
-                                                        const std::vector<models::ChannelGroup>& groups)>;
+/// A scorer's result: one double [C] per group, in order. An undefined tensor marks a group the score cannot
+/// measure (no activation carries it, no BatchNorm normalises it): it is kept whole and listed in the plan's stats
+/// as "unmeasured". `tie` (empty, or one per group) orders channels of equal score (higher = kept) before the shared
+/// rule, the lower channel index first. `criterion` (optional) names what the scores are in the report
+/// ("KMNC (k = 100)"); the report's score columns are headed by it.
+struct Scores {
+  std::vector<torch::Tensor> score, tie;
+  std::string criterion;
+  Scores(std::vector<torch::Tensor> s = {}) : score(std::move(s)) {}  // NOLINT: a plain list of scores converts
+};
+
+/// Scores every group of a request, given the request (see Scores).
+using Scorer = std::function<Scores(PruneRequest& request, const std::vector<models::ChannelGroup>& groups)>;
 
 /// A structured pruner: `scorer` scores the groups, every score is divided by its group's mean, and the shared
 /// selection spends the budget. Groups excluded from pruning are scored too (their statistics are reported).

@@ -21,28 +21,36 @@ torch::Tensor ChannelStats::zero_fraction() const {
   return images ? zeros / double(images * positions) : torch::zeros_like(zeros);
 }
 
-StatsObserver::StatsObserver(const std::vector<std::string>& points) : points_(points) {}
+torch::Tensor neuron_values(const torch::Tensor& y, Neurons neurons) {
+  const torch::Tensor flat = y.detach().reshape({y.size(0), y.size(1), -1}).to(torch::kDouble);
+  return neurons == Neurons::Channels ? flat.mean(2) : flat.reshape({y.size(0), -1});
+}
+
+StatsObserver::StatsObserver(const std::vector<std::string>& points, Neurons neurons)
+    : points_(points), neurons_(neurons) {}
 
 void StatsObserver::on_activation(const std::string& point, const torch::Tensor& y) {
   if (std::find(points_.begin(), points_.end(), point) == points_.end()) return;
   if (y.dim() < 2) throw Error("activation statistics: activation '" + point + "' has no channel dimension");
   const int64_t n = y.size(0), c = y.size(1);
   const torch::Tensor flat = y.detach().reshape({n, c, -1});
-  const torch::Tensor a = flat.to(torch::kDouble).mean(2);  // [N, C]: each channel's spatial mean per image
+  const torch::Tensor a = neuron_values(y, neurons_);  // [N, M]: each neuron's value per image
   const torch::Tensor zeros = flat.eq(0).sum(torch::IntArrayRef{0, 2}).to(torch::kDouble);
   auto it = acc_.find(point);
   if (it == acc_.end()) {  // empty statistics: the update below is the same for every batch
     ChannelStats s;
     s.positions = flat.size(2);
-    s.sum = torch::zeros({c}, a.options());
-    s.sum_squares = torch::zeros({c}, a.options());
-    s.low = torch::full({c}, std::numeric_limits<double>::infinity(), a.options());
-    s.high = torch::full({c}, -std::numeric_limits<double>::infinity(), a.options());
+    s.channels = c;
+    const int64_t m = a.size(1);
+    s.sum = torch::zeros({m}, a.options());
+    s.sum_squares = torch::zeros({m}, a.options());
+    s.low = torch::full({m}, std::numeric_limits<double>::infinity(), a.options());
+    s.high = torch::full({m}, -std::numeric_limits<double>::infinity(), a.options());
     s.zeros = torch::zeros({c}, a.options());
     it = acc_.emplace(point, s).first;
   }
   ChannelStats& s = it->second;
-  if (s.sum.size(0) != c || s.positions != flat.size(2))
+  if (s.channels != c || s.positions != flat.size(2))
     throw Error("activation statistics: activation '" + point + "' changed its shape between batches");
   s.images += n;
   s.sum += a.sum(0);
@@ -64,13 +72,13 @@ std::map<std::string, ChannelStats> StatsObserver::result() const {
 
 std::map<std::string, ChannelStats> measure_stats(models::Network model, const torch::Tensor& images,
                                                   int64_t batch_size, const std::vector<std::string>& points,
-                                                  const std::string& who) {
+                                                  const std::string& who, Neurons neurons) {
   if (!images.defined() || images.dim() != 4 || images.size(0) == 0 || !images.is_floating_point())
     throw Error(who + ": calibration images must be a non-empty float tensor [N, C, H, W]");
   if (batch_size < 1) throw Error(who + ": calibration batch size must be at least 1");
   models::EvalModeGuard eval(*model);
   torch::InferenceMode inference;
-  StatsObserver observer(points);
+  StatsObserver observer(points, neurons);
   const torch::Device device = model->device();
   for (int64_t b0 = 0; b0 < images.size(0); b0 += batch_size)
     model->forward(images.slice(0, b0, std::min(images.size(0), b0 + batch_size)).to(device), &observer);

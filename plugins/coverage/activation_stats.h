@@ -11,7 +11,12 @@
 //     auto stats = coverage::measure_stats(model, images, 128, baselines::activation_points(groups));
 //     torch::Tensor apoz = stats.at("layer2.1").zero_fraction();   // double [C]
 //
-// The pruners that score with them (one file each, registered in one line): apoz, mean_activation.
+// With Neurons::Positions every spatial position of every channel is a neuron of its own (DeepGauge's other
+// reading of a conv layer): the statistics then hold one value per (channel, position), channel-major, and memory is
+// O(channels × positions), still independent of the number of images.
+//
+// The pruners that score with them (one file each, registered in one line): apoz, mean_activation, and through the
+// profile (low, high) kmnc, nbc and snac (deepgauge.h).
 #pragma once
 #include <torch/torch.h>
 
@@ -24,10 +29,19 @@
 
 namespace expctl::coverage {
 
-/// The statistics of one activation point, per channel, on the CPU. Every tensor is double [C].
+/// What a neuron is: a channel (its spatial mean, the default) or one position of one channel.
+enum class Neurons { Channels, Positions };
+
+/// The values of the neurons of an activation y ([N, C, ...]; [N, C] for a linear layer's output): double [N, M]
+/// with M = C (Channels: the mean over positions) or C × positions (Positions: channel-major).
+torch::Tensor neuron_values(const torch::Tensor& y, Neurons neurons);
+
+/// The statistics of one activation point, per neuron, on the CPU. Every tensor is double [M] (M = C for
+/// Neurons::Channels, C × positions for Neurons::Positions), except `zeros`, which is always per channel [C].
 struct ChannelStats {
   int64_t images = 0;         ///< images seen
   int64_t positions = 0;      ///< elements of one channel's map (H × W; 1 for a [N, C] activation)
+  int64_t channels = 0;       ///< C
   torch::Tensor sum;          ///< Σ over images of a_c
   torch::Tensor sum_squares;  ///< Σ over images of a_c²
   torch::Tensor low, high;    ///< min and max over images of a_c
@@ -41,13 +55,14 @@ struct ChannelStats {
 /// A ForwardObserver accumulating ChannelStats for the watched points as batches stream through.
 class StatsObserver : public models::ForwardObserver {
  public:
-  explicit StatsObserver(const std::vector<std::string>& points);
+  explicit StatsObserver(const std::vector<std::string>& points, Neurons neurons = Neurons::Channels);
   void on_activation(const std::string& point, const torch::Tensor& y) override;
   /// The statistics so far, on the CPU, by point (points never seen are absent).
   std::map<std::string, ChannelStats> result() const;
 
  private:
   std::vector<std::string> points_;
+  Neurons neurons_;
   std::map<std::string, ChannelStats> acc_;  // tensors on the activations' device until result()
 };
 
@@ -57,6 +72,7 @@ class StatsObserver : public models::ForwardObserver {
 /// below 1, or a point is never reached.
 std::map<std::string, ChannelStats> measure_stats(models::Network model, const torch::Tensor& images,
                                                   int64_t batch_size, const std::vector<std::string>& points,
-                                                  const std::string& who = "activation statistics");
+                                                  const std::string& who = "activation statistics",
+                                                  Neurons neurons = Neurons::Channels);
 
 }  // namespace expctl::coverage

@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <optional>
+
 #include "plugins/pruner.h"
 #include "runner/core/error.h"
 #include "runner/core/hash.h"
@@ -109,14 +111,34 @@ class PruneStage : public Stage {
     const int64_t eval_batch = o.calibration_batch_size;
     const uint64_t seed = static_cast<uint64_t>(cfg.run.seed);
     data::Split test = data::load_dataset(cfg, false).to(device);
+    std::optional<data::Split> train_loaded;  // loaded once, when something needs it
+    auto train = [&]() -> const data::Split& {
+      if (!train_loaded) train_loaded = data::load_dataset(cfg, true).to(device);
+      return *train_loaded;
+    };
     const bool from_test = !o.calibrate_on_train;
-    data::Split pool = from_test ? test : data::load_dataset(cfg, true).to(device);
+    data::Split pool = from_test ? test : train();
     const int64_t samples = o.calibration_samples;
     if (samples > pool.size())  // the files hold fewer images than the data set entry promised
       throw Error("prune.calibration.samples: " + std::to_string(samples) + " images asked for, but " + pool.source +
                   " holds " + std::to_string(pool.size()));
     auto [calibration, rest] = data::split_off(pool, samples, seed);
     ctx.log->info("calibration: {}", calibration.source);
+    // Profile images (DeepGauge's neuron ranges) never overlap the calibration images: from the same split they come
+    // out of what calibration left (and are held out of the held-out accuracy too).
+    std::optional<data::Split> profile;
+    const bool profile_beside = o.profile_on_test == from_test;
+    if (o.profile_samples > 0) {
+      const data::Split& ppool = profile_beside ? rest : (o.profile_on_test ? test : train());
+      if (o.profile_samples > ppool.size())
+        throw Error("prune.profile.samples: " + std::to_string(o.profile_samples) + " images asked for, but " +
+                    ppool.source + " holds " + std::to_string(ppool.size()) +
+                    (profile_beside ? " after the calibration images" : ""));
+      auto [drawn, left] = data::split_off(ppool, o.profile_samples, seed + 1);
+      profile = std::move(drawn);
+      if (profile_beside) rest = std::move(left);
+      ctx.log->info("profile: {}", profile->source);
+    }
     // Calibrating on the whole test split is allowed; then no image is held out and there is no held-out accuracy.
     const bool held_out = from_test && rest.size() > 0;
 
@@ -126,6 +148,9 @@ class PruneStage : public Stage {
     out["source_checkpoint"] = source.string();
     out["source_sha256"] = source_id;
     out["calibration"] = {{"split", split_name(o)}, {"samples", calibration.size()}, {"source", calibration.source}};
+    if (profile)
+      out["profile"] = {
+          {"split", o.profile_on_test ? "test" : "train"}, {"samples", profile->size()}, {"source", profile->source}};
     if (from_test) out["calibration"]["held_out_images"] = rest.size();
     if (from_test && !held_out) {
       out["calibration"]["held_out_note"] =
@@ -140,6 +165,7 @@ class PruneStage : public Stage {
     req.groups = models::channel_groups(model);
     req.calibration = data::normalize(calibration.pixels(0, calibration.size()), calibration.norm);
     req.calibration_labels = calibration.labels.to(device);
+    if (profile) req.profile = data::normalize(profile->pixels(0, profile->size()), profile->norm);
     req.batch_size = eval_batch;
     req.params = &p;
     req.device = device;
@@ -148,8 +174,7 @@ class PruneStage : public Stage {
     if (!plan.keep.empty()) models::prune_groups(model, plan.keep);
     apply_masks(model, plan.masks);
     if (const int64_t bn_batches = o.recalibrate_bn; bn_batches > 0) {
-      data::Split train_split = from_test ? data::load_dataset(cfg, true).to(device) : pool;
-      recalibrate_batchnorm(model, train_split, bn_batches, eval_batch, seed);
+      recalibrate_batchnorm(model, train(), bn_batches, eval_batch, seed);
       out["recalibrated_bn_batches"] = bn_batches;
       ctx.log->info("re-estimated BatchNorm statistics on {} training batches", bn_batches);
     }
@@ -158,6 +183,12 @@ class PruneStage : public Stage {
     out["after"] = eval_json(model, test, eval_batch, device);
     if (held_out) out["after"]["held_out"] = eval_json(model, rest, eval_batch, device);
     out["stats"] = plan.stats;
+    // The loaded model's channels each shrunk group kept (the report's test coverage maps neurons through them).
+    auto& kept = out["kept_channels"] = nlohmann::ordered_json::object();
+    for (const auto& [group, idx] : plan.keep) {
+      const torch::Tensor k = idx.to(torch::kCPU, torch::kLong).contiguous();
+      kept[group] = std::vector<int64_t>(k.data_ptr<int64_t>(), k.data_ptr<int64_t>() + k.numel());
+    }
     ctx.log->info("test accuracy {:.2f}% before pruning, {:.2f}% after ({:.1f} s)",
                   out["before"]["accuracy"].get<double>(), out["after"]["accuracy"].get<double>(),
                   out["prune_seconds"].get<double>());
@@ -186,6 +217,16 @@ void check_calibration_size(const ScenarioConfig& cfg, std::vector<Diagnostic>& 
   const int64_t available = data::expected_split_size(cfg, train);
   const auto& keys = prune_stage_binder();
   const Value& samples = keys.value(p, &PruneStageOptions::calibration_samples);
+  // Profile images drawn from the calibration images' split come from what calibration leaves.
+  if (o.profile_samples > 0 && o.profile_on_test != train && available > 0 && o.calibration_samples <= available &&
+      o.calibration_samples + o.profile_samples > available) {
+    const Value& profile = keys.value(p, &PruneStageOptions::profile_samples);
+    diags.push_back({profile.is_default ? keys.value(p, &PruneStageOptions::pruner).mark : profile.mark,
+                     "prune." + keys.key(&PruneStageOptions::profile_samples),
+                     "must be at most " + std::to_string(available - o.calibration_samples) + ", the images of the " +
+                         split_name(o) + " split (" + std::to_string(available) + ") left by calibration.samples (" +
+                         std::to_string(o.calibration_samples) + "); got " + std::to_string(o.profile_samples)});
+  }
   if (available <= 0 || o.calibration_samples <= available) return;
   const auto& common = data::common_reader();
   const auto subset_field = train ? &data::CommonOptions::train_subset : &data::CommonOptions::test_subset;

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "plugins/pruner.h"
@@ -26,6 +27,7 @@
 #include "runner/models/deployment.h"
 #include "runner/models/torchscript_export.h"
 #include "runner/pipeline/pipeline.h"
+#include "runner/stages/report_coverage.h"
 #include "runner/training/runtime.h"
 
 namespace expctl {
@@ -42,6 +44,7 @@ struct Row {
   JsonValue accuracy;    // {"accuracy": %, "images": N, "held_out": {...}?}
   std::string sha256;    // the checkpoint's SHA-256 when the stage measured it ("": not recorded)
   std::string recorded;  // the metrics file that recorded it
+  bool pruned = false;   // the pruned model, or it fine-tuned: it has the pruned model's structure
 };
 
 // What the accuracies were measured on: the test split, or the subset dataset.test_subset made of it
@@ -105,10 +108,12 @@ std::vector<Row> rows_of(const Metrics& metrics, const Naming& n) {
     const JsonValue m = it->second.root();
     row("prune", "fine-tuned (loaded)", m["source_checkpoint"].string(), m["before"], "source_sha256");
     row("prune", "pruned", n.pruned_checkpoint(), m["after"], "pruned_sha256");
+    rows.back().pruned = true;
   }
   if (auto it = metrics.find("recover"); it != metrics.end()) {
     const JsonValue m = it->second.root();
     row("recover", "pruned + fine-tuned", m["checkpoint"].string(), m["after"], "checkpoint_sha256");
+    rows.back().pruned = true;
   }
   return rows;
 }
@@ -149,16 +154,38 @@ Evaluation evaluation_of(const ScenarioConfig& cfg, const Metrics& metrics) {
   if (it == metrics.end() || it->second.root()["calibration.split"].string() != "test") return ev;
   const JsonValue prune = it->second.root();
   const int64_t samples = prune["calibration.samples"].integer();
+  // Profile images from the test split come out of what calibration left: they are not held out either.
+  const int64_t profiled =
+      prune.has("profile") && prune["profile.split"].string() == "test" ? prune["profile.samples"].integer() : 0;
   if (prune.has("before.held_out")) {
     ev.held_out_images = prune["before.held_out.images"].integer();
-    ev.held_out = "the " + count(ev.held_out_images) + " test images not used for calibration (calibration took " +
-                  count(samples) + " of the " + count(ev.images ? ev.images : samples + ev.held_out_images) + ")";
+    ev.held_out = "the " + count(ev.held_out_images) + " test images not used for calibration" +
+                  (profiled ? " or profiling" : "") + " (calibration took " + count(samples) +
+                  (profiled ? ", profiling " + count(profiled) : std::string()) + " of the " +
+                  count(ev.images ? ev.images : samples + profiled + ev.held_out_images) + ")";
   } else {
     ev.note = "Calibration used all " + count(samples) +
               " test images, so none was held out: the accuracies after pruning are measured on the images the "
               "pruner was calibrated on.";
   }
   return ev;
+}
+
+// The models of the rows for report.coverage: a row of the prune or recover stage kept the channels the prune stage
+// recorded (prune_metrics.json "kept_channels"); the others are whole.
+std::vector<CoverageSubject> coverage_subjects(const std::vector<Row>& rows, const Metrics& metrics) {
+  std::map<std::string, torch::Tensor> kept;
+  if (auto it = metrics.find("prune"); it != metrics.end() && it->second.root().has("kept_channels"))
+    for (const auto& [group, idx] : it->second.root()["kept_channels"].members()) {
+      std::vector<int64_t> v;
+      for (const JsonValue& i : idx.items()) v.push_back(i.integer());
+      kept[group] = torch::tensor(v, torch::kLong);
+    }
+  std::vector<CoverageSubject> out;
+  for (const Row& r : rows) {
+    out.push_back({models::load_checkpoint(r.checkpoint), r.pruned ? kept : std::map<std::string, torch::Tensor>{}});
+  }
+  return out;
 }
 
 // Rounds of the interleaved timing (metrics::measure_interleaved).
@@ -374,9 +401,19 @@ Column::Cell times(const char* key) {
   };
 }
 
+// A test coverage column (report.coverage), shown when the criterion is measured: "41.20 (-3.10)" against the first
+// row, in %.
+Column coverage_column(const std::vector<std::string>& coverage, const std::string& key, const std::string& name) {
+  const bool shown = std::find(coverage.begin(), coverage.end(), key) != coverage.end();
+  return {"coverage." + key, "coverage_" + key, shown ? name + " (%)" : "", [key](const json& r) {
+            const json* v = Table::find(r, "coverage." + key);
+            return v && v->is_number() ? Table::fixed(100 * v->get<double>(), 2) : std::string("-");
+          }};
+}
+
 // The comparison table: every field of a report.json row, and which of them report.csv and the Markdown and
 // console tables show. `base` is the first row: the others show their changes against it.
-Table report_table(const json& base, bool masked, bool held_out, bool both) {
+Table report_table(const json& base, bool masked, bool held_out, bool both, const std::vector<std::string>& coverage) {
   auto num = [](const json& r, const char* key) { return Table::find(r, key)->get<double>(); };
   auto against = [&](const char* key, double scale, int digits) {
     return [=, b = num(base, key)](const json& r) {
@@ -458,6 +495,12 @@ Table report_table(const json& base, bool masked, bool held_out, bool both) {
        {"speedup.measured_large", "speedup_measured_large", "Speed-up b" + large, times("speedup.measured_large")},
        {"speedup.measured_eager_b1", "speedup_measured_eager_b1"},
        {"speedup.measured_eager_large", "speedup_measured_eager_large"},
+       // report.coverage: the test coverage of each model, in % (report_coverage.h).
+       coverage_column(coverage, "nc", "NC"),
+       coverage_column(coverage, "kmnc", "KMNC"),
+       coverage_column(coverage, "nbc", "NBC"),
+       coverage_column(coverage, "snac", "SNAC"),
+       coverage_column(coverage, "tknc", "TKNC"),
        // The bf16 row of each model (latency.bf16): CSV and JSON here, its Markdown in bf16_table().
        {"bf16.accuracy", "accuracy_bf16"},
        {"bf16.images"},
@@ -564,53 +607,79 @@ std::string num(const JsonValue& v, const char* k, int d) {
 }
 
 // Structured plans: channels per group before and kept, with the coverage (Neuron Coverage) or the raw channel
-// scores (the baselines) the pruner recorded.
+// scores the pruner recorded, headed by its criterion when it names one ("KMNC (k = 100)"). Groups the score could
+// not measure (kept whole) say "unmeasured" in the table and leave a gap in the chart's line, never a 0.
 void groups_part(const JsonValue& prune, const std::string& calibration, const std::string& data, PruningPart& out) {
   const JsonValue stats = prune["stats"];
-  // Columns for what the pruner recorded: coverage (Neuron Coverage) or the raw channel scores (baselines).
+  // Columns for what the pruner recorded: coverage (Neuron Coverage) or the raw channel scores (the others).
   bool coverage = false, scores = false;
   for (const auto& [name, g] : stats["groups"].members()) {
     coverage = coverage || g.has("mean_coverage");
     scores = scores || g.has("mean_score");
   }
+  std::set<std::string> unmeasured;
+  if (stats.has("unmeasured"))
+    for (const JsonValue& u : stats["unmeasured"].items()) unmeasured.insert(u.string());
+  const std::string criterion = stats.has("criterion") ? stats["criterion"].string() : std::string();
+  auto cell = [](std::string key, int digits) {
+    return [key, digits](const json& row) {
+      if (row.value("unmeasured", false)) return std::string("unmeasured");
+      return Table::fixed_cell(key, digits)(row);
+    };
+  };
   std::vector<Column> columns{{"group", "", "group", nullptr, Align::Left},
                               {"size", "", "channels", Table::fixed_cell("size", 0)},
                               {"kept", "", "kept", Table::fixed_cell("kept", 0)}};
   if (coverage) {
-    columns.emplace_back("mean_coverage", "", "mean coverage", Table::fixed_cell("mean_coverage", 3));
-    columns.emplace_back("covered_fraction", "", "covered fraction", Table::fixed_cell("covered_fraction", 3));
+    columns.emplace_back("mean_coverage", "", "mean coverage", cell("mean_coverage", 3));
+    columns.emplace_back("covered_fraction", "", "covered fraction", cell("covered_fraction", 3));
   }
+  const std::string what = criterion.empty() ? std::string("score") : criterion;
   if (scores) {
-    columns.emplace_back("min_score", "", "min score", Table::fixed_cell("min_score", 4));
-    columns.emplace_back("mean_score", "", "mean score", Table::fixed_cell("mean_score", 4));
-    columns.emplace_back("max_score", "", "max score", Table::fixed_cell("max_score", 4));
+    columns.emplace_back("min_score", "", "min " + what, cell("min_score", 4));
+    columns.emplace_back("mean_score", "", "mean " + what, cell("mean_score", 4));
+    columns.emplace_back("max_score", "", "max " + what, cell("max_score", 4));
   }
+  // The chart's line: Neuron Coverage's mean coverage, or the mean of a named criterion (the coverage pruners).
+  const char* line = coverage ? "mean_coverage" : (!criterion.empty() && scores ? "mean_score" : nullptr);
+  const std::string line_title = coverage ? std::string("mean coverage") : "mean " + criterion;
   Table t(columns);
   for (const auto& [name, g] : stats["groups"].members()) {
     json row = g.json();
     row["group"] = name;
+    if (unmeasured.count(name)) row["unmeasured"] = true;
     t.add_row(row);
     const double size = g.has("size") ? g["size"].number() : 0;
-    out.dat << plot::data_label(name) << " " << size << " " << (g.has("kept") ? g["kept"].number() : size) << " "
-            << (g.has("mean_coverage") ? g["mean_coverage"].number() : 0.0) << "\n";
+    out.dat << plot::data_label(name) << " " << size << " " << (g.has("kept") ? g["kept"].number() : size) << " ";
+    if (line && g.has(line))
+      out.dat << g[line].number() << "\n";
+    else
+      out.dat << "?\n";  // unmeasured: a gap in the line
   }
   out.md << "\n## Channels per group\n\n" << t.markdown();
   if (coverage) out.md << "\nCoverage measured on the " << calibration << ".\n";
   if (scores)
     out.md << "\nScores: the channel scores of " << (stats.has("pruner") ? stats["pruner"].string() : "the pruner")
-           << " before each group's are divided by their mean (higher = kept).\n";
-  // The coverage line only for Neuron Coverage; the other structured pruners' groups have no coverage.
-  out.chart = "set title " +
-              plot::quote(coverage ? "channels per group: before, kept (bars); mean coverage on " +
-                                         count(prune["calibration.samples"].integer()) + " calibration images (line)"
-                                   : std::string("channels per group: before, kept")) +
-              "\nset style data histograms\nset style histogram clustered\nset style fill solid 0.6\n"
-              "set xtics rotate by -60\nset ylabel 'channels'\n" +
-              (coverage ? "set y2label 'coverage'\nset y2range [0:1]\nset y2tics\n" : "") + "plot " + data +
-              " using 2:xtic(1) title 'channels', '' using 3 title 'kept'" +
-              (coverage ? ", '' using 0:4 axes x1y2 with linespoints lw 2 title 'mean coverage'" : "") + "\n";
-  out.caption = "Channels of each group before pruning and kept" +
-                (coverage ? "; the line: mean coverage on the " + calibration : std::string()) + ".";
+           << (criterion.empty() ? std::string() : " (" + criterion + ")") << " on the " << calibration
+           << ", before each group's are divided by their mean (higher = kept).\n";
+  if (!unmeasured.empty())
+    out.md << "\nUnmeasured: " << unmeasured.size() << (unmeasured.size() == 1 ? " group" : " groups")
+           << " no activation of the criterion carries (kept whole); the chart leaves them out of its line.\n";
+  const std::string title = line ? "channels per group: before, kept (bars); " + line_title + " on " +
+                                       count(prune["calibration.samples"].integer()) + " calibration images (line)"
+                                 : std::string("channels per group: before, kept");
+  out.chart = "set title " + plot::quote(title) +
+              "\nset datafile missing '?'\nset style data histograms\nset style histogram clustered\n"
+              "set style fill solid 0.6\nset xtics rotate by -60\nset ylabel 'channels'\n" +
+              (line ? "set y2label " + plot::quote(coverage ? std::string("coverage") : criterion) +
+                          (coverage ? "\nset y2range [0:1]" : "") + "\nset y2tics\n"
+                    : std::string()) +
+              "plot " + data + " using 2:xtic(1) title 'channels', '' using 3 title 'kept'" +
+              (line ? ", '' using 0:4 axes x1y2 with linespoints lw 2 title " + plot::quote(line_title) : "") + "\n";
+  out.caption =
+      "Channels of each group before pruning and kept" +
+      (line ? "; the line: " + line_title + " on the " + calibration + " (gaps: unmeasured groups)" : std::string()) +
+      ".";
 }
 
 // Mask plans: the sparsity of every layer.
@@ -700,6 +769,21 @@ std::string notes(const json& report, const Evaluation& ev, const ReportOptions&
     doc << " Training (" << stage << "): " << t["forward"].get<std::string>()
         << (t["channels_last"].get<bool>() ? " + channels_last" : "") << ", " << t["why"].get<std::string>() << ".";
   doc << "\n";
+  if (report.contains("coverage")) {
+    const json& c = report["coverage"];
+    doc << "- Test coverage (report.coverage): of each model's neurons (channels, by their spatial mean, at "
+        << c["activation_points"].get<int64_t>() << " activation points), on the "
+        << count(c["test_images"].get<int64_t>())
+        << " test images the accuracy was measured on. NC: the share covered by some image at threshold "
+        << Table::fixed(c["nc_threshold"].get<double>(), 2)
+        << " (DeepXplore, per-image min-max scaling); KMNC: the share of k = " << c["kmnc_k"].get<int64_t>()
+        << " sections of each neuron's range hit; NBC: of the range's two corners hit; SNAC: of the upper corners; "
+           "TKNC: of the neurons among the top "
+        << c["tknc_k"].get<int64_t>()
+        << " of their activation point for some image (DeepGauge). The ranges are the first row's model's on "
+        << c["profile_source"].get<std::string>()
+        << "; a pruned model's neurons are the channels it kept, with the ranges they had there.\n";
+  }
   if (masked)
     doc << "\nUnstructured sparsity zeroes weights but keeps tensor shapes, so dense kernels do the same work: the "
            "non-zero MACs and the compact size show what sparse kernels could save, while latency and the saved "
@@ -783,6 +867,12 @@ class ReportStage : public Stage {
     }
     time_models(measured, info, p, device);
     if (bf16) evaluate_bf16(measured, cfg, p, device, *ctx.log);
+    if (!p.coverage.empty()) {
+      const json cov = measure_model_coverage(cfg, p, coverage_subjects(models, stages), device, *ctx.log);
+      for (size_t i = 0; i < measured.size(); ++i) measured[i].row["coverage"] = cov["rows"][i];
+      report["coverage"] = cov;
+      report["coverage"].erase("rows");
+    }
     std::vector<json> rows;
     for (size_t i = 0; i < measured.size(); ++i) {
       rows.push_back(std::move(measured[i].row));
@@ -790,7 +880,8 @@ class ReportStage : public Stage {
     }
     measured.clear();
     add_speedups(rows);
-    Table table = report_table(rows.front(), masked, !ev.held_out.empty(), p.form == ReportOptions::LatencyForm::Both);
+    Table table = report_table(rows.front(), masked, !ev.held_out.empty(), p.form == ReportOptions::LatencyForm::Both,
+                               p.coverage);
     std::optional<Table> bf16_rows_table;
     if (bf16) {
       bf16_rows_table = bf16_table(p.large_batch);
@@ -891,6 +982,23 @@ const OptionBinder<ReportOptions>& report_binder() {
           "write the final model as model.torchscript.pt (Python: torch.jit.load(file)(images), no expctl) and as "
           "model.deployed.pt (frozen, batch norms folded; torch.jit.optimize_for_inference(torch.jit.load(file)) "
           "gives the deployed form)");
+    b.add(&O::coverage, "coverage",
+          "test coverage criteria added to every row of the table, measured on the test images against the loaded "
+          "model's neuron ranges (a pruned model: the neurons it kept): nc (DeepXplore, threshold coverage_threshold), "
+          "kmnc, nbc, snac, tknc (DeepGauge; k = coverage_k sections, top coverage_top_k)",
+          {"nc", "kmnc", "nbc", "snac", "tknc"});
+    b.add(&O::coverage_profile, "coverage_profile",
+          "training images the loaded model's neuron ranges [low, high] are taken from (coverage)")
+        .min(1)
+        .max(10000000);
+    b.add(&O::coverage_k, "coverage_k", "KMNC's k: sections of each neuron's range (coverage)").min(1).max(100000);
+    b.add(&O::coverage_top_k, "coverage_top_k", "TKNC's k: the top k neurons of each activation point (coverage)")
+        .min(1)
+        .max(100000);
+    b.add(&O::coverage_threshold, "coverage_threshold",
+          "NC's threshold t on the [0,1]-scaled mean activation of a channel (coverage)")
+        .min(0)
+        .below(1);
     return b;
   }();
   return b;

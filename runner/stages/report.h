@@ -2,6 +2,8 @@
 // its large latency batch against memory).
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "runner/core/options_binder.h"
 
@@ -20,6 +22,13 @@ struct ReportOptions {
   int64_t large_batch_repeats = 10;  ///< latency.large_batch_repeats
   bool plot = true;                  ///< draw the charts (gnuplot)
   bool export_torchscript = true;    ///< write the final model as TorchScript, eager and deployed
+  /// coverage: the test coverage criteria measured on every model (nc, kmnc, nbc, snac, tknc; report_coverage.h),
+  /// against the loaded model's ranges on coverage_profile training images; none by default.
+  std::vector<std::string> coverage;
+  int64_t coverage_profile = 1024;  ///< training images the loaded model's neuron ranges are taken from
+  int64_t coverage_k = 1000;        ///< KMNC's sections (DeepGauge's k)
+  int64_t coverage_top_k = 2;       ///< TKNC's k
+  double coverage_threshold = 0.1;  ///< NC's threshold t (the neuron_coverage pruner's default)
 };
 
 const OptionBinder<ReportOptions>& report_binder();

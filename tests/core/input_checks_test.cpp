@@ -143,6 +143,26 @@ TEST(Calibration, MoreSamplesThanTheSplitHoldsAreRefusedAtLoad) {
             std::string::npos);
 }
 
+// The pruners that profile neuron ranges (kmnc, nbc, snac) refuse to run without profile images, at load; tknc
+// needs none.
+TEST(Profile, APrunerThatProfilesRefusesNoProfileImagesAtLoad) {
+  test::TempDir tmp;
+  const fs::path f = tmp / "p.yaml";
+  for (const char* pruner : {"kmnc", "nbc", "snac"}) {
+    test::write_file(f,
+                     prune_scenario("{name: CIFAR10}", std::string("{pruner: ") + pruner + ", profile: {samples: 0}}"));
+    EXPECT_NE(error_of(f).find(f.string() + ":6:"), std::string::npos) << error_of(f);
+    EXPECT_NE(error_of(f).find(": prune.profile.samples: must be at least 1: " + std::string(pruner) +
+                               " takes each neuron's range from the profile images"),
+              std::string::npos)
+        << error_of(f);
+  }
+  test::write_file(f, prune_scenario("{name: CIFAR10}", "{pruner: tknc, profile: {samples: 0}}"));
+  EXPECT_EQ(error_of(f), "(no error)");
+  test::write_file(f, prune_scenario("{name: CIFAR10}", "{pruner: kmnc}"));  // the default: 1024 training images
+  EXPECT_EQ(error_of(f), "(no error)");
+}
+
 TEST(NotAScenario, ItsContentIsNeverEchoed) {
   test::TempDir tmp;
   const std::string secret = "hunter2-token";

@@ -20,8 +20,9 @@ TEST(Registry, EveryBuiltInNameIsRegistered) {
   EXPECT_EQ(c.names("model"), (std::vector<std::string>{"DenseNet121", "MobileNetV2", "ResNet18", "ResNet34", "ResNet50",
                                                         "TorchScript", "VGG11_BN", "VGG16_BN"}));
   EXPECT_EQ(c.names("dataset"), (std::vector<std::string>{"CIFAR10", "CIFAR100", "FashionMNIST", "ImageFolder"}));
-  EXPECT_EQ(c.names("pruner"), (std::vector<std::string>{"apoz", "bn_scale", "group_magnitude", "mean_activation",
-                                                         "neuron_coverage", "random", "taylor", "wanda"}));
+  EXPECT_EQ(c.names("pruner"),
+            (std::vector<std::string>{"apoz", "bn_scale", "group_magnitude", "kmnc", "mean_activation", "nbc",
+                                      "neuron_coverage", "random", "snac", "taylor", "tknc", "wanda"}));
   EXPECT_EQ(c.names("stage"), (std::vector<std::string>{"download", "finetune", "prune", "recover", "report"}));
   EXPECT_EQ(c.names("section"), (std::vector<std::string>{"paths", "runtime", "scenario"}));
   for (const auto& s : c.names("stage")) EXPECT_NE(StageRegistry::find(s), nullptr) << s;

@@ -34,9 +34,11 @@ inline Params prune_params(const std::string& pruner, const nlohmann::ordered_js
 }
 
 /// What the prune stage asks of a pruner: the registered pruner `name` on `model` (its derived groups), with the
-/// prune block `params` and calibration images `x` (labels `y`) forwarded in batches of `batch_size`.
+/// prune block `params` and calibration images `x` (labels `y`, profile images `profile`) forwarded in batches of
+/// `batch_size`.
 inline PrunePlan run_pruner(const std::string& name, models::Network model, const Params& params, int64_t batch_size,
-                            const torch::Tensor& x = {}, const torch::Tensor& y = {}) {
+                            const torch::Tensor& x = {}, const torch::Tensor& y = {},
+                            const torch::Tensor& profile = {}) {
   const PrunerEntry* e = PrunerRegistry::find(name);
   if (!e) throw std::runtime_error("pruner not registered: " + name);
   PruneRequest req;
@@ -44,6 +46,7 @@ inline PrunePlan run_pruner(const std::string& name, models::Network model, cons
   req.groups = models::channel_groups(model);
   req.calibration = x;
   req.calibration_labels = y;
+  req.profile = profile;
   req.batch_size = batch_size;
   req.params = &params;
   return e->create()->prune(req);

@@ -105,7 +105,9 @@ TEST(TorchScriptImport, TracedModelsGiveTheModulesLogitsPruneWithNcAndWandaAndEx
     torch::manual_seed(3);
     const auto calib = torch::randn({8, 3, 32, 32});
     const auto labels = torch::randint(0, 10, {8}, torch::kLong);
-    for (const std::string pruner : {"neuron_coverage", "wanda", "apoz", "mean_activation"}) {
+    const auto profile = torch::randn({8, 3, 32, 32}) * 0.8;  // the profiling pruners' (kmnc, nbc, snac) ranges
+    for (const std::string pruner :
+         {"neuron_coverage", "wanda", "apoz", "mean_activation", "kmnc", "nbc", "snac", "tknc"}) {
       SCOPED_TRACE(pruner);
       em::Network model = em::copy_network(m.network);
       model->eval();
@@ -113,7 +115,8 @@ TEST(TorchScriptImport, TracedModelsGiveTheModulesLogitsPruneWithNcAndWandaAndEx
       ordered_json overrides{{"sparsity", 0.5}, {"min_channels", 1}, {"round_to", 1}};
       if (pruner == "wanda") overrides["mode"] = "structured";
       const expctl::Params params = expctl::test::prune_params(pruner, overrides);
-      const expctl::PrunePlan plan = expctl::test::run_pruner(pruner, model, params, /*batch_size=*/8, calib, labels);
+      const expctl::PrunePlan plan =
+          expctl::test::run_pruner(pruner, model, params, /*batch_size=*/8, calib, labels, profile);
       ASSERT_FALSE(plan.keep.empty());
       em::prune_groups(model, plan.keep);
       const auto pruned = expctl::metrics::count_macs(model, 32, 32);

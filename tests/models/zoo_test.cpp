@@ -258,8 +258,10 @@ TEST(Zoo, NeuronCoverageAndWandaStructuredShrinkEveryModelWhichThenTrainsSavesAn
   torch::manual_seed(7);
   const auto x = torch::randn({8, 3, 32, 32});
   const auto y = torch::randint(0, 10, {8}, torch::kLong);
+  const auto profile = torch::randn({8, 3, 32, 32}) * 0.8;  // the profiling pruners' (kmnc, nbc, snac) ranges
   for (const Case& c : kCases) {
-    for (const std::string pruner : {"neuron_coverage", "wanda", "apoz", "mean_activation"}) {
+    for (const std::string pruner :
+         {"neuron_coverage", "wanda", "apoz", "mean_activation", "kmnc", "nbc", "snac", "tknc"}) {
       const std::string what = std::string(c.arch) + " " + pruner;
       em::GraphNet model = make(c.arch, 10, 3, /*small=*/true);
       randomise_bn(*model);
@@ -269,7 +271,7 @@ TEST(Zoo, NeuronCoverageAndWandaStructuredShrinkEveryModelWhichThenTrainsSavesAn
       const expctl::Params params = expctl::test::prune_params(
           pruner, pruner == "wanda" ? ordered_json{{"mode", "structured"}, {"sparsity", 0.5}}
                                     : ordered_json{{"sparsity", 0.5}});
-      const expctl::PrunePlan plan = expctl::test::run_pruner(pruner, model, params, /*batch_size=*/8, x, y);
+      const expctl::PrunePlan plan = expctl::test::run_pruner(pruner, model, params, /*batch_size=*/8, x, y, profile);
       ASSERT_FALSE(plan.keep.empty()) << what;
       em::prune_groups(model, plan.keep);
       const auto after = expctl::metrics::count_macs(model, 32, 32);

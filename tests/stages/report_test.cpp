@@ -5,9 +5,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include "plugins/coverage/deepgauge.h"
+#include "plugins/neuron_coverage/neuron_coverage.h"
 #include "runner/core/error.h"
+#include "runner/data/loader.h"
 #include "runner/data/registry.h"
 #include "runner/metrics/metrics.h"
+#include "runner/models/channel_groups.h"
 #include "runner/models/checkpoint.h"
 #include "runner/models/deployment.h"
 #include "runner/pipeline/pipeline.h"
@@ -105,15 +109,17 @@ TEST_F(Report, ATestSubsetIsNamedInEveryAccuracyStatementAndCaption) {
   EXPECT_EQ(rep["rows"][1]["accuracy"], 50.0);
   EXPECT_EQ(rep["rows"][1]["latency_large_batch"]["batch"], 2);
   const std::string csv = test::read_file(dir() / "report.csv");
-  EXPECT_EQ(csv.substr(0, csv.find('\n')),
-            "model,accuracy,accuracy_held_out,params,nonzero_params,size_mb,compact_size_mb,macs,flops,nonzero_macs,"
-            "latency_b1_median_ms,latency_b1_mean_ms,latency_b1_p95_ms,large_batch,latency_large_median_ms_per_image,"
-            "latency_form,not_optimized,latency_eager_b1_median_ms,latency_eager_b1_p95_ms,latency_eager_large_median_"
-            "ms_per_image,"
-            "speedup_theoretical,compression_ratio,speedup_measured_b1,speedup_measured_large,"
-            "speedup_measured_eager_b1,speedup_measured_eager_large,accuracy_bf16,bf16_form,bf16_max_logit_difference,"
-            "latency_bf16_b1_median_ms,latency_bf16_b1_p95_ms,latency_bf16_large_median_ms_per_image,"
-            "speedup_measured_bf16_b1,speedup_measured_bf16_large,bf16_over_fp32_b1,bf16_over_fp32_large");
+  EXPECT_EQ(
+      csv.substr(0, csv.find('\n')),
+      "model,accuracy,accuracy_held_out,params,nonzero_params,size_mb,compact_size_mb,macs,flops,nonzero_macs,"
+      "latency_b1_median_ms,latency_b1_mean_ms,latency_b1_p95_ms,large_batch,latency_large_median_ms_per_image,"
+      "latency_form,not_optimized,latency_eager_b1_median_ms,latency_eager_b1_p95_ms,latency_eager_large_median_"
+      "ms_per_image,"
+      "speedup_theoretical,compression_ratio,speedup_measured_b1,speedup_measured_large,"
+      "speedup_measured_eager_b1,speedup_measured_eager_large,coverage_nc,coverage_kmnc,coverage_nbc,coverage_snac,"
+      "coverage_tknc,accuracy_bf16,bf16_form,bf16_max_logit_difference,"
+      "latency_bf16_b1_median_ms,latency_bf16_b1_p95_ms,latency_bf16_large_median_ms_per_image,"
+      "speedup_measured_bf16_b1,speedup_measured_bf16_large,bf16_over_fp32_b1,bf16_over_fp32_large");
   EXPECT_EQ(csv.find("\n\"fine-tuned\",50.0,,"), csv.find('\n', csv.find('\n') + 1)) << csv;
   if (!have_gnuplot()) return;
   EXPECT_NE(text.find("*Loss and top-1 accuracy per epoch. Test curves: 160 test images, a class-balanced subset of "
@@ -288,4 +294,103 @@ TEST_F(Report, ABf16RowGivesTheAccuracyOfTheBf16FormOnTheTestImagesAndItsSpeedUp
   EXPECT_FALSE(off["rows"][0].contains("bf16"));
   EXPECT_FALSE(off["rows"][0]["speedup"].contains("measured_bf16_b1"));
   EXPECT_EQ(md().find("## In bf16"), std::string::npos);
+}
+
+// report.coverage: every row's test coverage equals a hand measurement: the loaded model's ranges on the training
+// images the report draws, restricted for the pruned model to the channels the prune stage recorded as kept, and
+// every criterion counted on the test images.
+TEST_F(Report, TestCoverageOfEveryRowEqualsAHandMeasurementAgainstTheLoadedModelsRanges) {
+  const fs::path data = tmp_ / "data";
+  scenario("prune, report", "dataset: {name: FashionMNIST}\nprune: {pruner: neuron_coverage}\n", tmp_ / "ck", data);
+  write_fashion_mnist_test_split(data / "FashionMNIST", 30);
+  auto text = [](const test::Bytes& b) { return std::string(b.begin(), b.end()); };
+  test::write_file(data / "FashionMNIST" / "train-images-idx3-ubyte", text(test::idx_images(40)));
+  test::write_file(data / "FashionMNIST" / "train-labels-idx1-ubyte", text(test::idx_labels(40, 2049, -1, 4)));
+  models::GraphNet loaded = test::tiny_model();
+  models::save_checkpoint(dir() / "ft.pt", loaded);
+  // Two groups shrink: the stream after the stem and one block's inner width.
+  const std::vector<models::ChannelGroup> groups = models::channel_groups(loaded);
+  std::map<std::string, torch::Tensor> keep;
+  json kept_channels = json::object();
+  for (const auto& g : groups)
+    if (keep.size() < 2 && g.size == 8 && !g.activation_points.empty()) {
+      keep[g.name] = torch::tensor({0, 2, 3, 5, 6}, torch::kLong);
+      kept_channels[g.name] = {0, 2, 3, 5, 6};
+    }
+  ASSERT_EQ(keep.size(), 2u);
+  models::GraphNet pruned = test::tiny_model();
+  models::prune_groups(pruned, keep);
+  const fs::path pruned_file = Naming(load_scenario(tmp_ / "s.yaml")).pruned_checkpoint();
+  models::save_checkpoint(pruned_file, pruned);
+  test::write_file(dir() / "prune_metrics.json",
+                   json{{"source_checkpoint", (dir() / "ft.pt").string()},
+                        {"calibration", {{"split", "train"}, {"samples", 8}, {"source", "train"}}},
+                        {"before", {{"accuracy", 50.0}, {"loss", 1.0}, {"images", 30}}},
+                        {"after", {{"accuracy", 40.0}, {"loss", 1.4}, {"images", 30}}},
+                        {"stats", json::object()},
+                        {"kept_channels", kept_channels}}
+                       .dump());
+  run_report({"report.coverage=[nc, kmnc, nbc, snac, tknc]", "report.coverage_profile=16", "report.coverage_k=20",
+              "report.coverage_top_k=3", "report.coverage_threshold=0.2"});
+  const auto rep = json::parse(test::read_file(dir() / "report.json"));
+  ASSERT_EQ(rep["rows"].size(), 2u);
+  EXPECT_EQ(rep["coverage"]["profile_images"], 16);
+  EXPECT_EQ(rep["coverage"]["test_images"], 30);
+
+  // By hand: the report's draw of 16 training images (seed 0) and every test image, in its batches of 2.
+  const ScenarioConfig cfg = load_scenario(tmp_ / "s.yaml");
+  const data::Split train = data::load_dataset(cfg, true), test_split = data::load_dataset(cfg, false);
+  const data::Split prof = data::split_off(train, 16, 0).first;
+  const torch::Tensor x_prof = data::normalize(prof.pixels(0, prof.size()), prof.norm);
+  const torch::Tensor x_test = data::normalize(test_split.pixels(0, test_split.size()), test_split.norm);
+  const std::vector<std::string> points = loaded->activation_points();
+  const auto profile = coverage::measure_stats(loaded, x_prof, 2, points);
+  std::map<std::string, coverage::ChannelStats> pruned_profile = profile;
+  int64_t restricted_points = 0;
+  for (auto& [p, st] : pruned_profile) {
+    std::vector<int64_t> kept_here;  // the groups of these points all sit at offset 0
+    for (int64_t c = 0; c < st.channels; ++c) {
+      bool lost = false;
+      for (const auto& g : groups)
+        if (keep.count(g.name) && std::count(g.activation_points.begin(), g.activation_points.end(), p))
+          lost = lost || !(keep.at(g.name) == c).any().item<bool>();
+      if (!lost) kept_here.push_back(c);
+    }
+    if (int64_t(kept_here.size()) == st.channels) continue;
+    ++restricted_points;
+    const torch::Tensor idx = torch::tensor(kept_here, torch::kLong);
+    st.low = st.low.index_select(0, idx);
+    st.high = st.high.index_select(0, idx);
+    st.channels = idx.size(0);
+  }
+  EXPECT_GE(restricted_points, 2);
+  coverage::HitsOptions o;
+  o.sections = 20;
+  o.top_k = 3;
+  for (size_t i = 0; i < 2; ++i) {
+    SCOPED_TRACE(i);
+    models::Network m = i == 0 ? models::Network(loaded) : models::Network(pruned);
+    const auto hits = coverage::measure_hits(m, x_test, 2, i == 0 ? &profile : &pruned_profile, o, points, "hand");
+    const json& got = rep["rows"][i]["coverage"];
+    EXPECT_DOUBLE_EQ(got["kmnc"].get<double>(), coverage::model_coverage(hits, coverage::Criterion::KMNC));
+    EXPECT_DOUBLE_EQ(got["nbc"].get<double>(), coverage::model_coverage(hits, coverage::Criterion::NBC));
+    EXPECT_DOUBLE_EQ(got["snac"].get<double>(), coverage::model_coverage(hits, coverage::Criterion::SNAC));
+    EXPECT_DOUBLE_EQ(got["tknc"].get<double>(), coverage::model_coverage(hits, coverage::Criterion::TKNC));
+    double covered = 0, total = 0;
+    for (const auto& [p, c] : neuron_coverage::measure_coverage(m, x_test, 2, 0.2, points)) {
+      covered += (c.covered > 0).sum().item<double>();
+      total += double(c.covered.size(0));
+    }
+    EXPECT_DOUBLE_EQ(got["nc"].get<double>(), covered / total);
+    EXPECT_GT(got["kmnc"].get<double>(), 0.0);
+  }
+  const std::string md_text = md();
+  EXPECT_NE(md_text.find("| NC (%) | KMNC (%) | NBC (%) | SNAC (%) | TKNC (%) |"), std::string::npos) << md_text;
+  EXPECT_NE(md_text.find("- Test coverage (report.coverage): "), std::string::npos) << md_text;
+  const std::string csv = test::read_file(dir() / "report.csv");
+  EXPECT_NE(csv.find(",coverage_nc,coverage_kmnc,coverage_nbc,coverage_snac,coverage_tknc,"), std::string::npos) << csv;
+  // Not asked: no coverage anywhere.
+  run_report();
+  EXPECT_FALSE(json::parse(test::read_file(dir() / "report.json"))["rows"][0].contains("coverage"));
+  EXPECT_EQ(md().find("NC (%)"), std::string::npos);
 }

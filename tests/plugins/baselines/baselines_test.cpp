@@ -16,6 +16,7 @@
 
 #include "plugins/channel_selection.h"
 #include "plugins/coverage/activation_stats.h"
+#include "plugins/coverage/deepgauge.h"
 #include "runner/core/error.h"
 #include "runner/core/params.h"
 #include "runner/models/channel_groups.h"
@@ -123,8 +124,8 @@ void expect_near_all(const std::vector<double>& got, const std::vector<double>& 
 }
 
 PrunePlan run_pruner(const std::string& name, em::GraphNet& model, const Params& params, const torch::Tensor& x = {},
-                     const torch::Tensor& y = {}) {
-  return expctl::test::run_pruner(name, model, params, /*batch_size=*/4, x, y);
+                     const torch::Tensor& y = {}, const torch::Tensor& profile = {}) {
+  return expctl::test::run_pruner(name, model, params, /*batch_size=*/4, x, y, profile);
 }
 
 template <class T>
@@ -311,13 +312,14 @@ TEST(Baselines, EveryPrunerShrinksEveryPrunableGroupByItsLocalBudgetAndTheModelS
   torch::manual_seed(5);
   const torch::Tensor x = torch::randn({8, 3, 16, 16});
   const torch::Tensor y = torch::randint(0, 5, {8}, torch::kLong);
-  for (const char* name : {"group_magnitude", "bn_scale", "taylor", "random", "apoz", "mean_activation"}) {
+  for (const char* name :
+       {"group_magnitude", "bn_scale", "taylor", "random", "apoz", "mean_activation", "kmnc", "nbc", "snac", "tknc"}) {
     SCOPED_TRACE(name);
     em::GraphNet m = small_model();
     const auto groups = em::channel_groups(m);
     const Params p =
         params_for(name, {{"sparsity", val(0.5)}, {"min_channels", val(int64_t{2})}, {"round_to", val(int64_t{2})}});
-    const PrunePlan plan = run_pruner(name, m, p, x, y);
+    const PrunePlan plan = run_pruner(name, m, p, x, y, /*profile=*/torch::randn({6, 3, 16, 16}));
     for (const auto& g : groups) {
       const bool excluded = sel::is_excluded(g, {"conv1", "fc"});
       EXPECT_EQ(plan.stats["groups"][g.name]["kept"].get<int64_t>(),
@@ -513,4 +515,198 @@ TEST(Baselines, PrunedModelSavesLoadsTrainsAndResumesWithConsistentOptimizerStat
   EXPECT_DOUBLE_EQ(l1, l2);
   const em::StateDict c = em::state_dict(*loaded), d = em::state_dict(*resumed);
   for (const auto& item : c) EXPECT_TRUE(torch::allclose(item.value(), d[item.key()])) << item.key();
+}
+
+// ---- DeepGauge's criteria (plugins/coverage/deepgauge) ---------------------------------------------------------
+
+namespace cov = expctl::coverage;
+
+namespace {
+
+// A hand profile of one point of 3 neurons: [0, 1], the single point [1, 1] (no sections) and [2, 4].
+std::map<std::string, cov::ChannelStats> hand_profile() {
+  cov::ChannelStats s;
+  s.images = 1;
+  s.positions = 1;
+  s.channels = 3;
+  s.low = torch::tensor({0.0, 1.0, 2.0}, torch::kDouble);
+  s.high = torch::tensor({1.0, 1.0, 4.0}, torch::kDouble);
+  s.sum = s.sum_squares = s.zeros = torch::zeros({3}, torch::kDouble);
+  return {{"p", s}};
+}
+
+// Brute force, one neuron and one input at a time, of every count a HitsObserver keeps: values [N, M] against
+// low/high [M], k sections, the top `top_k` of each input (equal values: the lower index first).
+struct BruteHits {
+  std::vector<std::set<int64_t>> sections;
+  std::vector<double> below, above, top;
+};
+BruteHits brute_hits(const torch::Tensor& v, const torch::Tensor& low, const torch::Tensor& high, int64_t k,
+                     int64_t top_k) {
+  const int64_t n = v.size(0), m = v.size(1);
+  BruteHits b{std::vector<std::set<int64_t>>(m), std::vector<double>(m), std::vector<double>(m),
+              std::vector<double>(m)};
+  const torch::Tensor vd = v.to(torch::kDouble).contiguous(), lod = low.to(torch::kDouble).contiguous(),
+                      hid = high.to(torch::kDouble).contiguous();
+  const auto va = vd.accessor<double, 2>();
+  const auto la = lod.accessor<double, 1>(), ha = hid.accessor<double, 1>();
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t c = 0; c < m; ++c) {
+      const double x = va[i][c], lo = la[c], hi = ha[c];
+      if (x < lo) b.below[c] += 1;
+      if (x > hi) b.above[c] += 1;
+      if (x >= lo && x <= hi && hi > lo)
+        b.sections[c].insert(std::min(k - 1, int64_t(std::floor((x - lo) * k / (hi - lo)))));
+      int64_t rank = 0;  // neurons ranked before c for input i
+      for (int64_t d = 0; d < m; ++d) {
+        const double y = va[i][d];
+        if (y > x || (y == x && d < c)) ++rank;
+      }
+      if (rank < top_k) b.top[c] += 1;
+    }
+  }
+  return b;
+}
+
+void expect_hits_equal(const cov::PointHits& h, const BruteHits& b, int64_t k) {
+  const int64_t m = int64_t(b.below.size());
+  ASSERT_EQ(h.top.size(0), m);
+  const auto below = h.below.accessor<double, 1>(), above = h.above.accessor<double, 1>(),
+             top = h.top.accessor<double, 1>();
+  const auto section = h.section.accessor<bool, 2>();
+  int64_t wrong = 0;  // one failure message per neuron at most: positions make thousands of neurons
+  for (int64_t c = 0; c < m && wrong < 5; ++c) {
+    bool ok = below[c] == b.below[c] && above[c] == b.above[c] && top[c] == b.top[c];
+    for (int64_t j = 0; j < k; ++j) ok = ok && section[c][j] == (b.sections[c].count(j) == 1);
+    if (!ok) {
+      ++wrong;
+      ADD_FAILURE() << "neuron " << c << ": below " << below[c] << " / " << b.below[c] << ", above " << above[c]
+                    << " / " << b.above[c] << ", top " << top[c] << " / " << b.top[c];
+    }
+  }
+}
+
+}  // namespace
+
+// Hand-picked values on every boundary: a value on low or high is inside its range (section 0 or k - 1), a value on
+// a section edge belongs to the section above it, a single-point range has no sections, and equal values rank the
+// lower index first in the top k. Fed in two batches, as [N, C] activations (one position).
+TEST(DeepGauge, EveryCriterionEqualsItsDefinitionOnHandPickedValuesOnEveryBoundary) {
+  const auto profile = hand_profile();
+  const torch::Tensor v = torch::tensor({{0.0, 1.0, 2.0},   // low, the point range, low
+                                         {0.25, 0.5, 4.0},  // edge of section 1, below, high
+                                         {1.0, 2.0, 3.0},   // high, above, edge of section 2
+                                         {-0.5, 1.0, 5.0},  // below, the point, above
+                                         {0.75, 1.0, 2.5},  // edge of section 3, the point, edge of section 1
+                                         {1.0, 1.0, 0.0}},  // a tie for the top 1 (c0 ranks first), below
+                                        torch::kDouble);
+  cov::HitsOptions o;
+  o.sections = 4;
+  o.top_k = 1;
+  cov::HitsObserver obs(&profile, o, {"p"});
+  obs.on_activation("p", v.slice(0, 0, 2).to(torch::kFloat));
+  obs.on_activation("other", v);  // not watched
+  obs.on_activation("p", v.slice(0, 2, 6).to(torch::kFloat));
+  const auto hits = obs.result();
+  const cov::PointHits& h = hits.at("p");
+  EXPECT_EQ(h.images, 6);
+  // c0 hits sections {0, 1, 3}; c1 has none; c2 hits {0, 1, 2, 3}.
+  EXPECT_TRUE(torch::equal(h.section, torch::tensor({1, 1, 0, 1, 0, 0, 0, 0, 1, 1, 1, 1}, torch::kBool).view({3, 4})));
+  auto expect = [](const torch::Tensor& got, std::vector<double> want) {
+    EXPECT_TRUE(torch::allclose(got, torch::tensor(want, torch::kDouble), 0, 1e-15)) << got;
+  };
+  expect(h.neuron_scores(cov::Criterion::KMNC), {0.75, 0.0, 1.0});
+  expect(h.neuron_scores(cov::Criterion::NBC), {1.0 / 6, 2.0 / 6, 2.0 / 6});
+  expect(h.neuron_scores(cov::Criterion::SNAC), {0.0, 1.0 / 6, 1.0 / 6});
+  expect(h.neuron_scores(cov::Criterion::TKNC), {1.0 / 6, 0.0, 5.0 / 6});
+  expect(h.channel_means(), {2.5 / 6, 6.5 / 6, 16.5 / 6});
+  EXPECT_DOUBLE_EQ(cov::model_coverage(hits, cov::Criterion::KMNC), 7.0 / 12);  // (3 + 0 + 4) of 3 × 4 sections
+  EXPECT_DOUBLE_EQ(cov::model_coverage(hits, cov::Criterion::NBC), 5.0 / 6);    // every corner but c0's upper
+  EXPECT_DOUBLE_EQ(cov::model_coverage(hits, cov::Criterion::SNAC), 2.0 / 3);
+  EXPECT_DOUBLE_EQ(cov::model_coverage(hits, cov::Criterion::TKNC), 2.0 / 3);
+  expect_hits_equal(h, brute_hits(v, profile.at("p").low, profile.at("p").high, 4, 1), 4);
+  // Without a profile only TKNC can be measured.
+  cov::HitsObserver bare(nullptr, o, {"p"});
+  bare.on_activation("p", v);
+  EXPECT_DOUBLE_EQ(cov::model_coverage(bare.result(), cov::Criterion::TKNC), 2.0 / 3);
+  EXPECT_THROW(cov::model_coverage(bare.result(), cov::Criterion::KMNC), expctl::Error);
+  // A profile of another width is refused.
+  EXPECT_THROW(obs.on_activation("p", torch::zeros({1, 4})), expctl::Error);
+}
+
+// On a real network, profile and calibration images apart: the streamed counts of every point equal the brute force
+// over every activation kept whole, with channels and with positions as neurons.
+TEST(DeepGauge, StreamedHitsEqualABruteForceOverEveryActivation) {
+  em::GraphNet m = small_model(5);
+  torch::manual_seed(11);
+  const torch::Tensor profile_images = torch::randn({9, 3, 16, 16}), test_images = torch::randn({7, 3, 16, 16}) * 1.5;
+  const auto points = bl::activation_points(em::channel_groups(m));
+  const auto all = every_activation(m, test_images, 3);
+  for (const auto neurons : {cov::Neurons::Channels, cov::Neurons::Positions}) {
+    SCOPED_TRACE(neurons == cov::Neurons::Channels ? "channels" : "positions");
+    const auto profile = cov::measure_stats(m, profile_images, 4, points, "test", neurons);
+    cov::HitsOptions o;
+    o.sections = 5;
+    o.top_k = 3;
+    o.neurons = neurons;
+    const auto hits = cov::measure_hits(m, test_images, 3, &profile, o, points, "test");
+    ASSERT_EQ(hits.size(), points.size());
+    double sections_hit = 0, sections = 0;
+    for (const auto& p : points) {
+      SCOPED_TRACE(p);
+      const torch::Tensor y = all.at(p).to(torch::kDouble);
+      const torch::Tensor flat = y.reshape({y.size(0), y.size(1), -1});
+      const torch::Tensor v = neurons == cov::Neurons::Channels ? flat.mean(2) : flat.reshape({y.size(0), -1});
+      const BruteHits b = brute_hits(v, profile.at(p).low, profile.at(p).high, 5, 3);
+      expect_hits_equal(hits.at(p), b, 5);
+      for (const auto& s : b.sections) sections_hit += double(s.size());
+      sections += 5.0 * double(b.below.size());
+      // A channel's score is its neurons' mean.
+      const torch::Tensor per_neuron = hits.at(p).neuron_scores(cov::Criterion::NBC);
+      EXPECT_TRUE(
+          torch::allclose(hits.at(p).channel_scores(cov::Criterion::NBC), per_neuron.view({y.size(1), -1}).mean(1)));
+    }
+    EXPECT_DOUBLE_EQ(cov::model_coverage(hits, cov::Criterion::KMNC), sections_hit / sections);
+    EXPECT_GT(sections_hit, 0.0);
+  }
+  EXPECT_THROW(cov::measure_hits(m, test_images, 3, nullptr, {}, {"no.such.point"}, "test"), expctl::Error);
+}
+
+// Each DeepGauge pruner keeps the channels its criterion, measured against the profile images, ranks highest; the
+// profiling ones refuse to run without profile images, TKNC needs none.
+TEST(DeepGauge, EveryPrunerKeepsTheChannelsItsCriterionRanksHighest) {
+  em::GraphNet m = small_model(6);
+  const auto groups = em::channel_groups(m);
+  torch::manual_seed(12);
+  const torch::Tensor profile_images = torch::randn({10, 3, 16, 16}), x = torch::randn({12, 3, 16, 16}) * 1.3;
+  const auto points = bl::activation_points(groups);
+  const auto profile = cov::measure_stats(m, profile_images, 4, points);
+  cov::HitsOptions o;  // the pruners' defaults: k = 100 sections, the top 10
+  const auto hits = cov::measure_hits(m, x, 4, &profile, o, points, "test");
+  const std::vector<std::pair<std::string, cov::Criterion>> pruners{{"kmnc", cov::Criterion::KMNC},
+                                                                    {"nbc", cov::Criterion::NBC},
+                                                                    {"snac", cov::Criterion::SNAC},
+                                                                    {"tknc", cov::Criterion::TKNC}};
+  for (const auto& [name, criterion] : pruners) {
+    SCOPED_TRACE(name);
+    std::map<std::string, torch::Tensor> per_point;
+    for (const auto& [p, h] : hits) per_point[p] = h.channel_scores(criterion);
+    em::GraphNet copy = small_model(6);
+    const Params params = params_for(name, {{"min_channels", val(int64_t{1})}, {"round_to", val(int64_t{1})}});
+    const PrunePlan plan = run_pruner(name, copy, params, x, {}, profile_images);
+    EXPECT_FALSE(plan.stats["criterion"].get<std::string>().empty());
+    for (const char* g : {"layer1.0.conv1", "layer2", "layer3.1.conv1"}) {
+      const em::ChannelGroup& grp = group(groups, g);
+      const torch::Tensor want = group_mean(grp, per_point);
+      ASSERT_TRUE(plan.keep.count(g)) << g;
+      EXPECT_EQ(plan.keep.at(g).size(0), grp.size / 2) << g;
+      expect_kept_score_highest(plan.keep.at(g), want, g);
+      EXPECT_NEAR(plan.stats["groups"][g]["mean_score"].get<double>(), want.mean().item<double>(), 1e-12) << g;
+    }
+    em::GraphNet again = small_model(6);
+    if (criterion == cov::Criterion::TKNC)
+      EXPECT_FALSE(run_pruner(name, again, params, x).keep.empty());
+    else
+      EXPECT_THROW(run_pruner(name, again, params, x), expctl::Error);
+  }
 }
