@@ -183,7 +183,8 @@ std::vector<CoverageSubject> coverage_subjects(const std::vector<Row>& rows, con
     }
   std::vector<CoverageSubject> out;
   for (const Row& r : rows) {
-    out.push_back({models::load_checkpoint(r.checkpoint), r.pruned ? kept : std::map<std::string, torch::Tensor>{}});
+    out.push_back(
+        {models::load_checkpoint(r.checkpoint), r.pruned ? kept : std::map<std::string, torch::Tensor>{}, r.pruned});
   }
   return out;
 }

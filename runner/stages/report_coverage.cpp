@@ -137,7 +137,11 @@ nlohmann::json measure_model_coverage(const ScenarioConfig& cfg, const ReportOpt
     try {
       stream(s.model, test, batch, device, both);
     } catch (const Error& e) {
-      throw Error(std::string("report.coverage: ") + e.what());
+      throw Error(std::string("report.coverage: ") + e.what() +
+                  (!s.pruned ? std::string()
+                             : " (a pruned model's channels are mapped to the loaded model's through "
+                               "prune_metrics.json's kept_channels; rerun the prune stage if an older expctl "
+                               "wrote it)"));
     }
     const auto h = hits.result();
     nlohmann::json row = nlohmann::json::object();

@@ -29,6 +29,7 @@ struct ReportOptions;
 struct CoverageSubject {
   models::Network model{nullptr};
   std::map<std::string, torch::Tensor> kept;
+  bool pruned = false;  ///< made by the prune stage (an error then points at prune_metrics.json's kept_channels)
 };
 
 /// {"settings": {...}, "rows": [{"nc": 0.42, "kmnc": ...}, ...]} for `subjects` in order (the first is the loaded

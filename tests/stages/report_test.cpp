@@ -174,6 +174,48 @@ TEST_F(Report, CalibrationOnEveryTestImageIsSaidAndNoHeldOutColumnAppears) {
         << text;
 }
 
+// A coverage pruner's group table and chart show its own criterion; a group it could not measure says so and
+// leaves a gap in the chart's line instead of a 0.
+TEST_F(Report, AGroupTableIsHeadedByItsCriterionAndShowsUnmeasuredGroupsAsSuch) {
+  scenario("prune, report",
+           "dataset: {name: FashionMNIST, test_subset: 160}\nprune: {pruner: kmnc, calibration: {split: train, "
+           "samples: 64}}\n",
+           tmp_ / "ck");
+  checkpoint(dir() / "ft.pt");
+  checkpoint(Naming(load_scenario(tmp_ / "s.yaml")).pruned_checkpoint());
+  test::write_file(
+      dir() / "prune_metrics.json",
+      json{{"source_checkpoint", (dir() / "ft.pt").string()},
+           {"calibration", {{"split", "train"}, {"samples", 64}, {"source", "Fashion-MNIST train split, 64 samples"}}},
+           {"before", {{"accuracy", 50.0}, {"loss", 1.0}, {"images", 160}}},
+           {"after", {{"accuracy", 40.0}, {"loss", 1.4}, {"images", 160}}},
+           {"stats",
+            {{"pruner", "kmnc"},
+             {"criterion", "KMNC (k = 100)"},
+             {"unmeasured", {"fc.in"}},
+             {"groups",
+              {{"layer1.0.conv1",
+                {{"size", 8}, {"kept", 4}, {"min_score", 0.25}, {"mean_score", 0.5}, {"max_score", 0.75}}},
+               {"fc.in", {{"size", 8}, {"kept", 8}}}}}}}}
+          .dump());
+  run_report();
+  const std::string text = md();
+  EXPECT_NE(text.find("| group | channels | kept | min KMNC (k = 100) | mean KMNC (k = 100) | max KMNC (k = 100) |"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("| layer1.0.conv1 | 8 | 4 | 0.2500 | 0.5000 | 0.7500 |"), std::string::npos) << text;
+  EXPECT_NE(text.find("| fc.in | 8 | 8 | unmeasured | unmeasured | unmeasured |"), std::string::npos) << text;
+  EXPECT_NE(text.find("Unmeasured: 1 group no activation of the criterion carries (kept whole)"), std::string::npos)
+      << text;
+  if (have_gnuplot()) {
+    EXPECT_NE(text.find("the line: mean KMNC (k = 100) on the 64 calibration images (Fashion-MNIST train split, 64 "
+                        "samples) (gaps: unmeasured groups)."),
+              std::string::npos)
+        << text;
+    EXPECT_TRUE(fs::exists(dir() / Naming(load_scenario(tmp_ / "s.yaml")).pruning_chart().filename()));
+  }
+}
+
 TEST_F(Report, ANullMetricNamesTheFileAndTheKey) {
   scenario("finetune, report", "dataset: {name: FashionMNIST}\n", tmp_ / "ck");
   finetune_metrics(10000, history(nullptr));  // a NaN test loss, as nlohmann writes it

@@ -668,6 +668,15 @@ TEST(DeepGauge, StreamedHitsEqualABruteForceOverEveryActivation) {
     }
     EXPECT_DOUBLE_EQ(cov::model_coverage(hits, cov::Criterion::KMNC), sections_hit / sections);
     EXPECT_GT(sections_hit, 0.0);
+    // What the pass keeps does not grow with the images: three times as many give tensors of the same sizes.
+    const auto more =
+        cov::measure_hits(m, torch::cat({test_images, test_images, test_images}), 3, &profile, o, points, "test");
+    for (const auto& p : points) {
+      const cov::PointHits &a = hits.at(p), &b = more.at(p);
+      EXPECT_EQ(b.images, 3 * a.images);
+      for (const auto& [x, y] : {std::pair{a.section, b.section}, {a.below, b.below}, {a.top, b.top}, {a.sum, b.sum}})
+        EXPECT_EQ(x.sizes(), y.sizes()) << p;
+    }
   }
   EXPECT_THROW(cov::measure_hits(m, test_images, 3, nullptr, {}, {"no.such.point"}, "test"), expctl::Error);
 }
