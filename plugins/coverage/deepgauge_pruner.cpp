@@ -65,10 +65,10 @@ std::string definition(Criterion c) {
 }  // namespace
 
 PrunerEntry deepgauge_entry(Criterion criterion, const std::string& code, const std::string& summary) {
+  const std::string name = criterion_name(criterion);
+  const bool profiles = criterion != Criterion::TKNC;
   const auto keys = binder_for(criterion);
-  auto options = [keys, name = criterion_name(criterion)](const Params* p) {
-    return p ? keys->read(*p, name) : HitsOptions{};
-  };
+  auto options = [keys, name](const Params* p) { return p ? keys->read(*p, name) : HitsOptions{}; };
   auto label = [options, code, criterion](const Params& p) {
     const HitsOptions o = options(&p);
     std::string l = code;
@@ -76,8 +76,6 @@ PrunerEntry deepgauge_entry(Criterion criterion, const std::string& code, const 
     if (criterion == Criterion::TKNC) l += " (k = " + std::to_string(o.top_k) + ")";
     return l + (o.neurons == Neurons::Positions ? ", positions" : "");
   };
-  const std::string name = criterion_name(criterion);
-  const bool profiles = criterion != Criterion::TKNC;
   baselines::Scorer scorer = [=](PruneRequest& r, const std::vector<models::ChannelGroup>& groups) {
     const HitsOptions o = options(r.params);
     const std::vector<std::string> points = baselines::activation_points(groups);

@@ -218,14 +218,19 @@ void check_calibration_size(const ScenarioConfig& cfg, std::vector<Diagnostic>& 
   const auto& keys = prune_stage_binder();
   const Value& samples = keys.value(p, &PruneStageOptions::calibration_samples);
   // Profile images drawn from the calibration images' split come from what calibration leaves.
-  if (o.profile_samples > 0 && o.profile_on_test != train && available > 0 && o.calibration_samples <= available &&
-      o.calibration_samples + o.profile_samples > available) {
+  const bool beside = o.profile_on_test != train;
+  const int64_t profile_split = beside ? available : data::expected_split_size(cfg, !o.profile_on_test);
+  const int64_t left = beside ? available - o.calibration_samples : profile_split;
+  if (o.profile_samples > 0 && profile_split > 0 && left >= 0 && o.profile_samples > left) {
     const Value& profile = keys.value(p, &PruneStageOptions::profile_samples);
-    diags.push_back({profile.is_default ? keys.value(p, &PruneStageOptions::pruner).mark : profile.mark,
-                     "prune." + keys.key(&PruneStageOptions::profile_samples),
-                     "must be at most " + std::to_string(available - o.calibration_samples) + ", the images of the " +
-                         split_name(o) + " split (" + std::to_string(available) + ") left by calibration.samples (" +
-                         std::to_string(o.calibration_samples) + "); got " + std::to_string(o.profile_samples)});
+    diags.push_back(
+        {profile.is_default ? keys.value(p, &PruneStageOptions::pruner).mark : profile.mark,
+         "prune." + keys.key(&PruneStageOptions::profile_samples),
+         "must be at most " + std::to_string(left) + ", the images of the " +
+             (o.profile_on_test ? std::string("test") : std::string("train")) + " split (" +
+             std::to_string(profile_split) + ")" +
+             (beside ? " left by calibration.samples (" + std::to_string(o.calibration_samples) + ")" : std::string()) +
+             "; got " + std::to_string(o.profile_samples)});
   }
   if (available <= 0 || o.calibration_samples <= available) return;
   const auto& common = data::common_reader();

@@ -115,4 +115,13 @@ TEST_F(PruneStage, ProfileImagesAreDrawnApartFromTheCalibrationImages) {
               std::string::npos)
         << e.what();
   }
+  try {  // from the other split: its own size bounds it
+    load_scenario(tmp_ / "s.yaml", {"dataset.train_subset=12", "prune.profile.samples=13"});
+    ADD_FAILURE() << "13 profile images of a 12-image training split were accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("prune.profile.samples: must be at most 12, the images of the train split "
+                                         "(12); got 13"),
+              std::string::npos)
+        << e.what();
+  }
 }
