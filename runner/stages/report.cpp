@@ -171,24 +171,6 @@ Evaluation evaluation_of(const ScenarioConfig& cfg, const Metrics& metrics) {
   return ev;
 }
 
-// The models of the rows for report.coverage: a row of the prune or recover stage kept the channels the prune stage
-// recorded (prune_metrics.json "kept_channels"); the others are whole.
-std::vector<CoverageSubject> coverage_subjects(const std::vector<Row>& rows, const Metrics& metrics) {
-  std::map<std::string, torch::Tensor> kept;
-  if (auto it = metrics.find("prune"); it != metrics.end() && it->second.root().has("kept_channels"))
-    for (const auto& [group, idx] : it->second.root()["kept_channels"].members()) {
-      std::vector<int64_t> v;
-      for (const JsonValue& i : idx.items()) v.push_back(i.integer());
-      kept[group] = torch::tensor(v, torch::kLong);
-    }
-  std::vector<CoverageSubject> out;
-  for (const Row& r : rows) {
-    out.push_back(
-        {models::load_checkpoint(r.checkpoint), r.pruned ? kept : std::map<std::string, torch::Tensor>{}, r.pruned});
-  }
-  return out;
-}
-
 // Rounds of the interleaved timing (metrics::measure_interleaved).
 constexpr int kLatencyRounds = 5;
 
@@ -340,9 +322,8 @@ void time_models(std::vector<Measured>& models, const data::DatasetInfo& info, c
 
 // The accuracy of every model's bf16 form on the test images its fp32 accuracy was measured on (the split the
 // stages load), and how far its logits moved from the fp32 model's on the deployment check batch.
-void evaluate_bf16(std::vector<Measured>& models, const ScenarioConfig& cfg, const ReportOptions& p,
-                   torch::Device device, spdlog::logger& log) {
-  const data::Split test = data::load_dataset(cfg, /*train=*/false);
+void evaluate_bf16(std::vector<Measured>& models, const data::Split& test, const ReportOptions& p, torch::Device device,
+                   spdlog::logger& log) {
   for (Measured& m : models) {
     if (!m.bf16) continue;
     torch::jit::Module* module = &m.bf16->optimized;
@@ -358,6 +339,23 @@ void evaluate_bf16(std::vector<Measured>& models, const ScenarioConfig& cfg, con
              row["model"].get<std::string>(), r.accuracy, r.count, row["accuracy"].get<double>(),
              m.bf16->max_difference);
   }
+}
+
+// The models of the rows for report.coverage: a row of the prune or recover stage kept the channels the prune stage
+// recorded (prune_metrics.json "kept_channels"); the others are whole.
+std::vector<CoverageSubject> coverage_subjects(const std::vector<Row>& rows, const std::vector<Measured>& measured,
+                                               const Metrics& metrics) {
+  std::map<std::string, torch::Tensor> kept;
+  if (auto it = metrics.find("prune"); it != metrics.end() && it->second.root().has("kept_channels"))
+    for (const auto& [group, idx] : it->second.root()["kept_channels"].members()) {
+      std::vector<int64_t> v;
+      for (const JsonValue& i : idx.items()) v.push_back(i.integer());
+      kept[group] = torch::tensor(v, torch::kLong);
+    }
+  std::vector<CoverageSubject> out;
+  for (size_t i = 0; i < rows.size(); ++i)
+    out.push_back({measured[i].eager, rows[i].pruned ? kept : std::map<std::string, torch::Tensor>{}, rows[i].pruned});
+  return out;
 }
 
 // What a reader checks a pruned row against the first (dense) one with, as ShrinkBench asks: the theoretical
@@ -867,9 +865,15 @@ class ReportStage : public Stage {
       }
     }
     time_models(measured, info, p, device);
-    if (bf16) evaluate_bf16(measured, cfg, p, device, *ctx.log);
+    std::optional<data::Split> test_split;  // the test images the stages evaluated, loaded once when needed
+    auto test = [&]() -> const data::Split& {
+      if (!test_split) test_split = data::load_dataset(cfg, /*train=*/false);
+      return *test_split;
+    };
+    if (bf16) evaluate_bf16(measured, test(), p, device, *ctx.log);
     if (!p.coverage.empty()) {
-      const json cov = measure_model_coverage(cfg, p, coverage_subjects(models, stages), device, *ctx.log);
+      const json cov =
+          measure_model_coverage(cfg, test(), p, coverage_subjects(models, measured, stages), device, *ctx.log);
       for (size_t i = 0; i < measured.size(); ++i) measured[i].row["coverage"] = cov["rows"][i];
       report["coverage"] = cov;
       report["coverage"].erase("rows");

@@ -100,7 +100,7 @@ class Both : public models::ForwardObserver {
 
 }  // namespace
 
-nlohmann::json measure_model_coverage(const ScenarioConfig& cfg, const ReportOptions& p,
+nlohmann::json measure_model_coverage(const ScenarioConfig& cfg, const data::Split& test, const ReportOptions& p,
                                       const std::vector<CoverageSubject>& subjects, torch::Device device,
                                       spdlog::logger& log) {
   if (p.coverage.empty() || subjects.empty()) return nullptr;
@@ -123,7 +123,6 @@ nlohmann::json measure_model_coverage(const ScenarioConfig& cfg, const ReportOpt
       widths[pt] = it->second.channels;
     }
   const std::vector<models::ChannelGroup> groups = models::channel_groups(loaded);
-  const data::Split test = data::load_dataset(cfg, /*train=*/false);
 
   coverage::HitsOptions o;
   o.sections = p.coverage_k;

@@ -22,6 +22,9 @@ namespace expctl {
 
 struct ScenarioConfig;
 struct ReportOptions;
+namespace data {
+struct Split;
+}
 
 /// One model of the table: the network, and for a structurally pruned one the channels of the loaded model's groups
 /// it kept (group name -> int64 indices; a group not listed kept every channel; empty: the loaded model itself, or a
@@ -32,10 +35,11 @@ struct CoverageSubject {
   bool pruned = false;  ///< made by the prune stage (an error then points at prune_metrics.json's kept_channels)
 };
 
-/// {"settings": {...}, "rows": [{"nc": 0.42, "kmnc": ...}, ...]} for `subjects` in order (the first is the loaded
-/// model), the criteria of p.coverage only, each a fraction in [0, 1]. Throws expctl::Error when a pruned model's
-/// activations do not have the widths its kept channels give.
-nlohmann::json measure_model_coverage(const ScenarioConfig& cfg, const ReportOptions& p,
+/// The settings and {"rows": [{"nc": 0.42, "kmnc": ...}, ...]} for `subjects` in order (the first is the loaded
+/// model, profiled on the scenario's training images), measured on `test`, the criteria of p.coverage only, each a
+/// fraction in [0, 1]. Throws expctl::Error when a pruned model's activations do not have the widths its kept channels
+/// give.
+nlohmann::json measure_model_coverage(const ScenarioConfig& cfg, const data::Split& test, const ReportOptions& p,
                                       const std::vector<CoverageSubject>& subjects, torch::Device device,
                                       spdlog::logger& log);
 
