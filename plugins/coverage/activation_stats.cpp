@@ -70,21 +70,29 @@ std::map<std::string, ChannelStats> StatsObserver::result() const {
   return out;
 }
 
-std::map<std::string, ChannelStats> measure_stats(models::Network model, const torch::Tensor& images,
-                                                  int64_t batch_size, const std::vector<std::string>& points,
-                                                  const std::string& who, Neurons neurons) {
-  if (!images.defined() || images.dim() != 4 || images.size(0) == 0 || !images.is_floating_point())
+void observe(models::Network model, const torch::Tensor& images, int64_t batch_size, models::ForwardObserver& observer,
+             const std::string& who) {
+  if (!images.defined() || images.dim() != 4 || images.size(0) == 0)
     throw Error(who + ": calibration images must be a non-empty float tensor [N, C, H, W]");
+  if (!images.is_floating_point())
+    throw Error(who + ": calibration images must be normalised floats, got " +
+                std::string(c10::toString(images.scalar_type())));
   if (batch_size < 1) throw Error(who + ": calibration batch size must be at least 1");
   models::EvalModeGuard eval(*model);
   torch::InferenceMode inference;
-  StatsObserver observer(points, neurons);
   const torch::Device device = model->device();
-  for (int64_t b0 = 0; b0 < images.size(0); b0 += batch_size)
-    model->forward(images.slice(0, b0, std::min(images.size(0), b0 + batch_size)).to(device), &observer);
+  const int64_t n = images.size(0);
+  for (int64_t b0 = 0; b0 < n; b0 += batch_size)
+    model->forward(images.slice(0, b0, std::min(n, b0 + batch_size)).to(device), &observer);
+}
+
+std::map<std::string, ChannelStats> measure_stats(models::Network model, const torch::Tensor& images,
+                                                  int64_t batch_size, const std::vector<std::string>& points,
+                                                  const std::string& who, Neurons neurons) {
+  StatsObserver observer(points, neurons);
+  observe(model, images, batch_size, observer, who);
   std::map<std::string, ChannelStats> stats = observer.result();
-  for (const auto& p : points)
-    if (!stats.count(p)) throw Error(who + ": activation point '" + p + "' was never reached by the forward pass");
+  require_reached(stats, points, who);
   return stats;
 }
 

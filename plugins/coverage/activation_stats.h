@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "runner/core/error.h"
 #include "runner/models/network.h"
 
 namespace expctl::coverage {
@@ -65,6 +66,21 @@ class StatsObserver : public models::ForwardObserver {
   Neurons neurons_;
   std::map<std::string, ChannelStats> acc_;  // tensors on the activations' device until result()
 };
+
+/// Runs `images` (normalised float [N, C, H, W], moved to the model's device batch by batch) through `model` in
+/// batches of `batch_size`, in eval and inference mode (the model's mode is restored), with `observer` watching: the
+/// one pass behind every calibration statistic (activation statistics, DeepGauge's hits, Neuron Coverage). Throws
+/// expctl::Error naming `who` when the images are empty, not 4-D or not floats, or batch_size is below 1.
+void observe(models::Network model, const torch::Tensor& images, int64_t batch_size, models::ForwardObserver& observer,
+             const std::string& who);
+
+/// Throws expctl::Error naming `who` when a point of `points` is not in `measured` (never reached by the pass).
+template <class T>
+void require_reached(const std::map<std::string, T>& measured, const std::vector<std::string>& points,
+                     const std::string& who) {
+  for (const auto& p : points)
+    if (!measured.count(p)) throw Error(who + ": activation point '" + p + "' was never reached by the forward pass");
+}
 
 /// Runs `images` (normalised float [N, C, H, W], moved to the model's device batch by batch) through `model` in
 /// batches of `batch_size`, in eval and inference mode (the model's mode is restored), and returns the statistics

@@ -4,7 +4,6 @@
 #include <algorithm>
 
 #include "runner/core/error.h"
-#include "runner/models/mode_guard.h"
 
 namespace expctl::coverage {
 
@@ -130,23 +129,16 @@ std::map<std::string, PointHits> HitsObserver::result() const {
 std::map<std::string, PointHits> measure_hits(models::Network model, const torch::Tensor& images, int64_t batch_size,
                                               const std::map<std::string, ChannelStats>* profile, HitsOptions options,
                                               const std::vector<std::string>& points, const std::string& who) {
-  if (!images.defined() || images.dim() != 4 || images.size(0) == 0 || !images.is_floating_point())
-    throw Error(who + ": the images to measure coverage on must be a non-empty float tensor [N, C, H, W]");
-  if (batch_size < 1) throw Error(who + ": batch size must be at least 1");
   std::map<std::string, PointHits> hits;
   try {
-    models::EvalModeGuard eval(*model);
-    torch::InferenceMode inference;
     HitsObserver observer(profile, options, points);
-    const torch::Device device = model->device();
-    for (int64_t b0 = 0; b0 < images.size(0); b0 += batch_size)
-      model->forward(images.slice(0, b0, std::min(images.size(0), b0 + batch_size)).to(device), &observer);
+    observe(model, images, batch_size, observer, who);
     hits = observer.result();
   } catch (const Error& e) {
-    throw Error(who + ": " + e.what());
+    const std::string what = e.what();
+    throw Error(what.rfind(who + ": ", 0) == 0 ? what : who + ": " + what);
   }
-  for (const auto& p : points)
-    if (!hits.count(p)) throw Error(who + ": activation point '" + p + "' was never reached by the forward pass");
+  require_reached(hits, points, who);
   return hits;
 }
 

@@ -8,9 +8,9 @@
 #include <utility>
 
 #include "plugins/channel_selection.h"
+#include "plugins/coverage/activation_stats.h"
 #include "runner/core/error.h"
 #include "runner/core/registry.h"
-#include "runner/models/mode_guard.h"
 
 namespace expctl::neuron_coverage {
 namespace {
@@ -135,24 +135,10 @@ std::map<std::string, PointCoverage> CoverageObserver::result() const {
 std::map<std::string, PointCoverage> measure_coverage(models::Network model, const torch::Tensor& calibration,
                                                       int64_t batch_size, double threshold,
                                                       const std::vector<std::string>& points) {
-  if (!calibration.defined() || calibration.dim() != 4 || calibration.size(0) == 0)
-    throw Error(kWho + ": calibration images must be a non-empty float tensor [N, C, H, W]");
-  if (!calibration.is_floating_point())
-    throw Error(kWho + ": calibration images must be normalised floats, got " +
-                std::string(c10::toString(calibration.scalar_type())));
-  if (batch_size < 1) throw Error(kWho + ": calibration batch size must be at least 1");
   CoverageObserver observer(threshold, points);
-  {
-    models::EvalModeGuard eval(*model);
-    torch::InferenceMode inference;
-    const torch::Device device = model->device();
-    const int64_t n = calibration.size(0);
-    for (int64_t b0 = 0; b0 < n; b0 += batch_size)
-      model->forward(calibration.slice(0, b0, std::min(n, b0 + batch_size)).to(device), &observer);
-  }
+  coverage::observe(model, calibration, batch_size, observer, kWho);
   auto result = observer.result();
-  for (const auto& p : points)
-    if (!result.count(p)) throw Error(kWho + ": activation point '" + p + "' was never reached by the forward pass");
+  coverage::require_reached(result, points, kWho);
   return result;
 }
 
